@@ -1,0 +1,24 @@
+"""raysweep: hyperparameter search for PyTorch on Ray Tune + Ray Train, tracked in MLflow."""
+
+from .context import InProcessContext, TrainContext
+from .loop import evaluate, fit
+from .spec import Spec, SpecError, load_spec
+from .tasks import resolve_task
+from .tasks.base import Splits, SupervisedTask
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Ray-dependent names load on first use, so `raysweep validate` starts fast.
+    if name in ("run_search", "SearchResult", "SearchFailed"):
+        from . import search
+
+        return getattr(search, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "InProcessContext", "SearchFailed", "SearchResult", "Spec", "SpecError", "Splits", "SupervisedTask",
+    "TrainContext", "evaluate", "fit", "load_spec", "resolve_task", "run_search",
+]

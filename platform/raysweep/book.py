@@ -1,0 +1,111 @@
+"""The driver's record of every trial, kept as Tune reports it.
+
+Results are collected as they arrive rather than read from Tune's final `Result`s
+(DESIGN.md, point 1: a Train trial's final `Result.metrics` can be None).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+
+from .spec import Spec
+
+RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    number: int
+    config: dict[str, Any]
+    status: str = RUNNING
+    epochs: int = 0
+    value: float | None = None  # the spec's metric at the last reported epoch
+    metrics: dict[str, float] = field(default_factory=dict)  # last reported, all of them
+    run_id: str | None = None
+    checkpoint: Any = None  # ray.tune.Checkpoint of the last epoch saved
+    error: str | None = None
+
+
+def numeric_metrics(result: dict[str, Any], reserved: set[str]) -> dict[str, float]:
+    """The task's own metrics in a Tune result (Tune's bookkeeping keys left out)."""
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k not in reserved and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def _tune_keys() -> set[str]:
+    from ray.tune import result as r
+
+    return set(r.AUTO_RESULT_KEYS) | set(r.DEFAULT_EXPERIMENT_INFO_KEYS) | set(r.DEBUG_METRICS) | {
+        r.DONE, r.SHOULD_CHECKPOINT, "timesteps_since_restore",
+    }
+
+
+class TrialBook(Callback):
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.records: dict[str, TrialRecord] = {}
+        self.started = time.monotonic()
+        self._reserved = _tune_keys()
+
+    # -- Tune callback hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self.records:
+            self.records[trial.trial_id] = TrialRecord(trial.trial_id, len(self.records) + 1, dict(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self.records[trial.trial_id]
+        rec.metrics = numeric_metrics(result, self._reserved)
+        rec.epochs = int(rec.metrics.get("epoch", result.get("training_iteration", rec.epochs + 1)))
+        value = rec.metrics.get(self.spec.metric)
+        rec.value = value if value is not None and math.isfinite(value) else None
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        rec = self.records[trial.trial_id]
+        # A trial that ends before max_epochs without an error was stopped by ASHA.
+        rec.status = FINISHED if rec.epochs >= self.spec.max_epochs else STOPPED
+        rec.checkpoint = trial.checkpoint
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        rec = self.records[trial.trial_id]
+        rec.status = FAILED
+        rec.error = _error_line(trial)
+
+    # -- queries
+    def counts(self) -> dict[str, int]:
+        out = {RUNNING: 0, FINISHED: 0, STOPPED: 0, FAILED: 0}
+        for rec in self.records.values():
+            out[rec.status] += 1
+        return out
+
+    def ranked(self) -> list[TrialRecord]:
+        """Trials with a value, best first."""
+        scored = [r for r in self.records.values() if r.value is not None and r.status != FAILED]
+        return sorted(scored, key=lambda r: r.value if self.spec.mode == "min" else -r.value)
+
+    def best(self) -> TrialRecord | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    @property
+    def epochs_run(self) -> int:
+        return sum(r.epochs for r in self.records.values())
+
+
+def _error_line(trial) -> str:
+    """The last line of a trial's error: the exception, which is what a user needs first."""
+    try:
+        error = trial.get_error()
+    except Exception:  # noqa: BLE001 - the error file itself may be unreadable
+        error = None
+    text = str(error) if error is not None else "trial failed"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial failed"

@@ -1,0 +1,132 @@
+"""`raysweep search | validate | ui`.
+
+Input errors (a bad spec, override or task) print one line and exit 2, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .spec import Spec, SpecError, load_spec
+from .tracking import UI_PORT, resolve_tracking_uri
+
+EXIT_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like a spec error
+        self.exit(EXIT_INPUT, f"raysweep: error: {message} (see raysweep {self.prog.split()[-1]} --help)\n")
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="search space YAML (see search_spaces/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a spec field, e.g. --set search.num_samples=8 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="raysweep", description="Hyperparameter search for PyTorch on Ray, tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("search", help="run a search: Optuna sampling, ASHA early stopping, MLflow tracking")
+    _spec_args(s)
+    s.add_argument("--samples", type=int, metavar="N", help="number of trials (search.num_samples)")
+    s.add_argument("--name", help="search name: MLflow experiment and parent run (spec's name)")
+    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
+    s.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
+    s.add_argument("--summary-json", metavar="PATH", help="write the search summary as JSON")
+    s.add_argument("--verbose", action="store_true", help="Ray Tune's full trial tables instead of the progress line")
+
+    v = sub.add_parser("validate", help="check a spec and print it resolved; starts nothing")
+    _spec_args(v)
+
+    u = sub.add_parser("ui", help="open the MLflow UI on the store searches log to (127.0.0.1)")
+    u.add_argument("--tracking-uri", help="store to show (default: as for search)")
+    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=int, default=UI_PORT)
+    return parser
+
+
+def _load(args) -> Spec:
+    overrides = list(args.overrides)
+    if getattr(args, "samples", None) is not None:
+        overrides.append(f"search.num_samples={args.samples}")
+    if getattr(args, "name", None):
+        overrides.append(f"name={args.name}")
+    return load_spec(args.spec, overrides)
+
+
+def cmd_validate(args) -> int:
+    spec = _load(args)
+    from .tasks import resolve_task
+
+    resolve_task(spec.task)
+    sys.stdout.write(spec.to_yaml())
+    return 0
+
+
+def cmd_search(args) -> int:
+    spec = _load(args)
+    # Imported here so that `validate` and input errors don't pay for Ray and MLflow imports.
+    from .progress import make_console
+    from .search import SearchFailed, run_search
+    from .tasks import resolve_task
+
+    resolve_task(spec.task)
+    console = make_console()
+    try:
+        result = run_search(
+            spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose, console=console
+        )
+    except SearchFailed as exc:
+        print(f"raysweep: search failed: {exc}", file=sys.stderr)
+        return 1
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    if result.test_metrics:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
+        console.print(f"best trial on the test split: {shown}")
+    if result.ui_url:
+        hint = "" if result.tracking_uri.startswith("http") else "  (start the UI with: raysweep ui)"
+        console.print(f"MLflow runs: {result.ui_url}{hint}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        print(f"{uri} is already a tracking server: open it in a browser", file=sys.stderr)
+        return EXIT_INPUT
+    print(f"MLflow UI on {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # User tasks ("my_pkg.tasks:train") import from the working directory, as with `python -m`.
+    # Ray hands the driver's sys.path to local workers, so trials find them too.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    handler = {"search": cmd_search, "validate": cmd_validate, "ui": cmd_ui}[args.command]
+    try:
+        return handler(args)
+    except SpecError as exc:
+        print(f"raysweep: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("raysweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""`TrainContext`: everything a training loop sees of the platform.
+
+A task is written once against this interface and runs unchanged whether its trial runs
+inside the Tune trial process (`InProcessContext`) or as a Ray Train worker group.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def save_state(state: dict, directory: str) -> str:
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    torch.save(state, path)
+    return path
+
+
+def load_state(directory: str, map_location: Any = "cpu") -> dict:
+    # weights_only: a checkpoint is data, never code to execute.
+    return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=map_location, weights_only=True)
+
+
+class TrainContext(ABC):
+    """What a loop talks to: report, device, rank, world size, resume state."""
+
+    def __init__(self, *, max_epochs: int, seed: int, checkpoint_every: int = 1, metric: str | None = None):
+        self.max_epochs = max_epochs
+        self.seed = seed
+        self.checkpoint_every = checkpoint_every
+        self.metric = metric  # the spec's metric: every report must carry it
+        self._reports = 0
+
+    def _complete(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Check a report before it leaves the worker; number epochs a task didn't."""
+        if self.metric is not None and self.metric not in metrics:
+            raise KeyError(
+                f"ctx.report() got no {self.metric!r}, the spec's metric (reported: {', '.join(metrics) or 'nothing'})"
+            )
+        self._reports += 1
+        if "epoch" not in metrics:
+            resumed = (self.resume_state or {}).get("epoch", 0)
+            metrics = {**metrics, "epoch": int(resumed) + self._reports}
+        return metrics
+
+    # -- topology
+    @property
+    def rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    # -- model and data
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move the model to this worker's device (and wrap it for data parallelism)."""
+        return model.to(self.device)
+
+    def shard(self, n: int) -> slice | torch.Tensor:
+        """Indices of this worker's share of `n` training samples."""
+        return slice(None)
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum `values` over workers (validation metrics must be global, not rank 0's)."""
+        return values
+
+    # -- progress
+    def should_checkpoint(self, epoch: int) -> bool:
+        return epoch % self.checkpoint_every == 0 or epoch >= self.max_epochs
+
+    @abstractmethod
+    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+        """Report one epoch's metrics; `checkpoint` is a state dict to save with them."""
+
+    @property
+    @abstractmethod
+    def resume_state(self) -> dict | None:
+        """The state saved with the latest checkpoint of this trial, or None on a fresh start."""
+
+
+class InProcessContext(TrainContext):
+    """A one-worker trial running inside its Tune trial process."""
+
+    def __init__(self, *, device: str = "cpu", **kwargs):
+        super().__init__(**kwargs)
+        self._device = torch.device(device)
+        self._resume: dict | None = None
+        self._resume_loaded = False
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+        from ray import tune
+
+        metrics = self._complete(metrics)
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as tmp:
+            save_state(checkpoint, tmp)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    @property
+    def resume_state(self) -> dict | None:
+        if not self._resume_loaded:
+            from ray import tune
+
+            self._resume_loaded = True
+            ckpt = tune.get_checkpoint()
+            if ckpt is not None:
+                with ckpt.as_directory() as directory:
+                    self._resume = load_state(directory, map_location=self.device)
+        return self._resume

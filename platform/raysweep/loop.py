@@ -1,0 +1,105 @@
+"""The fit loop that built-in tasks share: one epoch of training, one of validation, a report.
+
+Data lives in memory as tensors and is batched by slicing: for the small tabular and image
+sets raysweep ships, a `DataLoader`'s per-batch Python overhead would cost more than the
+model's compute.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .context import TrainContext
+
+# name -> fn(outputs, targets) giving the metric's *sum* over the batch (averaged globally).
+SumMetrics = dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model under a DDP wrapper (its state dict has no `module.` prefix)."""
+    return getattr(model, "module", model)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable,
+    metrics: SumMetrics | None = None,
+    prefix: str = "val",
+    ctx: TrainContext | None = None,
+    batch_size: int = 4096,
+) -> dict[str, float]:
+    """Mean loss and metrics over (x, y); summed over workers when `ctx` is distributed."""
+    was_training = model.training
+    model.eval()
+    names = ["loss", *(metrics or {})]
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=x.device)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        out = model(xb)
+        sums[0] += loss_fn(out, yb, reduction="sum").double()
+        for i, fn in enumerate((metrics or {}).values(), start=1):
+            sums[i] += fn(out, yb).double()
+        sums[-1] += len(xb)
+    if ctx is not None:
+        sums = ctx.all_reduce_sum(sums)
+    model.train(was_training)
+    count = sums[-1].item()
+    return {f"{prefix}_{name}" if name == "loss" else name: (sums[i] / count).item() for i, name in enumerate(names)}
+
+
+def fit(
+    ctx: TrainContext,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    batch_size: int,
+    loss_fn: Callable = nn.functional.cross_entropy,
+    val_metrics: SumMetrics | None = None,
+) -> None:
+    """Train for `ctx.max_epochs`, resuming from the context's checkpoint when it has one."""
+    start_epoch = 1
+    state = ctx.resume_state
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+
+    x_train, y_train = (t.to(ctx.device, non_blocking=True) for t in train)
+    x_val, y_val = (t.to(ctx.device, non_blocking=True) for t in val)
+    shard = ctx.shard(len(x_train))
+    x_train, y_train = x_train[shard], y_train[shard]
+    n = len(x_train)
+
+    for epoch in range(start_epoch, ctx.max_epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        # Seeded per epoch, so a resumed trial sees the same batches it would have seen.
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed * 100_003 + epoch))
+        order = order.to(ctx.device)
+        loss_sum = torch.zeros((), device=ctx.device)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)  # stays on device: no sync per batch
+        train_sums = ctx.all_reduce_sum(torch.stack([loss_sum.double(), torch.tensor(float(n), dtype=torch.float64, device=ctx.device)]))
+        metrics = {"train_loss": (train_sums[0] / train_sums[1]).item()}
+        metrics.update(evaluate(model, x_val, y_val, loss_fn, val_metrics, prefix="val", ctx=ctx))
+        metrics["epoch"] = epoch
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        checkpoint = None
+        if ctx.should_checkpoint(epoch):
+            checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
+        ctx.report(metrics, checkpoint=checkpoint)

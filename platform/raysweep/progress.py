@@ -1,0 +1,107 @@
+"""Concise progress for a search: one status line instead of Ray's trial tables.
+
+On a terminal the line updates in place; elsewhere (CI logs, `ray job logs`) a line is
+printed when a trial ends, at most every few seconds, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
+
+_PLAIN_INTERVAL_S = 5.0
+
+
+def _value(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _param(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def make_console() -> Console:
+    """stdout; in logs (no terminal) wide enough that tables and status lines don't wrap."""
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=200)
+    return console
+
+
+class ProgressCallback(Callback):
+    def __init__(self, book: TrialBook, total: int, console: Console | None = None):
+        self.book, self.total = book, total
+        self.console = console or make_console()
+        self._live: Live | None = None
+        self._last_plain = 0.0
+        self._last_line = ""
+
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment state; a console and a live display
+        # don't travel (a restored search gets a fresh display).
+        return {**self.__dict__, "console": None, "_live": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.console = self.console or make_console()
+
+    def line(self) -> str:
+        c = self.book.counts()
+        best = self.book.best()
+        metric = self.book.spec.metric
+        done = c[FINISHED] + c[STOPPED] + c[FAILED]
+        elapsed = time.monotonic() - self.book.started
+        return (
+            f"trials {done}/{self.total} done · {c[RUNNING]} running · {c[STOPPED]} stopped early · "
+            f"{c[FAILED]} failed · best {metric} {_value(best.value if best else None)} · {elapsed:.0f}s"
+        )
+
+    def _show(self, force: bool = False) -> None:
+        line = self.line()
+        if self.console.is_terminal:
+            if self._live is None:
+                self._live = Live(Text(line), console=self.console, refresh_per_second=4, transient=False)
+                self._live.start()
+            self._live.update(Text(line))
+            return
+        now = time.monotonic()
+        changed = line.split(" · ")[:-1] != self._last_line.split(" · ")[:-1]
+        if force or (changed and now - self._last_plain >= _PLAIN_INTERVAL_S):
+            self.console.print(line, highlight=False)
+            self._last_plain, self._last_line = now, line
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.console.is_terminal:
+            self._show()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._show()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._show()
+
+    def on_experiment_end(self, trials, **info):
+        self._show(force=not self.console.is_terminal)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def leaderboard(book: TrialBook, top: int = 5) -> Table:
+    """The top trials: value, epochs, status and their sampled hyperparameters."""
+    spec = book.spec
+    table = Table(title=f"top {top} of {len(book.records)} trials by {spec.metric} ({spec.mode})", title_justify="left")
+    for col in ("#", "trial", spec.metric, "epochs", "status", *spec.space):
+        table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
+    for rank, rec in enumerate(book.ranked()[:top], start=1):
+        params = [_param(rec.config.get(k)) for k in spec.space]
+        table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), str(rec.epochs), rec.status, *params)
+    return table

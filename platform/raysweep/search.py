@@ -1,0 +1,248 @@
+"""Spec -> Ray Tune search (Optuna TPE or random, ASHA or FIFO) -> `SearchResult`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+from rich.console import Console
+
+from .book import FAILED, STOPPED, TrialBook
+from .context import load_state
+from .progress import ProgressCallback, leaderboard, make_console
+from .space import build_sampler, optuna_space
+from .spec import Spec
+from .tasks import resolve_task
+from .tracking import MLflowCallback, Tracker, resolve_tracking_uri, runs_url
+from .trial import run_in_process, trial_params
+
+DEFAULT_STORAGE = "raysweep_results"
+
+
+class SearchFailed(RuntimeError):
+    """No trial of the search produced a value of its metric."""
+
+
+@dataclass
+class SearchResult:
+    name: str
+    experiment_id: str | None
+    parent_run_id: str | None
+    metric: str
+    mode: str
+    best: dict[str, Any] | None
+    trials: list[dict[str, Any]]
+    epochs_run: int
+    epochs_budget: int
+    wall_s: float
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    tracking_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def ui_url(self) -> str | None:
+        if self.tracking_uri is None or self.experiment_id is None:
+            return None
+        return runs_url(self.tracking_uri, self.experiment_id)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (schema migrations, study creation) out of the progress display."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Tune warns whenever checkpoints of short epochs force experiment snapshots; it says
+    # nothing a user can act on for second-long trials.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output prints an experiment banner even at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def ensure_ray(log_to_driver: bool = True) -> bool:
+    """Join the Ray cluster in $RAY_ADDRESS (or a job's), else start a local one.
+
+    Returns whether this call started Ray. Tests share one instance, so an initialised
+    Ray is left as it is. The dashboard stays on: Train V2 needs it to free finished
+    trials' resources (DESIGN.md, point 2).
+    """
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS") or None
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+    return True
+
+
+def max_concurrent_trials(spec: Spec) -> int:
+    """The spec's limit, else as many trials as the cluster's CPUs and GPUs hold at once."""
+    if spec.search.max_concurrent is not None:
+        return spec.search.max_concurrent
+    res = spec.resources
+    total = ray.cluster_resources()
+    fits = [total.get("CPU", 1) // (res.cpus_per_worker * res.workers_per_trial)]
+    if res.gpus_per_worker > 0:
+        fits.append(total.get("GPU", 0) // (res.gpus_per_worker * res.workers_per_trial))
+    return max(1, int(min(fits)))
+
+
+def build_tuner(spec: Spec, storage: str, callbacks: list, verbose: bool) -> tune.Tuner:
+    res = spec.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(run_in_process, spec=spec),
+        {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
+    )
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            metric=spec.metric,
+            mode=spec.mode,
+            time_attr="epoch",
+            max_t=spec.max_epochs,
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
+        # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(
+                space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec)
+            ),
+            scheduler=scheduler,
+            num_samples=spec.search.num_samples,
+            max_concurrent_trials=max_concurrent_trials(spec),
+            reuse_actors=True,  # one process serves many trials: ~0.005 s per trial, not a new actor
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage,
+            callbacks=callbacks,
+            verbose=2 if verbose else 0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+        ),
+    )
+
+
+def _storage_path(storage: str | None) -> str:
+    storage = storage or DEFAULT_STORAGE
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def run_search(
+    spec: Spec,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    verbose: bool = False,
+    console: Console | None = None,
+) -> SearchResult:
+    """Run the search a spec describes; log it to MLflow; return its summary."""
+    started = time.monotonic()
+    console = console or make_console()
+    if not verbose:
+        quiet_libraries()
+    task = resolve_task(spec.task)  # an unknown or broken task fails before Ray starts
+    tracker = parent_run_id = None
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
+    if uri is not None:
+        tracker = Tracker(uri, spec.experiment)
+        parent_run_id = tracker.start_search(spec)
+
+    # Trial processes' own logs (one line per checkpoint) stay in Ray's log files unless --verbose.
+    ensure_ray(log_to_driver=verbose)
+    book = TrialBook(spec)
+    callbacks: list = [book]
+    if tracker is not None:
+        callbacks.append(MLflowCallback(tracker, book, parent_run_id, spec, lambda c: trial_params(spec, c)))
+    if not verbose:
+        callbacks.append(ProgressCallback(book, spec.search.num_samples, console))
+    try:
+        build_tuner(spec, _storage_path(storage), callbacks, verbose).fit()
+    except BaseException:
+        if tracker is not None:
+            tracker.end_run(parent_run_id, "KILLED")
+        raise
+
+    best = book.best()
+    test_metrics: dict[str, float] = {}
+    if best is not None and best.checkpoint is not None and hasattr(task, "evaluate"):
+        with best.checkpoint.as_directory() as directory:
+            test_metrics = task.evaluate(trial_params(spec, best.config), load_state(directory), spec.seed)
+
+    result = SearchResult(
+        name=spec.name,
+        experiment_id=tracker.experiment_id if tracker else None,
+        parent_run_id=parent_run_id,
+        metric=spec.metric,
+        mode=spec.mode,
+        best=None if best is None else {
+            "trial_id": best.trial_id, "run_id": best.run_id, "config": best.config, "value": best.value,
+            "epochs": best.epochs, "metrics": best.metrics,
+        },
+        trials=[
+            {"trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
+             "value": r.value, "config": r.config, **({"error": r.error} if r.error else {})}
+            for r in book.records.values()
+        ],
+        epochs_run=book.epochs_run,
+        epochs_budget=len(book.records) * spec.max_epochs,
+        wall_s=round(time.monotonic() - started, 3),
+        test_metrics=test_metrics,
+        tracking_uri=uri,
+    )
+    if tracker is not None:
+        _log_summary(tracker, spec, book, result)
+    if not verbose:
+        console.print(leaderboard(book))
+    if best is None:
+        errors = [r.error for r in book.records.values() if r.error]
+        raise SearchFailed(
+            f"no trial reported a finite {spec.metric!r}"
+            + (f"; first error: {errors[0]}" if errors else "")
+        )
+    return result
+
+
+def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchResult) -> None:
+    """Parent run: best trial's params and value, test metrics, totals, best checkpoint."""
+    run_id = result.parent_run_id
+    counts = book.counts()
+    totals = {
+        "trials_total": len(book.records),
+        "trials_finished": counts["finished"],
+        "trials_stopped_early": counts[STOPPED],
+        "trials_failed": counts[FAILED],
+        "epochs_run": result.epochs_run,
+        "epochs_budget": result.epochs_budget,
+        "compute_saved_fraction": 1 - result.epochs_run / result.epochs_budget if result.epochs_budget else 0.0,
+        "wall_s": result.wall_s,
+        **result.test_metrics,
+    }
+    best = book.best()
+    tags = {}
+    if best is not None:
+        totals[f"best_{spec.metric}"] = best.value
+        tracker.log_params(run_id, trial_params(spec, best.config))
+        tags = {"raysweep.best_trial_id": best.trial_id, "raysweep.best_run_id": best.run_id or ""}
+        if best.checkpoint is not None:
+            with best.checkpoint.as_directory() as directory:
+                tracker.log_artifacts(run_id, directory, "best_checkpoint")
+        if best.run_id:
+            tracker.set_tags(best.run_id, {"raysweep.best": "true"})
+    tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)}, step=0)
+    tracker.end_run(run_id, "FINISHED" if best is not None else "FAILED", tags)

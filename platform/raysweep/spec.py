@@ -1,0 +1,353 @@
+"""YAML -> validated, frozen `Spec`, with `--set a.b=value` overrides.
+
+Every problem a user can make in a spec surfaces as one `SpecError` whose message is a
+single line naming the key path and the value, e.g.
+``space.lr: low (0.1) must be below high (0.001)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A spec (file, key or override) is invalid. The message is one line, ready to print."""
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-4` as a float.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot and a signed exponent, so `1e-4`
+    and `5e3` come back as strings. YAML 1.2 (and every user) reads them as numbers.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{source}:{where} not valid YAML: {problem}") from None
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Range(_Frozen):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for key in ("low", "high"):
+            if not math.isfinite(getattr(self, key)):
+                raise ValueError(f"{key} ({getattr(self, key)}) must be a finite number")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        return self
+
+
+class Uniform(_Range):
+    type: Literal["uniform"]
+
+
+class LogUniform(_Range):
+    type: Literal["loguniform"]
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.low <= 0:
+            raise ValueError(f"low ({self.low:g}) must be positive for a loguniform parameter")
+        return self
+
+
+class IntParam(_Frozen):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False  # sample on a log scale (e.g. hidden sizes 16..1024)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.step < 1:
+            raise ValueError(f"step ({self.step}) must be at least 1")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("a log-scale int parameter needs low >= 1 and step 1")
+        return self
+
+
+Scalar = Union[bool, int, float, str]
+
+
+class Choice(_Frozen):
+    type: Literal["choice"]
+    values: list[Scalar]
+
+    @field_validator("values")
+    @classmethod
+    def _non_empty(cls, values):
+        if not values:
+            raise ValueError("values must list at least one option")
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"values {values} contain duplicates")
+        return values
+
+
+Param = Annotated[Union[Uniform, LogUniform, IntParam, Choice], Field(discriminator="type")]
+PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class SearchSection(_Frozen):
+    algorithm: Literal["tpe", "random"] = "tpe"
+    num_samples: int = Field(32, ge=1)
+    # None: as many as the cluster's free resources allow.
+    max_concurrent: int | None = Field(None, ge=1)
+    # TPE samples this many random trials before it models the space (Optuna's default is 10).
+    n_startup_trials: int = Field(8, ge=1)
+
+
+class SchedulerSection(_Frozen):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+
+
+class ResourcesSection(_Frozen):
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_gpus_for_ddp(self):
+        # A fraction of a GPU makes sense only for a one-worker trial sharing a device.
+        if self.workers_per_trial > 1 and self.gpus_per_worker not in (0, int(self.gpus_per_worker)):
+            raise ValueError(
+                f"gpus_per_worker ({self.gpus_per_worker:g}) must be a whole number "
+                "when workers_per_trial > 1"
+            )
+        return self
+
+
+class TrackingSection(_Frozen):
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str | None = None  # None: the spec's name
+    enabled: bool = True
+
+
+class CheckpointSection(_Frozen):
+    every: int = Field(1, ge=1)  # epochs between checkpoints; the last epoch always saves one
+    keep: int = Field(2, ge=1)  # checkpoints kept per trial
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Spec(_Frozen):
+    name: str
+    task: str
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    max_epochs: int = Field(ge=1)
+    seed: int = 0
+    search: SearchSection = SearchSection()
+    scheduler: SchedulerSection = SchedulerSection()
+    space: dict[str, Param]
+    fixed: dict[str, Any] = {}
+    resources: ResourcesSection = ResourcesSection()
+    tracking: TrackingSection = TrackingSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name):
+        if not _NAME.match(name):
+            raise ValueError(
+                f"'{name}' must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+            )
+        return name
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, task):
+        if not task.strip():
+            raise ValueError("must name a built-in task or 'package.module:object'")
+        return task
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space):
+        if not space:
+            raise ValueError("must define at least one parameter to search")
+        for key in space:
+            if not _PARAM_NAME.match(key):
+                raise ValueError(f"parameter name {key!r} must be an identifier (letters, digits, '_')")
+        return space
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        both = sorted(set(self.space) & set(self.fixed))
+        if both:
+            raise ValueError(f"fixed.{both[0]}: also defined in space; keep it in one of them")
+        if self.scheduler.grace_period > self.max_epochs:
+            raise ValueError(
+                f"scheduler.grace_period ({self.scheduler.grace_period}) must not exceed "
+                f"max_epochs ({self.max_epochs})"
+            )
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _fields_of(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at `loc` (for 'did you mean')."""
+    model: Any = Spec
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
+
+
+def _format_value(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    # pydantic inserts the union tag (`space.lr.loguniform.low`): users never wrote it.
+    if len(loc) > 2 and loc[0] == "space" and loc[2] in PARAM_TYPES:
+        loc = loc[:2] + loc[3:]
+    path = ".".join(str(p) for p in loc)
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        owner = _model_at(loc)
+        hint = ""
+        if owner is not None:
+            close = difflib.get_close_matches(str(loc[-1]), _fields_of(owner), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(_fields_of(owner))})"
+        return f"{path}: unknown key{hint}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "union_tag_invalid":
+        return f"{path}.type: unknown parameter type {_format_value(err['ctx']['tag'])} (use one of: {', '.join(PARAM_TYPES)})"
+    if kind == "union_tag_not_found":
+        return f"{path}.type: required key is missing (one of: {', '.join(PARAM_TYPES)})"
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        # A model-level check names its own key path ("fixed.x: ..."); a field check does not.
+        if not path:
+            return msg
+        return f"{path}: {msg}"
+    if kind == "literal_error":
+        return f"{path}: {_format_value(value)} is not allowed; {msg[0].lower()}{msg[1:]}"
+    return f"{path or 'spec'}: {msg[0].lower()}{msg[1:]}, got {_format_value(value)}"
+
+
+def validate(raw: Any, source: str = "spec") -> Spec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a YAML mapping of keys, got {type(raw).__name__}")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_one_line(exc)) from None
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def apply_override(raw: dict, assignment: str) -> dict:
+    """Return a copy of `raw` with `key.path=value` applied; the value is read as YAML."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {assignment!r}: expected key.path=value")
+    out = copy.deepcopy(raw)
+    node = out
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise SpecError(f"--set {key}: {where} is {_format_value(child)}, not a mapping")
+        node = child
+    node[parts[-1]] = parse_yaml(text, source=f"--set {key}") if text.strip() else None
+    return out
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a spec file, apply `--set` overrides and validate the result."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc.__class__.__name__})") from None
+    raw = parse_yaml(text, source=str(path))
+    if raw is None:
+        raise SpecError(f"{path}: the spec is empty")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping of keys, got {type(raw).__name__}")
+    for assignment in overrides:
+        raw = apply_override(raw, assignment)
+    return validate(raw, source=str(path))

@@ -1,0 +1,66 @@
+"""Tasks: what a trial trains. Built-in ones by name, user ones by import path.
+
+A task is either
+
+* a function ``train(config, ctx)`` that trains with the `TrainContext` and calls
+  ``ctx.report(metrics)`` once per epoch, or
+* an object with that ``train`` method and, optionally, ``evaluate(config, state, seed)`` (test
+  metrics of a checkpoint state, logged on the search's parent run) and
+  ``build_model(config)`` (the bare model, so the best one can be logged to MLflow).
+
+A class is instantiated with no arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from ..spec import SpecError
+from .base import FunctionTask, Task
+from .digits import DigitsCNN, DigitsMLP
+
+BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN}
+
+_resolved: dict[str, Any] = {}
+
+
+def resolve_task(name: str) -> Any:
+    """The task object for a spec's `task` value; a `SpecError` naming it if it can't be had."""
+    if name in _resolved:
+        return _resolved[name]
+    if name in BUILTIN:
+        task = BUILTIN[name]()
+    elif ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise SpecError(f"task: cannot import {module_name!r} for {name!r} ({exc})") from None
+        except Exception as exc:  # the user's module raised while importing
+            raise SpecError(f"task: importing {module_name!r} failed: {exc.__class__.__name__}: {exc}") from None
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise SpecError(f"task: {module_name!r} has no attribute {attr!r}")
+        task = _as_task(name, obj)
+    else:
+        known = ", ".join(sorted(BUILTIN))
+        raise SpecError(f"task: unknown task {name!r} (built-in: {known}; or 'package.module:object')")
+    _resolved[name] = task
+    return task
+
+
+def _as_task(name: str, obj: Any) -> Any:
+    if inspect.isclass(obj):
+        obj = obj()
+    if callable(getattr(obj, "train", None)):
+        return obj
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        return FunctionTask(obj)
+    raise SpecError(f"task: {name!r} is neither a function train(config, ctx) nor an object with .train")
+
+
+__all__ = ["BUILTIN", "FunctionTask", "Task", "resolve_task"]

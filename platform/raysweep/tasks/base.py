@@ -1,0 +1,82 @@
+"""The task protocol and the base that built-in supervised tasks share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ..context import TrainContext
+from ..loop import SumMetrics, evaluate, fit
+
+
+@runtime_checkable
+class Task(Protocol):
+    def train(self, config: dict[str, Any], ctx: TrainContext) -> None: ...
+
+
+@dataclass(frozen=True)
+class FunctionTask:
+    """A plain ``train(config, ctx)`` function used as a task."""
+
+    fn: Callable[[dict, TrainContext], None]
+
+    def train(self, config: dict[str, Any], ctx: TrainContext) -> None:
+        self.fn(config, ctx)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+    @property
+    def input_example(self) -> torch.Tensor:
+        return self.train[0][:4]
+
+
+class SupervisedTask:
+    """Train `build_model(config)` with AdamW on `splits(seed)` through the shared fit loop.
+
+    Hyperparameters read from the config: ``lr``, ``batch_size``, ``weight_decay`` (0) and
+    whatever `build_model` uses.
+    """
+
+    loss_fn: Callable = staticmethod(nn.functional.cross_entropy)
+    val_metrics: SumMetrics = {}
+
+    def splits(self, seed: int) -> Splits:
+        raise NotImplementedError
+
+    def build_model(self, config: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def train(self, config: dict[str, Any], ctx: TrainContext) -> None:
+        data = self.splits(ctx.seed)
+        torch.manual_seed(ctx.seed)
+        model = ctx.prepare_model(self.build_model(config))
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0))
+        )
+        fit(
+            ctx, model, optimizer, data.train, data.val,
+            batch_size=int(config["batch_size"]), loss_fn=self.loss_fn, val_metrics=self.val_metrics,
+        )
+
+    def evaluate(self, config: dict[str, Any], state: dict, seed: int) -> dict[str, float]:
+        """Test-split metrics of a checkpoint's model (`test_loss`, and e.g. `test_accuracy`)."""
+        model = self.load_model(config, state)
+        x, y = self.splits(seed).test
+        metrics = {name.replace("val_", "test_", 1): fn for name, fn in self.val_metrics.items()}
+        return evaluate(model, x, y, self.loss_fn, metrics, prefix="test")
+
+    def load_model(self, config: dict[str, Any], state: dict) -> nn.Module:
+        model = self.build_model(config)
+        model.load_state_dict(state["model"])
+        return model.eval()
+
+    def input_example(self, seed: int) -> torch.Tensor:
+        return self.splits(seed).input_example

@@ -1,0 +1,159 @@
+"""MLflow: one parent run per search, one child run per trial, all written by the driver.
+
+Workers never talk to MLflow (DESIGN.md, point 4): one writer keeps SQLite safe and the
+cluster needs no credentials. The layout is a contract (DESIGN.md, "MLflow layout").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from ray.tune import Callback
+
+from .book import FAILED, STOPPED, TrialBook, TrialRecord
+from .spec import Spec
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+UI_PORT = 5000
+PARENT_TAG = "mlflow.parentRunId"
+# Without it MLflow 3's UI opens an experiment on its GenAI overview, hiding training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+_MAX_PARAM = 6000  # MLflow's limit on a param value's length
+
+
+def resolve_tracking_uri(flag: str | None = None, spec_uri: str | None = None) -> str:
+    """--tracking-uri, then the spec's tracking.uri, then $MLFLOW_TRACKING_URI, then SQLite here.
+
+    A relative SQLite path is made absolute, so the UI hint and later `raysweep ui` or
+    `raysweep report` calls find the same file from any directory.
+    """
+    uri = flag or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def runs_url(uri: str, experiment_id: str) -> str:
+    """Where the search's runs are in the MLflow UI (the runs tab, not the GenAI overview)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trial_run_name(number: int, config: dict[str, Any], keys: int = 4) -> str:
+    shown = " ".join(f"{k}={_fmt(v)}" for k, v in list(config.items())[:keys])
+    return f"trial-{number:03d} {shown}".strip()
+
+
+def _params(values: dict[str, Any]) -> list[Param]:
+    return [Param(str(k), str(v)[:_MAX_PARAM]) for k, v in values.items()]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """The handful of MLflow operations raysweep needs, on one client."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+        else:
+            self.experiment_id = found.experiment_id
+            for key, value in EXPERIMENT_KIND.items():
+                if found.tags.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
+
+    def __getstate__(self):
+        # Tune pickles callbacks with its experiment state; the client is rebuilt from the URI.
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def start_search(self, spec: Spec) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=spec.name,
+            tags={"raysweep.kind": "search", "raysweep.task": spec.task, "raysweep.metric": spec.metric},
+        )
+        run_id = run.info.run_id
+        settings = {
+            "task": spec.task, "metric": spec.metric, "mode": spec.mode, "max_epochs": spec.max_epochs,
+            "seed": spec.seed, "search.algorithm": spec.search.algorithm,
+            "search.num_samples": spec.search.num_samples, "scheduler.type": spec.scheduler.type,
+            "workers_per_trial": spec.resources.workers_per_trial,
+        }
+        self.client.log_batch(run_id, params=_params(settings))
+        self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
+        return run_id
+
+    def start_trial(self, parent_run_id: str, rec: TrialRecord, params: dict[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_run_name(rec.number, rec.config),
+            tags={PARENT_TAG: parent_run_id, "raysweep.kind": "trial", "raysweep.trial_id": rec.trial_id},
+        )
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        ts = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def end_run(self, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
+        if tags:
+            self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, params=_params(params))
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+
+class MLflowCallback(Callback):
+    """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list."""
+
+    def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str, spec: Spec, params_of):
+        self.tracker, self.book, self.parent_run_id, self.spec = tracker, book, parent_run_id, spec
+        self._params_of = params_of
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rec = self.book.records[trial.trial_id]
+        if rec.run_id is None:
+            rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self.book.records[trial.trial_id]
+        self.tracker.log_metrics(rec.run_id, rec.metrics, step=rec.epochs)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        rec = self.book.records[trial.trial_id]
+        tags = {"raysweep.stopped_early": "true"} if rec.status == STOPPED else {}
+        self.tracker.end_run(rec.run_id, "FINISHED", tags)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        rec = self.book.records[trial.trial_id]
+        if rec.status == FAILED and rec.run_id is not None:
+            self.tracker.end_run(rec.run_id, "FAILED", {"raysweep.error": rec.error or "trial failed"})
