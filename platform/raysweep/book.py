@@ -7,10 +7,12 @@ Results are collected as they arrive rather than read from Tune's final `Result`
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray import cloudpickle
 from ray.tune import Callback
 
 from .spec import Spec
@@ -101,11 +103,24 @@ class TrialBook(Callback):
 
 
 def _error_line(trial) -> str:
-    """The last line of a trial's error: the exception, which is what a user needs first."""
+    """'ExceptionType: message' of a trial's error: what a user needs first (the traceback
+    stays in the trial's error.txt)."""
+    error = None
     try:
-        error = trial.get_error()
-    except Exception:  # noqa: BLE001 - the error file itself may be unreadable
-        error = None
-    text = str(error) if error is not None else "trial failed"
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "trial failed"
+        # The local copies: Tune's get_*error() read the storage copy, synced only later.
+        if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
+            with open(trial.pickled_error_file, "rb") as f:
+                error = cloudpickle.load(f)
+        elif trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file) as f:
+                error = f.read()
+    except Exception:  # noqa: BLE001 - an unreadable error file must not fail the search
+        pass
+    cause = getattr(error, "cause", None) or error  # RayTaskError wraps the task's exception
+    if isinstance(cause, BaseException):
+        message = cause.args[0] if len(cause.args) == 1 and isinstance(cause.args[0], str) else str(cause)
+        text = f"{type(cause).__name__}: {message}"
+    else:
+        lines = [line.strip() for line in str(cause or "").splitlines() if line.strip()]
+        text = lines[-1] if lines else "trial failed"
+    return text.splitlines()[0][:500] if text.strip() else "trial failed"

@@ -196,7 +196,7 @@ def run_search(
         },
         trials=[
             {"trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
-             "value": r.value, "config": r.config, **({"error": r.error} if r.error else {})}
+             "value": r.value, "config": r.config, "metrics": r.metrics, **({"error": r.error} if r.error else {})}
             for r in book.records.values()
         ],
         epochs_run=book.epochs_run,

@@ -269,16 +269,26 @@ def _format_value(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _one_line(exc: ValidationError) -> str:
+_PARAM_CLASSES = {"uniform": Uniform, "loguniform": LogUniform, "int": IntParam, "choice": Choice}
+_SCALAR_NAMES = ("bool", "int", "float", "str")
+
+
+def _one_line(exc: ValidationError, raw: dict) -> str:
     err = exc.errors(include_url=False)[0]
     loc = tuple(err["loc"])
     # pydantic inserts the union tag (`space.lr.loguniform.low`): users never wrote it.
     if len(loc) > 2 and loc[0] == "space" and loc[2] in PARAM_TYPES:
         loc = loc[:2] + loc[3:]
-    path = ".".join(str(p) for p in loc)
     kind, msg, value = err["type"], err["msg"], err.get("input")
+    if len(loc) > 1 and isinstance(loc[-2], int) and loc[-1] in _SCALAR_NAMES:
+        # A choice value matched none of the scalar types: one message, not four.
+        return f"{'.'.join(str(p) for p in loc[:-1])}: must be a number, string or boolean, got {_format_value(value)}"
+    path = ".".join(str(p) for p in loc)
     if kind == "extra_forbidden":
         owner = _model_at(loc)
+        if owner is None and len(loc) == 3 and loc[0] == "space":
+            param_type = ((raw.get("space") or {}).get(loc[1]) or {}).get("type")
+            owner = _PARAM_CLASSES.get(param_type)
         hint = ""
         if owner is not None:
             close = difflib.get_close_matches(str(loc[-1]), _fields_of(owner), n=1)
@@ -307,7 +317,7 @@ def validate(raw: Any, source: str = "spec") -> Spec:
     try:
         return Spec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_one_line(exc)) from None
+        raise SpecError(_one_line(exc, raw)) from None
 
 
 # --------------------------------------------------------------------------- overrides

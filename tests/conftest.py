@@ -1,0 +1,115 @@
+"""Shared fixtures: one real local Ray for the whole session, a fresh SQLite MLflow per test."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# User-task tests import `examples.*` and `tests.*` modules; Ray hands the driver's
+# sys.path to its workers, so the trials find them too.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BASE_SPEC = {
+    "name": "test-search",
+    "task": "digits_mlp",
+    "metric": "val_loss",
+    "mode": "min",
+    "max_epochs": 6,
+    "seed": 0,
+    "search": {"algorithm": "tpe", "num_samples": 8, "max_concurrent": 2},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
+    "space": {
+        "lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-1},
+        "batch_size": {"type": "choice", "values": [64, 128]},
+        "dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+    },
+    "fixed": {"hidden": 32},
+}
+
+
+def make_raw(**changes) -> dict:
+    """BASE_SPEC with dotted-key changes: make_raw(**{"search.num_samples": 4})."""
+    raw = copy.deepcopy(BASE_SPEC)
+    for key, value in changes.items():
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return raw
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray for the session. 4 logical CPUs on a 2-core machine: trials are tiny.
+
+    The dashboard stays on: Train V2 needs it to release finished trials' resources.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray.init(num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def tracking_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend), as a team would run it; stopped after."""
+    import subprocess
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        # Its own process group only (gunicorn/uvicorn workers included): never kill by name.
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -1,0 +1,100 @@
+"""The `raysweep` command: input errors are one line and exit 2; `search` runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from raysweep.cli import main
+from tests.conftest import ROOT
+
+SPEC = str(ROOT / "search_spaces" / "digits_mlp.yaml")
+
+
+def _cli(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "raysweep.cli", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["validate", "nope.yaml"], "nope.yaml: no such spec file"),
+        (["validate", SPEC, "--set", "space.lr.low=1"], "space.lr: low (1) must be below high (0.1)"),
+        (["validate", SPEC, "--set", "search.samples=3"], "search.samples: unknown key (did you mean 'num_samples'?)"),
+        (["validate", SPEC, "--set", "max_epochs"], "--set 'max_epochs': expected key.path=value"),
+        (["validate", SPEC, "--set", "task=no_such_task"], "task: unknown task 'no_such_task'"),
+        (["validate", SPEC, "--set", "task=no_such_module:train"], "task: cannot import 'no_such_module'"),
+        (["validate", SPEC, "--set", "task=tests.user_tasks:nothing"], "task: 'tests.user_tasks' has no attribute 'nothing'"),
+        (["search", SPEC, "--samples", "0"], "search.num_samples: input should be greater than or equal to 1"),
+        (["search", SPEC, "--samples", "many"], "argument --samples: invalid int value: 'many'"),
+        (["search", SPEC, "--name", "bad name"], "name: 'bad name' must start with a letter or digit"),
+        (["serach", SPEC], "invalid choice: 'serach'"),
+    ],
+)
+def test_input_errors_are_one_line_with_exit_code_2(argv, expected, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors exit from inside parse_args
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_error_exit_has_no_traceback_and_starts_no_ray(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntask: digits_mlp\nmax_epochs: -1\nspace: {lr: {type: uniform, low: 0, high: 1}}\n")
+    proc = _cli("search", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "raysweep: error: max_epochs: input should be greater than or equal to 1, got -1"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "raysweep_results").exists()
+
+
+def test_validate_prints_the_resolved_spec(capsys):
+    assert main(["validate", SPEC, "--set", "search.num_samples=5", "--set", "fixed.hidden=64"]) == 0
+    out = capsys.readouterr().out
+    assert "num_samples: 5" in out and "hidden: 64" in out and "grace_period: 1" in out
+
+
+def test_search_command_end_to_end(ray_session, tmp_path):
+    """`raysweep search` as a user runs it (joining the session's Ray through RAY_ADDRESS)."""
+    proc = _cli(
+        "search", SPEC, "--samples", "4", "--set", "max_epochs=3", "--set", "search.max_concurrent=2",
+        "--name", "cli-e2e", "--storage", str(tmp_path / "results"), "--summary-json", "s.json",
+        cwd=tmp_path, env={"RAY_ADDRESS": ray_session},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert set(summary) >= {
+        "name", "experiment_id", "parent_run_id", "metric", "mode", "best", "trials", "epochs_run",
+        "epochs_budget", "wall_s",
+    }
+    assert summary["name"] == "cli-e2e" and len(summary["trials"]) == 4 and summary["epochs_budget"] == 12
+    assert set(summary["best"]) >= {"trial_id", "run_id", "config", "value"}
+    assert set(summary["trials"][0]) >= {"trial_id", "run_id", "status", "epochs", "value", "config"}
+    # The embedded default store: ./mlflow.db in the working directory.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(summary["parent_run_id"]).info.run_name == "cli-e2e"
+    out = proc.stdout
+    assert "trials 4/4 done" in out and "top " in out
+    assert f"/#/experiments/{summary['experiment_id']}/runs" in out
+    assert "Traceback" not in proc.stderr
+
+
+def test_failed_search_exits_non_zero(ray_session, tmp_path):
+    proc = _cli(
+        "search", SPEC, "--samples", "2", "--set", "max_epochs=2", "--set", "task=tests.user_tasks:missing_metric",
+        "--name", "cli-fail", "--storage", str(tmp_path / "results"),
+        cwd=ROOT, env={"RAY_ADDRESS": ray_session, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
+    )
+    assert proc.returncode == 1
+    assert "raysweep: search failed: no trial reported a finite 'val_loss'; first error: KeyError" in proc.stderr

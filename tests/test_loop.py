@@ -1,0 +1,65 @@
+"""The shared fit loop, driven through a real `TrainContext` implementation outside Ray."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raysweep.context import TrainContext
+from raysweep.tasks.digits import DigitsMLP
+
+
+class RecordingContext(TrainContext):
+    """Keeps reports and checkpoints in memory: the in-process path without Tune."""
+
+    def __init__(self, resume=None, **kwargs):
+        super().__init__(**kwargs)
+        self.reports, self.checkpoints, self._resume_state = [], [], resume
+
+    def report(self, metrics, checkpoint=None):
+        self.reports.append(self._complete(metrics))
+        if checkpoint is not None:
+            self.checkpoints.append(
+                {k: (v if not isinstance(v, dict) else {n: t.clone() if torch.is_tensor(t) else t for n, t in v.items()})
+                 for k, v in checkpoint.items()}
+            )
+
+    @property
+    def resume_state(self):
+        return self._resume_state
+
+
+CONFIG = {"lr": 1e-2, "batch_size": 64, "hidden": 32, "dropout": 0.0}
+
+
+def test_reports_the_metric_contract_every_epoch():
+    ctx = RecordingContext(max_epochs=3, seed=0, metric="val_loss")
+    DigitsMLP().train(CONFIG, ctx)
+    assert [r["epoch"] for r in ctx.reports] == [1, 2, 3]
+    for r in ctx.reports:
+        assert set(r) == {"train_loss", "val_loss", "val_accuracy", "epoch", "epoch_time_s"}
+    assert ctx.reports[-1]["val_loss"] < ctx.reports[0]["val_loss"]
+    assert ctx.reports[-1]["val_accuracy"] > 0.85
+
+
+def test_checkpoints_every_k_epochs_and_always_the_last():
+    ctx = RecordingContext(max_epochs=5, seed=0, checkpoint_every=2)
+    DigitsMLP().train(CONFIG, ctx)
+    assert [c["epoch"] for c in ctx.checkpoints] == [2, 4, 5]
+
+
+def test_resume_continues_exactly_where_the_checkpoint_left_off():
+    full = RecordingContext(max_epochs=4, seed=0)
+    DigitsMLP().train(CONFIG, full)
+    first = RecordingContext(max_epochs=2, seed=0)
+    DigitsMLP().train(CONFIG, first)
+    resumed = RecordingContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
+    DigitsMLP().train(CONFIG, resumed)
+    assert [r["epoch"] for r in resumed.reports] == [3, 4]
+    assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
+
+
+def test_a_report_without_the_specs_metric_is_refused():
+    ctx = RecordingContext(max_epochs=1, seed=0, metric="val_f1")
+    with pytest.raises(KeyError, match="got no 'val_f1'"):
+        DigitsMLP().train(CONFIG, ctx)

@@ -1,0 +1,161 @@
+"""A real search: Ray Tune + Optuna + ASHA over the digits task, tracked in real MLflow (SQLite)."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from raysweep.search import SearchFailed, run_search
+from raysweep.spec import validate
+from tests.conftest import make_raw
+
+
+@pytest.fixture(scope="module")
+def searched(ray_session, tmp_path_factory):
+    """One 9-trial ASHA search shared by the layout tests below."""
+    tmp = tmp_path_factory.mktemp("search")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    spec = validate(make_raw(**{"search.num_samples": 9}))
+    result = run_search(spec, storage=str(tmp / "results"), tracking_uri=uri)
+    client = MlflowClient(uri)
+    runs = client.search_runs([result.experiment_id], max_results=100)
+    return spec, result, client, runs
+
+
+def _children(runs):
+    return [r for r in runs if r.data.tags.get("raysweep.kind") == "trial"]
+
+
+def _parent(runs):
+    (parent,) = [r for r in runs if r.data.tags.get("raysweep.kind") == "search"]
+    return parent
+
+
+def test_search_runs_every_trial_and_asha_stops_some(searched):
+    spec, result, _, _ = searched
+    assert len(result.trials) == 9
+    assert result.epochs_budget == 9 * spec.max_epochs
+    assert result.epochs_run < result.epochs_budget
+    statuses = {t["status"] for t in result.trials}
+    assert "stopped" in statuses and "finished" in statuses
+    assert result.best["value"] == min(t["value"] for t in result.trials)
+    assert result.best["metrics"]["val_accuracy"] > 0.8  # 6 epochs of a small MLP on digits
+    assert 0.8 < result.test_metrics["test_accuracy"] <= 1.0
+
+
+def test_mlflow_has_one_parent_and_a_child_per_trial(searched):
+    spec, result, client, runs = searched
+    parent = _parent(runs)
+    children = _children(runs)
+    assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
+    assert parent.info.run_name == spec.name
+    assert len(children) == 9
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags["raysweep.trial_id"] for c in children} == {t["trial_id"] for t in result.trials}
+    experiment = client.get_experiment(result.experiment_id)
+    assert experiment.name == spec.name
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_child_runs_hold_params_and_full_epoch_histories(searched):
+    _, result, client, runs = searched
+    by_id = {c.info.run_id: c for c in _children(runs)}
+    for trial in result.trials:
+        run = by_id[trial["run_id"]]
+        assert run.info.status == "FINISHED"
+        params = run.data.params
+        assert params["hidden"] == "32"  # fixed
+        assert float(params["lr"]) == pytest.approx(trial["config"]["lr"])  # sampled
+        assert set(params) == {"hidden", "lr", "batch_size", "dropout"}
+        for name in ("train_loss", "val_loss", "val_accuracy", "epoch", "epoch_time_s"):
+            history = client.get_metric_history(run.info.run_id, name)
+            assert [m.step for m in history] == list(range(1, trial["epochs"] + 1)), name
+        stopped = run.data.tags.get("raysweep.stopped_early") == "true"
+        assert stopped == (trial["status"] == "stopped")
+
+
+def test_parent_run_summarises_the_search(searched):
+    spec, result, client, runs = searched
+    parent = _parent(runs)
+    metrics, params = parent.data.metrics, parent.data.params
+    assert metrics["best_val_loss"] == pytest.approx(result.best["value"])
+    assert float(params["lr"]) == pytest.approx(result.best["config"]["lr"])
+    assert metrics["trials_total"] == 9
+    assert metrics["trials_finished"] + metrics["trials_stopped_early"] == 9
+    assert metrics["epochs_run"] == result.epochs_run
+    assert metrics["test_accuracy"] == pytest.approx(result.test_metrics["test_accuracy"])
+    assert parent.data.tags["raysweep.best_run_id"] == result.best["run_id"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"spec.yaml", "best_checkpoint"} <= artifacts
+    spec_text = open(client.download_artifacts(parent.info.run_id, "spec.yaml")).read()
+    assert "max_epochs: 6" in spec_text and "name: test-search" in spec_text
+
+
+def test_best_checkpoint_artifact_reproduces_the_test_metric(searched, tmp_path):
+    import torch
+
+    from raysweep.context import load_state
+    from raysweep.tasks import resolve_task
+    from raysweep.trial import trial_params
+
+    spec, result, client, _ = searched
+    local = client.download_artifacts(result.parent_run_id, "best_checkpoint", str(tmp_path))
+    state = load_state(local)
+    assert isinstance(state["model"]["0.weight"], torch.Tensor)
+    assert state["epoch"] == result.best["epochs"]
+    task = resolve_task(spec.task)
+    metrics = task.evaluate(trial_params(spec, result.best["config"]), state, spec.seed)
+    assert metrics["test_accuracy"] == pytest.approx(result.test_metrics["test_accuracy"])
+
+
+def test_fifo_runs_every_trial_to_max_epochs(ray_session, tmp_path, tracking_uri):
+    spec = validate(make_raw(**{
+        "name": "fifo", "max_epochs": 2, "scheduler.type": "fifo",
+        "search.algorithm": "random", "search.num_samples": 3,
+    }))
+    result = run_search(spec, storage=str(tmp_path), tracking_uri=tracking_uri)
+    assert [t["epochs"] for t in result.trials] == [2, 2, 2]
+    assert {t["status"] for t in result.trials} == {"finished"}
+    assert result.epochs_run == result.epochs_budget == 6
+
+
+def test_max_mode_picks_the_highest_value(ray_session, tmp_path, tracking_uri):
+    spec = validate(make_raw(**{
+        "name": "maxmode", "metric": "val_accuracy", "mode": "max", "max_epochs": 2,
+        "search.num_samples": 3, "scheduler.type": "fifo",
+    }))
+    result = run_search(spec, storage=str(tmp_path), tracking_uri=tracking_uri)
+    assert result.best["value"] == max(t["value"] for t in result.trials)
+
+
+def test_tracking_can_be_disabled(ray_session, tmp_path):
+    spec = validate(make_raw(**{"name": "untracked", "max_epochs": 1, "search.num_samples": 2, "tracking.enabled": False}))
+    result = run_search(spec, storage=str(tmp_path))
+    assert result.parent_run_id is None and len(result.trials) == 2
+
+
+def test_failing_trials_are_failed_runs_with_the_reason(ray_session, tmp_path, tracking_uri):
+    spec = validate(make_raw(**{
+        "name": "broken", "task": "tests.user_tasks:missing_metric", "max_epochs": 2, "search.num_samples": 2,
+    }))
+    with pytest.raises(SearchFailed, match="got no 'val_loss'"):
+        run_search(spec, storage=str(tmp_path), tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("broken").experiment_id])
+    children = _children(runs)
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FAILED"
+        assert "got no 'val_loss'" in run.data.tags["raysweep.error"]
+    assert _parent(runs).info.status == "FAILED"
+
+
+def test_search_logs_to_an_mlflow_server(ray_session, mlflow_server, tmp_path):
+    """The team setup: a tracking server over HTTP instead of the embedded SQLite file."""
+    spec = validate(make_raw(**{"name": "served", "max_epochs": 2, "search.num_samples": 3}))
+    result = run_search(spec, storage=str(tmp_path), tracking_uri=mlflow_server)
+    assert result.ui_url == f"{mlflow_server}/#/experiments/{result.experiment_id}/runs"
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([result.experiment_id])
+    assert len(_children(runs)) == 3
+    assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"spec.yaml", "best_checkpoint"}

@@ -1,0 +1,174 @@
+"""Spec validation: every malformed spec gets one line naming its key path and value."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from raysweep.spec import Spec, SpecError, apply_override, load_spec, parse_yaml, validate
+from tests.conftest import BASE_SPEC, ROOT, make_raw
+
+
+def test_base_spec_is_valid_and_frozen():
+    spec = validate(make_raw())
+    assert spec.search.num_samples == 8 and spec.space["lr"].low == 1e-4
+    with pytest.raises(Exception):
+        spec.max_epochs = 3  # frozen: a running search's spec can't drift
+
+
+def test_defaults_fill_optional_sections():
+    raw = {"name": "x", "task": "digits_mlp", "max_epochs": 3, "space": {"lr": {"type": "uniform", "low": 0, "high": 1}}}
+    spec = validate(raw)
+    assert spec.metric == "val_loss" and spec.mode == "min" and spec.scheduler.type == "asha"
+    assert spec.resources.workers_per_trial == 1 and spec.tracking.uri is None
+    assert spec.experiment == "x"
+
+
+@pytest.mark.parametrize("text", ["1e-4", "1E-4", "5e3", "-2.5e-3", "1.0e-4"])
+def test_yaml_reads_exponent_floats_as_numbers(text):
+    value = parse_yaml(f"v: {text}")["v"]
+    assert isinstance(value, float) and math.isclose(value, float(text))
+
+
+def test_string_exponent_in_spec_is_a_number(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: a\ntask: digits_mlp\nmax_epochs: 2\nspace:\n  lr: {type: loguniform, low: 1e-4, high: 1e-1}\n"
+    )
+    assert load_spec(path).space["lr"].low == pytest.approx(1e-4)
+
+
+MALFORMED = [
+    # (changes to the base spec, expected message fragment)
+    ({"space.lr.low": 0.1, "space.lr.high": 0.001}, "space.lr: low (0.1) must be below high (0.001)"),
+    ({"space.lr.low": 0.0}, "space.lr: low (0) must be positive for a loguniform parameter"),
+    ({"space.lr.type": "logunifrom"}, "space.lr.type: unknown parameter type 'logunifrom'"),
+    ({"space.lr": {"low": 1, "high": 2}}, "space.lr.type: required key is missing"),
+    ({"space.lr.high": "big"}, "space.lr.high: input should be a valid number"),
+    ({"space.batch_size.values": []}, "space.batch_size.values: values must list at least one option"),
+    ({"space.batch_size.values": [32, 32]}, "space.batch_size.values: values [32, 32] contain duplicates"),
+    ({"space.batch_size.values": [[1, 2]]}, "space.batch_size.values.0: must be a number, string or boolean, got [1, 2]"),
+    ({"space.units": {"type": "int", "low": 8, "high": 4}}, "space.units: low (8) must be below high (4)"),
+    ({"space.units": {"type": "int", "low": 1, "high": 4, "step": 0}}, "space.units: step (0) must be at least 1"),
+    ({"space.lr.log": True}, "space.lr.log: unknown key (did you mean 'low'?)"),
+    ({"space.lr.scale": 2}, "space.lr.scale: unknown key (known keys: low, high, type)"),
+    ({"space": {}}, "space: must define at least one parameter to search"),
+    ({"space.bad name": {"type": "uniform", "low": 0, "high": 1}}, "parameter name 'bad name' must be an identifier"),
+    ({"max_epochs": 0}, "max_epochs: input should be greater than or equal to 1, got 0"),
+    ({"max_epochs": "ten"}, "max_epochs: input should be a valid integer"),
+    ({"mode": "minimize"}, "mode: 'minimize' is not allowed"),
+    ({"search.algorithm": "grid"}, "search.algorithm: 'grid' is not allowed"),
+    ({"search.num_samples": 0}, "search.num_samples: input should be greater than or equal to 1"),
+    ({"search.num_sample": 4}, "search.num_sample: unknown key (did you mean 'num_samples'?)"),
+    ({"search.max_concurrent": -1}, "search.max_concurrent: input should be greater than or equal to 1"),
+    ({"scheduler.type": "pbt"}, "scheduler.type: 'pbt' is not allowed"),
+    ({"scheduler.reduction_factor": 1}, "scheduler.reduction_factor: input should be greater than 1"),
+    ({"scheduler.grace_period": 9}, "scheduler.grace_period (9) must not exceed max_epochs (6)"),
+    ({"resources.cpus_per_worker": 0}, "resources.cpus_per_worker: input should be greater than 0"),
+    ({"resources.gpus_per_worker": -1}, "resources.gpus_per_worker: input should be greater than or equal to 0"),
+    ({"resources.workers_per_trial": 2, "resources.gpus_per_worker": 0.5}, "gpus_per_worker (0.5) must be a whole number"),
+    ({"resources.gpu": 1}, "resources.gpu: unknown key"),
+    ({"fixed.lr": 0.1}, "fixed.lr: also defined in space"),
+    ({"name": "my search!"}, "name: 'my search!' must start with a letter or digit"),
+    ({"task": ""}, "task: must name a built-in task"),
+    ({"epochs": 10}, "epochs: unknown key"),
+    ({"tracking.url": "x"}, "tracking.url: unknown key (did you mean 'uri'?)"),
+    ({"checkpoint.every": 0}, "checkpoint.every: input should be greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize("changes,expected", MALFORMED, ids=[m[1][:40] for m in MALFORMED])
+def test_malformed_specs_fail_with_one_line_naming_the_key(changes, expected):
+    with pytest.raises(SpecError) as err:
+        validate(make_raw(**changes))
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_required_keys():
+    raw = make_raw()
+    del raw["task"]
+    with pytest.raises(SpecError, match=r"^task: required key is missing$"):
+        validate(raw)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("", "the spec is empty"),
+        ("- a\n- b\n", "a spec is a YAML mapping of keys, got list"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("just a string", "a spec is a YAML mapping of keys, got str"),
+    ],
+)
+def test_unreadable_files(tmp_path, text, expected):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=expected):
+        load_spec(path)
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec("/nonexistent/spec.yaml")
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+
+
+def test_overrides_set_nested_values_with_yaml_types(tmp_path):
+    raw = apply_override(make_raw(), "search.num_samples=3")
+    raw = apply_override(raw, "space.lr.low=1e-5")
+    raw = apply_override(raw, "space.batch_size.values=[16, 32]")
+    spec = validate(raw)
+    assert spec.search.num_samples == 3
+    assert spec.space["lr"].low == pytest.approx(1e-5)
+    assert spec.space["batch_size"].values == [16, 32]
+    assert BASE_SPEC["search"]["num_samples"] == 8  # the input is not mutated
+
+
+@pytest.mark.parametrize(
+    "assignment,expected",
+    [
+        ("search.num_samples", "expected key.path=value"),
+        ("=3", "expected key.path=value"),
+        ("search..x=3", "expected key.path=value"),
+        ("name.sub=3", "name is 'test-search', not a mapping"),
+    ],
+)
+def test_malformed_overrides(assignment, expected):
+    with pytest.raises(SpecError, match=expected):
+        apply_override(make_raw(), assignment)
+
+
+def test_override_of_unknown_key_is_rejected_by_validation():
+    with pytest.raises(SpecError, match="search.samples: unknown key"):
+        validate(apply_override(make_raw(), "search.samples=4"))
+
+
+def test_override_is_validated_like_the_file():
+    with pytest.raises(SpecError, match=r"space.lr: low \(0.5\) must be below high \(0.1\)"):
+        validate(apply_override(make_raw(), "space.lr.low=0.5"))
+
+
+SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_specs_validate_and_open_with_their_command(path: Path):
+    spec = load_spec(path)
+    assert isinstance(spec, Spec)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# raysweep search ") and path.name in first
+
+
+def test_spec_round_trips_through_yaml():
+    spec = validate(make_raw())
+    assert validate(parse_yaml(spec.to_yaml())) == spec
