@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raysweep.context import TrainContext
-from raysweep.tasks.digits import DigitsMLP
+from raysweep.tasks.digits import DigitsCNN, DigitsMLP
 
 
 class RecordingContext(TrainContext):
@@ -32,9 +32,10 @@ class RecordingContext(TrainContext):
 CONFIG = {"lr": 1e-2, "batch_size": 64, "hidden": 32, "dropout": 0.0}
 
 
-def test_reports_the_metric_contract_every_epoch():
+@pytest.mark.parametrize("task", [DigitsMLP(), DigitsCNN()], ids=["mlp", "cnn"])
+def test_reports_the_metric_contract_every_epoch(task):
     ctx = RecordingContext(max_epochs=3, seed=0, metric="val_loss")
-    DigitsMLP().train(CONFIG, ctx)
+    task.train({**CONFIG, "channels": 8}, ctx)
     assert [r["epoch"] for r in ctx.reports] == [1, 2, 3]
     for r in ctx.reports:
         assert set(r) == {"train_loss", "val_loss", "val_accuracy", "epoch", "epoch_time_s"}

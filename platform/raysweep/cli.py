@@ -75,9 +75,7 @@ def cmd_search(args) -> int:
     # Imported here so that `validate` and input errors don't pay for Ray and MLflow imports.
     from .progress import make_console
     from .search import SearchFailed, run_search
-    from .tasks import resolve_task
 
-    resolve_task(spec.task)
     console = make_console()
     try:
         result = run_search(

@@ -163,8 +163,6 @@ def run_search(
         tracker = Tracker(uri, spec.experiment)
         parent_run_id = tracker.start_search(spec)
 
-    # Trial processes' own logs (one line per checkpoint) stay in Ray's log files unless --verbose.
-    ensure_ray(log_to_driver=verbose)
     book = TrialBook(spec)
     callbacks: list = [book]
     if tracker is not None:
@@ -172,6 +170,8 @@ def run_search(
     if not verbose:
         callbacks.append(ProgressCallback(book, spec.search.num_samples, console))
     try:
+        # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+        ensure_ray(log_to_driver=verbose)
         build_tuner(spec, _storage_path(storage), callbacks, verbose).fit()
     except BaseException:
         if tracker is not None:
