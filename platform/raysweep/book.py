@@ -67,6 +67,10 @@ class TrialBook(Callback):
         rec = self.records[trial.trial_id]
         rec.metrics = numeric_metrics(result, self._reserved)
         rec.epochs = int(rec.metrics.get("epoch", result.get("training_iteration", rec.epochs + 1)))
+        if result.get("checkpoint_path"):  # a Ray Train trial's checkpoint, via TuneReportCallback
+            from ray.tune import Checkpoint
+
+            rec.checkpoint = Checkpoint(result["checkpoint_path"])
         value = rec.metrics.get(self.spec.metric)
         rec.value = value if value is not None and math.isfinite(value) else None
 
@@ -74,7 +78,7 @@ class TrialBook(Callback):
         rec = self.records[trial.trial_id]
         # A trial that ends before max_epochs without an error was stopped by ASHA.
         rec.status = FINISHED if rec.epochs >= self.spec.max_epochs else STOPPED
-        rec.checkpoint = trial.checkpoint
+        rec.checkpoint = trial.checkpoint or rec.checkpoint
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.records[trial.trial_id]

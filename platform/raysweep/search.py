@@ -18,6 +18,7 @@ from rich.console import Console
 
 from .book import FAILED, STOPPED, TrialBook
 from .context import load_state
+from .distributed import run_distributed
 from .progress import ProgressCallback, leaderboard, make_console
 from .space import build_sampler, optuna_space
 from .spec import Spec
@@ -99,10 +100,15 @@ def max_concurrent_trials(spec: Spec) -> int:
 
 def build_tuner(spec: Spec, storage: str, callbacks: list, verbose: bool) -> tune.Tuner:
     res = spec.resources
-    trainable = tune.with_resources(
-        tune.with_parameters(run_in_process, spec=spec),
-        {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
-    )
+    if res.workers_per_trial == 1:
+        trainable = tune.with_resources(
+            tune.with_parameters(run_in_process, spec=spec),
+            {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
+        )
+    else:
+        # The trial itself only drives a Ray Train worker group, which holds the resources.
+        # (Tune refuses an empty request, hence a token CPU fraction.)
+        trainable = tune.with_resources(tune.with_parameters(run_distributed, spec=spec, storage=storage), {"cpu": 0.01})
     if spec.scheduler.type == "asha":
         scheduler = ASHAScheduler(
             metric=spec.metric,

@@ -1,0 +1,126 @@
+"""Data-parallel trials: a Ray Train `TorchTrainer` per Tune trial (Train V2).
+
+Each Tune trial runs `run_distributed`, a small driver that starts a worker group of
+`resources.workers_per_trial` processes; every worker runs the same task code against a
+`RayTrainContext`. Metrics reach Tune (and so ASHA and MLflow) through `TuneReportCallback`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from .context import TrainContext, load_state, save_state
+from .spec import Spec
+
+
+class RayTrainContext(TrainContext):
+    """A Ray Train worker: DDP model, its own shard of the data, metrics reduced over ranks."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        import ray.train
+
+        self._train_ctx = ray.train.get_context()
+        self._resume: dict | None = None
+        self._resume_loaded = False
+
+    @property
+    def rank(self) -> int:
+        return self._train_ctx.get_world_rank()
+
+    @property
+    def world_size(self) -> int:
+        return self._train_ctx.get_world_size()
+
+    @property
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def shard(self, n: int) -> torch.Tensor:
+        # Strided: every rank gets the same number of samples (+-1) from a shuffled split.
+        return torch.arange(self.rank, n, self.world_size)
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            values = values.clone()
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+        import ray.train
+
+        metrics = self._complete(metrics)
+        # Every rank reports (Train V2 waits for all); only rank 0 writes the checkpoint.
+        if checkpoint is None or self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as tmp:
+            save_state(checkpoint, tmp)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    @property
+    def resume_state(self) -> dict | None:
+        if not self._resume_loaded:
+            import ray.train
+
+            self._resume_loaded = True
+            ckpt = ray.train.get_checkpoint()
+            if ckpt is not None:
+                with ckpt.as_directory() as directory:
+                    self._resume = load_state(directory, map_location=self.device)
+        return self._resume
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    from .tasks import resolve_task
+
+    spec = Spec.model_validate(loop_config["spec"])
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
+    ctx = RayTrainContext(
+        max_epochs=spec.max_epochs, seed=spec.seed, checkpoint_every=spec.checkpoint.every, metric=spec.metric
+    )
+    resolve_task(spec.task).train(loop_config["params"], ctx)
+
+
+def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
+    """Tune function trainable for a trial with more than one worker."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .trial import trial_params
+
+    res = spec.resources
+    use_gpu = res.gpus_per_worker > 0
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"spec": spec.to_dict(), "params": trial_params(spec, config)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res.workers_per_trial,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            # No timestamp: a restarted trial finds and resumes its own Train run.
+            name=f"train-trial_id={trial_id}",
+            storage_path=os.path.join(storage, spec.name) if "://" not in storage else f"{storage}/{spec.name}",
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+        ),
+    )
+    trainer.fit()
