@@ -93,38 +93,62 @@ class TrainContext(ABC):
         """The state saved with the latest checkpoint of this trial, or None on a fresh start."""
 
 
-class InProcessContext(TrainContext):
+class RayContext(TrainContext):
+    """Shared by both Ray paths: they differ only in the report / checkpoint functions."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._resume: dict | None = None
+        self._resume_loaded = False
+
+    @abstractmethod
+    def _ray_report(self, metrics: dict, checkpoint_dir: str | None) -> None: ...
+
+    @abstractmethod
+    def _ray_checkpoint(self):  # the trial's latest ray checkpoint, or None
+        ...
+
+    def _writes_checkpoints(self) -> bool:
+        return True
+
+    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+        metrics = self._complete(metrics)
+        if checkpoint is None or not self._writes_checkpoints():
+            self._ray_report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as tmp:
+            save_state(checkpoint, tmp)
+            self._ray_report(metrics, tmp)
+
+    @property
+    def resume_state(self) -> dict | None:
+        if not self._resume_loaded:
+            self._resume_loaded = True
+            ckpt = self._ray_checkpoint()
+            if ckpt is not None:
+                with ckpt.as_directory() as directory:
+                    self._resume = load_state(directory, map_location=self.device)
+        return self._resume
+
+
+class InProcessContext(RayContext):
     """A one-worker trial running inside its Tune trial process."""
 
     def __init__(self, *, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
         self._device = torch.device(device)
-        self._resume: dict | None = None
-        self._resume_loaded = False
 
     @property
     def device(self) -> torch.device:
         return self._device
 
-    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+    def _ray_report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         from ray import tune
 
-        metrics = self._complete(metrics)
-        if checkpoint is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as tmp:
-            save_state(checkpoint, tmp)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=ckpt)
 
-    @property
-    def resume_state(self) -> dict | None:
-        if not self._resume_loaded:
-            from ray import tune
+    def _ray_checkpoint(self):
+        from ray import tune
 
-            self._resume_loaded = True
-            ckpt = tune.get_checkpoint()
-            if ckpt is not None:
-                with ckpt.as_directory() as directory:
-                    self._resume = load_state(directory, map_location=self.device)
-        return self._resume
+        return tune.get_checkpoint()

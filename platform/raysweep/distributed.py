@@ -8,16 +8,15 @@ Each Tune trial runs `run_distributed`, a small driver that starts a worker grou
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import torch
 
-from .context import TrainContext, load_state, save_state
+from .context import RayContext
 from .spec import Spec
 
 
-class RayTrainContext(TrainContext):
+class RayTrainContext(RayContext):
     """A Ray Train worker: DDP model, its own shard of the data, metrics reduced over ranks."""
 
     def __init__(self, **kwargs):
@@ -25,8 +24,6 @@ class RayTrainContext(TrainContext):
         import ray.train
 
         self._train_ctx = ray.train.get_context()
-        self._resume: dict | None = None
-        self._resume_loaded = False
 
     @property
     def rank(self) -> int:
@@ -59,29 +56,19 @@ class RayTrainContext(TrainContext):
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
-    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+    def _writes_checkpoints(self) -> bool:
+        return self.rank == 0  # every rank reports (Train V2 waits for all); rank 0 saves
+
+    def _ray_report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.train
 
-        metrics = self._complete(metrics)
-        # Every rank reports (Train V2 waits for all); only rank 0 writes the checkpoint.
-        if checkpoint is None or self.rank != 0:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as tmp:
-            save_state(checkpoint, tmp)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
 
-    @property
-    def resume_state(self) -> dict | None:
-        if not self._resume_loaded:
-            import ray.train
+    def _ray_checkpoint(self):
+        import ray.train
 
-            self._resume_loaded = True
-            ckpt = ray.train.get_checkpoint()
-            if ckpt is not None:
-                with ckpt.as_directory() as directory:
-                    self._resume = load_state(directory, map_location=self.device)
-        return self._resume
+        return ray.train.get_checkpoint()
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
