@@ -13,7 +13,3 @@ class Quadratic:
     def train(self, config, ctx):
         for epoch in range(1, ctx.max_epochs + 1):
             ctx.report({"val_loss": (config["x"] - 0.3) ** 2 + 1.0 / epoch})
-
-
-def raises_on_import_path():  # not a task: tested for its error message
-    return None

@@ -33,10 +33,6 @@ class Splits:
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
 
-    @property
-    def input_example(self) -> torch.Tensor:
-        return self.train[0][:4]
-
 
 class SupervisedTask:
     """Train `build_model(config)` with AdamW on `splits(seed)` through the shared fit loop.
@@ -77,6 +73,3 @@ class SupervisedTask:
         model = self.build_model(config)
         model.load_state_dict(state["model"])
         return model.eval()
-
-    def input_example(self, seed: int) -> torch.Tensor:
-        return self.splits(seed).input_example
