@@ -12,10 +12,8 @@ the fixed per-search work (sampler setup, summary, test evaluation) cancelled ou
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ from rich.console import Console
 
 from raysweep.search import run_search
 from raysweep.spec import validate
+
+from common import machine, write_json  # benchmarks/common.py, beside this script
 
 SPEC = {
     "name": "overhead",
@@ -80,11 +80,7 @@ def main() -> int:
         marginal["on" if tracked else "off"] = (b["overhead_s"] - a["overhead_s"]) / (b["trials"] - a["trials"])
     print(f"\nmarginal overhead per trial: {marginal['on']:.4f} s with MLflow, {marginal['off']:.4f} s without "
           f"(target <= 0.1 s with MLflow)")
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
-           "rows": rows, "marginal_per_trial_s": marginal}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, {"machine": machine(), "rows": rows, "marginal_per_trial_s": marginal})
     return 0
 
 

@@ -55,7 +55,8 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
+    # "local": a new instance even if a `ray start` cluster runs on this machine.
+    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

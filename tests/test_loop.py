@@ -64,3 +64,30 @@ def test_a_report_without_the_specs_metric_is_refused():
     ctx = RecordingContext(max_epochs=1, seed=0, metric="val_f1")
     with pytest.raises(KeyError, match="got no 'val_f1'"):
         DigitsMLP().train(CONFIG, ctx)
+
+
+def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns():
+    dtypes = []
+    task = DigitsMLP()
+    build = task.build_model
+
+    def build_with_probe(config):
+        model = build(config)
+        model[0].register_forward_hook(lambda module, inputs, out: dtypes.append(out.dtype))
+        return model
+
+    task.build_model = build_with_probe
+    ctx = RecordingContext(max_epochs=3, seed=0, precision="bf16")
+    task.train(CONFIG, ctx)
+    assert set(dtypes) == {torch.bfloat16}  # training and validation batches alike
+    assert ctx.checkpoints[-1]["model"]["0.weight"].dtype == torch.float32  # weights stay fp32
+    assert ctx.reports[-1]["val_accuracy"] > 0.85
+    fp32 = RecordingContext(max_epochs=1, seed=0)
+    dtypes.clear()
+    task.train(CONFIG, fp32)
+    assert set(dtypes) == {torch.float32}
+
+
+def test_a_missing_hyperparameter_is_named():
+    with pytest.raises(ValueError, match="DigitsMLP needs 'batch_size': put it in the spec's space or fixed"):
+        DigitsMLP().train({"lr": 0.01}, RecordingContext(max_epochs=1, seed=0))

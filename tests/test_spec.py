@@ -24,6 +24,7 @@ def test_defaults_fill_optional_sections():
     assert spec.metric == "val_loss" and spec.mode == "min" and spec.scheduler.type == "asha"
     assert spec.resources.workers_per_trial == 1 and spec.tracking.uri is None
     assert spec.experiment == "x"
+    assert spec.failures.max_failures == 0 and spec.precision == "fp32"
 
 
 @pytest.mark.parametrize("text", ["1e-4", "1E-4", "5e3", "-2.5e-3", "1.0e-4"])
@@ -76,6 +77,9 @@ MALFORMED = [
     ({"epochs": 10}, "epochs: unknown key"),
     ({"tracking.url": "x"}, "tracking.url: unknown key (did you mean 'uri'?)"),
     ({"checkpoint.every": 0}, "checkpoint.every: input should be greater than or equal to 1"),
+    ({"failures.max_failures": -2}, "failures.max_failures: input should be greater than or equal to -1"),
+    ({"failures.max_failure": 1}, "failures.max_failure: unknown key (did you mean 'max_failures'?)"),
+    ({"precision": "fp16"}, "precision: 'fp16' is not allowed; input should be 'fp32' or 'bf16'"),
 ]
 
 

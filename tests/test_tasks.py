@@ -9,7 +9,7 @@ import pytest
 
 from raysweep.search import run_search
 from raysweep.spec import SpecError, validate
-from raysweep.tasks import FunctionTask, resolve_task
+from raysweep.tasks import FunctionTask, TrainLoopTask, resolve_task
 from raysweep.tasks.digits import digits_splits
 from tests.conftest import ROOT, make_raw
 
@@ -30,6 +30,8 @@ def test_digits_split_is_stratified_seeded_and_disjoint():
 def test_resolve_function_and_class_tasks():
     assert isinstance(resolve_task("tests.user_tasks:missing_metric"), FunctionTask)
     assert hasattr(resolve_task("tests.user_tasks:Quadratic"), "train")
+    # One parameter: a Ray Train train_loop_per_worker(config), run on a TorchTrainer.
+    assert isinstance(resolve_task("tests.user_tasks:ray_train_loop"), TrainLoopTask)
 
 
 def test_resolve_errors_name_the_task():
@@ -37,6 +39,8 @@ def test_resolve_errors_name_the_task():
         resolve_task("digits")
     with pytest.raises(SpecError, match="task: 'tests.user_tasks' has no attribute 'Nope'"):
         resolve_task("tests.user_tasks:Nope")
+    with pytest.raises(SpecError, match=r"task: 'tests.user_tasks:three_args' takes 3 arguments; expected"):
+        resolve_task("tests.user_tasks:three_args")
 
 
 def test_class_task_without_torch_is_searched(ray_session, tmp_path, tracking_uri):

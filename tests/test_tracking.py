@@ -25,3 +25,27 @@ def test_runs_url_opens_the_runs_tab():
 def test_trial_run_names_show_number_and_hyperparameters():
     name = trial_run_name(7, {"lr": 0.0031234, "batch_size": 64, "dropout": 0.25})
     assert name == "trial-007 lr=0.00312 batch_size=64 dropout=0.25"
+
+
+def test_a_restarted_trial_repeating_epochs_leaves_one_point_per_epoch(tracking_uri):
+    """After a restart from an older checkpoint Tune reports the lost epochs again."""
+    from types import SimpleNamespace
+
+    from raysweep.book import TrialBook
+    from raysweep.spec import validate
+    from raysweep.tracking import MLflowCallback, Tracker
+    from tests.conftest import make_raw
+
+    spec = validate(make_raw())
+    tracker = Tracker(tracking_uri, spec.experiment)
+    parent = tracker.start_search(spec)
+    book = TrialBook(spec)
+    callback = MLflowCallback(tracker, book, parent, spec, dict)
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01})
+    book.on_trial_start(0, [], trial)
+    callback.on_trial_start(0, [], trial)
+    for epoch, loss in [(1, 0.9), (2, 0.8), (3, 0.7), (2, 0.81), (3, 0.71), (4, 0.6)]:
+        book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss})
+        callback.on_trial_result(0, [], trial, {})
+    history = tracker.client.get_metric_history(book.records["t1"].run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]

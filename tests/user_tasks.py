@@ -13,3 +13,133 @@ class Quadratic:
     def train(self, config, ctx):
         for epoch in range(1, ctx.max_epochs + 1):
             ctx.report({"val_loss": (config["x"] - 0.3) ** 2 + 1.0 / epoch})
+
+
+def _write(path, obj):
+    """Save `obj` where the test reads it (atomically: a reader never sees half a file)."""
+    import os
+
+    import torch
+
+    torch.save(obj, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
+def ddp_sync(config, ctx):
+    """One epoch of the same model twice per rank, with and without DDP's gradient averaging;
+    each rank saves both results for the test to compare across ranks."""
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    from raysweep.loop import unwrap
+    from raysweep.tasks.digits import DigitsMLP, digits_splits
+
+    torch.manual_seed(ctx.seed)
+    bare = DigitsMLP().build_model({"hidden": 16})
+    synced = ctx.prepare_model(copy.deepcopy(bare))  # DDP: gradients averaged over ranks
+    x, y = digits_splits(ctx.seed).train
+    shard = ctx.shard(len(x))
+    x, y = x[shard], y[shard]  # each rank its own, different samples
+    for model in (synced, bare):
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        for i in range(0, len(x), 32):
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 32]), y[i : i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    states = {name: unwrap(m).state_dict() for name, m in (("synced", synced), ("bare", bare))}
+    _write(Path(config["out_dir"]) / f"rank{ctx.rank}.pt", states)
+    ctx.report({"val_loss": float(loss), "epoch": 1})
+
+
+class KillOnce:
+    """digits_mlp whose rank-1 worker SIGKILLs itself once, after epoch `kill_epoch`'s report
+    and checkpoint, while rank 0 waits for it in the next epoch. The restarted group records
+    where it resumed.
+
+    It waits 5 s before dying: Ray Train registers a reported checkpoint when its controller
+    next polls the workers (every 0.05 s under raysweep, 2 s by Ray's default; 5 s leaves a
+    busy CI machine room), and a worker that dies sooner loses that checkpoint."""
+
+    def train(self, config, ctx):
+        import os
+        import signal
+        import time
+        from pathlib import Path
+
+        from raysweep.tasks.digits import DigitsMLP
+
+        out = Path(config["out_dir"])
+        state = ctx.resume_state
+        _write(out / f"start-rank{ctx.rank}-{os.getpid()}.pt", {"resumed_epoch": state and state["epoch"]})
+        real_report = ctx.report
+
+        def report(metrics, checkpoint=None):
+            real_report(metrics, checkpoint=checkpoint)
+            if ctx.rank == 1 and metrics["epoch"] == config["kill_epoch"] and not (out / "killed").exists():
+                (out / "killed").touch()
+                time.sleep(5)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        ctx.report = report
+        DigitsMLP().train(config, ctx)
+
+
+def ray_train_loop(config):
+    """A plain Ray Train loop, as in Ray's docs: no raysweep imports at all."""
+    import tempfile
+
+    import ray.train
+    import ray.train.torch
+    import torch
+    from sklearn.datasets import load_digits
+
+    ctx = ray.train.get_context()
+    data = load_digits()
+    x = torch.tensor(data.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(data.target)
+    x_train, y_train, x_val, y_val = x[:1400], y[:1400], x[1400:], y[1400:]
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    x_train, y_train = x_train[rank::world], y_train[rank::world]
+    torch.manual_seed(0)
+    model = ray.train.torch.prepare_model(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)))
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    for epoch in range(1, config["epochs"] + 1):
+        for i in range(0, len(x_train), 64):
+            loss = torch.nn.functional.cross_entropy(model(x_train[i : i + 64]), y_train[i : i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = model(x_val)
+            metrics = {
+                "val_loss": torch.nn.functional.cross_entropy(out, y_val).item(),
+                "val_accuracy": (out.argmax(1) == y_val).float().mean().item(),
+            }
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                torch.save({"model": model.module.state_dict() if world > 1 else model.state_dict()}, f"{tmp}/model.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class NodeProbe:
+    """digits_mlp that records which Ray node each rank ran on."""
+
+    def train(self, config, ctx):
+        from pathlib import Path
+
+        import ray
+
+        from raysweep.tasks.digits import DigitsMLP
+
+        node = ray.get_runtime_context().get_node_id()
+        _write(Path(config["out_dir"]) / f"node-rank{ctx.rank}.pt", {"node": node})
+        DigitsMLP().train(config, ctx)
+
+
+def three_args(config, ctx, extra):
+    """Neither a task nor a Ray Train loop: resolving it must say so."""

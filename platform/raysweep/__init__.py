@@ -11,14 +11,23 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # Ray-dependent names load on first use, so `raysweep validate` starts fast.
-    if name in ("run_search", "SearchResult", "SearchFailed"):
+    if name in ("run_search", "SearchResult", "SearchFailed", "RunFailed"):
         from . import search
 
         return getattr(search, name)
+    if name in ("run_training", "train_params", "TrainResult", "TrainFailed"):
+        from . import train
+
+        return getattr(train, name)
+    if name == "LocalCluster":
+        from .localcluster import LocalCluster
+
+        return LocalCluster
     raise AttributeError(name)
 
 
 __all__ = [
-    "InProcessContext", "SearchFailed", "SearchResult", "Spec", "SpecError", "Splits", "SupervisedTask",
-    "TrainContext", "evaluate", "fit", "load_spec", "resolve_task", "run_search",
+    "InProcessContext", "LocalCluster", "RunFailed", "SearchFailed", "SearchResult", "Spec", "SpecError", "Splits",
+    "SupervisedTask", "TrainContext", "TrainFailed", "TrainResult", "evaluate", "fit", "load_spec", "resolve_task",
+    "run_search", "run_training", "train_params",
 ]

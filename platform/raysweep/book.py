@@ -32,6 +32,7 @@ class TrialRecord:
     run_id: str | None = None
     checkpoint: Any = None  # ray.tune.Checkpoint of the last epoch saved
     error: str | None = None
+    logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
 
 
 def numeric_metrics(result: dict[str, Any], reserved: set[str]) -> dict[str, float]:

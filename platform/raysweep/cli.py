@@ -1,4 +1,4 @@
-"""`raysweep search | validate | ui`.
+"""`raysweep search | train | validate | ui`.
 
 Input errors (a bad spec, override or task) print one line and exit 2, before Ray starts.
 """
@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .spec import Spec, SpecError, load_spec
+from .spec import Spec, SpecError, load_spec, parse_yaml
 from .tracking import UI_PORT, resolve_tracking_uri
 
 EXIT_INPUT = 2
@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary-json", metavar="PATH", help="write the search summary as JSON")
     s.add_argument("--verbose", action="store_true", help="Ray Tune's full trial tables instead of the progress line")
 
+    t = sub.add_parser("train", help="one training run at a fixed configuration (e.g. a search's winner)")
+    t.add_argument("spec", help="search space YAML (see search_spaces/)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a hyperparameter (--set lr=0.003; unset ones take the middle of their range) "
+                        "or a spec field (--set max_epochs=50); repeatable")
+    t.add_argument("--workers", type=int, metavar="N", help="data-parallel workers (resources.workers_per_trial)")
+    t.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs per worker (resources.gpus_per_worker)")
+    t.add_argument("--tracking-uri", help="MLflow tracking URI (as for search)")
+    t.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
+    t.add_argument("--summary-json", metavar="PATH", help="write the run's summary as JSON")
+    t.add_argument("--verbose", action="store_true", help="Ray's own output instead of a line per epoch")
+
     v = sub.add_parser("validate", help="check a spec and print it resolved; starts nothing")
     _spec_args(v)
 
@@ -61,6 +73,23 @@ def _load(args) -> Spec:
     return load_spec(args.spec, overrides)
 
 
+def _run(what: str, args, console, call):
+    """Run a search or training; write its summary and show its test metrics. None if it failed."""
+    from .search import RunFailed
+
+    try:
+        result = call()
+    except RunFailed as exc:
+        print(f"raysweep: {what} failed: {exc}", file=sys.stderr)
+        return None
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    if result.test_metrics:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
+        console.print(f"{'best trial' if what == 'search' else 'model'} on the test split: {shown}")
+    return result
+
+
 def cmd_validate(args) -> int:
     spec = _load(args)
     from .tasks import resolve_task
@@ -74,24 +103,52 @@ def cmd_search(args) -> int:
     spec = _load(args)
     # Imported here so that `validate` and input errors don't pay for Ray and MLflow imports.
     from .progress import make_console
-    from .search import SearchFailed, run_search
+    from .search import run_search
 
     console = make_console()
-    try:
-        result = run_search(
-            spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose, console=console
-        )
-    except SearchFailed as exc:
-        print(f"raysweep: search failed: {exc}", file=sys.stderr)
+    result = _run(
+        "search", args, console,
+        lambda: run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose, console=console),
+    )
+    if result is None:
         return 1
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    if result.test_metrics:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
-        console.print(f"best trial on the test split: {shown}")
     if result.ui_url:
         hint = "" if result.tracking_uri.startswith("http") else "  (start the UI with: raysweep ui)"
         console.print(f"MLflow runs: {result.ui_url}{hint}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_train(args) -> int:
+    # `--set lr=0.003` names a hyperparameter; dotted keys and spec fields change the spec.
+    values, overrides = {}, []
+    for assignment in args.overrides:
+        key, sep, text = assignment.partition("=")
+        if sep and "." not in key and key.strip() not in Spec.model_fields:
+            values[key.strip()] = parse_yaml(text, source=f"--set {key.strip()}")
+        else:
+            overrides.append(assignment)
+    if args.workers is not None:
+        overrides.append(f"resources.workers_per_trial={args.workers}")
+    if args.gpus_per_worker is not None:
+        overrides.append(f"resources.gpus_per_worker={args.gpus_per_worker}")
+    spec = load_spec(args.spec, overrides)
+    from .progress import make_console
+    from .train import run_training, train_params
+
+    params = train_params(spec, values)
+    console = make_console()
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    console.print(f"training {spec.task} for {spec.max_epochs} epochs on "
+                  f"{spec.resources.workers_per_trial} worker(s): {shown}", highlight=False)
+    result = _run(
+        "training", args, console,
+        lambda: run_training(spec, params, storage=args.storage, tracking_uri=args.tracking_uri,
+                             verbose=args.verbose, console=console),
+    )
+    if result is None:
+        return 1
+    if result.model_uri:
+        console.print(f"model: {result.model_uri}  (mlflow.pytorch.load_model)", highlight=False)
     return 0
 
 
@@ -115,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ray hands the driver's sys.path to local workers, so trials find them too.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    handler = {"search": cmd_search, "validate": cmd_validate, "ui": cmd_ui}[args.command]
+    handler = {"search": cmd_search, "train": cmd_train, "validate": cmd_validate, "ui": cmd_ui}[args.command]
     try:
         return handler(args)
     except SpecError as exc:

@@ -6,6 +6,7 @@ inside the Tune trial process (`InProcessContext`) or as a Ray Train worker grou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -30,11 +31,20 @@ def load_state(directory: str, map_location: Any = "cpu") -> dict:
 class TrainContext(ABC):
     """What a loop talks to: report, device, rank, world size, resume state."""
 
-    def __init__(self, *, max_epochs: int, seed: int, checkpoint_every: int = 1, metric: str | None = None):
+    def __init__(
+        self,
+        *,
+        max_epochs: int,
+        seed: int,
+        checkpoint_every: int = 1,
+        metric: str | None = None,
+        precision: str = "fp32",
+    ):
         self.max_epochs = max_epochs
         self.seed = seed
         self.checkpoint_every = checkpoint_every
         self.metric = metric  # the spec's metric: every report must carry it
+        self.precision = precision
         self._reports = 0
 
     def _complete(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -65,6 +75,16 @@ class TrainContext(ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Wrap forward passes (and the loss) in this: bf16 autocast when the spec asks for it.
+
+        Weights, gradients and the optimizer stay fp32; matmuls and convolutions run in bf16
+        (tensor cores on a GPU). fp32 is a no-op.
+        """
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # -- model and data
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:

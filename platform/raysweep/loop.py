@@ -7,6 +7,7 @@ model's compute.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -22,6 +23,13 @@ SumMetrics = dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model under a DDP wrapper (its state dict has no `module.` prefix)."""
     return getattr(model, "module", model)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to `device`; from pinned host memory, so a GPU copy doesn't stall the host."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 @torch.no_grad()
@@ -42,7 +50,9 @@ def evaluate(
     sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        out = model(xb)
+        with ctx.autocast() if ctx is not None else contextlib.nullcontext():
+            out = model(xb)
+        out = out.float()  # metric sums in fp32 even under bf16 autocast
         sums[0] += loss_fn(out, yb, reduction="sum").double()
         for i, fn in enumerate((metrics or {}).values(), start=1):
             sums[i] += fn(out, yb).double()
@@ -73,8 +83,8 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"]) + 1
 
-    x_train, y_train = (t.to(ctx.device, non_blocking=True) for t in train)
-    x_val, y_val = (t.to(ctx.device, non_blocking=True) for t in val)
+    # The splits live on the device for the whole trial: one (pinned, asynchronous) copy each.
+    x_train, y_train, x_val, y_val = (to_device(t, ctx.device) for t in (*train, *val))
     shard = ctx.shard(len(x_train))
     x_train, y_train = x_train[shard], y_train[shard]
     n = len(x_train)
@@ -89,7 +99,8 @@ def fit(
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
             xb, yb = x_train[idx], y_train[idx]
-            loss = loss_fn(model(xb), yb)
+            with ctx.autocast():
+                loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

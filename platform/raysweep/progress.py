@@ -95,6 +95,29 @@ class ProgressCallback(Callback):
             self._live = None
 
 
+class RunProgress(Callback):
+    """One line per epoch for a single run (`raysweep train`): its epochs are the progress."""
+
+    def __init__(self, book: TrialBook, console: Console | None = None):
+        self.book = book
+        self.console = console or make_console()
+
+    def __getstate__(self):
+        return {**self.__dict__, "console": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.console = self.console or make_console()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self.book.records[trial.trial_id]
+        shown = " · ".join(
+            f"{k} {_value(v)}" for k, v in rec.metrics.items() if k.startswith(("val_", "train_loss"))
+        )
+        elapsed = time.monotonic() - self.book.started
+        self.console.print(f"epoch {rec.epochs}/{self.book.spec.max_epochs} · {shown} · {elapsed:.0f}s", highlight=False)
+
+
 def leaderboard(book: TrialBook, top: int = 5) -> Table:
     """The top trials: value, epochs, status and their sampled hyperparameters."""
     spec = book.spec

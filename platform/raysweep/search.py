@@ -22,14 +22,18 @@ from .distributed import run_distributed
 from .progress import ProgressCallback, leaderboard, make_console
 from .space import build_sampler, optuna_space
 from .spec import Spec
-from .tasks import resolve_task
+from .tasks import needs_ray_train, resolve_task
 from .tracking import MLflowCallback, Tracker, resolve_tracking_uri, runs_url
 from .trial import run_in_process, trial_params
 
 DEFAULT_STORAGE = "raysweep_results"
 
 
-class SearchFailed(RuntimeError):
+class RunFailed(RuntimeError):
+    """A search or training run ended without a value of its metric (CLI exit code 1)."""
+
+
+class SearchFailed(RunFailed):
     """No trial of the search produced a value of its metric."""
 
 
@@ -73,7 +77,7 @@ def quiet_libraries() -> None:
 
 
 def ensure_ray(log_to_driver: bool = True) -> bool:
-    """Join the Ray cluster in $RAY_ADDRESS (or a job's), else start a local one.
+    """Join the Ray cluster in $RAY_ADDRESS (set inside a `ray job submit` job), else start a local one.
 
     Returns whether this call started Ray. Tests share one instance, so an initialised
     Ray is left as it is. The dashboard stays on: Train V2 needs it to free finished
@@ -81,7 +85,9 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     """
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS") or None
+    # "local", not None: Ray would otherwise join whatever `ray start` cluster it last saw on
+    # this machine (/tmp/ray/ray_current_cluster), even a dead one.
+    address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
     return True
 
@@ -98,19 +104,32 @@ def max_concurrent_trials(spec: Spec) -> int:
     return max(1, int(min(fits)))
 
 
-def build_tuner(spec: Spec, storage: str, callbacks: list, verbose: bool) -> tune.Tuner:
+def build_tuner(
+    spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None
+) -> tune.Tuner:
+    """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`)."""
     res = spec.resources
-    if res.workers_per_trial == 1:
+    train_path = needs_ray_train(spec, resolve_task(spec.task))
+    if not train_path:
         trainable = tune.with_resources(
             tune.with_parameters(run_in_process, spec=spec),
             {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
         )
     else:
         # The trial itself only drives a Ray Train worker group, which holds the resources.
-        # (Tune refuses an empty request, hence a token CPU fraction.)
-        trainable = tune.with_resources(tune.with_parameters(run_distributed, spec=spec, storage=storage), {"cpu": 0.01})
-    if spec.scheduler.type == "asha":
-        scheduler = ASHAScheduler(
+        # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
+        # more than N worker groups, so the last one would wait. One byte of memory it is.
+        trainable = tune.with_resources(
+            tune.with_parameters(run_distributed, spec=spec, storage=storage),
+            tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
+        )
+    if fixed_config is not None:  # one run: nothing to sample, nothing to stop early
+        search_alg, scheduler, num_samples = None, FIFOScheduler(), 1
+    else:
+        search_alg = OptunaSearch(
+            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec)
+        )
+        scheduler = FIFOScheduler() if spec.scheduler.type == "fifo" else ASHAScheduler(
             metric=spec.metric,
             mode=spec.mode,
             time_attr="epoch",
@@ -118,28 +137,31 @@ def build_tuner(spec: Spec, storage: str, callbacks: list, verbose: bool) -> tun
             grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor,
         )
-    else:
-        scheduler = FIFOScheduler()
+        num_samples = spec.search.num_samples
     return tune.Tuner(
         trainable,
+        param_space=fixed_config or {},
         # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
         # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(
-                space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec)
-            ),
+            search_alg=search_alg,
             scheduler=scheduler,
-            num_samples=spec.search.num_samples,
+            num_samples=num_samples,
             max_concurrent_trials=max_concurrent_trials(spec),
-            reuse_actors=True,  # one process serves many trials: ~0.005 s per trial, not a new actor
+            # One process serves many in-process trials: ~0.005 s per trial, not a new actor.
+            # A Ray Train trial's process only drives its worker group: nothing to gain.
+            reuse_actors=not train_path,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=spec.name,
+            name=spec.name if fixed_config is None else f"{spec.name}-train",
             storage_path=storage,
             callbacks=callbacks,
             verbose=2 if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            # In-process trials restart from their checkpoint here; Ray Train trials restart
+            # their worker group inside the trial (distributed.py), not twice over.
+            failure_config=tune.FailureConfig(max_failures=0 if train_path else spec.failures.max_failures),
         ),
     )
 

@@ -176,6 +176,12 @@ class CheckpointSection(_Frozen):
     keep: int = Field(2, ge=1)  # checkpoints kept per trial
 
 
+class FailuresSection(_Frozen):
+    # Restarts of a trial after a worker or trial process dies (Ray Train / Tune
+    # FailureConfig); each resumes from the trial's latest checkpoint. -1: no limit.
+    max_failures: int = Field(0, ge=-1)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -194,6 +200,9 @@ class Spec(_Frozen):
     resources: ResourcesSection = ResourcesSection()
     tracking: TrackingSection = TrackingSection()
     checkpoint: CheckpointSection = CheckpointSection()
+    failures: FailuresSection = FailuresSection()
+    # bf16: forward passes under torch.autocast(bfloat16); weights and optimizer stay fp32.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("name")
     @classmethod

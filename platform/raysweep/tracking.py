@@ -104,12 +104,15 @@ class Tracker:
         self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
         return run_id
 
-    def start_trial(self, parent_run_id: str, rec: TrialRecord, params: dict[str, Any]) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=trial_run_name(rec.number, rec.config),
-            tags={PARENT_TAG: parent_run_id, "raysweep.kind": "trial", "raysweep.trial_id": rec.trial_id},
-        )
+    def start_trial(self, parent_run_id: str | None, rec: TrialRecord, params: dict[str, Any]) -> str:
+        """A search's child run; with no parent, the run of a `raysweep train`."""
+        if parent_run_id is None:
+            name = "train " + trial_run_name(rec.number, rec.config).split(" ", 1)[-1]
+            tags = {"raysweep.kind": "train", "raysweep.trial_id": rec.trial_id}
+        else:
+            name = trial_run_name(rec.number, rec.config)
+            tags = {PARENT_TAG: parent_run_id, "raysweep.kind": "trial", "raysweep.trial_id": rec.trial_id}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.client.log_batch(run.info.run_id, params=_params(params))
         return run.info.run_id
 
@@ -135,7 +138,7 @@ class Tracker:
 class MLflowCallback(Callback):
     """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list."""
 
-    def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str, spec: Spec, params_of):
+    def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str | None, spec: Spec, params_of):
         self.tracker, self.book, self.parent_run_id, self.spec = tracker, book, parent_run_id, spec
         self._params_of = params_of
 
@@ -146,7 +149,12 @@ class MLflowCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.book.records[trial.trial_id]
+        # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
+        # keeps the first report of each epoch, so every metric has one point per epoch.
+        if rec.epochs <= rec.logged_epoch:
+            return
         self.tracker.log_metrics(rec.run_id, rec.metrics, step=rec.epochs)
+        rec.logged_epoch = rec.epochs
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]

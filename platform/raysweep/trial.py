@@ -20,17 +20,22 @@ def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     return {**spec.fixed, **config}
 
 
+def context_kwargs(spec: Spec) -> dict[str, Any]:
+    """What both paths' contexts take from the spec."""
+    return {
+        "max_epochs": spec.max_epochs,
+        "seed": spec.seed,
+        "checkpoint_every": spec.checkpoint.every,
+        "metric": spec.metric,
+        "precision": spec.precision,
+    }
+
+
 def run_in_process(config: dict[str, Any], spec: Spec) -> None:
     """Tune function trainable for a one-worker trial."""
     res = spec.resources
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch reads it only at import, and a
     # reused actor may have imported torch for another spec.
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
-    ctx = InProcessContext(
-        device="cuda" if res.gpus_per_worker > 0 else "cpu",
-        max_epochs=spec.max_epochs,
-        seed=spec.seed,
-        checkpoint_every=spec.checkpoint.every,
-        metric=spec.metric,
-    )
+    ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", **context_kwargs(spec))
     resolve_task(spec.task).train(trial_params(spec, config), ctx)

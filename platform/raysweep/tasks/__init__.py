@@ -3,7 +3,9 @@
 A task is either
 
 * a function ``train(config, ctx)`` that trains with the `TrainContext` and calls
-  ``ctx.report(metrics)`` once per epoch, or
+  ``ctx.report(metrics)`` once per epoch,
+* a Ray Train function ``train_loop_per_worker(config)`` (one parameter) that calls
+  ``ray.train.report(metrics, checkpoint=...)`` itself: it runs on a `TorchTrainer`, or
 * an object with that ``train`` method and, optionally, ``evaluate(config, state, seed)`` (test
   metrics of a checkpoint state, logged on the search's parent run) and
   ``build_model(config)`` (the bare model, so the best one can be logged to MLflow).
@@ -18,7 +20,7 @@ import inspect
 from typing import Any
 
 from ..spec import SpecError
-from .base import FunctionTask, Task
+from .base import FunctionTask, Task, TrainLoopTask
 from .digits import DigitsCNN, DigitsMLP
 
 BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN}
@@ -59,8 +61,24 @@ def _as_task(name: str, obj: Any) -> Any:
     if callable(getattr(obj, "train", None)):
         return obj
     if inspect.isfunction(obj) or inspect.ismethod(obj):
-        return FunctionTask(obj)
+        params = [
+            p for p in inspect.signature(obj).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        if len(params) == 1:
+            return TrainLoopTask(obj)
+        if len(params) == 2:
+            return FunctionTask(obj)
+        raise SpecError(
+            f"task: {name!r} takes {len(params)} arguments; expected train(config, ctx) "
+            "or a Ray Train train_loop_per_worker(config)"
+        )
     raise SpecError(f"task: {name!r} is neither a function train(config, ctx) nor an object with .train")
 
 
-__all__ = ["BUILTIN", "FunctionTask", "Task", "resolve_task"]
+def needs_ray_train(spec, task: Any) -> bool:
+    """Whether a trial runs as a `TorchTrainer` worker group rather than in its Tune process."""
+    return spec.resources.workers_per_trial > 1 or isinstance(task, TrainLoopTask)
+
+
+__all__ = ["BUILTIN", "FunctionTask", "Task", "TrainLoopTask", "needs_ray_train", "resolve_task"]

@@ -28,6 +28,20 @@ class FunctionTask:
 
 
 @dataclass(frozen=True)
+class TrainLoopTask:
+    """A plain Ray Train ``train_loop_per_worker(config)`` that calls ``ray.train.report``.
+
+    It runs unchanged on a `TorchTrainer` worker group (every trial takes the Ray Train path,
+    one worker or more); the config it gets holds the trial's hyperparameters.
+    """
+
+    fn: Callable[[dict], None]
+
+    def train_loop_per_worker(self, config: dict[str, Any]) -> None:
+        self.fn(config)
+
+
+@dataclass(frozen=True)
 class Splits:
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor]
@@ -50,7 +64,12 @@ class SupervisedTask:
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    required: tuple[str, ...] = ("lr", "batch_size")
+
     def train(self, config: dict[str, Any], ctx: TrainContext) -> None:
+        missing = [key for key in self.required if key not in config]
+        if missing:  # the trial fails with this line as its error, not a bare KeyError
+            raise ValueError(f"{type(self).__name__} needs {missing[0]!r}: put it in the spec's space or fixed")
         data = self.splits(ctx.seed)
         torch.manual_seed(ctx.seed)
         model = ctx.prepare_model(self.build_model(config))

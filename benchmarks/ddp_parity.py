@@ -1,0 +1,179 @@
+"""Epoch throughput of a 2-worker raysweep trial against a bare torch.distributed script.
+
+    python benchmarks/ddp_parity.py [--epochs 8] [--batch-size 64] [--device cpu|cuda] [--out PATH]
+
+Both paths train digits_cnn with DDP on two processes (one thread each), on the same
+strided shards, batches, optimizer and per-epoch validation. Throughput = training samples
+per epoch (both ranks together) / epoch time (train + validation), epoch 1 left out as
+warm-up. raysweep's epoch time is Tune's `time_this_iter_s`, the wall time between two
+epochs' reports: it includes everything the platform adds per epoch (the report through Ray
+Train's controller to Tune, the checkpoint rank 0 writes). The loop-only `epoch_time_s` the
+workers measure is recorded beside it. `--device cuda` needs two GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from rich.console import Console
+from torch.nn.parallel import DistributedDataParallel
+
+from raysweep.search import run_search
+from raysweep.spec import validate
+from raysweep.tasks.digits import DigitsCNN, digits_splits
+
+from common import machine, write_json  # benchmarks/common.py, beside this script
+
+WORKERS = 2
+GOAL = 0.9  # raysweep / bare
+
+
+def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int, out_file: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)  # as raysweep's worker does for cpus_per_worker: 1
+    cuda = device_type == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=WORKERS)
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    data = digits_splits(cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    model = DistributedDataParallel(DigitsCNN().build_model(cfg).to(device), device_ids=[rank] if cuda else None)
+    # weight_decay 0 explicitly: AdamW's default (0.01) is not what the raysweep trial gets.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.0)
+    shard = torch.arange(rank, len(data.train[0]), WORKERS)
+    x, y = (t[shard].to(device) for t in data.train)
+    x_val, y_val = (t.to(device) for t in data.val)
+    loss_fn, times = torch.nn.functional.cross_entropy, []
+    for _ in range(epochs):
+        dist.barrier()
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x)).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(0, len(x), cfg["batch_size"]):
+            idx = order[i : i + cfg["batch_size"]]
+            loss = loss_fn(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+        # The global train loss raysweep's loop reduces each epoch: same collectives, same work.
+        train_sums = torch.stack([loss_sum.double(), torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
+        dist.all_reduce(train_sums)
+        model.eval()
+        with torch.no_grad():
+            out = model(x_val)
+            val_sums = torch.stack([loss_fn(out, y_val, reduction="sum").double(),
+                                    (out.argmax(dim=1) == y_val).sum().double(),
+                                    torch.tensor(float(len(x_val)), dtype=torch.float64, device=device)])
+        dist.all_reduce(val_sums)
+        val_sums.tolist()  # read on the host, as raysweep's metrics are
+        dist.barrier()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    if rank == 0:
+        Path(out_file).write_text(json.dumps(times))
+    dist.destroy_process_group()
+
+
+def run_bare(cfg: dict, device: str, epochs: int, tmp: Path) -> list[float]:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    out_file = tmp / "bare_times.json"
+    mp.spawn(_bare_worker, args=(cfg, device, port, epochs, str(out_file)), nprocs=WORKERS)
+    return json.loads(out_file.read_text())
+
+
+def run_raysweep(cfg: dict, device: str, epochs: int, tmp: Path) -> tuple[list[float], list[float]]:
+    raw = {
+        "name": "ddp-parity", "task": "digits_cnn", "max_epochs": epochs, "seed": cfg["seed"],
+        "search": {"num_samples": 1, "max_concurrent": 1}, "scheduler": {"type": "fifo"},
+        # A spec must search something: an lr range too narrow to matter.
+        "space": {"lr": {"type": "uniform", "low": cfg["lr"], "high": cfg["lr"] * 1.0001}},
+        "fixed": {k: cfg[k] for k in ("batch_size", "channels", "hidden", "dropout")},
+        "resources": {"workers_per_trial": WORKERS, "cpus_per_worker": 1, "gpus_per_worker": int(device == "cuda")},
+        "tracking": {"enabled": False},
+    }
+    storage = tmp / "results"
+    result = run_search(validate(raw), storage=str(storage), console=Console(quiet=True))
+    (trial,) = result.trials
+    # SearchResult keeps only the last epoch's metrics; Tune's result.json has every report
+    # (the trial directory is named by build_tuner's trial_dirname_creator).
+    lines = (storage / raw["name"] / f"trial_{trial['trial_id']}" / "result.json").read_text().splitlines()
+    reports = sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["epoch"])
+    return [r["time_this_iter_s"] for r in reports], [r["epoch_time_s"] for r in reports]
+
+
+def summarise(path: str, times: list[float], samples: int) -> dict:
+    timed = times[1:]  # epoch 1: imports, DDP bucket setup, allocator warm-up
+    # Total samples over total time, not a mean of per-epoch rates: Tune sees Ray Train's
+    # reports when its controller collects them, so single intervals bunch up, their sum doesn't.
+    return {"path": path, "epoch_times_s": times, "epochs_timed": len(timed), "samples_per_s": samples * len(timed) / sum(timed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", default="benchmarks/results/ddp_parity.json")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first is warm-up")
+    cfg = {"seed": 0, "lr": 1e-3, "batch_size": args.batch_size, "channels": 16, "hidden": 64, "dropout": 0.0}
+    samples = len(digits_splits(cfg["seed"]).train[0])
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        # The bare run goes first, before this script starts Ray: on a 2-core machine its two
+        # processes would otherwise share the cores with Ray's. (A Ray someone else started,
+        # e.g. the test session's, is idle by then.)
+        bare = summarise("bare torch.distributed", run_bare(cfg, args.device, args.epochs, Path(tmp)), samples)
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            # As the tests' Ray: 4 logical CPUs, dashboard on (Train V2 frees trials' resources through it).
+            ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            wall, loop_only = run_raysweep(cfg, args.device, args.epochs, Path(tmp))
+            ours = summarise("raysweep (Ray Train)", wall, samples)
+            ours["loop_only"] = summarise("raysweep loop only", loop_only, samples)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+    ratio = ours["samples_per_s"] / bare["samples_per_s"]
+    print(f"\n{'path':<24} {'epochs timed':>12} {'samples/s':>10} {'vs bare':>8}")
+    for row in (bare, ours):
+        print(f"{row['path']:<24} {row['epochs_timed']:>12} {row['samples_per_s']:>10.0f} "
+              f"{row['samples_per_s'] / bare['samples_per_s']:>7.2f}x")
+    loop_ratio = ours["loop_only"]["samples_per_s"] / bare["samples_per_s"]
+    print(f"(raysweep's training loop alone, without report and checkpoint: {loop_ratio:.2f}x)")
+    print(f"\nraysweep / bare: {ratio:.2f}x (goal >= {GOAL}x) on {args.device}, "
+          f"{samples} training samples per epoch, batch size {args.batch_size}")
+    out = {
+        "machine": machine(**({"gpu": torch.cuda.get_device_name(0)} if args.device == "cuda" else {})),
+        "command": shlex.join(["python", "benchmarks/ddp_parity.py", *(sys.argv[1:] if argv is None else argv)]),
+        "device": args.device, "workers": WORKERS, "config": cfg, "train_samples_per_epoch": samples,
+        "rows": [bare, ours], "ratio": ratio, "goal_ratio": GOAL, "meets_goal": ratio >= GOAL,
+    }
+    write_json(args.out, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""A trial's model out of its checkpoint: test metrics, and MLflow's PyTorch flavor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .context import load_state
+
+
+def checkpoint_state(checkpoint) -> dict:
+    """The state dict saved with a Ray checkpoint (loaded with weights_only=True)."""
+    with checkpoint.as_directory() as directory:
+        return load_state(directory)
+
+
+def can_rebuild(task: Any) -> bool:
+    """Whether a task can turn a checkpoint back into a model (built-in and SupervisedTask ones)."""
+    return all(hasattr(task, name) for name in ("load_model", "splits"))
+
+
+def log_pytorch_model(
+    uri: str, run_id: str, task: Any, params: dict, state: dict, seed: int, registered_name: str | None = None
+) -> str:
+    """Log the checkpoint's model with MLflow's PyTorch flavor and an input example; its URI."""
+    import mlflow
+    import mlflow.pytorch
+
+    model = task.load_model(params, state)
+    example = task.splits(seed).test[0][:5].numpy()
+    mlflow.set_tracking_uri(uri)
+    # The fluent API logs to the active run; the caller ends the run with its own status.
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=example,
+            registered_model_name=registered_name,
+            # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    return info.model_uri

@@ -1,0 +1,106 @@
+"""`raysweep train`: one training run at a fixed configuration (no search).
+
+For training a search's winner at full scale: same task, same metric names, same Ray paths
+(in-process for one worker, a `TorchTrainer` for more), logged as one MLflow run whose final
+model is stored with MLflow's PyTorch flavor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from .book import FAILED, TrialBook
+from .models import can_rebuild, checkpoint_state, log_pytorch_model
+from .progress import RunProgress, make_console
+from .search import RunFailed, _storage_path, build_tuner, ensure_ray, quiet_libraries
+from .spec import Choice, IntParam, LogUniform, Spec, SpecError
+from .tasks import resolve_task
+from .tracking import MLflowCallback, Tracker, resolve_tracking_uri
+
+
+class TrainFailed(RunFailed):
+    """The training run raised or never reported its metric."""
+
+
+@dataclass
+class TrainResult:
+    name: str
+    run_id: str | None
+    params: dict[str, Any]
+    epochs: int
+    metrics: dict[str, float]
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None
+    wall_s: float = 0.0
+    tracking_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_value(param) -> Any:
+    """A space parameter's value when `train` is not given one: the middle of its range."""
+    if isinstance(param, Choice):
+        return param.values[0]
+    if isinstance(param, LogUniform):
+        return math.sqrt(param.low * param.high)
+    if isinstance(param, IntParam):
+        mid = (param.low + param.high) / 2 if not param.log else math.sqrt(param.low * param.high)
+        return int(param.low + round((mid - param.low) / param.step) * param.step)
+    return (param.low + param.high) / 2
+
+
+def train_params(spec: Spec, values: dict[str, Any]) -> dict[str, Any]:
+    """Fixed hyperparameters, then each space parameter's given value or default."""
+    unknown = sorted(set(values) - set(spec.space) - set(spec.fixed))
+    if unknown:
+        known = ", ".join([*spec.space, *spec.fixed])
+        raise SpecError(f"--set {unknown[0]}: not a hyperparameter of this spec (known: {known})")
+    space = {name: values.get(name, default_value(p)) for name, p in spec.space.items()}
+    return {**spec.fixed, **{k: v for k, v in values.items() if k in spec.fixed}, **space}
+
+
+def run_training(
+    spec: Spec,
+    params: dict[str, Any],
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    verbose: bool = False,
+    console: Console | None = None,
+) -> TrainResult:
+    started = time.monotonic()
+    console = console or make_console()
+    if not verbose:
+        quiet_libraries()
+    task = resolve_task(spec.task)
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
+    tracker = Tracker(uri, spec.experiment) if uri else None
+    book = TrialBook(spec)
+    callbacks: list = [book]
+    if tracker is not None:
+        callbacks.append(MLflowCallback(tracker, book, None, spec, lambda config: config))
+    if not verbose:
+        callbacks.append(RunProgress(book, console))
+    ensure_ray(log_to_driver=verbose)
+    build_tuner(spec, _storage_path(storage), callbacks, verbose, fixed_config=params).fit()
+
+    (rec,) = book.records.values()
+    if rec.status == FAILED or rec.value is None:
+        raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}")
+    result = TrainResult(spec.name, rec.run_id, params, rec.epochs, rec.metrics, tracking_uri=uri)
+    if rec.checkpoint is not None and can_rebuild(task):
+        state = checkpoint_state(rec.checkpoint)
+        result.test_metrics = task.evaluate(params, state, spec.seed)
+        if tracker is not None:
+            tracker.log_metrics(rec.run_id, result.test_metrics, step=rec.epochs)
+            result.model_uri = log_pytorch_model(uri, rec.run_id, task, params, state, spec.seed)
+    result.wall_s = round(time.monotonic() - started, 3)
+    if tracker is not None:
+        tracker.end_run(rec.run_id, "FINISHED", {"raysweep.model_uri": result.model_uri or ""})
+    return result
