@@ -86,9 +86,37 @@ def test_parent_run_summarises_the_search(searched):
     assert metrics["test_accuracy"] == pytest.approx(result.test_metrics["test_accuracy"])
     assert parent.data.tags["raysweep.best_run_id"] == result.best["run_id"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"spec.yaml", "best_checkpoint"} <= artifacts
+    assert {"spec.yaml", "best_checkpoint", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/best_vs_cost.png"}
+    png = open(client.download_artifacts(parent.info.run_id, "plots/best_vs_cost.png"), "rb").read()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
     spec_text = open(client.download_artifacts(parent.info.run_id, "spec.yaml")).read()
     assert "max_epochs: 6" in spec_text and "name: test-search" in spec_text
+
+
+def test_cost_per_epoch_on_children_and_their_sum_on_the_parent(searched):
+    spec, result, client, runs = searched
+    parent = _parent(runs)
+    children = _children(runs)
+    for child in children:
+        m = child.data.metrics
+        steps = [p.step for p in client.get_metric_history(child.info.run_id, "cost_usd")]
+        assert steps == list(range(1, int(m["epoch"]) + 1))  # cumulative, one point per epoch
+        # One worker with one CPU: device-hours are the trial's wall time in hours...
+        assert m["cost_device_hours"] == pytest.approx(m["cost_wall_s"] / 3600, rel=0.05)
+        assert m["cost_usd"] == pytest.approx(m["cost_device_hours"] * spec.cost.cpu_hour_usd, rel=1e-6)
+        # ...and that wall covers the epochs' own time, within the trial's MLflow run.
+        epochs = client.get_metric_history(child.info.run_id, "epoch_time_s")
+        run_s = (child.info.end_time - child.info.start_time) / 1000
+        assert sum(e.value for e in epochs) <= m["cost_wall_s"] <= run_s + 0.5
+    for key in ("cost_device_hours", "cost_usd", "flops", "samples"):
+        total = sum(c.data.metrics[key] for c in children)
+        assert parent.data.metrics[key] == pytest.approx(total, rel=1e-9), key
+    assert result.totals["device_hours"] == pytest.approx(parent.data.metrics["cost_device_hours"])
+    assert result.totals["energy_j"] is None  # no GPU here
+    assert result.totals["compute_saved_fraction"] == pytest.approx(1 - result.epochs_run / result.epochs_budget)
+    assert 0 < result.totals["compute_saved_fraction"] < 1  # ASHA stopped some trials
 
 
 def test_best_checkpoint_artifact_reproduces_the_test_metric(searched, tmp_path):
@@ -159,3 +187,51 @@ def test_search_logs_to_an_mlflow_server(ray_session, mlflow_server, tmp_path):
     runs = client.search_runs([result.experiment_id])
     assert len(_children(runs)) == 3
     assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"spec.yaml", "best_checkpoint"}
+
+
+def test_report_reads_the_same_best_trial_and_totals_from_mlflow(searched, capsys):
+    import json
+
+    from raysweep.cli import main
+
+    _, result, _, _ = searched
+    assert main(["report", result.name, "--tracking-uri", result.tracking_uri, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parent_run_id"] == result.parent_run_id
+    assert report["best"]["run_id"] == result.best["run_id"]
+    assert report["best"]["value"] == pytest.approx(result.best["value"])
+    for key, value in result.totals.items():
+        assert report["totals"][key] == (None if value is None else pytest.approx(value)), key
+    assert report["counts"]["finished"] + report["counts"]["stopped"] == len(result.trials)
+    # The table form, by parent run id: leaderboard, totals and what early stopping saved.
+    assert main(["report", result.parent_run_id, "--tracking-uri", result.tracking_uri, "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert result.best["trial_id"] in out and "device-hours" in out and "of the budget saved" in out
+
+
+def test_report_on_an_unknown_search_is_one_line_and_exit_2(tracking_uri, capsys):
+    from raysweep.cli import main
+    from raysweep.tracking import Tracker
+
+    Tracker(tracking_uri, "something-else")  # the store exists, the search does not
+    assert main(["report", "no-such-search", "--tracking-uri", tracking_uri]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no experiment named 'no-such-search'" in err
+
+
+def test_best_model_is_registered_and_reproduces_its_test_accuracy(searched):
+    import mlflow
+    import torch
+
+    from raysweep.tasks.digits import digits_splits
+
+    spec, result, client, runs = searched
+    (version,) = client.search_model_versions(f"name='{spec.experiment}'")
+    assert float(version.tags["test_accuracy"]) == pytest.approx(result.test_metrics["test_accuracy"])
+    assert _parent(runs).data.tags["raysweep.model_uri"] == result.model_uri
+    mlflow.set_tracking_uri(result.tracking_uri)
+    model = mlflow.pytorch.load_model(f"models:/{spec.experiment}/{version.version}")
+    x, y = digits_splits(spec.seed).test
+    with torch.no_grad():
+        accuracy = (model(x).argmax(dim=1) == y).double().mean().item()
+    assert accuracy == pytest.approx(result.test_metrics["test_accuracy"], abs=1e-9)

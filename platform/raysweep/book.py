@@ -33,6 +33,8 @@ class TrialRecord:
     checkpoint: Any = None  # ray.tune.Checkpoint of the last epoch saved
     error: str | None = None
     logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
+    # (seconds since the search began, epoch, metric value, cumulative device-hours), one per epoch
+    history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
 
 
 def numeric_metrics(result: dict[str, Any], reserved: set[str]) -> dict[str, float]:
@@ -74,6 +76,9 @@ class TrialBook(Callback):
             rec.checkpoint = Checkpoint(result["checkpoint_path"])
         value = rec.metrics.get(self.spec.metric)
         rec.value = value if value is not None and math.isfinite(value) else None
+        if not rec.history or rec.epochs > rec.history[-1][1]:  # a restart repeats epochs
+            cost = rec.metrics.get("cost_device_hours", 0.0)
+            rec.history.append((time.monotonic() - self.started, rec.epochs, rec.value, cost))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self.records[trial.trial_id]

@@ -1,4 +1,4 @@
-"""`raysweep search | train | validate | ui`.
+"""`raysweep search | train | report | validate | ui`.
 
 Input errors (a bad spec, override or task) print one line and exit 2, before Ray starts.
 """
@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
     t.add_argument("--summary-json", metavar="PATH", help="write the run's summary as JSON")
     t.add_argument("--verbose", action="store_true", help="Ray's own output instead of a line per epoch")
+
+    r = sub.add_parser("report", help="a search's leaderboard, counts and cost, read from MLflow (finished or running)")
+    r.add_argument("search", metavar="NAME_OR_PARENT_RUN_ID", help="experiment name (its latest search) or parent run id")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
+    r.add_argument("--top", type=int, default=10, metavar="K", help="trials shown (10)")
+    r.add_argument("--json", action="store_true", help="print the report as JSON instead")
 
     v = sub.add_parser("validate", help="check a spec and print it resolved; starts nothing")
     _spec_args(v)
@@ -152,6 +158,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from mlflow import MlflowClient
+
+    from .progress import make_console
+    from .report import build_report, print_report
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise SpecError(f"--tracking-uri: no MLflow database at {uri[len('sqlite:///'):]}")
+    report = build_report(MlflowClient(uri), args.search)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report, make_console(), top=args.top)
+    return 0
+
+
 def cmd_ui(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -172,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     # Ray hands the driver's sys.path to local workers, so trials find them too.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    handler = {"search": cmd_search, "train": cmd_train, "validate": cmd_validate, "ui": cmd_ui}[args.command]
+    handler = {
+        "search": cmd_search, "train": cmd_train, "report": cmd_report, "validate": cmd_validate, "ui": cmd_ui,
+    }[args.command]
     try:
         return handler(args)
     except SpecError as exc:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .cost import METER_STATE_KEY, Meter
+
 CHECKPOINT_FILE = "state.pt"
 
 
@@ -39,6 +41,7 @@ class TrainContext(ABC):
         checkpoint_every: int = 1,
         metric: str | None = None,
         precision: str = "fp32",
+        meter: dict | None = None,
     ):
         self.max_epochs = max_epochs
         self.seed = seed
@@ -46,9 +49,20 @@ class TrainContext(ABC):
         self.metric = metric  # the spec's metric: every report must carry it
         self.precision = precision
         self._reports = 0
+        # Created now, so its clock starts with the trial; the device is known only later.
+        self._meter = Meter(**(meter or {}))
+        self._meter_attached = False
+
+    @property
+    def meter(self) -> Meter:
+        """The trial's cost and compute meter (cost.py); the loop feeds it samples and FLOPs."""
+        if not self._meter_attached:
+            self._meter_attached = True
+            self._meter.attach(self.device)
+        return self._meter
 
     def _complete(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Check a report before it leaves the worker; number epochs a task didn't."""
+        """Check a report before it leaves the worker; number epochs a task didn't; add cost."""
         if self.metric is not None and self.metric not in metrics:
             raise KeyError(
                 f"ctx.report() got no {self.metric!r}, the spec's metric (reported: {', '.join(metrics) or 'nothing'})"
@@ -57,7 +71,7 @@ class TrainContext(ABC):
         if "epoch" not in metrics:
             resumed = (self.resume_state or {}).get("epoch", 0)
             metrics = {**metrics, "epoch": int(resumed) + self._reports}
-        return metrics
+        return {**self.meter.metrics(), **metrics}  # the task's own names win
 
     # -- topology
     @property
@@ -133,6 +147,8 @@ class RayContext(TrainContext):
 
     def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
         metrics = self._complete(metrics)
+        if checkpoint is not None:  # cost totals survive a restart with the checkpoint
+            checkpoint = {**checkpoint, METER_STATE_KEY: self.meter.state()}
         if checkpoint is None or not self._writes_checkpoints():
             self._ray_report(metrics, None)
             return
@@ -148,6 +164,7 @@ class RayContext(TrainContext):
             if ckpt is not None:
                 with ckpt.as_directory() as directory:
                     self._resume = load_state(directory, map_location=self.device)
+                self.meter.restore(self._resume.get(METER_STATE_KEY))
         return self._resume
 
 

@@ -88,6 +88,11 @@ def fit(
     shard = ctx.shard(len(x_train))
     x_train, y_train = x_train[shard], y_train[shard]
     n = len(x_train)
+    meter = ctx.meter
+    if meter.flops_per_sample is None and n:
+        # Counted once per trial on a copy of the model (cost.py): forward + backward of a batch.
+        with ctx.autocast():
+            meter.count_flops(unwrap(model), x_train[:batch_size], y_train[:batch_size], loss_fn)
 
     for epoch in range(start_epoch, ctx.max_epochs + 1):
         started = time.perf_counter()
@@ -105,11 +110,14 @@ def fit(
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)  # stays on device: no sync per batch
-        train_sums = ctx.all_reduce_sum(torch.stack([loss_sum.double(), torch.tensor(float(n), dtype=torch.float64, device=ctx.device)]))
-        metrics = {"train_loss": (train_sums[0] / train_sums[1]).item()}
+        # One collective per epoch for loss, samples and GPU energy, all summed over workers.
+        local = [float(n), meter.local_energy_j()]
+        sums = ctx.all_reduce_sum(torch.stack([loss_sum.double(), *(torch.tensor(v, dtype=torch.float64, device=ctx.device) for v in local)]))
+        metrics = {"train_loss": (sums[0] / sums[1]).item()}
         metrics.update(evaluate(model, x_val, y_val, loss_fn, val_metrics, prefix="val", ctx=ctx))
         metrics["epoch"] = epoch
         metrics["epoch_time_s"] = time.perf_counter() - started
+        meter.add_epoch(sums[1].item(), metrics["epoch_time_s"], sums[2].item())
         checkpoint = None
         if ctx.should_checkpoint(epoch):
             checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}

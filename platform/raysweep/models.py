@@ -21,9 +21,19 @@ def can_rebuild(task: Any) -> bool:
 
 
 def log_pytorch_model(
-    uri: str, run_id: str, task: Any, params: dict, state: dict, seed: int, registered_name: str | None = None
+    uri: str,
+    run_id: str,
+    task: Any,
+    params: dict,
+    state: dict,
+    seed: int,
+    registered_name: str | None = None,
+    version_tags: dict[str, Any] | None = None,
 ) -> str:
-    """Log the checkpoint's model with MLflow's PyTorch flavor and an input example; its URI."""
+    """Log the checkpoint's model with MLflow's PyTorch flavor and an input example; its URI.
+
+    With `registered_name`, the model also becomes a new version of that registered model,
+    tagged with `version_tags` (e.g. its test-split metrics)."""
     import mlflow
     import mlflow.pytorch
 
@@ -40,4 +50,9 @@ def log_pytorch_model(
             # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+    version = getattr(info, "registered_model_version", None)
+    if registered_name and version is not None:
+        client = mlflow.MlflowClient(uri)
+        for key, value in (version_tags or {}).items():
+            client.set_model_version_tag(registered_name, str(version), key, str(value))
     return info.model_uri

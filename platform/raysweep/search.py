@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from .book import FAILED, STOPPED, TrialBook
-from .context import load_state
 from .distributed import run_distributed
+from .models import can_rebuild, checkpoint_state, log_pytorch_model
+from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
 from .space import build_sampler, optuna_space
 from .spec import Spec
@@ -51,6 +53,9 @@ class SearchResult:
     wall_s: float
     test_metrics: dict[str, float] = field(default_factory=dict)
     tracking_uri: str | None = None
+    # device_hours, cost_usd, flops, samples, energy_j (None without a GPU), compute_saved_fraction
+    totals: dict[str, float | None] = field(default_factory=dict)
+    model_uri: str | None = None  # the best model, MLflow PyTorch flavor, registered
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,10 +212,10 @@ def run_search(
         raise
 
     best = book.best()
+    state = checkpoint_state(best.checkpoint) if best is not None and best.checkpoint is not None else None
     test_metrics: dict[str, float] = {}
-    if best is not None and best.checkpoint is not None and hasattr(task, "evaluate"):
-        with best.checkpoint.as_directory() as directory:
-            test_metrics = task.evaluate(trial_params(spec, best.config), load_state(directory), spec.seed)
+    if state is not None and hasattr(task, "evaluate"):
+        test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed)
 
     result = SearchResult(
         name=spec.name,
@@ -232,8 +237,14 @@ def run_search(
         wall_s=round(time.monotonic() - started, 3),
         test_metrics=test_metrics,
         tracking_uri=uri,
+        totals=search_totals(book),
     )
     if tracker is not None:
+        if state is not None and spec.tracking.log_model and can_rebuild(task):
+            result.model_uri = log_pytorch_model(
+                uri, parent_run_id, task, trial_params(spec, best.config), state, spec.seed,
+                registered_name=spec.tracking.registered_model or spec.experiment, version_tags=test_metrics,
+            )
         _log_summary(tracker, spec, book, result)
     if not verbose:
         console.print(leaderboard(book))
@@ -244,6 +255,33 @@ def run_search(
             + (f"; first error: {errors[0]}" if errors else "")
         )
     return result
+
+
+# Per-trial cumulative cost metrics whose sum over trials is the search's (cost.py).
+SUMMED = ("cost_device_hours", "cost_cpu_core_hours", "cost_gpu_hours", "cost_usd", "flops", "samples", "energy_j")
+
+
+def cost_sums(book: TrialBook) -> dict[str, float]:
+    """Each cost metric summed over the trials that reported it (the last report holds the total)."""
+    sums: dict[str, float] = {}
+    for rec in book.records.values():
+        for key in SUMMED:
+            if key in rec.metrics:
+                sums[key] = sums.get(key, 0.0) + rec.metrics[key]
+    return sums
+
+
+def search_totals(book: TrialBook) -> dict[str, float | None]:
+    sums = cost_sums(book)
+    budget = len(book.records) * book.spec.max_epochs
+    return {
+        "device_hours": sums.get("cost_device_hours", 0.0),
+        "cost_usd": sums.get("cost_usd", 0.0),
+        "flops": sums.get("flops", 0.0),
+        "samples": sums.get("samples", 0.0),
+        "energy_j": sums.get("energy_j"),
+        "compute_saved_fraction": 1 - book.epochs_run / budget if budget else 0.0,
+    }
 
 
 def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchResult) -> None:
@@ -257,8 +295,9 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         "trials_failed": counts[FAILED],
         "epochs_run": result.epochs_run,
         "epochs_budget": result.epochs_budget,
-        "compute_saved_fraction": 1 - result.epochs_run / result.epochs_budget if result.epochs_budget else 0.0,
+        "compute_saved_fraction": result.totals["compute_saved_fraction"],
         "wall_s": result.wall_s,
+        **cost_sums(book),  # the children's metric names: the parent's value is their sum
         **result.test_metrics,
     }
     best = book.best()
@@ -272,5 +311,10 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
                 tracker.log_artifacts(run_id, directory, "best_checkpoint")
         if best.run_id:
             tracker.set_tags(best.run_id, {"raysweep.best": "true"})
+        if result.model_uri:
+            tags["raysweep.model_uri"] = result.model_uri
+    with tempfile.TemporaryDirectory(prefix="raysweep-plots-") as directory:
+        write_plots(book, directory)
+        tracker.log_artifacts(run_id, directory, "plots")
     tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)}, step=0)
     tracker.end_run(run_id, "FINISHED" if best is not None else "FAILED", tags)

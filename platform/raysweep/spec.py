@@ -169,11 +169,20 @@ class TrackingSection(_Frozen):
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str | None = None  # None: the spec's name
     enabled: bool = True
+    log_model: bool = True  # the best trial's model, MLflow PyTorch flavor, on the parent run
+    registered_model: str | None = None  # Model Registry name for it; None: the experiment's name
 
 
 class CheckpointSection(_Frozen):
     every: int = Field(1, ge=1)  # epochs between checkpoints; the last epoch always saves one
     keep: int = Field(2, ge=1)  # checkpoints kept per trial
+
+
+class CostSection(_Frozen):
+    # Rough on-demand list prices (2026): a vCPU-hour of a general-purpose cloud VM, an
+    # H100-class GPU-hour. Set your own: they only scale `cost_usd`.
+    cpu_hour_usd: float = Field(0.05, ge=0)
+    gpu_hour_usd: float = Field(3.0, ge=0)
 
 
 class FailuresSection(_Frozen):
@@ -201,6 +210,7 @@ class Spec(_Frozen):
     tracking: TrackingSection = TrackingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     failures: FailuresSection = FailuresSection()
+    cost: CostSection = CostSection()
     # bf16: forward passes under torch.autocast(bfloat16); weights and optimizer stay fp32.
     precision: Literal["fp32", "bf16"] = "fp32"
 

@@ -28,6 +28,13 @@ def context_kwargs(spec: Spec) -> dict[str, Any]:
         "checkpoint_every": spec.checkpoint.every,
         "metric": spec.metric,
         "precision": spec.precision,
+        "meter": {
+            "workers": spec.resources.workers_per_trial,
+            "cpus_per_worker": spec.resources.cpus_per_worker,
+            "gpus_per_worker": spec.resources.gpus_per_worker,
+            "cpu_hour_usd": spec.cost.cpu_hour_usd,
+            "gpu_hour_usd": spec.cost.gpu_hour_usd,
+        },
     }
 
 

@@ -1,0 +1,67 @@
+"""The two pictures on a search's parent run: learning curves, and best-so-far against cost."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the driver may have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .book import STOPPED, TrialBook  # noqa: E402
+
+
+def learning_curves(book: TrialBook, path: str) -> None:
+    """The metric against epoch for every trial; early-stopped trials end in a red cross."""
+    spec = book.spec
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for rec in book.records.values():
+        points = [(e, v) for _, e, v, _ in rec.history if v is not None]
+        if not points:
+            continue
+        epochs, values = zip(*points)
+        stopped = rec.status == STOPPED
+        ax.plot(epochs, values, color="tab:gray" if stopped else "tab:blue", alpha=0.6 if stopped else 0.9, lw=1)
+        if stopped:
+            ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=6)
+    ax.plot([], [], "x", color="tab:red", label="stopped early (ASHA)")
+    ax.plot([], [], color="tab:blue", label="ran to max_epochs")
+    ax.set(xlabel="epoch", ylabel=spec.metric, title=f"{spec.name}: {len(book.records)} trials")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def best_vs_cost(book: TrialBook, path: str) -> None:
+    """Best metric so far against cumulative device-hours, epochs taken in the order they ran."""
+    spec = book.spec
+    events = []  # (time, device-hours this epoch cost, value)
+    for rec in book.records.values():
+        previous = 0.0
+        for t, _, value, cost in rec.history:
+            events.append((t, cost - previous, value))
+            previous = cost
+    events.sort()
+    spent, best, xs, ys = 0.0, None, [], []
+    for _, cost, value in events:
+        spent += cost
+        if value is not None and (best is None or (value < best if spec.mode == "min" else value > best)):
+            best = value
+        if best is not None:
+            xs.append(spent)
+            ys.append(best)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.step(xs, ys, where="post")
+    ax.set(xlabel="cumulative device-hours", ylabel=f"best {spec.metric} so far", title=f"{spec.name}: anytime performance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_plots(book: TrialBook, directory: str) -> list[str]:
+    paths = [os.path.join(directory, "learning_curves.png"), os.path.join(directory, "best_vs_cost.png")]
+    learning_curves(book, paths[0])
+    best_vs_cost(book, paths[1])
+    return paths

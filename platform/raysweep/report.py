@@ -1,0 +1,114 @@
+"""`raysweep report`: a search's leaderboard, status counts and cost, read from MLflow alone.
+
+Works on a finished search and on one still running (its children's latest points), from any
+machine that can reach the tracking store: no Ray, no storage path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mlflow import MlflowClient
+from rich.console import Console
+from rich.table import Table
+
+from .spec import SpecError
+from .tracking import PARENT_TAG
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+COST_KEYS = ("cost_device_hours", "cost_usd", "flops", "samples", "energy_j")
+
+
+def find_parent(client: MlflowClient, name_or_run_id: str):
+    """The search's parent run: by run id, else the latest search in the experiment of that name."""
+    if _RUN_ID.match(name_or_run_id):
+        try:
+            run = client.get_run(name_or_run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises its own types per store
+            raise SpecError(f"report: no run {name_or_run_id!r} in this tracking store") from None
+        if run.data.tags.get("raysweep.kind") != "search":
+            raise SpecError(f"report: run {name_or_run_id} is not a raysweep search (no raysweep.kind=search tag)")
+        return run
+    experiment = client.get_experiment_by_name(name_or_run_id)
+    if experiment is None:
+        raise SpecError(f"report: no experiment named {name_or_run_id!r} in this tracking store")
+    runs = client.search_runs(
+        [experiment.experiment_id], "tags.`raysweep.kind` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        raise SpecError(f"report: experiment {name_or_run_id!r} holds no raysweep search")
+    return runs[0]
+
+
+def _status(run) -> str:
+    if run.info.status == "RUNNING":
+        return "running"
+    if run.info.status in ("FAILED", "KILLED"):
+        return "failed"
+    return "stopped" if run.data.tags.get("raysweep.stopped_early") == "true" else "finished"
+
+
+def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
+    parent = find_parent(client, name_or_run_id)
+    metric = parent.data.tags.get("raysweep.metric") or parent.data.params.get("metric", "val_loss")
+    mode = parent.data.params.get("mode", "min")
+    max_epochs = int(parent.data.params.get("max_epochs", 0))
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=50_000
+    )
+    trials = []
+    for run in children:
+        m = run.data.metrics
+        trials.append({
+            "run_id": run.info.run_id, "trial_id": run.data.tags.get("raysweep.trial_id"), "name": run.info.run_name,
+            "status": _status(run), "value": m.get(metric), "epochs": int(m.get("epoch", 0)),
+            "cost_usd": m.get("cost_usd"), "cost_device_hours": m.get("cost_device_hours"),
+            "params": dict(run.data.params), "error": run.data.tags.get("raysweep.error"),
+        })
+    scored = [t for t in trials if t["value"] is not None and t["status"] != "failed"]
+    ranked = sorted(scored, key=lambda t: t["value"] if mode == "min" else -t["value"])
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("running", "finished", "stopped", "failed")}
+    sums = {k: sum(r.data.metrics[k] for r in children if k in r.data.metrics) for k in COST_KEYS}
+    epochs_run = sum(t["epochs"] for t in trials)
+    budget = len(trials) * max_epochs
+    totals = {
+        "device_hours": sums["cost_device_hours"], "cost_usd": sums["cost_usd"], "flops": sums["flops"],
+        "samples": sums["samples"],
+        "energy_j": sums["energy_j"] if any("energy_j" in r.data.metrics for r in children) else None,
+        "compute_saved_fraction": 1 - epochs_run / budget if budget else 0.0,
+        "epochs_run": epochs_run, "epochs_budget": budget,
+    }
+    return {
+        "name": parent.info.run_name, "parent_run_id": parent.info.run_id, "status": parent.info.status,
+        "metric": metric, "mode": mode, "best": ranked[0] if ranked else None, "counts": counts,
+        "totals": totals, "trials": ranked + [t for t in trials if t not in ranked],
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def print_report(report: dict[str, Any], console: Console, top: int = 10) -> None:
+    metric, counts, totals = report["metric"], report["counts"], report["totals"]
+    console.print(f"search {report['name']} ({report['parent_run_id']}, {report['status'].lower()}): "
+                  + " · ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    params = sorted({k for t in report["trials"][:top] for k in t["params"]})
+    table = Table(title=f"top {min(top, len(report['trials']))} of {len(report['trials'])} trials by {metric} ({report['mode']})",
+                  title_justify="left")
+    for col in ("#", "trial", metric, "epochs", "status", "cost_usd", "device_h", *params):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for i, t in enumerate(report["trials"][:top], start=1):
+        table.add_row(str(i), t["trial_id"] or t["run_id"][:8], _fmt(t["value"]), str(t["epochs"]), t["status"],
+                      _fmt(t["cost_usd"]), _fmt(t["cost_device_hours"]), *(t["params"].get(p, "") for p in params))
+    console.print(table)
+    energy = "" if totals["energy_j"] is None else f" · {totals['energy_j'] / 3.6e6:.3g} kWh"
+    console.print(
+        f"total: {totals['device_hours']:.4g} device-hours · ${totals['cost_usd']:.4g} · {totals['flops']:.3g} FLOPs · "
+        f"{totals['samples']:.0f} samples{energy}", highlight=False)
+    console.print(
+        f"early stopping: {totals['epochs_run']} of {totals['epochs_budget']} epochs run, "
+        f"{totals['compute_saved_fraction']:.0%} of the budget saved", highlight=False)
