@@ -9,6 +9,7 @@ Metrics reach Tune (and so ASHA and MLflow) through `TuneReportCallback`.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import torch
@@ -142,3 +143,20 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
         ),
     )
     trainer.fit()
+    _drain_reports()
+
+
+def _drain_reports(timeout_s: float = 60.0) -> None:
+    """Return only once Tune has taken every report off the callback's queue.
+
+    Tune stops collecting a trial's results soon after its function returns; a report still
+    queued then (the last epoch's, on a busy machine) was lost: the trial ended an epoch
+    short. The queue is the one Ray's `TuneReportCallback` writes to.
+    """
+    from ray.train._internal.session import get_session
+
+    queue = get_session()._get_or_create_inter_actor_queue()
+    deadline = time.monotonic() + timeout_s
+    while not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # Tune hands the item it took to the trial's result queue

@@ -92,7 +92,8 @@ def fit(
     if meter.flops_per_sample is None and n:
         # Counted once per trial on a copy of the model (cost.py): forward + backward of a batch.
         with ctx.autocast():
-            meter.count_flops(unwrap(model), x_train[:batch_size], y_train[:batch_size], loss_fn)
+            # A few samples suffice: the count is per sample (and the copy's memory stays small).
+            meter.count_flops(unwrap(model), x_train[:8], y_train[:8], loss_fn)
 
     for epoch in range(start_epoch, ctx.max_epochs + 1):
         started = time.perf_counter()

@@ -212,7 +212,9 @@ def run_search(
         raise
 
     best = book.best()
-    state = checkpoint_state(best.checkpoint) if best is not None and best.checkpoint is not None else None
+    state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
+    if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task)):
+        state = checkpoint_state(best.checkpoint)
     test_metrics: dict[str, float] = {}
     if state is not None and hasattr(task, "evaluate"):
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed)
