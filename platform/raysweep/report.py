@@ -92,6 +92,15 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _param(text: str) -> str:
+    """MLflow keeps params as strings: show numbers as a leaderboard does."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return text if value.is_integer() and "." not in text else f"{value:.3g}"
+
+
 def print_report(report: dict[str, Any], console: Console, top: int = 10) -> None:
     metric, counts, totals = report["metric"], report["counts"], report["totals"]
     console.print(f"search {report['name']} ({report['parent_run_id']}, {report['status'].lower()}): "
@@ -103,7 +112,7 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
     for i, t in enumerate(report["trials"][:top], start=1):
         table.add_row(str(i), t["trial_id"] or t["run_id"][:8], _fmt(t["value"]), str(t["epochs"]), t["status"],
-                      _fmt(t["cost_usd"]), _fmt(t["cost_device_hours"]), *(t["params"].get(p, "") for p in params))
+                      _fmt(t["cost_usd"]), _fmt(t["cost_device_hours"]), *(_param(t["params"].get(p, "")) for p in params))
     console.print(table)
     energy = "" if totals["energy_j"] is None else f" · {totals['energy_j'] / 3.6e6:.3g} kWh"
     console.print(
