@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .jobenv import working_dir
 from .spec import Spec, SpecError, load_spec, parse_yaml
 from .tracking import UI_PORT, resolve_tracking_uri
 
@@ -193,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # User tasks ("my_pkg.tasks:train") import from the working directory, as with `python -m`.
     # Ray hands the driver's sys.path to local workers, so trials find them too.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    cwd = working_dir()  # under `ray job submit` the directory may already have been recreated
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     handler = {
         "search": cmd_search, "train": cmd_train, "report": cmd_report, "validate": cmd_validate, "ui": cmd_ui,
     }[args.command]

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from .book import FAILED, STOPPED, TrialBook
 from .distributed import run_distributed
+from .jobenv import working_dir
 from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
@@ -109,6 +110,15 @@ def max_concurrent_trials(spec: Spec) -> int:
     return max(1, int(min(fits)))
 
 
+class KeepWorkingDir(tune.Callback):
+    """Re-enter the driver's working directory as trials start and end (jobenv.py)."""
+
+    def _enter(self, *args, **info):
+        working_dir()
+
+    on_trial_start = on_trial_complete = on_trial_error = on_experiment_end = _enter
+
+
 def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None
 ) -> tune.Tuner:
@@ -161,7 +171,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=spec.name if fixed_config is None else f"{spec.name}-train",
             storage_path=storage,
-            callbacks=callbacks,
+            callbacks=[*callbacks, KeepWorkingDir()],
             verbose=2 if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             # In-process trials restart from their checkpoint here; Ray Train trials restart

@@ -1,0 +1,30 @@
+"""The driver's working directory under `ray job submit --working-dir`.
+
+There the directory is Ray's unpacked copy of the upload, and Ray unpacks it again (deletes
+and recreates it, same path) whenever it starts a new worker process on that node. The driver
+is then left in a deleted directory: `os.getcwd()` raises, in raysweep or in Tune. Entering
+the same path again is enough.
+"""
+
+from __future__ import annotations
+
+import os
+
+_path: str | None = None
+
+
+def working_dir() -> str:
+    """The directory the process started in, entered again if it was recreated under it."""
+    global _path
+    try:
+        current = os.getcwd()
+    except FileNotFoundError:
+        current = None
+    if _path is None:
+        _path = current or os.environ.get("PWD") or "/"
+    if current != _path:
+        try:
+            os.chdir(_path)
+        except OSError:  # being unpacked right now: the next call tries again
+            pass
+    return _path
