@@ -26,11 +26,12 @@ def cluster():
 def _submit(cluster, tmp_path, entrypoint: list[str], name: str) -> tuple[str, str]:
     """Submit as a user would, wait for the end; (final status, job logs)."""
     env = cluster.env()
-    subprocess.run(
+    submitted = subprocess.run(
         [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", name, "--no-wait",
          "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", *entrypoint],
-        env=env, check=True, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=300,
     )
+    assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     deadline = time.monotonic() + 420
     status = ""
     while time.monotonic() < deadline:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from raysweep.tracking import resolve_tracking_uri, runs_url, trial_run_name
 
 
@@ -49,3 +51,38 @@ def test_a_restarted_trial_repeating_epochs_leaves_one_point_per_epoch(tracking_
         callback.on_trial_result(0, [], trial, {})
     history = tracker.client.get_metric_history(book.records["t1"].run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]
+
+
+def test_report_on_a_running_search_counts_running_trials_and_their_cost_so_far(tracking_uri):
+    """What the driver has written mid-search: a RUNNING parent, a RUNNING and a finished child."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from raysweep.book import TrialBook
+    from raysweep.report import build_report
+    from raysweep.spec import validate
+    from raysweep.tracking import MLflowCallback, Tracker
+    from tests.conftest import make_raw
+
+    spec = validate(make_raw(**{"name": "running-search"}))
+    tracker = Tracker(tracking_uri, spec.experiment)
+    parent = tracker.start_search(spec)
+    book = TrialBook(spec)
+    callback = MLflowCallback(tracker, book, parent, spec, dict)
+    for trial_id, losses in (("a", [0.9, 0.5]), ("b", [0.8])):
+        trial = SimpleNamespace(trial_id=trial_id, config={"lr": 0.01})
+        book.on_trial_start(0, [], trial)
+        callback.on_trial_start(0, [], trial)
+        for epoch, loss in enumerate(losses, start=1):
+            book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss, "cost_usd": 0.01 * epoch})
+            callback.on_trial_result(0, [], trial, {})
+    book.records["a"].status = "stopped"
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="a"))
+
+    report = build_report(MlflowClient(tracking_uri), "running-search")
+    assert report["status"] == "RUNNING"
+    assert report["counts"] == {"running": 1, "finished": 0, "stopped": 1, "failed": 0}
+    assert report["best"]["trial_id"] == "a" and report["best"]["value"] == 0.5
+    assert report["totals"]["cost_usd"] == pytest.approx(0.03)  # each trial's latest, summed
+    assert report["totals"]["epochs_run"] == 3

@@ -75,9 +75,16 @@ class LocalCluster:
     def mlflow_url(self) -> str | None:
         return f"http://127.0.0.1:{self.mlflow_port}" if self.mlflow else None
 
+    @staticmethod
+    def _node_env() -> dict[str, str]:
+        # The nodes' "image": this Python environment first on PATH, so a job's `python`
+        # entrypoint runs with raysweep's dependencies, as on a cluster built from one image.
+        bin_dir = str(Path(sys.executable).parent)
+        return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token"}
+
     def env(self) -> dict[str, str]:
         """Environment for a client of this cluster (driver, `ray job submit`)."""
-        env = {**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
+        env = {**self._node_env(), "RAY_ADDRESS": self.address}
         if self.mlflow:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_url
         return env
@@ -87,7 +94,7 @@ class LocalCluster:
         with open(log, "w") as out:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "RAY_AUTH_MODE": "token"},
+                env=self._node_env(),
             )
         self._procs.append((name, proc))
         return proc, log
