@@ -26,11 +26,17 @@ def cluster():
 def _submit(cluster, tmp_path, entrypoint: list[str], name: str) -> tuple[str, str]:
     """Submit as a user would, wait for the end; (final status, job logs)."""
     env = cluster.env()
-    submitted = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", name, "--no-wait",
-         "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", *entrypoint],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    deadline = time.monotonic() + 180
+    while True:
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", name, "--no-wait",
+             "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", *entrypoint],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        # A freshly started head answers before its job agent is up: Ray says to try again later.
+        if submitted.returncode == 0 or "try again later" not in submitted.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(5)
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     deadline = time.monotonic() + 420
     status = ""
