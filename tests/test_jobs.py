@@ -34,7 +34,8 @@ def _submit(cluster, tmp_path, entrypoint: list[str], name: str) -> tuple[str, s
             env=env, capture_output=True, text=True, timeout=300,
         )
         # A freshly started head answers before its job agent is up: Ray says to try again later.
-        if submitted.returncode == 0 or "try again later" not in submitted.stderr or time.monotonic() > deadline:
+        output = submitted.stdout + submitted.stderr
+        if submitted.returncode == 0 or "try again later" not in output or time.monotonic() > deadline:
             break
         time.sleep(5)
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
