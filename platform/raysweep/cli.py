@@ -1,4 +1,4 @@
-"""`raysweep search | train | report | validate | ui`.
+"""`raysweep search | train | submit | report | validate | ui`.
 
 Input errors (a bad spec, override or task) print one line and exit 2, before Ray starts.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
     r.add_argument("--top", type=int, default=10, metavar="K", help="trials shown (10)")
     r.add_argument("--json", action="store_true", help="print the report as JSON instead")
+
+    j = sub.add_parser(
+        "submit", help="run a search (or --train) on a Ray cluster through `ray job submit`, following its logs",
+        description="Checks the spec here, then runs `ray job submit --working-dir DIR --runtime-env "
+                    "cluster/runtime_env.yaml -- python jobs/search.py SPEC [flags]`. Any other flag is one of "
+                    "`raysweep search` (or `raysweep train` with --train) and goes to the job.",
+    )
+    j.add_argument("spec", help="search space YAML, inside the working directory")
+    j.add_argument("--address", help="the cluster's job API, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    j.add_argument("--train", action="store_true", help="submit one training run (jobs/train.py) instead of a search")
+    j.add_argument("--working-dir", default=".", metavar="DIR", help="directory shipped to the job (.)")
+    j.add_argument("--runtime-env", metavar="YAML", help="runtime env (default: DIR/cluster/runtime_env.yaml if present)")
+    j.add_argument("--tracking-uri", help="MLflow server the job logs to (default: $MLFLOW_TRACKING_URI here)")
+    j.add_argument("--submission-id", metavar="ID", help="the job's id (default: Ray's raysubmit_...)")
+    j.add_argument("--no-wait", action="store_true", help="print the submission id and return; don't follow the logs")
+    j.add_argument("--dry-run", action="store_true", help="print the `ray job submit` command instead of running it")
 
     v = sub.add_parser("validate", help="check a spec and print it resolved; starts nothing")
     _spec_args(v)
@@ -125,8 +142,11 @@ def cmd_search(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    # `--set lr=0.003` names a hyperparameter; dotted keys and spec fields change the spec.
+def _train_spec(args) -> tuple[Spec, dict]:
+    """The spec and the hyperparameters of `raysweep train`.
+
+    `--set lr=0.003` names a hyperparameter; dotted keys and spec fields change the spec.
+    """
     values, overrides = {}, []
     for assignment in args.overrides:
         key, sep, text = assignment.partition("=")
@@ -138,11 +158,17 @@ def cmd_train(args) -> int:
         overrides.append(f"resources.workers_per_trial={args.workers}")
     if args.gpus_per_worker is not None:
         overrides.append(f"resources.gpus_per_worker={args.gpus_per_worker}")
-    spec = load_spec(args.spec, overrides)
-    from .progress import make_console
-    from .train import run_training, train_params
+    from .train import train_params
 
-    params = train_params(spec, values)
+    spec = load_spec(args.spec, overrides)
+    return spec, train_params(spec, values)
+
+
+def cmd_train(args) -> int:
+    spec, params = _train_spec(args)
+    from .progress import make_console
+    from .train import run_training
+
     console = make_console()
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     console.print(f"training {spec.task} for {spec.max_epochs} epochs on "
@@ -157,6 +183,25 @@ def cmd_train(args) -> int:
     if result.model_uri:
         console.print(f"model: {result.model_uri}  (mlflow.pytorch.load_model)", highlight=False)
     return 0
+
+
+def cmd_submit(args, job_args: list[str]) -> int:
+    from .submit import client_env, plan, run
+
+    job = "train" if args.train else "search"
+    # The job's flags are checked here, as `raysweep search|train` would, before anything is sent.
+    job_ns = build_parser().parse_args([job, args.spec, *job_args])
+    if args.train:
+        _train_spec(job_ns)
+    else:
+        _load(job_ns)
+    submission = plan(args.spec, job_args, address=args.address, working_dir=args.working_dir, job=job,
+                      tracking_uri=args.tracking_uri, runtime_env=args.runtime_env,
+                      submission_id=args.submission_id, wait=not args.no_wait)
+    if args.dry_run:
+        print(shlex.join(submission.command()))
+        return 0
+    return run(submission, client_env())
 
 
 def cmd_report(args) -> int:
@@ -191,7 +236,10 @@ def cmd_ui(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "submit":  # only `submit` passes flags on (to its job)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # User tasks ("my_pkg.tasks:train") import from the working directory, as with `python -m`.
     # Ray hands the driver's sys.path to local workers, so trials find them too.
     cwd = working_dir()  # under `ray job submit` the directory may already have been recreated
@@ -199,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, cwd)
     handler = {
         "search": cmd_search, "train": cmd_train, "report": cmd_report, "validate": cmd_validate, "ui": cmd_ui,
+        "submit": lambda a: cmd_submit(a, extra),
     }[args.command]
     try:
         return handler(args)

@@ -89,21 +89,38 @@ class LocalCluster:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_url
         return env
 
-    def _spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
         log = self.workdir / f"{name}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env=self._node_env(),
+                env={**self._node_env(), **(env or {})},
             )
         self._procs.append((name, proc))
         return proc, log
 
     def _ray_node(self, name: str, args: list[str], cpus: int) -> None:
+        # Every port a node opens is a free one of its own. With Ray's fixed defaults, a second
+        # Ray on the machine (another node, a test session's, a user's) already holds e.g. the
+        # dashboard agent's 52365: the node comes up, but its agent serves no HTTP, and job
+        # submission answers "No available agent to submit job" for as long as it runs.
+        agent_port = free_port()
+        ports = {
+            "dashboard-agent-listen-port": agent_port, "dashboard-agent-grpc-port": free_port(),
+            "metrics-export-port": free_port(), "runtime-env-agent-port": free_port(),
+            "node-manager-port": free_port(), "object-manager-port": free_port(),
+        }
+        # The head's dashboard and autoscaler metrics ports are set by environment only.
+        metric_ports = {"DASHBOARD_METRIC_PORT": str(free_port()), "AUTOSCALER_METRIC_PORT": str(free_port())}
         proc, log = self._spawn(name, [_RAY, "start", "--block", "--node-ip-address=127.0.0.1",
-                                       f"--num-cpus={cpus}", "--num-gpus=0", *args])
+                                       f"--num-cpus={cpus}", "--num-gpus=0", *args,
+                                       *(f"--{key}={port}" for key, port in ports.items())], env=metric_ports)
         _wait_for(f"ray node {name}", lambda: "Ray runtime started" in log.read_text(errors="replace"),
                   proc, log, timeout=180)
+        # "Ray runtime started" comes before the node's dashboard agent serves: jobs go
+        # through the agent, so wait for it too.
+        _wait_for(f"ray node {name}'s dashboard agent",
+                  lambda: _http_ok(f"http://127.0.0.1:{agent_port}/api/local_raylet_healthz"), proc, log, timeout=180)
 
     def start(self) -> "LocalCluster":
         try:

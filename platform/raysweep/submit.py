@@ -1,0 +1,152 @@
+"""`raysweep submit`: the `ray job submit` call that runs a search (or a training) on a cluster.
+
+It builds exactly the command the README documents (working directory, runtime env,
+`jobs/search.py` entrypoint), checks on this machine first what would otherwise fail on the
+cluster (the spec, the auth token, where results and runs would land), then runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .spec import SpecError
+
+_RAY = str(Path(sys.executable).with_name("ray"))
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+RUNTIME_ENV = "cluster/runtime_env.yaml"
+# Uploaded with --working-dir only when they are not excluded: virtualenvs (GBs of torch),
+# local results and stores. Used when the working directory has no cluster/runtime_env.yaml.
+EXCLUDES = [".venv/", "venv/", ".git/", "mlruns/", "mlartifacts/", "raysweep_results/", "mlflow.db"]
+
+
+@dataclass
+class Submission:
+    """What `raysweep submit` sends: `ray job submit` arguments and the job's own command line."""
+
+    address: str
+    working_dir: Path
+    job: str  # "search" | "train"
+    job_args: list[str]  # the spec path (relative to working_dir) and its flags
+    runtime_env: Path | None = None
+    submission_id: str | None = None
+    wait: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    def entrypoint(self) -> list[str]:
+        script = self.working_dir / "jobs" / f"{self.job}.py"
+        if script.is_file():  # a raysweep checkout: the README's entrypoint, verbatim
+            return ["python", f"jobs/{self.job}.py", *self.job_args]
+        return ["python", "-m", "raysweep.cli", self.job, *self.job_args]
+
+    def runtime_env_args(self) -> list[str]:
+        if self.runtime_env is not None:
+            return ["--runtime-env", str(self.runtime_env)]
+        # Not a checkout: ship the installed raysweep package itself to every node.
+        import raysweep
+
+        env = {"py_modules": [str(Path(raysweep.__file__).parent)], "excludes": EXCLUDES,
+               "env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}}
+        return ["--runtime-env-json", json.dumps(env)]
+
+    def command(self) -> list[str]:
+        cmd = [_RAY, "job", "submit", "--address", self.address, "--working-dir", str(self.working_dir),
+               *self.runtime_env_args()]
+        if self.submission_id:
+            cmd += ["--submission-id", self.submission_id]
+        if not self.wait:
+            cmd.append("--no-wait")
+        return [*cmd, "--", *self.entrypoint()]
+
+
+def client_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The submitter's environment with token auth on; a `SpecError` if no token can be had.
+
+    Ray clusters run with token auth (Ray 2.59+); `ray job submit` sends the token only with
+    `RAY_AUTH_MODE=token`. It takes the token from `RAY_AUTH_TOKEN`, else the file at
+    `RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token`.
+    """
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("RAY_AUTH_MODE", "token")
+    if env["RAY_AUTH_MODE"].lower() != "token" or env.get("RAY_AUTH_TOKEN"):
+        return env
+    path = env.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        if not Path(path).expanduser().is_file():
+            raise SpecError(f"RAY_AUTH_TOKEN_PATH: no token file at {path}")
+        return env
+    if not TOKEN_FILE.is_file():
+        raise SpecError(
+            f"no Ray auth token: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or copy the cluster's token to "
+            f"{TOKEN_FILE} (`ray get-auth-token` on the head); RAY_AUTH_MODE=disabled only for a cluster without auth"
+        )
+    return env
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` in a raysweep command line."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def plan(spec_path: str, job_args: list[str], *, address: str | None, working_dir: str, job: str,
+         tracking_uri: str | None, runtime_env: str | None, submission_id: str | None, wait: bool,
+         environ: dict[str, str] | None = None) -> Submission:
+    """Check a submission on this machine and build it; a one-line `SpecError` if it can't go."""
+    env = os.environ if environ is None else environ
+    address = address or env.get("RAY_API_SERVER_ADDRESS") or env.get("RAY_ADDRESS")
+    if not address:
+        raise SpecError("--address: the cluster's job API is needed, e.g. --address http://HEAD:8265 (or RAY_ADDRESS)")
+    root = Path(working_dir).resolve()
+    if not root.is_dir():
+        raise SpecError(f"--working-dir: no such directory: {working_dir}")
+    spec = Path(spec_path).resolve()
+    if not spec.is_relative_to(root):
+        raise SpecError(f"{spec_path}: the spec must lie inside --working-dir {root} (that directory is what the job gets)")
+    sub = Submission(address=address, working_dir=root, job=job, job_args=[str(spec.relative_to(root)), *job_args],
+                     submission_id=submission_id, wait=wait)
+    env_file = Path(runtime_env) if runtime_env else root / RUNTIME_ENV
+    if runtime_env and not env_file.is_file():
+        raise SpecError(f"--runtime-env: no such file: {runtime_env}")
+    sub.runtime_env = env_file if env_file.is_file() else None
+
+    # The job runs on the head with the cluster's environment, not this one: a tracking URI
+    # set here only reaches it as a flag.
+    if tracking_uri is None and _flag(job_args, "--tracking-uri") is None and env.get("MLFLOW_TRACKING_URI"):
+        tracking_uri = env["MLFLOW_TRACKING_URI"]
+    if tracking_uri is not None:
+        sub.job_args += ["--tracking-uri", tracking_uri]
+    uri = tracking_uri or _flag(job_args, "--tracking-uri") or ""
+    if not uri.startswith(("http://", "https://", "databricks")):
+        sub.warnings.append(
+            "runs go to the job's own MLflow store on the head node unless the spec names a server: "
+            "give --tracking-uri http://MLFLOW:5000 to compare them in a team's MLflow"
+        )
+    if _flag(job_args, "--storage") is None:
+        sub.warnings.append(
+            "results and checkpoints go to ./raysweep_results in the job's working directory on the head: "
+            "a cluster of several nodes needs --storage on shared storage (an NFS path or s3://bucket/path)"
+        )
+    return sub
+
+
+def run(sub: Submission, env: dict[str, str], echo=print) -> int:
+    """Run the `ray job submit` call; its exit status (1 when the job ends FAILED)."""
+    for warning in sub.warnings:
+        print(f"raysweep: warning: {warning}", file=sys.stderr)
+    echo(f"$ {shlex.join(sub.command())}")
+    try:
+        return subprocess.call(sub.command(), env=env)
+    except KeyboardInterrupt:  # Ray stops following the logs; the job goes on
+        print(f"raysweep: stopped following; the job goes on (ray job logs --address {sub.address} -f ...)",
+              file=sys.stderr)
+        return 130

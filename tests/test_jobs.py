@@ -1,0 +1,107 @@
+"""`ray job submit` of jobs/search.py and jobs/train.py to a two-node cluster, MLflow on a server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from raysweep.localcluster import LocalCluster
+from tests.conftest import ROOT
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(head_cpus=2, worker_cpus=[2], mlflow=True) as c:
+        yield c
+
+
+def _submit(cluster, tmp_path, entrypoint: list[str], name: str) -> tuple[str, str]:
+    """Submit as a user would, wait for the end; (final status, job logs)."""
+    env = cluster.env()
+    deadline = time.monotonic() + 180
+    while True:
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", name, "--no-wait",
+             "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", *entrypoint],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        # A freshly started head answers before its job agent is up: Ray says to try again later.
+        output = submitted.stdout + submitted.stderr
+        if submitted.returncode == 0 or "try again later" not in output or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+    deadline = time.monotonic() + 420
+    status = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run([RAY, "job", "status", "--address", cluster.dashboard_url, name],
+                             env=env, capture_output=True, text=True, timeout=60).stdout
+        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if f"'{name}' {s.lower()}" in out.lower()
+                       or f"status: {s}" in out), "")
+        if status:
+            break
+        time.sleep(3)
+    logs = subprocess.run([RAY, "job", "logs", "--address", cluster.dashboard_url, name],
+                          env=env, capture_output=True, text=True, timeout=60).stdout
+    return status, logs
+
+
+def _mlflow(cluster, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{cluster.mlflow_url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _runs(cluster, experiment: str) -> list[dict]:
+    with urllib.request.urlopen(
+        f"{cluster.mlflow_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}", timeout=30
+    ) as resp:
+        experiment_id = json.loads(resp.read())["experiment"]["experiment_id"]
+    return _mlflow(cluster, "runs/search", {"experiment_ids": [experiment_id], "max_results": 100}).get("runs", [])
+
+
+def _history(cluster, run_id: str, metric: str) -> list[int]:
+    with urllib.request.urlopen(
+        f"{cluster.mlflow_url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={metric}", timeout=30
+    ) as resp:
+        return sorted(int(m["step"]) for m in json.loads(resp.read())["metrics"])
+
+
+def test_submitted_search_and_train_land_in_the_team_mlflow(cluster, tmp_path):
+    storage = str(tmp_path / "shared")  # one machine: a local path is shared storage
+    flags = ["--tracking-uri", cluster.mlflow_url, "--storage", storage, "--set", "max_epochs=3",
+             "--set", "resources.workers_per_trial=2", "--set", "search.max_concurrent=1"]
+    status, logs = _submit(cluster, tmp_path, ["python", "jobs/search.py", "search_spaces/digits_mlp.yaml",
+                                               "--samples", "3", "--name", "job-search", *flags], "rs-search")
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "trials 3/3 done" in logs  # the same progress display, in `ray job logs`
+    runs = _runs(cluster, "job-search")
+    kinds = [{t["key"]: t["value"] for t in r["data"].get("tags", [])}.get("raysweep.kind") for r in runs]
+    assert kinds.count("search") == 1 and kinds.count("trial") == 3
+    for run, kind in zip(runs, kinds):
+        if kind == "trial":
+            epochs = int(next(m["value"] for m in run["data"]["metrics"] if m["key"] == "epoch"))
+            assert _history(cluster, run["info"]["run_id"], "val_loss") == list(range(1, epochs + 1))
+
+    status, logs = _submit(cluster, tmp_path, ["python", "jobs/train.py", "search_spaces/digits_mlp.yaml",
+                                               "--set", "lr=0.003", "--set", "name=job-train", *flags], "rs-train")
+    assert status == "SUCCEEDED", logs[-3000:]
+    (run,) = _runs(cluster, "job-train")
+    assert _history(cluster, run["info"]["run_id"], "val_accuracy") == [1, 2, 3]
+
+
+def test_a_failing_job_ends_failed_with_the_one_line_error(cluster, tmp_path):
+    status, logs = _submit(cluster, tmp_path, ["python", "jobs/search.py", "search_spaces/digits_mlp.yaml",
+                                               "--set", "task=no_such_task"], "rs-bad")
+    assert status == "FAILED"
+    assert "raysweep: error: task: unknown task 'no_such_task'" in logs
+    assert "Traceback" not in logs
