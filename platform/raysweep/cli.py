@@ -15,14 +15,24 @@ from pathlib import Path
 
 from .jobenv import working_dir
 from .spec import Spec, SpecError, load_spec, parse_yaml
-from .tracking import UI_PORT, resolve_tracking_uri
+from .tracking import UI_PORT, check_tracking_uri, resolve_tracking_uri
 
 EXIT_INPUT = 2
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit 2, like a spec error
-        self.exit(EXIT_INPUT, f"raysweep: error: {message} (see raysweep {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_INPUT, f"raysweep: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:  # argparse would name this function in its message
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a search's leaderboard, counts and cost, read from MLflow (finished or running)")
     r.add_argument("search", metavar="NAME_OR_PARENT_RUN_ID", help="experiment name (its latest search) or parent run id")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
-    r.add_argument("--top", type=int, default=10, metavar="K", help="trials shown (10)")
+    r.add_argument("--top", type=_positive_int, default=10, metavar="K", help="trials shown (10)")
     r.add_argument("--json", action="store_true", help="print the report as JSON instead")
 
     j = sub.add_parser(
@@ -92,9 +102,33 @@ def _load(args) -> Spec:
     overrides = list(args.overrides)
     if getattr(args, "samples", None) is not None:
         overrides.append(f"search.num_samples={args.samples}")
-    if getattr(args, "name", None):
-        overrides.append(f"name={args.name}")
+    if getattr(args, "name", None) is not None:  # `--name ''` is an error, not the spec's name
+        # Quoted: a name is text, not YAML (`--name 2024` is no number, `--name yes` no boolean).
+        overrides.append(f"name={json.dumps(args.name)}")
     return load_spec(args.spec, overrides)
+
+
+def _preflight(spec: Spec, args) -> None:
+    """What `search` and `train` would otherwise find out only once Ray runs (or after MLflow's
+    minutes of retries): the task, the tracking store and where the summary goes."""
+    from .tasks import resolve_task
+
+    resolve_task(spec.task)
+    if spec.tracking.enabled:
+        check_tracking_uri(args.tracking_uri, spec.tracking.uri)
+    if args.summary_json:
+        _check_output_file("--summary-json", Path(args.summary_json).resolve())
+    local_storage = Path(args.storage) if args.storage and "://" not in args.storage else None
+    if local_storage is not None and local_storage.exists() and not local_storage.is_dir():
+        raise SpecError(f"--storage: {args.storage} is a file, not a directory")
+
+
+def _check_output_file(flag: str, path: Path) -> None:
+    """A file written after the run: a bad path would lose a finished run's summary."""
+    if path.is_dir():
+        raise SpecError(f"{flag}: cannot write {path}: it is a directory")
+    if not path.parent.is_dir():
+        raise SpecError(f"{flag}: cannot write {path}: directory {path.parent} does not exist")
 
 
 def _run(what: str, args, console, call):
@@ -125,6 +159,7 @@ def cmd_validate(args) -> int:
 
 def cmd_search(args) -> int:
     spec = _load(args)
+    _preflight(spec, args)
     # Imported here so that `validate` and input errors don't pay for Ray and MLflow imports.
     from .progress import make_console
     from .search import run_search
@@ -169,6 +204,7 @@ def cmd_train(args) -> int:
     from .progress import make_console
     from .train import run_training
 
+    _preflight(spec, args)
     console = make_console()
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     console.print(f"training {spec.task} for {spec.max_epochs} epochs on "
@@ -210,9 +246,7 @@ def cmd_report(args) -> int:
     from .progress import make_console
     from .report import build_report, print_report
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise SpecError(f"--tracking-uri: no MLflow database at {uri[len('sqlite:///'):]}")
+    uri = check_tracking_uri(args.tracking_uri, existing=True)
     report = build_report(MlflowClient(uri), args.search)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -252,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except SpecError as exc:
-        print(f"raysweep: error: {exc}", file=sys.stderr)
+        # One line even when it quotes a user's multi-line exception (a task that fails to import).
+        print(f"raysweep: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("raysweep: interrupted", file=sys.stderr)

@@ -12,7 +12,7 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,11 +60,38 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
 # --------------------------------------------------------------------------- parameters
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """`int`, `float` or an optional one; not `bool`, and not a union that allows booleans."""
+    options = get_args(annotation) or (annotation,)
+    return bool({int, float} & set(options)) and bool not in options
+
+
+def _no_boolean_numbers(cls, value, info):
+    # Pydantic would read `max_epochs: true` as 1 (and YAML reads yes/no/on/off as booleans).
+    field = cls.model_fields.get(info.field_name)
+    if isinstance(value, bool) and field is not None and _is_number_type(field.annotation):
+        raise ValueError(f"must be a number, got {str(value).lower()}")
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    _numbers = field_validator("*", mode="before")(classmethod(_no_boolean_numbers))
 
-class _Range(_Frozen):
+
+class _Param(BaseModel):
+    """A space parameter. Pydantic allows no `before` check on the `type` tag, so the
+    boolean check names the number fields."""
+
+    model_config = _Frozen.model_config
+
+    _numbers = field_validator("low", "high", "step", mode="before", check_fields=False)(
+        classmethod(_no_boolean_numbers)
+    )
+
+
+class _Range(_Param):
     low: float
     high: float
 
@@ -92,7 +119,7 @@ class LogUniform(_Range):
         return self
 
 
-class IntParam(_Frozen):
+class IntParam(_Param):
     type: Literal["int"]
     low: int
     high: int
@@ -113,7 +140,7 @@ class IntParam(_Frozen):
 Scalar = Union[bool, int, float, str]
 
 
-class Choice(_Frozen):
+class Choice(_Param):
     type: Literal["choice"]
     values: list[Scalar]
 
@@ -191,17 +218,17 @@ class FailuresSection(_Frozen):
     max_failures: int = Field(0, ge=-1)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Spec(_Frozen):
     name: str
     task: str
-    metric: str = "val_loss"
+    metric: str = Field("val_loss", min_length=1)
     mode: Literal["min", "max"] = "min"
     max_epochs: int = Field(ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # NumPy's (and so Optuna's samplers') seed range
     search: SearchSection = SearchSection()
     scheduler: SchedulerSection = SchedulerSection()
     space: dict[str, Param]
@@ -217,9 +244,9 @@ class Spec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, name):
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # fullmatch: `$` alone would let a trailing newline through
             raise ValueError(
-                f"'{name}' must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+                f"{name!r} must start with a letter or digit and use only letters, digits, '_', '.', '-'"
             )
         return name
 
@@ -236,7 +263,7 @@ class Spec(_Frozen):
         if not space:
             raise ValueError("must define at least one parameter to search")
         for key in space:
-            if not _PARAM_NAME.match(key):
+            if not _PARAM_NAME.fullmatch(key):
                 raise ValueError(f"parameter name {key!r} must be an identifier (letters, digits, '_')")
         return space
 

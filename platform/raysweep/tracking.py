@@ -7,7 +7,10 @@ cluster needs no credentials. The layout is a contract (DESIGN.md, "MLflow layou
 from __future__ import annotations
 
 import os
+import ssl
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +19,25 @@ from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
 from .book import FAILED, STOPPED, TrialBook, TrialRecord
-from .spec import Spec
+from .spec import Spec, SpecError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+_SQLITE = "sqlite:///"
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
 UI_PORT = 5000
 PARENT_TAG = "mlflow.parentRunId"
 # Without it MLflow 3's UI opens an experiment on its GenAI overview, hiding training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
+
+
+def _chosen_uri(flag: str | None, spec_uri: str | None) -> tuple[str, str]:
+    """The tracking URI before resolving, and the setting it came from (for error messages)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    for source, uri in (("--tracking-uri", flag), ("tracking.uri", spec_uri), ("MLFLOW_TRACKING_URI", env)):
+        if uri:
+            return uri, source
+    return DEFAULT_URI, "--tracking-uri"
 
 
 def resolve_tracking_uri(flag: str | None = None, spec_uri: str | None = None) -> str:
@@ -32,11 +46,69 @@ def resolve_tracking_uri(flag: str | None = None, spec_uri: str | None = None) -
     A relative SQLite path is made absolute, so the UI hint and later `raysweep ui` or
     `raysweep report` calls find the same file from any directory.
     """
-    uri = flag or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    uri, _ = _chosen_uri(flag, spec_uri)
+    if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
+        uri = _SQLITE + str(Path(uri[len(_SQLITE):]).resolve())
     return uri
+
+
+def check_tracking_uri(flag: str | None = None, spec_uri: str | None = None, *, existing: bool = False) -> str:
+    """The resolved tracking URI once it looks usable, else a `SpecError` naming its setting.
+
+    Run before Ray starts: MLflow would retry an unreachable server for minutes and then end
+    in a traceback, and SQLite fails only at its first write. `existing`: the store must
+    already hold a database (`report` reads one; `search` and `train` create it).
+    """
+    uri = resolve_tracking_uri(flag, spec_uri)
+    if uri.startswith(("http://", "https://")):
+        problem = _unreachable(uri)
+    elif uri.startswith(_SQLITE):
+        problem = _sqlite_problem(Path(uri[len(_SQLITE):]), existing)
+    else:  # databricks, postgresql, ...: MLflow's own client reports those
+        problem = None
+    if problem:
+        raise SpecError(f"{_chosen_uri(flag, spec_uri)[1]}: {problem}")
+    return uri
+
+
+def _unreachable(uri: str, tries: int = 2, timeout_s: float = 3.0) -> str | None:
+    """Why an MLflow server at `uri` cannot be reached, or None if something answers there."""
+    reason: object = None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+                return None
+        except urllib.error.HTTPError:
+            return None  # a server answered (a proxy, an auth wall): MLflow's client takes it from here
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+        except (OSError, ValueError) as exc:  # a timeout while reading, a malformed URL
+            reason = exc
+        if isinstance(reason, ssl.SSLError):
+            return None  # TLS answered; MLflow applies its own certificate settings
+    text = getattr(reason, "strerror", None) or str(reason)
+    return f"cannot reach MLflow at {uri}: {text[:1].lower()}{text[1:]}"
+
+
+def _sqlite_problem(path: Path, existing: bool) -> str | None:
+    if path.is_dir():
+        return f"{path} is a directory, not an SQLite database file"
+    if path.exists():
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            return f"cannot read {path} ({exc.strerror})"
+        if head == b"":  # SQLite takes an empty file as an empty database
+            return f"no MLflow database at {path} (the file is empty)" if existing else None
+        return None if head == _SQLITE_MAGIC else f"{path} is not an SQLite database"
+    if existing:
+        return f"no MLflow database at {path}"
+    if not path.parent.is_dir():
+        return f"cannot create {path}: directory {path.parent} does not exist"
+    return None
 
 
 def runs_url(uri: str, experiment_id: str) -> str:

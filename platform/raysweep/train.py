@@ -61,8 +61,23 @@ def train_params(spec: Spec, values: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         known = ", ".join([*spec.space, *spec.fixed])
         raise SpecError(f"--set {unknown[0]}: not a hyperparameter of this spec (known: {known})")
+    for name, value in values.items():
+        if name in spec.space:
+            _check_value(name, spec.space[name], value)
     space = {name: values.get(name, default_value(p)) for name, p in spec.space.items()}
     return {**spec.fixed, **{k: v for k, v in values.items() if k in spec.fixed}, **space}
+
+
+def _check_value(name: str, param, value: Any) -> None:
+    """A value of the parameter's kind; outside its search range is fine (training at full scale)."""
+    if isinstance(param, IntParam):
+        kind, ok = "an integer", isinstance(value, int)
+    elif isinstance(param, Choice):
+        kind, ok = "a number, string or boolean", isinstance(value, (int, float, str))
+    else:
+        kind, ok = "a number", isinstance(value, (int, float))
+    if not ok or (isinstance(value, bool) and not isinstance(param, Choice)):
+        raise SpecError(f"--set {name}: must be {kind} (space.{name} is {param.type}), got {value!r}")
 
 
 def run_training(

@@ -40,7 +40,7 @@ def resolve_task(name: str) -> Any:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             raise SpecError(f"task: cannot import {module_name!r} for {name!r} ({exc})") from None
-        except Exception as exc:  # the user's module raised while importing
+        except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
             raise SpecError(f"task: importing {module_name!r} failed: {exc.__class__.__name__}: {exc}") from None
         obj = module
         for part in attr.split("."):
@@ -57,7 +57,11 @@ def resolve_task(name: str) -> Any:
 
 def _as_task(name: str, obj: Any) -> Any:
     if inspect.isclass(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001 - the user's constructor raised, or needs arguments
+            raise SpecError(f"task: {name!r} could not be created with no arguments: "
+                            f"{exc.__class__.__name__}: {exc}") from None
     if callable(getattr(obj, "train", None)):
         return obj
     if inspect.isfunction(obj) or inspect.ismethod(obj):

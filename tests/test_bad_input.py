@@ -1,0 +1,256 @@
+"""Bad input is rejected before Ray starts: exit code 2, one stderr line naming the key or value.
+
+A table of malformed specs and command lines, each run through `raysweep.cli.main` in a
+scratch working directory, and one run of the real `python -m raysweep.cli` process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from raysweep import jobenv
+from raysweep import search as search_module
+from raysweep import train as train_module
+from raysweep.cli import _load, build_parser, main
+
+from tests.conftest import _free_port, make_raw
+
+# Placeholders in argv, files and env, filled in per test: the scratch directory, and the
+# URL of a port nothing listens on.
+TMP, CLOSED = "<tmp>", "<closed>"
+
+
+def spec(**changes) -> str:
+    """The conftest base spec with dotted-key changes, as YAML."""
+    return yaml.safe_dump(make_raw(**changes), sort_keys=False)
+
+
+def without(key: str) -> str:
+    raw = make_raw()
+    del raw[key]
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def unreadable(tmp: Path) -> None:
+    (tmp / "s.yaml").chmod(0)
+
+
+def mlflow_store(tmp: Path) -> None:
+    """An MLflow database with no searches in it, under store/ (not the cwd's mlflow.db)."""
+    from mlflow import MlflowClient
+
+    (tmp / "store").mkdir()
+    MlflowClient(f"sqlite:///{tmp / 'store' / 'm.db'}").search_experiments()
+
+
+def row(id, argv, expected, files=None, env=None, setup=None, marks=()):
+    """argv runs in a scratch directory holding good.yaml (a valid spec) and `files`."""
+    return pytest.param(argv, expected, files or {}, env or {}, setup, id=id, marks=marks)
+
+
+ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
+
+ROWS = [
+    # ---- the spec file itself
+    row("missing file", ["validate", "nope.yaml"], "nope.yaml: no such spec file"),
+    row("directory", ["validate", "specs"], "specs: cannot read spec (IsADirectoryError)", {"specs/a.yaml": spec()}),
+    row("unreadable", ["search", "s.yaml"], "s.yaml: cannot read spec (PermissionError)", {"s.yaml": spec()},
+        setup=unreadable, marks=pytest.mark.skipif(ROOT_USER, reason="root reads a chmod 000 file")),
+    row("not UTF-8", ["validate", "s.yaml"], "s.yaml: cannot read spec (UnicodeDecodeError)",
+        {"s.yaml": b"\xff\xfe\x00name: x\n"}),
+    row("not YAML", ["search", "s.yaml"], "s.yaml: line 2 not valid YAML: found character '\\t'",
+        {"s.yaml": "name: x\n\ttask: digits_mlp\n"}),
+    row("empty file", ["train", "s.yaml"], "s.yaml: the spec is empty", {"s.yaml": ""}),
+    row("YAML list", ["validate", "s.yaml"], "s.yaml: a spec is a YAML mapping of keys, got list",
+        {"s.yaml": "- name: x\n- task: digits_mlp\n"}),
+    # ---- keys
+    row("unknown top-level key", ["validate", "s.yaml"], "epochs: unknown key (did you mean 'max_epochs'?)",
+        {"s.yaml": spec(epochs=10)}),
+    row("misspelt section key", ["search", "s.yaml"], "search.num_sampels: unknown key (did you mean 'num_samples'?)",
+        {"s.yaml": spec(**{"search.num_sampels": 4})}),
+    row("misspelt parameter key", ["train", "s.yaml"], "space.lr.hihg: unknown key (did you mean 'high'?)",
+        {"s.yaml": spec(**{"space.lr.hihg": 0.5})}),
+    row("missing task", ["search", "s.yaml"], "task: required key is missing", {"s.yaml": without("task")}),
+    # ---- types
+    row("string for max_epochs", ["search", "s.yaml"], "max_epochs: input should be a valid integer",
+        {"s.yaml": spec(max_epochs="ten")}),
+    row("boolean for max_epochs", ["validate", "s.yaml"], "max_epochs: must be a number, got true",
+        {"s.yaml": spec(max_epochs=True)}),
+    row("list for space", ["search", "s.yaml"], "space: input should be a valid dictionary, got ['lr', 'dropout']",
+        {"s.yaml": spec(space=["lr", "dropout"])}),
+    row("number for a parameter", ["validate", "s.yaml"], "space.lr: input should be a valid dictionary",
+        {"s.yaml": spec(**{"space.lr": 0.01})}),
+    row("negative seed", ["search", "s.yaml"], "seed: input should be greater than or equal to 0, got -1",
+        {"s.yaml": spec(seed=-1)}),
+    row("empty metric", ["train", "s.yaml"], "metric: string should have at least 1 character",
+        {"s.yaml": spec(metric="")}),
+    row("name with a newline", ["search", "s.yaml"], "name: 'run\\n' must start with a letter or digit",
+        {"s.yaml": spec(name="run\n")}),
+    # ---- the search space
+    row("empty space", ["search", "s.yaml"], "space: must define at least one parameter to search",
+        {"s.yaml": spec(space={})}),
+    row("low above high", ["train", "s.yaml"], "space.dropout: low (0.5) must be below high (0.3)",
+        {"s.yaml": spec(**{"space.dropout.low": 0.5})}),
+    row("loguniform low 0", ["search", "s.yaml"], "space.lr: low (0) must be positive for a loguniform parameter",
+        {"s.yaml": spec(**{"space.lr.low": 0})}),
+    row("int step 0", ["validate", "s.yaml"], "space.units: step (0) must be at least 1",
+        {"s.yaml": spec(**{"space.units": {"type": "int", "low": 8, "high": 64, "step": 0}})}),
+    row("empty choice", ["search", "s.yaml"], "space.batch_size.values: values must list at least one option",
+        {"s.yaml": spec(**{"space.batch_size.values": []})}),
+    row("duplicate choice", ["train", "s.yaml"], "space.batch_size.values: values [64, 64] contain duplicates",
+        {"s.yaml": spec(**{"space.batch_size.values": [64, 64]})}),
+    row("unknown parameter type", ["search", "s.yaml"], "space.lr.type: unknown parameter type 'normal'",
+        {"s.yaml": spec(**{"space.lr.type": "normal"})}),
+    # ---- other sections
+    row("non-positive max_epochs", ["search", "s.yaml"], "max_epochs: input should be greater than or equal to 1, got 0",
+        {"s.yaml": spec(max_epochs=0)}),
+    row("mode", ["search", "s.yaml"], "mode: 'minimise' is not allowed", {"s.yaml": spec(mode="minimise")}),
+    row("scheduler type", ["train", "s.yaml"], "scheduler.type: 'hyperband' is not allowed",
+        {"s.yaml": spec(**{"scheduler.type": "hyperband"})}),
+    row("grace period above max_epochs", ["search", "s.yaml"],
+        "scheduler.grace_period (9) must not exceed max_epochs (6)", {"s.yaml": spec(**{"scheduler.grace_period": 9})}),
+    row("negative cpus_per_worker", ["search", "s.yaml"], "resources.cpus_per_worker: input should be greater than 0, got -1",
+        {"s.yaml": spec(**{"resources.cpus_per_worker": -1})}),
+    # ---- the task
+    row("unknown task", ["search", "s.yaml"], "task: unknown task 'digits_mpl'", {"s.yaml": spec(task="digits_mpl")}),
+    row("unknown task module", ["train", "good.yaml", "--set", "task=no_such_pkg.tasks:train"],
+        "task: cannot import 'no_such_pkg.tasks'"),
+    row("task raises on import", ["search", "good.yaml", "--set", "task=tests.broken_task:train"],
+        "task: importing 'tests.broken_task' failed: RuntimeError: broken on purpose second line of the error"),
+    row("task attribute missing", ["search", "s.yaml"], "task: 'tests.user_tasks' has no attribute 'nothing'",
+        {"s.yaml": spec(task="tests.user_tasks:nothing")}),
+    row("task with three arguments", ["train", "good.yaml", "--set", "task=tests.user_tasks:three_args"],
+        "task: 'tests.user_tasks:three_args' takes 3 arguments"),
+    row("task class needs arguments", ["search", "good.yaml", "--set", "task=tests.bad_tasks:NeedsArgs"],
+        "task: 'tests.bad_tasks:NeedsArgs' could not be created with no arguments: TypeError"),
+    row("task is a number", ["validate", "good.yaml", "--set", "task=tests.bad_tasks:NOT_A_TASK"],
+        "task: 'tests.bad_tasks:NOT_A_TASK' is neither a function"),
+    # ---- --set and the other flags
+    row("--set unknown key", ["search", "good.yaml", "--set", "search.samples=3"],
+        "search.samples: unknown key (did you mean 'num_samples'?)"),
+    row("--set without =", ["search", "good.yaml", "--set", "max_epochs"], "--set 'max_epochs': expected key.path=value"),
+    row("--set bad YAML", ["validate", "good.yaml", "--set", "space.batch_size.values=[16, 32"],
+        "--set space.batch_size.values: line 1 not valid YAML"),
+    row("--set below a scalar", ["search", "good.yaml", "--set", "name.x=1"], "name is 'test-search', not a mapping"),
+    row("--samples 0", ["search", "good.yaml", "--samples", "0"],
+        "search.num_samples: input should be greater than or equal to 1, got 0"),
+    row("--samples abc", ["search", "good.yaml", "--samples", "abc"], "argument --samples: invalid int value: 'abc'"),
+    row("--name with a space", ["search", "good.yaml", "--name", "my run"], "name: 'my run' must start with a letter"),
+    row("--name empty", ["search", "good.yaml", "--name", ""], "name: '' must start with a letter"),
+    row("--name YAML would read as a mapping", ["search", "good.yaml", "--name", "run: 1"],
+        "name: 'run: 1' must start with a letter"),
+    row("--summary-json in a missing directory", ["search", "good.yaml", "--summary-json", "out/s.json"],
+        f"--summary-json: cannot write {TMP}/out/s.json: directory {TMP}/out does not exist"),
+    row("--storage is a file", ["train", "good.yaml", "--storage", "results.txt"],
+        "--storage: results.txt is a file, not a directory", {"results.txt": "x"}),
+    row("unknown subcommand", ["serach", "good.yaml"], "argument command: invalid choice: 'serach'"),
+    row("train --workers 0", ["train", "good.yaml", "--workers", "0"],
+        "resources.workers_per_trial: input should be greater than or equal to 1, got 0"),
+    row("train --gpus-per-worker -1", ["train", "good.yaml", "--gpus-per-worker", "-1"],
+        "resources.gpus_per_worker: input should be greater than or equal to 0, got -1"),
+    row("train --set unknown hyperparameter", ["train", "good.yaml", "--set", "momentum=0.9"],
+        "--set momentum: not a hyperparameter of this spec (known: lr, batch_size, dropout, hidden)"),
+    row("train --set word for a number", ["train", "good.yaml", "--set", "lr=fast"],
+        "--set lr: must be a number (space.lr is loguniform), got 'fast'"),
+    # ---- the tracking store
+    row("unreachable --tracking-uri (search)", ["search", "good.yaml", "--tracking-uri", CLOSED],
+        f"--tracking-uri: cannot reach MLflow at {CLOSED}: connection refused"),
+    row("unreachable tracking.uri (train)", ["train", "s.yaml"],
+        f"tracking.uri: cannot reach MLflow at {CLOSED}: connection refused", {"s.yaml": spec(**{"tracking.uri": CLOSED})}),
+    row("unreachable $MLFLOW_TRACKING_URI (search)", ["search", "good.yaml"],
+        f"MLFLOW_TRACKING_URI: cannot reach MLflow at {CLOSED}: connection refused", env={"MLFLOW_TRACKING_URI": CLOSED}),
+    row("unreachable --tracking-uri (report)", ["report", "digits", "--tracking-uri", CLOSED],
+        f"--tracking-uri: cannot reach MLflow at {CLOSED}: connection refused"),
+    row("sqlite in a missing directory", ["search", "good.yaml", "--tracking-uri", "sqlite:///no/such/dir/m.db"],
+        f"--tracking-uri: cannot create {TMP}/no/such/dir/m.db: directory {TMP}/no/such/dir does not exist"),
+    row("sqlite file not a database", ["train", "good.yaml", "--tracking-uri", "sqlite:///notes.txt"],
+        f"--tracking-uri: {TMP}/notes.txt is not an SQLite database", {"notes.txt": "not a database\n"}),
+    row("report with no database", ["report", "digits"], f"--tracking-uri: no MLflow database at {TMP}/mlflow.db"),
+    row("report of an unknown search", ["report", "nope", "--tracking-uri", "sqlite:///store/m.db"],
+        "report: no experiment named 'nope' in this tracking store", setup=mlflow_store),
+    row("report --top 0", ["report", "digits", "--top", "0"], "argument --top: must be at least 1, got 0"),
+]
+
+
+def _fill(value, tmp: Path, closed: str):
+    if isinstance(value, bytes):
+        return value
+    return value.replace(TMP, str(tmp)).replace(CLOSED, closed)
+
+
+def _ray_tripwire(*args, **kwargs):
+    raise AssertionError("bad input reached Ray: it must fail before Ray starts")
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """An empty working directory with good.yaml, in which reaching Ray fails the test."""
+    monkeypatch.chdir(tmp_path)
+    # main() fixes its working directory at its first call in a process (jobenv.py) and puts
+    # it on sys.path: each row starts from its own directory and leaves sys.path as it was.
+    monkeypatch.setattr(jobenv, "_path", None)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # Ray may already run in this pytest session (other test files share one), so
+    # `ray.is_initialized()` alone cannot tell; both ways into Ray trip instead.
+    for module in (search_module, train_module):
+        monkeypatch.setattr(module, "ensure_ray", _ray_tripwire)
+    (tmp_path / "good.yaml").write_text(spec())
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv,expected,files,env,setup", ROWS)
+def test_bad_input_exits_2_with_one_line(argv, expected, files, env, setup, scratch, monkeypatch, capsys):
+    closed = f"http://127.0.0.1:{_free_port()}"
+    for name, content in files.items():
+        path = scratch / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = _fill(content, scratch, closed)
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    for key, value in env.items():
+        monkeypatch.setenv(key, _fill(value, scratch, closed))
+    if setup is not None:
+        setup(scratch)
+    capsys.readouterr()  # a setup's own output (MLflow's migrations) is not the row's
+    ray_was_up = ray.is_initialized()
+
+    try:
+        code = main([_fill(arg, scratch, closed) for arg in argv])
+    except SystemExit as exit_:  # argparse's errors exit from inside parse_args
+        code = exit_.code
+    out, err = capsys.readouterr()
+
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith("raysweep: error: ") and "Traceback" not in err
+    assert _fill(expected, scratch, closed) in err
+    assert out == ""
+    assert ray.is_initialized() == ray_was_up
+    assert not (scratch / "raysweep_results").exists() and not (scratch / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("name", ["2024", "yes", "1e3"])
+def test_name_flag_is_text_not_yaml(name, scratch):
+    """`--name` is the name as typed; read as YAML these would be a number and a boolean."""
+    args = build_parser().parse_args(["search", "good.yaml", "--name", name])
+    assert _load(args).name == name
+
+
+def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
+    """The deepest check (the tracking server, after the spec and task) in `python -m raysweep.cli`."""
+    (tmp_path / "s.yaml").write_text(spec())
+    url = f"http://127.0.0.1:{_free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "raysweep.cli", "search", "s.yaml", "--tracking-uri", url],
+        check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"raysweep: error: --tracking-uri: cannot reach MLflow at {url}: connection refused\n"
+    assert not (tmp_path / "raysweep_results").exists() and not (tmp_path / "mlflow.db").exists()
+    assert proc.stdout == ""
