@@ -38,7 +38,9 @@ def log_pytorch_model(
     import mlflow.pytorch
 
     model = task.load_model(params, state)
-    example = task.splits(seed).test[0][:5].numpy()
+    # splits_for: a task whose data comes from its config (tabular) needs the params to find it.
+    splits = task.splits_for(params, seed) if hasattr(task, "splits_for") else task.splits(seed)
+    example = splits.test[0][:5].numpy()
     mlflow.set_tracking_uri(uri)
     # The fluent API logs to the active run; the caller ends the run with its own status.
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):

@@ -22,8 +22,9 @@ from typing import Any
 from ..spec import SpecError
 from .base import FunctionTask, Task, TrainLoopTask
 from .digits import DigitsCNN, DigitsMLP
+from .tabular import Tabular
 
-BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN}
+BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN, "tabular": Tabular}
 
 _resolved: dict[str, Any] = {}
 

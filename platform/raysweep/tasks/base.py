@@ -48,11 +48,25 @@ class Splits:
     test: tuple[torch.Tensor, torch.Tensor]
 
 
+def accuracy_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Correctly classified samples in a batch (a `SumMetrics` function: the loop averages it)."""
+    return (out.argmax(dim=1) == y).sum()
+
+
+def mlp(n_in: int, n_out: int, *, hidden: int, layers: int, dropout: float) -> nn.Sequential:
+    """n_in -> hidden (x `layers`, each ReLU then dropout) -> n_out."""
+    blocks: list[nn.Module] = []
+    for i in range(layers):
+        blocks += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*blocks, nn.Linear(hidden if layers else n_in, n_out))
+
+
 class SupervisedTask:
     """Train `build_model(config)` with AdamW on `splits(seed)` through the shared fit loop.
 
     Hyperparameters read from the config: ``lr``, ``batch_size``, ``weight_decay`` (0) and
-    whatever `build_model` uses.
+    whatever `build_model` uses. A task whose data itself comes from the config (`tabular`)
+    overrides `splits_for` instead.
     """
 
     loss_fn: Callable = staticmethod(nn.functional.cross_entropy)
@@ -60,6 +74,10 @@ class SupervisedTask:
 
     def splits(self, seed: int) -> Splits:
         raise NotImplementedError
+
+    def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
+        """The splits a configuration trains and is tested on."""
+        return self.splits(seed)
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
@@ -70,7 +88,7 @@ class SupervisedTask:
         missing = [key for key in self.required if key not in config]
         if missing:  # the trial fails with this line as its error, not a bare KeyError
             raise ValueError(f"{type(self).__name__} needs {missing[0]!r}: put it in the spec's space or fixed")
-        data = self.splits(ctx.seed)
+        data = self.splits_for(config, ctx.seed)
         torch.manual_seed(ctx.seed)
         model = ctx.prepare_model(self.build_model(config))
         optimizer = torch.optim.AdamW(
@@ -84,7 +102,7 @@ class SupervisedTask:
     def evaluate(self, config: dict[str, Any], state: dict, seed: int) -> dict[str, float]:
         """Test-split metrics of a checkpoint's model (`test_loss`, and e.g. `test_accuracy`)."""
         model = self.load_model(config, state)
-        x, y = self.splits(seed).test
+        x, y = self.splits_for(config, seed).test
         metrics = {name.replace("val_", "test_", 1): fn for name, fn in self.val_metrics.items()}
         return evaluate(model, x, y, self.loss_fn, metrics, prefix="test")
 

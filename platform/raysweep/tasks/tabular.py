@@ -1,0 +1,179 @@
+"""Built-in `tabular` task: an MLP classifier on a table of numeric features.
+
+The table comes from the config (the spec's `fixed`): ``dataset`` names one of
+scikit-learn's shipped sets (``wine``, the default; ``breast_cancer``; ``iris``), or
+``data: path/to/file.csv`` (or ``.parquet``) with ``target: column`` names a file of your own.
+Every other column of the file is a feature and must be numeric; the target's values
+(strings or integers) become classes 0..K-1 in sorted order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from torch import nn
+
+from ..loop import SumMetrics
+from .base import Splits, SupervisedTask, accuracy_sum, mlp
+from .data import standardized, stratified_splits
+
+DATASETS = {"wine": load_wine, "breast_cancer": load_breast_cancer, "iris": load_iris}
+FILE_TYPES = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class Table:
+    x: np.ndarray  # (rows, features) float64, unscaled
+    y: np.ndarray  # (rows,) int64 class indices
+    classes: tuple[str, ...]  # the label of each class index
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table comes from; hashable, so it keys the per-process caches."""
+
+    dataset: str | None = None
+    path: str | None = None
+    target: str | None = None
+    # An edited file is a new source: read again, not served stale.
+    mtime_ns: int = 0
+    size: int = 0
+
+    def __str__(self) -> str:
+        return self.dataset or f"{self.path} (target {self.target!r})"
+
+
+def data_dir() -> Path:
+    """What a relative `data` path is relative to: the directory the process started in.
+
+    Tune moves a trial's process into its trial folder and records where it was in
+    TUNE_ORIG_WORKING_DIR; elsewhere (the driver, tests) it is the current directory. Ray
+    Train's workers (workers_per_trial > 1) record nothing: there only absolute paths work.
+    """
+    return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or os.getcwd())
+
+
+def source_of(config: dict[str, Any]) -> Source:
+    """The config's data source, or a one-line ValueError naming the key at fault."""
+    data, dataset, target = config.get("data"), config.get("dataset"), config.get("target")
+    if data is None:
+        if target is not None:
+            raise ValueError(f"tabular: target ({target!r}) needs data: a CSV or Parquet file to take it from")
+        name = "wine" if dataset is None else dataset
+        if name not in DATASETS:
+            raise ValueError(f"tabular: unknown dataset {name!r} (choose {', '.join(DATASETS)}; or data: a file)")
+        return Source(dataset=name)
+    if dataset is not None:
+        raise ValueError(f"tabular: both dataset ({dataset!r}) and data ({data!r}) given; keep one")
+    if target is None:
+        raise ValueError(f"tabular: data ({data!r}) needs target: the name of its label column")
+    path = data_dir() / Path(str(data)).expanduser()
+    if path.suffix.lower() not in FILE_TYPES:
+        raise ValueError(f"tabular: data ({data!r}) must be a .csv or .parquet file")
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"tabular: data file not found: {path}") from None
+    return Source(path=str(path), target=str(target), mtime_ns=stat.st_mtime_ns, size=stat.st_size)
+
+
+@lru_cache(maxsize=8)  # per process: reused trial actors don't read the file again
+def load_table(source: Source) -> Table:
+    if source.dataset is not None:
+        bunch = DATASETS[source.dataset]()
+        classes = tuple(str(name) for name in bunch.target_names)
+        return Table(bunch.data.astype(np.float64), bunch.target.astype(np.int64), classes, tuple(bunch.feature_names))
+    return read_table(Path(source.path), source.target)
+
+
+def read_table(path: Path, target: str) -> Table:
+    """A CSV or Parquet file as features and encoded labels; ValueError on what can't train."""
+    import pandas as pd  # here, not at import: `raysweep validate` stays fast
+
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_parquet(path)
+    except ImportError:
+        raise ValueError(
+            f"tabular: reading {path.name} needs pyarrow: pip install pyarrow (or raysweep[tabular])"
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed: pandas' first line says why
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ValueError(f"tabular: cannot read {path}: {first}") from None
+    if target not in frame.columns:
+        shown = ", ".join(map(str, frame.columns[:10])) + (", ..." if len(frame.columns) > 10 else "")
+        raise ValueError(f"tabular: target column {target!r} not in {path.name} (columns: {shown})")
+    missing = frame.isna().sum()
+    if missing.any():  # refused, not dropped: silently training on fewer rows hides a data problem
+        column, count = next(iter(missing[missing > 0].items()))
+        raise ValueError(f"tabular: column {column!r} of {path.name} has {count} missing values; fill or drop them first")
+    features = frame.drop(columns=[target])
+    if features.shape[1] == 0:
+        raise ValueError(f"tabular: {path.name} has no feature columns besides target {target!r}")
+    for column in features.columns:
+        if not pd.api.types.is_numeric_dtype(features[column]):
+            raise ValueError(
+                f"tabular: feature column {column!r} of {path.name} is not numeric ({features[column].dtype}); "
+                "encode it as numbers or drop it"
+            )
+    classes, y = encode_labels(frame[target], f"target column {target!r} of {path.name}")
+    return Table(features.to_numpy(dtype=np.float64), y, classes, tuple(map(str, features.columns)))
+
+
+def encode_labels(labels, what: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Labels (strings or integers) as class indices 0..K-1 in sorted order, and each index's label."""
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(labels) and not np.all(np.mod(labels.to_numpy(), 1) == 0):
+        raise ValueError(f"tabular: {what} holds fractional numbers; tabular is classification (class labels)")
+    values = labels.to_numpy() if pd.api.types.is_numeric_dtype(labels) else labels.astype(str).to_numpy()
+    classes, y = np.unique(values, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"tabular: {what} has {len(classes)} distinct value(s); classification needs at least 2")
+    return tuple(str(c) for c in classes), y.astype(np.int64)
+
+
+@lru_cache(maxsize=16)
+def tabular_splits(source: Source, seed: int) -> Splits:
+    """Seeded stratified 60/20/20 split, standardized with the train split's statistics."""
+    table = load_table(source)
+    try:
+        return standardized(stratified_splits(table.x, table.y, seed))
+    except ValueError as exc:  # scikit-learn's: a class too rare to appear in every split
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"tabular: {source} cannot be split 60/20/20 by class: {first}") from None
+
+
+class Tabular(SupervisedTask):
+    """input -> hidden (x layers, ReLU, dropout) -> classes.
+
+    Config: dataset or data + target (see the module), hidden (64), layers (2), dropout (0).
+    """
+
+    val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
+
+    def splits(self, seed: int) -> Splits:
+        return self.splits_for({}, seed)  # no config: the default dataset
+
+    def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
+        return tabular_splits(source_of(config), seed)
+
+    def build_model(self, config: dict[str, Any]) -> nn.Module:
+        # Sizes come from the data, so a checkpoint's config alone rebuilds its model.
+        table = load_table(source_of(config))
+        layers = int(config.get("layers", 2))
+        if layers < 0:
+            raise ValueError(f"tabular: layers ({layers}) must be 0 (a linear model) or more")
+        return mlp(
+            table.x.shape[1], len(table.classes),
+            hidden=int(config.get("hidden", 64)), layers=layers, dropout=float(config.get("dropout", 0.0)),
+        )
