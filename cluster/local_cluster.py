@@ -28,9 +28,13 @@ def main() -> int:
         print(f"Ray:       {c.address} (dashboard and job API {c.dashboard_url})")
         if c.mlflow_url:
             print(f"MLflow:    {c.mlflow_url}")
-        mlflow_env = f" MLFLOW_TRACKING_URI={c.mlflow_url}" if c.mlflow_url else ""
-        print("\nin another shell, a search whose driver runs here and trials on the cluster:")
-        print(f"  RAY_ADDRESS={c.address} RAY_AUTH_MODE=token{mlflow_env} raysweep search search_spaces/digits_mlp.yaml")
+        tracking = f" --tracking-uri {c.mlflow_url}" if c.mlflow_url else ""
+        print("\nin another shell, from the repository root:")
+        print("  # a search as a Ray job (driver and trials on the cluster), following its logs")
+        print(f"  raysweep submit search_spaces/digits_mlp.yaml --address {c.dashboard_url}{tracking} "
+              "--storage /tmp/raysweep-shared")
+        print("  # or a search whose driver runs in that shell, trials on the cluster")
+        print(f"  RAY_ADDRESS={c.address} raysweep search search_spaces/digits_mlp.yaml{tracking}")
         print("\nCtrl-C stops everything started here.", flush=True)
         try:
             signal.pause()

@@ -16,6 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The S3 tests' local server (moto) accepts any credentials; Ray's workers must already hold
+# some when the session's Ray starts (they inherit its environment), and must not look for
+# an EC2 instance role (no network here). A developer's own AWS settings are kept.
+for _key, _value in {"AWS_ACCESS_KEY_ID": "raysweep-test", "AWS_SECRET_ACCESS_KEY": "raysweep-test",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    os.environ.setdefault(_key, _value)
+
 BASE_SPEC = {
     "name": "test-search",
     "task": "digits_mlp",
@@ -59,6 +66,30 @@ def ray_session():
     ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 (moto in server mode) on 127.0.0.1; yields a function bucket_path -> storage URI."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from raysweep.localcluster import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+        client.create_bucket(Bucket=S3_BUCKET)
+        # The endpoint rides in the URI (pyarrow's S3 options), as it would for MinIO or Ceph.
+        yield lambda path: f"s3://{S3_BUCKET}/{path}?endpoint_override=127.0.0.1:{port}&scheme=http", client
+    finally:
+        server.stop()
+
+
+S3_BUCKET = "raysweep-results"
 
 
 @pytest.fixture

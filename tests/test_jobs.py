@@ -25,20 +25,26 @@ def cluster():
 
 def _submit(cluster, tmp_path, entrypoint: list[str], name: str) -> tuple[str, str]:
     """Submit as a user would, wait for the end; (final status, job logs)."""
-    env = cluster.env()
-    deadline = time.monotonic() + 180
-    while True:
-        submitted = subprocess.run(
-            [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", name, "--no-wait",
-             "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", *entrypoint],
-            env=env, capture_output=True, text=True, timeout=300,
-        )
-        # A freshly started head answers before its job agent is up: Ray says to try again later.
-        output = submitted.stdout + submitted.stderr
-        if submitted.returncode == 0 or "try again later" not in output or time.monotonic() > deadline:
-            break
-        time.sleep(5)
+    submitted = subprocess.run(
+        [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", name, "--no-wait",
+         "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "cluster/runtime_env.yaml"), "--", *entrypoint],
+        env=cluster.env(), capture_output=True, text=True, timeout=300,
+    )
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+    return _wait(cluster, name)
+
+
+def _raysweep_submit(cluster, *flags, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "raysweep.cli", "submit", "search_spaces/digits_mlp.yaml", "--address",
+         cluster.dashboard_url, *flags], cwd=ROOT, env={**cluster.env(), **(env or {})},
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def _wait(cluster, name: str) -> tuple[str, str]:
+    """Wait for job `name` to end: (final status, its logs)."""
+    env = cluster.env()
     deadline = time.monotonic() + 420
     status = ""
     while time.monotonic() < deadline:
@@ -92,8 +98,12 @@ def test_submitted_search_and_train_land_in_the_team_mlflow(cluster, tmp_path):
             epochs = int(next(m["value"] for m in run["data"]["metrics"] if m["key"] == "epoch"))
             assert _history(cluster, run["info"]["run_id"], "val_loss") == list(range(1, epochs + 1))
 
-    status, logs = _submit(cluster, tmp_path, ["python", "jobs/train.py", "search_spaces/digits_mlp.yaml",
-                                               "--set", "lr=0.003", "--set", "name=job-train", *flags], "rs-train")
+    # `raysweep submit --train` builds the same call for jobs/train.py; --no-wait returns at once.
+    proc = _raysweep_submit(cluster, "--train", "--no-wait", "--submission-id", "rs-train",
+                            "--set", "lr=0.003", "--set", "name=job-train", *flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "jobs/train.py search_spaces/digits_mlp.yaml" in proc.stdout  # the command it ran, shown
+    status, logs = _wait(cluster, "rs-train")
     assert status == "SUCCEEDED", logs[-3000:]
     (run,) = _runs(cluster, "job-train")
     assert _history(cluster, run["info"]["run_id"], "val_accuracy") == [1, 2, 3]
@@ -101,7 +111,18 @@ def test_submitted_search_and_train_land_in_the_team_mlflow(cluster, tmp_path):
 
 def test_a_failing_job_ends_failed_with_the_one_line_error(cluster, tmp_path):
     status, logs = _submit(cluster, tmp_path, ["python", "jobs/search.py", "search_spaces/digits_mlp.yaml",
-                                               "--set", "task=no_such_task"], "rs-bad")
+                                               "--set", "task=tests.broken_task:train"], "rs-bad")
     assert status == "FAILED"
-    assert "raysweep: error: task: unknown task 'no_such_task'" in logs
+    assert "raysweep: error: task: importing 'tests.broken_task' failed" in logs
     assert "Traceback" not in logs
+    # `raysweep submit` follows the logs and exits non-zero with the job.
+    proc = _raysweep_submit(cluster, "--submission-id", "rs-bad-followed", "--set", "task=tests.broken_task:train")
+    assert proc.returncode == 1
+    assert "raysweep: error: task: importing 'tests.broken_task' failed" in proc.stdout
+
+
+def test_submit_refuses_a_wrong_token_in_one_line(cluster):
+    proc = _raysweep_submit(cluster, "--no-wait", env={"RAY_AUTH_TOKEN": "not-the-cluster-token"})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"raysweep: error: --address {cluster.dashboard_url}: the cluster refused")
+    assert proc.stderr.count("\n") == 1

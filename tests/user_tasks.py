@@ -86,6 +86,11 @@ class KillOnce:
         ctx.report = report
         DigitsMLP().train(config, ctx)
 
+    def evaluate(self, config, state, seed):  # test metrics of the best checkpoint, as digits_mlp's
+        from raysweep.tasks.digits import DigitsMLP
+
+        return DigitsMLP().evaluate(config, state, seed)
+
 
 def ray_train_loop(config):
     """A plain Ray Train loop, as in Ray's docs: no raysweep imports at all."""

@@ -55,8 +55,10 @@ def _tune_keys() -> set[str]:
 
 
 class TrialBook(Callback):
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, storage: str | None = None):
         self.spec = spec
+        self.storage = storage  # where Ray Train trials' checkpoint paths live (a URI or a directory)
+        self._filesystem = None
         self.records: dict[str, TrialRecord] = {}
         self.started = time.monotonic()
         self._reserved = _tune_keys()
@@ -73,12 +75,20 @@ class TrialBook(Callback):
         if result.get("checkpoint_path"):  # a Ray Train trial's checkpoint, via TuneReportCallback
             from ray.tune import Checkpoint
 
-            rec.checkpoint = Checkpoint(result["checkpoint_path"])
+            # The path comes without its filesystem (s3://, with its options): the storage's.
+            rec.checkpoint = Checkpoint(result["checkpoint_path"], filesystem=self._storage_filesystem())
         value = rec.metrics.get(self.spec.metric)
         rec.value = value if value is not None and math.isfinite(value) else None
         if not rec.history or rec.epochs > rec.history[-1][1]:  # a restart repeats epochs
             cost = rec.metrics.get("cost_device_hours", 0.0)
             rec.history.append((time.monotonic() - self.started, rec.epochs, rec.value, cost))
+
+    def _storage_filesystem(self):
+        if self._filesystem is None and self.storage and "://" in self.storage:
+            import pyarrow.fs
+
+            self._filesystem = pyarrow.fs.FileSystem.from_uri(self.storage)[0]
+        return self._filesystem
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self.records[trial.trial_id]

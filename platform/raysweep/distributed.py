@@ -16,6 +16,7 @@ import torch
 
 from .context import RayContext
 from .spec import Spec
+from .storage import join as join_storage
 
 
 POLL_INTERVAL_S = 0.05
@@ -124,6 +125,7 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
     # (benchmarks/ddp_parity.py: 0.03x of bare DDP; 0.75x polling every 0.05 s). The
     # controller inherits this process's setting; a user's own value wins.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_INTERVAL_S))
+    _pin_cluster_address()
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"spec": spec.to_dict(), "params": trial_params(spec, config)},
@@ -135,7 +137,7 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
         run_config=ray.train.RunConfig(
             # No timestamp: a restarted trial finds and resumes its own Train run.
             name=f"train-trial_id={trial_id}",
-            storage_path=os.path.join(storage, spec.name) if "://" not in storage else f"{storage}/{spec.name}",
+            storage_path=join_storage(storage, spec.name),
             callbacks=[_report_callback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             # A dead worker restarts the whole group from the latest checkpoint.
@@ -144,6 +146,25 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
     )
     trainer.fit()
     _drain_reports()
+
+
+def _pin_cluster_address() -> None:
+    """Give Ray Train's controller (and the placement-group cleaner it starts) this cluster's
+    address.
+
+    The cleaner frees a worker group's resources when its controller dies, as it does when
+    ASHA stops the trial. It finds the cluster through the state API, which without
+    `RAY_ADDRESS` looks for a single Ray on the machine: with two (two searches on one
+    laptop, a test session beside a local cluster) it found none, the cleaner stopped,
+    and the stopped trial's workers' CPUs stayed taken until later trials waited forever.
+    Ray Train passes the variables in `ENV_VARS_TO_PROPAGATE` on to the controller, and the
+    cleaner inherits the controller's.
+    """
+    import ray
+    from ray.train.v2._internal import constants
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
 
 
 def _drain_reports(timeout_s: float = 60.0) -> None:

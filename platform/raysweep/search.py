@@ -8,7 +8,6 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,11 +24,11 @@ from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
 from .space import build_sampler, optuna_space
 from .spec import Spec
+from .storage import resolve as storage_location
 from .tasks import needs_ray_train, resolve_task
 from .tracking import MLflowCallback, Tracker, resolve_tracking_uri, runs_url
 from .trial import run_in_process, trial_params
 
-DEFAULT_STORAGE = "raysweep_results"
 
 
 class RunFailed(RuntimeError):
@@ -181,11 +180,6 @@ def build_tuner(
     )
 
 
-def _storage_path(storage: str | None) -> str:
-    storage = storage or DEFAULT_STORAGE
-    return storage if "://" in storage else str(Path(storage).resolve())
-
-
 def run_search(
     spec: Spec,
     *,
@@ -206,7 +200,8 @@ def run_search(
         tracker = Tracker(uri, spec.experiment)
         parent_run_id = tracker.start_search(spec)
 
-    book = TrialBook(spec)
+    storage = storage_location(storage)
+    book = TrialBook(spec, storage)
     callbacks: list = [book]
     if tracker is not None:
         callbacks.append(MLflowCallback(tracker, book, parent_run_id, spec, lambda c: trial_params(spec, c)))
@@ -215,7 +210,7 @@ def run_search(
     try:
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=verbose)
-        build_tuner(spec, _storage_path(storage), callbacks, verbose).fit()
+        build_tuner(spec, storage, callbacks, verbose).fit()
     except BaseException:
         if tracker is not None:
             tracker.end_run(parent_run_id, "KILLED")

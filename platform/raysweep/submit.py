@@ -139,8 +139,32 @@ def plan(spec_path: str, job_args: list[str], *, address: str | None, working_di
     return sub
 
 
+def check_cluster(address: str, env: dict[str, str]) -> None:
+    """A `SpecError` in one line if the job API at `address` can't be reached or refuses the token.
+
+    `ray job submit` reports both as a traceback, after uploading the working directory.
+    """
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    os.environ.update(env)  # Ray's client reads RAY_AUTH_* from this process's environment
+    try:
+        JobSubmissionClient(address).get_version()
+    except AuthenticationError as exc:
+        reason = str(exc).split("\n")[0].rstrip(".")
+        source = "RAY_AUTH_TOKEN" if env.get("RAY_AUTH_TOKEN") else env.get("RAY_AUTH_TOKEN_PATH") or str(TOKEN_FILE)
+        if env.get("RAY_AUTH_MODE", "").lower() != "token":
+            source = f"RAY_AUTH_MODE={env.get('RAY_AUTH_MODE')}: no token sent"
+        raise SpecError(f"--address {address}: the cluster refused this machine's Ray auth token ({source}): {reason}") from None
+    except ConnectionError:
+        raise SpecError(f"--address: no Ray job API answers at {address} (the head's dashboard port, 8265 by default)") from None
+
+
 def run(sub: Submission, env: dict[str, str], echo=print) -> int:
     """Run the `ray job submit` call; its exit status (1 when the job ends FAILED)."""
+    # Ray's CLI lets RAY_ADDRESS in the environment win over --address: make ours win.
+    env = {**env, "RAY_API_SERVER_ADDRESS": sub.address}
+    check_cluster(sub.address, env)
     for warning in sub.warnings:
         print(f"raysweep: warning: {warning}", file=sys.stderr)
     echo(f"$ {shlex.join(sub.command())}")

@@ -17,7 +17,8 @@ from rich.console import Console
 from .book import FAILED, TrialBook
 from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .progress import RunProgress, make_console
-from .search import RunFailed, _storage_path, build_tuner, ensure_ray, quiet_libraries
+from .search import RunFailed, build_tuner, ensure_ray, quiet_libraries
+from .storage import resolve as storage_location
 from .spec import Choice, IntParam, LogUniform, Spec, SpecError
 from .tasks import resolve_task
 from .tracking import MLflowCallback, Tracker, resolve_tracking_uri
@@ -96,14 +97,15 @@ def run_training(
     task = resolve_task(spec.task)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
     tracker = Tracker(uri, spec.experiment) if uri else None
-    book = TrialBook(spec)
+    storage = storage_location(storage)
+    book = TrialBook(spec, storage)
     callbacks: list = [book]
     if tracker is not None:
         callbacks.append(MLflowCallback(tracker, book, None, spec, lambda config: config))
     if not verbose:
         callbacks.append(RunProgress(book, console))
     ensure_ray(log_to_driver=verbose)
-    build_tuner(spec, _storage_path(storage), callbacks, verbose, fixed_config=params).fit()
+    build_tuner(spec, storage, callbacks, verbose, fixed_config=params).fit()
 
     (rec,) = book.records.values()
     if rec.status == FAILED or rec.value is None:
