@@ -34,7 +34,7 @@ def _cli(*args, cwd=None, env=None, timeout=300):
         (["validate", SPEC, "--set", "task=no_such_module:train"], "task: cannot import 'no_such_module'"),
         (["validate", SPEC, "--set", "task=tests.user_tasks:nothing"], "task: 'tests.user_tasks' has no attribute 'nothing'"),
         (["search", SPEC, "--samples", "0"], "search.num_samples: input should be greater than or equal to 1"),
-        (["search", SPEC, "--samples", "many"], "argument --samples: invalid int value: 'many'"),
+        (["search", SPEC, "--samples", "many"], "argument --samples: invalid value: 'many'"),
         (["search", SPEC, "--name", "bad name"], "name: 'bad name' must start with a letter or digit"),
         (["serach", SPEC], "invalid choice: 'serach'"),
     ],

@@ -148,3 +148,27 @@ class NodeProbe:
 
 def three_args(config, ctx, extra):
     """Neither a task nor a Ray Train loop: resolving it must say so."""
+
+
+class SlowDigits:
+    """digits_mlp that sleeps `epoch_sleep_s` after each epoch's report: a search slow enough
+    for a test to kill its driver mid-way."""
+
+    def train(self, config, ctx):
+        import time
+
+        from raysweep.tasks.digits import DigitsMLP
+
+        real_report = ctx.report
+
+        def report(metrics, checkpoint=None):
+            real_report(metrics, checkpoint=checkpoint)
+            time.sleep(config["epoch_sleep_s"])
+
+        ctx.report = report
+        DigitsMLP().train(config, ctx)
+
+    def evaluate(self, config, state, seed):
+        from raysweep.tasks.digits import DigitsMLP
+
+        return DigitsMLP().evaluate(config, state, seed)

@@ -60,12 +60,16 @@ class TrialBook(Callback):
         self.storage = storage  # where Ray Train trials' checkpoint paths live (a URI or a directory)
         self._filesystem = None
         self.records: dict[str, TrialRecord] = {}
+        self.parent_run_id: str | None = None  # the search's MLflow run, for `--resume`
+        self.target = spec.search.num_samples  # trials the search means to run, all rounds together
         self.started = time.monotonic()
         self._reserved = _tune_keys()
 
     # -- Tune callback hooks
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id not in self.records:
+        if trial.trial_id in self.records:  # restarted, or resumed by `--resume`
+            self.records[trial.trial_id].status = RUNNING
+        else:
             self.records[trial.trial_id] = TrialRecord(trial.trial_id, len(self.records) + 1, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -82,6 +86,21 @@ class TrialBook(Callback):
         if not rec.history or rec.epochs > rec.history[-1][1]:  # a restart repeats epochs
             cost = rec.metrics.get("cost_device_hours", 0.0)
             rec.history.append((time.monotonic() - self.started, rec.epochs, rec.value, cost))
+
+    # -- Tune saves this with its experiment state, so `--resume` finds every trial's MLflow
+    # run, logged epochs and history (tune.Callback.get_state / set_state).
+    def get_state(self) -> dict:
+        return {"records": self.records, "parent_run_id": self.parent_run_id, "target": self.target,
+                "elapsed": time.monotonic() - self.started}
+
+    def set_state(self, state: dict) -> None:
+        self.records = state["records"]
+        self.parent_run_id = state["parent_run_id"]
+        self.target = max(self.target, state["target"])
+        self.started = time.monotonic() - state["elapsed"]  # learning-curve times run on
+
+    def __getstate__(self):  # Tune pickles its callbacks: the filesystem handle doesn't travel
+        return {**self.__dict__, "_filesystem": None}
 
     def _storage_filesystem(self):
         if self._filesystem is None and self.storage and "://" in self.storage:

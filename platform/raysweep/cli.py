@@ -35,6 +35,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _samples(text: str) -> str:
+    """`N` or `+N` (N more trials, with --resume), kept as text."""
+    if not text.lstrip("+").isdigit() or text.count("+") > (1 if text.startswith("+") else 0):
+        raise argparse.ArgumentTypeError(f"invalid value: {text!r} (a number of trials, or +N with --resume)")
+    return text
+
+
+def _more_samples(args) -> int | None:
+    if args.samples is None or not args.samples.startswith("+"):
+        return None
+    if not args.resume:
+        raise SpecError(f"--samples {args.samples}: adding trials to a search needs --resume")
+    if int(args.samples) < 1:
+        raise SpecError(f"--samples {args.samples}: add at least one trial")
+    return int(args.samples)
+
+
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="search space YAML (see search_spaces/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -47,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run a search: Optuna sampling, ASHA early stopping, MLflow tracking")
     _spec_args(s)
-    s.add_argument("--samples", type=int, metavar="N", help="number of trials (search.num_samples)")
+    s.add_argument("--samples", type=_samples, metavar="N|+N",
+                   help="number of trials (search.num_samples); +N with --resume: N more trials")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the search of this name and --storage whose driver stopped; with --samples +N, extend it")
     s.add_argument("--name", help="search name: MLflow experiment and parent run (spec's name)")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
     s.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
@@ -100,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args) -> Spec:
     overrides = list(args.overrides)
-    if getattr(args, "samples", None) is not None:
-        overrides.append(f"search.num_samples={args.samples}")
+    samples = getattr(args, "samples", None)
+    if samples is not None and not samples.startswith("+"):
+        overrides.append(f"search.num_samples={samples}")
     if getattr(args, "name", None) is not None:  # `--name ''` is an error, not the spec's name
         # Quoted: a name is text, not YAML (`--name 2024` is no number, `--name yes` no boolean).
         overrides.append(f"name={json.dumps(args.name)}")
@@ -159,6 +180,7 @@ def cmd_validate(args) -> int:
 
 def cmd_search(args) -> int:
     spec = _load(args)
+    more = _more_samples(args)
     _preflight(spec, args)
     # Imported here so that `validate` and input errors don't pay for Ray and MLflow imports.
     from .progress import make_console
@@ -167,7 +189,8 @@ def cmd_search(args) -> int:
     console = make_console()
     result = _run(
         "search", args, console,
-        lambda: run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose, console=console),
+        lambda: run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose,
+                           console=console, resume=args.resume, more_samples=more),
     )
     if result is None:
         return 1

@@ -22,6 +22,7 @@ from .jobenv import working_dir
 from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
+from .resume import check_resume, find_previous, prior_points, round_name, seed_asha
 from .space import build_sampler, optuna_space
 from .spec import Spec
 from .storage import resolve as storage_location
@@ -118,42 +119,60 @@ class KeepWorkingDir(tune.Callback):
     on_trial_start = on_trial_complete = on_trial_error = on_experiment_end = _enter
 
 
-def build_tuner(
-    spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None
-) -> tune.Tuner:
-    """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`)."""
+def _trainable(spec: Spec, storage: str):
     res = spec.resources
-    train_path = needs_ray_train(spec, resolve_task(spec.task))
-    if not train_path:
-        trainable = tune.with_resources(
+    if not needs_ray_train(spec, resolve_task(spec.task)):
+        return tune.with_resources(
             tune.with_parameters(run_in_process, spec=spec),
             {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
         )
-    else:
-        # The trial itself only drives a Ray Train worker group, which holds the resources.
-        # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
-        # more than N worker groups, so the last one would wait. One byte of memory it is.
-        trainable = tune.with_resources(
-            tune.with_parameters(run_distributed, spec=spec, storage=storage),
-            tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
-        )
+    # The trial itself only drives a Ray Train worker group, which holds the resources.
+    # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
+    # more than N worker groups, so the last one would wait. One byte of memory it is.
+    return tune.with_resources(
+        tune.with_parameters(run_distributed, spec=spec, storage=storage),
+        tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
+    )
+
+
+def _scheduler(spec: Spec, prior: dict | None = None):
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    scheduler = ASHAScheduler(
+        metric=spec.metric,
+        mode=spec.mode,
+        time_attr="epoch",
+        max_t=spec.max_epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+    if prior:
+        seed_asha(scheduler, prior)
+    return scheduler
+
+
+def build_tuner(
+    spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
+    *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
+) -> tune.Tuner:
+    """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
+
+    `round_no` > 0 (`--resume --samples +N`): `num_samples` more trials in experiment NAME+round_no,
+    with the earlier trials (`prior`, the book's records) in the sampler's and ASHA's history.
+    """
+    train_path = needs_ray_train(spec, resolve_task(spec.task))
     if fixed_config is not None:  # one run: nothing to sample, nothing to stop early
         search_alg, scheduler, num_samples = None, FIFOScheduler(), 1
     else:
+        points, rewards = prior_points(prior or {}, spec)
         search_alg = OptunaSearch(
-            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec)
+            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec),
+            points_to_evaluate=points or None, evaluated_rewards=rewards or None,
         )
-        scheduler = FIFOScheduler() if spec.scheduler.type == "fifo" else ASHAScheduler(
-            metric=spec.metric,
-            mode=spec.mode,
-            time_attr="epoch",
-            max_t=spec.max_epochs,
-            grace_period=spec.scheduler.grace_period,
-            reduction_factor=spec.scheduler.reduction_factor,
-        )
-        num_samples = spec.search.num_samples
+        scheduler = _scheduler(spec, prior)
+        num_samples = num_samples or spec.search.num_samples
     return tune.Tuner(
-        trainable,
+        _trainable(spec, storage),
         param_space=fixed_config or {},
         # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
         # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
@@ -168,7 +187,7 @@ def build_tuner(
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=spec.name if fixed_config is None else f"{spec.name}-train",
+            name=round_name(spec.name, round_no) if fixed_config is None else f"{spec.name}-train",
             storage_path=storage,
             callbacks=[*callbacks, KeepWorkingDir()],
             verbose=2 if verbose else 0,
@@ -180,6 +199,18 @@ def build_tuner(
     )
 
 
+def restore_tuner(spec: Spec, storage: str, path: str, callbacks: list, records: dict) -> tune.Tuner:
+    """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
+    tuner = tune.Tuner.restore(path, _trainable(spec, storage), resume_unfinished=True, resume_errored=False)
+    # Tune restores the callbacks and scheduler pickled when the round first started: fresh
+    # ones, holding this driver's book and tracker, and ASHA with its rungs rebuilt (no
+    # public API sets either on a restored Tuner in Ray 2.60).
+    internal = tuner._local_tuner
+    internal.get_run_config().callbacks = [*callbacks, KeepWorkingDir()]
+    internal._tune_config.scheduler = _scheduler(spec, records)
+    return tuner
+
+
 def run_search(
     spec: Spec,
     *,
@@ -187,30 +218,54 @@ def run_search(
     tracking_uri: str | None = None,
     verbose: bool = False,
     console: Console | None = None,
+    resume: bool = False,
+    more_samples: int | None = None,
 ) -> SearchResult:
-    """Run the search a spec describes; log it to MLflow; return its summary."""
+    """Run the search a spec describes; log it to MLflow; return its summary.
+
+    `resume`: continue the search of the same name under `storage` whose driver died
+    (finished trials stay, interrupted ones continue from their checkpoints, MLflow runs are
+    reused); with `more_samples`, run that many more trials after a finished search.
+    """
     started = time.monotonic()
     console = console or make_console()
     if not verbose:
         quiet_libraries()
     task = resolve_task(spec.task)  # an unknown or broken task fails before Ray starts
-    tracker = parent_run_id = None
+    storage = storage_location(storage)
+    previous = find_previous(storage, spec.name) if resume else None
+    if resume:
+        check_resume(previous, spec, storage, more_samples)
+    book = TrialBook(spec, storage)
+    if previous is not None and previous.book_state:
+        book.set_state(previous.book_state)
+        book.target += more_samples or 0
+    tracker = None
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
     if uri is not None:
         tracker = Tracker(uri, spec.experiment)
-        parent_run_id = tracker.start_search(spec)
+        if book.parent_run_id is None:
+            book.parent_run_id = tracker.start_search(spec)
+        else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
+            tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
+    parent_run_id = book.parent_run_id
 
-    storage = storage_location(storage)
-    book = TrialBook(spec, storage)
     callbacks: list = [book]
     if tracker is not None:
         callbacks.append(MLflowCallback(tracker, book, parent_run_id, spec, lambda c: trial_params(spec, c)))
     if not verbose:
-        callbacks.append(ProgressCallback(book, spec.search.num_samples, console))
+        callbacks.append(ProgressCallback(book, book.target, console))
     try:
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=verbose)
-        build_tuner(spec, storage, callbacks, verbose).fit()
+        if previous is None:
+            tuner = build_tuner(spec, storage, callbacks, verbose)
+        elif more_samples is None:
+            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records)
+        else:
+            tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
+                                num_samples=more_samples, prior=dict(book.records))
+        tuner.fit()
     except BaseException:
         if tracker is not None:
             tracker.end_run(parent_run_id, "KILLED")
@@ -311,7 +366,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     tags = {}
     if best is not None:
         totals[f"best_{spec.metric}"] = best.value
-        tracker.log_params(run_id, trial_params(spec, best.config))
+        tracker.log_best_params(run_id, trial_params(spec, best.config))
         tags = {"raysweep.best_trial_id": best.trial_id, "raysweep.best_run_id": best.run_id or ""}
         if best.checkpoint is not None:
             with best.checkpoint.as_directory() as directory:
@@ -323,5 +378,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     with tempfile.TemporaryDirectory(prefix="raysweep-plots-") as directory:
         write_plots(book, directory)
         tracker.log_artifacts(run_id, directory, "plots")
-    tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)}, step=0)
+    # Step: trials so far. An extended search (--resume --samples +N) logs its summary again.
+    tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)},
+                        step=len(book.records))
     tracker.end_run(run_id, "FINISHED" if best is not None else "FAILED", tags)

@@ -6,6 +6,7 @@ cluster needs no credentials. The layout is a contract (DESIGN.md, "MLflow layou
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import time
@@ -18,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
-from .book import FAILED, STOPPED, TrialBook, TrialRecord
+from .book import FAILED, RUNNING, STOPPED, TrialBook, TrialRecord
 from .spec import Spec, SpecError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -202,6 +203,40 @@ class Tracker:
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         self.client.log_batch(run_id, params=_params(params))
+
+    def log_best_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """The best trial's hyperparameters as the search run's params, and as a tag.
+
+        MLflow refuses to change a logged param: once an extended search (--resume --samples)
+        finds a better trial, the tag holds the current best, the params the first."""
+        logged = self.client.get_run(run_id).data.params
+        self.log_params(run_id, {k: v for k, v in params.items() if k not in logged})
+        self.set_tags(run_id, {"raysweep.best_config": json.dumps(params, default=str)[:_MAX_PARAM]})
+
+    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord], metric: str) -> None:
+        """Pick a resumed search's MLflow runs up again, and put right what its dead driver left.
+
+        Each trial's run is found by its `raysweep.trial_id` tag (the saved book may predate
+        it) and the last epoch it holds is read back, so no run is created twice and no epoch
+        logged twice. Runs still RUNNING of trials that had ended get their status; runs of
+        trials Tune never saved (the driver died first) end KILLED, tagged as orphans.
+        """
+        self.client.update_run(parent_run_id, status="RUNNING")
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000,
+        )
+        for run in runs:
+            rec = records.get(run.data.tags.get("raysweep.trial_id", ""))
+            if rec is None:
+                if run.info.status == "RUNNING":
+                    self.end_run(run.info.run_id, "KILLED", {"raysweep.orphaned": "the search's driver died "
+                                                              "before this trial was saved; it was not resumed"})
+                continue
+            rec.run_id = rec.run_id or run.info.run_id
+            steps = [m.step for m in self.client.get_metric_history(rec.run_id, metric)]
+            rec.logged_epoch = max([rec.logged_epoch, *steps])
+            if rec.status != RUNNING and run.info.status == "RUNNING":
+                self.end_run(rec.run_id, "FAILED" if rec.status == FAILED else "FINISHED")
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)

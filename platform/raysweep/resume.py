@@ -1,0 +1,112 @@
+"""`raysweep search --resume`: continue a search whose driver died, or extend a finished one.
+
+A search is a series of Tune experiments ("rounds") under its storage: `NAME`, then `NAME+1`,
+`NAME+2`, ... for each `--samples +N`. Tune resumes a round's unfinished trials from their
+checkpoints; raysweep adds what Tune does not keep:
+
+* the trial book (every trial's MLflow run, logged epochs and history), saved by Tune with
+  its experiment state (`TrialBook.get_state`), so MLflow runs are reused, never duplicated;
+* ASHA's rungs, which Tune does not save: they are rebuilt from the trials' histories, so
+  the stopping decisions made before the restart stand and later ones see the same peers;
+* the sampler's history across rounds: Optuna is told every earlier trial's config and value
+  (Ray Tune cannot add samples to a finished experiment: ray-project/ray#20886, #42221).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .book import FAILED, RUNNING, TrialRecord
+from .spec import Spec, SpecError
+from .storage import join
+
+
+def round_name(name: str, k: int) -> str:
+    return name if k == 0 else f"{name}+{k}"
+
+
+@dataclass
+class Previous:
+    """The latest round of an earlier search under the same name and storage."""
+
+    path: str  # its Tune experiment directory (or URI)
+    round: int
+    book_state: dict[str, Any] | None  # None: the driver died before Tune first saved its state
+
+    @property
+    def records(self) -> dict[str, TrialRecord]:
+        return self.book_state["records"] if self.book_state else {}
+
+    @property
+    def finished(self) -> bool:
+        """Every trial the search meant to run has ended (so `--resume` alone has nothing to do)."""
+        state = self.book_state
+        return bool(state) and len(state["records"]) >= state["target"] and all(
+            r.status != RUNNING for r in state["records"].values()
+        )
+
+
+def find_previous(storage: str, name: str) -> Previous | None:
+    from ray import tune
+
+    latest = None
+    while tune.Tuner.can_restore(join(storage, round_name(name, 0 if latest is None else latest + 1))):
+        latest = 0 if latest is None else latest + 1
+    if latest is None:
+        return None
+    path = join(storage, round_name(name, latest))
+    return Previous(path, latest, _book_state(path))
+
+
+def _book_state(path: str) -> dict[str, Any] | None:
+    """The trial book Tune saved with the round's newest experiment state (callback 0)."""
+    import pyarrow.fs
+    from ray import cloudpickle
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    states = sorted(f.path for f in found if f.base_name.startswith("callback-states-") and f.base_name.endswith(".pkl"))
+    if not states:
+        return None
+    with fs.open_input_stream(states[-1]) as f:
+        return cloudpickle.loads(f.readall()).get(0)
+
+
+def check_resume(previous: Previous | None, spec: Spec, storage: str, more: int | None) -> None:
+    """A `SpecError` (exit 2, before Ray starts) when `--resume` can't do what was asked."""
+    if previous is None:
+        raise SpecError(f"--resume: no search {spec.name!r} under {storage} (same --name and --storage as before?)")
+    if more is None and previous.finished:
+        raise SpecError(
+            f"--resume: search {spec.name!r} already ran all its {len(previous.records)} trials; "
+            "run more with --resume --samples +N"
+        )
+    if more is not None and not previous.finished:
+        raise SpecError(f"--samples +{more}: search {spec.name!r} has unfinished trials; finish it first with --resume")
+
+
+def prior_points(records: dict[str, TrialRecord], spec: Spec) -> tuple[list[dict], list[float]]:
+    """Earlier trials' configs and final values, for Optuna's history (failed ones left out)."""
+    configs, values = [], []
+    for rec in records.values():
+        if rec.status != FAILED and rec.value is not None and math.isfinite(rec.value):
+            configs.append({k: rec.config[k] for k in spec.space})
+            values.append(rec.value)
+    return configs, values
+
+
+def seed_asha(scheduler, records: dict[str, TrialRecord]) -> None:
+    """Put earlier trials' values back into ASHA's rungs (Tune restores the scheduler empty).
+
+    ASHA records a trial's value at the first report at or past each rung's epoch; the
+    history holds every epoch's value, so the same value goes in. Private attributes of
+    Ray 2.60's `ASHAScheduler`: there is no public way to give it past results.
+    """
+    for bracket in scheduler._brackets:
+        for milestone, recorded in bracket._rungs:
+            for rec in records.values():
+                value = next((v for _, epoch, v, _ in rec.history if epoch >= milestone and v is not None), None)
+                if value is not None:
+                    recorded[rec.trial_id] = scheduler._metric_op * value

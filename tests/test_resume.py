@@ -1,0 +1,121 @@
+"""`raysweep search --resume`: a search whose driver died continues; a finished one grows."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+from ray.tune.search.optuna import OptunaSearch
+
+from raysweep.search import run_search
+from raysweep.spec import validate
+from tests.conftest import ROOT, make_raw
+
+
+def _children(client: MlflowClient, parent_run_id: str):
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000)
+
+
+def _steps(client, run_id, metric="val_loss"):
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
+def test_extending_a_finished_search_continues_its_sampler_and_parent_run(ray_session, tmp_path, tracking_uri):
+    spec = validate(make_raw(**{"name": "grow", "max_epochs": 2, "search.num_samples": 16, "search.max_concurrent": 4,
+                                "search.n_startup_trials": 4}))
+    storage = str(tmp_path / "results")
+    first = run_search(spec, storage=storage, tracking_uri=tracking_uri)
+    grown = run_search(spec, storage=storage, tracking_uri=tracking_uri, resume=True, more_samples=16)
+
+    assert grown.parent_run_id == first.parent_run_id and len(grown.trials) == 32
+    client = MlflowClient(tracking_uri)
+    children = _children(client, first.parent_run_id)
+    assert len(children) == 32 and len({r.data.tags["raysweep.trial_id"] for r in children}) == 32
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert sorted(int(r.info.run_name.split()[0].split("-")[1]) for r in children) == list(range(1, 33))
+    assert client.get_run(first.parent_run_id).data.metrics["trials_total"] == 32
+    # The new round's sampler had the first 16 trials in its study before it sampled: their
+    # configs and values are its first 16 trials, then come the 16 it ran.
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(tmp_path / "results" / "grow+1"))
+    study = searcher._ot_study.trials
+    assert len(study) == 32
+    earlier = {(round(r["config"]["lr"], 12), r["value"]) for r in first.trials}
+    assert {(round(t.params["lr"], 12), t.value) for t in study[:16]} == earlier
+
+
+def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, tmp_path):
+    raw = make_raw(**{"name": "phoenix", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
+                      "search.num_samples": 6, "search.max_concurrent": 2, "scheduler.type": "fifo",
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.6}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    db = tmp_path / "mlflow.db"
+    # Tune saves the search's state at most every 10 s by default; once a second here, so
+    # the kill lands after some trials were saved finished and others mid-way.
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    # From the repository root, as the session's Ray workers import `tests.user_tasks` from there.
+    cmd = [sys.executable, "-m", "raysweep.cli", "search", str(tmp_path / "spec.yaml"), "--storage",
+           str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}", "--summary-json", str(tmp_path / "summary.json")]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while _finished_children(db) < 2:  # two trials done, others running
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-3000:]
+        time.sleep(0.3)
+    time.sleep(1.5)  # a state save after they finished
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    killed_at_ms = time.time() * 1000
+
+    client = MlflowClient(f"sqlite:///{db}")
+    before = {r.data.tags["raysweep.trial_id"]: r for r in client.search_runs(["1"], max_results=1000)
+              if r.data.tags.get("raysweep.kind") == "trial"}
+    done_before = {tid for tid, r in before.items() if r.info.status == "FINISHED"}
+    assert len(done_before) >= 2 and any(r.info.status == "RUNNING" for r in before.values())
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["trials"]) == 6 and {t["status"] for t in summary["trials"]} == {"finished"}
+
+    runs = client.search_runs(["1"], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("raysweep.kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trial_runs = [r for r in runs if r.data.tags.get("raysweep.kind") == "trial"]
+    assert not [r for r in trial_runs if r.info.status == "RUNNING"]  # the dead driver's runs put right
+    kept = [r for r in trial_runs if "raysweep.orphaned" not in r.data.tags]
+    ids = Counter(r.data.tags["raysweep.trial_id"] for r in kept)
+    assert len(kept) == 6 and max(ids.values()) == 1  # each trial one run, reused across the restart
+    assert {t["run_id"] for t in summary["trials"]} == {r.info.run_id for r in kept}
+    for run in kept:  # one point per epoch: none lost, none twice
+        assert _steps(client, run.info.run_id) == [1, 2, 3, 4], run.info.run_name
+    for tid in done_before:  # finished trials were not run again
+        history = client.get_metric_history(before[tid].info.run_id, "val_loss")
+        assert max(m.timestamp for m in history) < killed_at_ms
+    # Interrupted trials continued from their checkpoints rather than from epoch 1.
+    for result in glob.glob(str(tmp_path / "results" / "phoenix" / "trial_*" / "result.json")):
+        epochs = [json.loads(line)["epoch"] for line in Path(result).read_text().splitlines() if line.strip()]
+        assert epochs.count(1) == 1, (result, epochs)
+
+
+def _finished_children(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(
+                "SELECT COUNT(*) FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
+                "WHERE t.key = 'raysweep.kind' AND t.value = 'trial' AND r.status = 'FINISHED'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
