@@ -40,3 +40,17 @@ def test_two_worker_trial_on_s3_restarts_from_its_s3_checkpoint(ray_session, s3_
     assert 0.7 < result.test_metrics["test_accuracy"] <= 1.0
     client_ml = MlflowClient(tracking_uri)
     assert [m.step for m in client_ml.get_metric_history(trial["run_id"], "val_loss")] == [1, 2, 3, 4]
+
+
+def test_a_search_on_s3_resumes_from_its_state_there(ray_session, s3_server, tmp_path, tracking_uri):
+    """`--resume` reads the search's saved state (trial book, Tune experiment) back from S3."""
+    storage, client = s3_server
+    spec = validate(make_raw(**{"name": "s3-grow", "max_epochs": 2, "search.num_samples": 3}))
+    first = run_search(spec, storage=storage("grow"), tracking_uri=tracking_uri)
+    grown = run_search(spec, storage=storage("grow"), tracking_uri=tracking_uri, resume=True, more_samples=2)
+    assert grown.parent_run_id == first.parent_run_id and len(grown.trials) == 5
+    assert [t["trial_id"] for t in grown.trials[:3]] == [t["trial_id"] for t in first.trials]
+    assert any(k.startswith("grow/s3-grow+1/trial_") for k in _keys(client, "grow/s3-grow+1/"))
+    children = MlflowClient(tracking_uri).search_runs(
+        [first.experiment_id], f"tags.`mlflow.parentRunId` = '{first.parent_run_id}'")
+    assert len(children) == 5
