@@ -139,25 +139,40 @@ def plan(spec_path: str, job_args: list[str], *, address: str | None, working_di
     return sub
 
 
+_CHECK = """
+import sys
+from ray.exceptions import AuthenticationError
+from ray.job_submission import JobSubmissionClient
+try:
+    JobSubmissionClient(sys.argv[1]).get_version()
+except AuthenticationError as exc:
+    sys.exit("auth: " + str(exc).splitlines()[0])
+except ConnectionError:
+    sys.exit("unreachable")
+"""
+
+
 def check_cluster(address: str, env: dict[str, str]) -> None:
     """A `SpecError` in one line if the job API at `address` can't be reached or refuses the token.
 
-    `ray job submit` reports both as a traceback, after uploading the working directory.
+    `ray job submit` reports both as a traceback, after uploading the working directory. The
+    check runs in a child with the submitter's environment: Ray reads its auth settings once
+    per process, and this one has imported Ray already.
     """
-    from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
-
-    os.environ.update(env)  # Ray's client reads RAY_AUTH_* from this process's environment
-    try:
-        JobSubmissionClient(address).get_version()
-    except AuthenticationError as exc:
-        reason = str(exc).split("\n")[0].rstrip(".")
+    proc = subprocess.run([sys.executable, "-c", _CHECK, address], env=env, capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode == 0:
+        return
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    if last.startswith("auth: "):
         source = "RAY_AUTH_TOKEN" if env.get("RAY_AUTH_TOKEN") else env.get("RAY_AUTH_TOKEN_PATH") or str(TOKEN_FILE)
         if env.get("RAY_AUTH_MODE", "").lower() != "token":
             source = f"RAY_AUTH_MODE={env.get('RAY_AUTH_MODE')}: no token sent"
-        raise SpecError(f"--address {address}: the cluster refused this machine's Ray auth token ({source}): {reason}") from None
-    except ConnectionError:
-        raise SpecError(f"--address: no Ray job API answers at {address} (the head's dashboard port, 8265 by default)") from None
+        reason = last[len("auth: "):].rstrip(".")
+        raise SpecError(f"--address {address}: the cluster refused this machine's Ray auth token ({source}): {reason}")
+    if last == "unreachable":
+        raise SpecError(f"--address: no Ray job API answers at {address} (the head's dashboard port, 8265 by default)")
+    raise SpecError(f"--address {address}: cannot check the Ray job API: {last}")
 
 
 def run(sub: Submission, env: dict[str, str], echo=print) -> int:
