@@ -80,6 +80,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's newer console output prints an experiment banner even at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # MLflow prints a "View run" link to stdout whenever a run on a server ends: one per
+    # trial between the progress lines. raysweep prints the runs' link once, at the end.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def ensure_ray(log_to_driver: bool = True) -> bool:
