@@ -1,4 +1,4 @@
-"""`raysweep search | train | submit | report | validate | ui`.
+"""`raysweep search | train | submit | report | sync | validate | ui`.
 
 Input errors (a bad spec, override or task) print one line and exit 2, before Ray starts.
 """
@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--submission-id", metavar="ID", help="the job's id (default: Ray's raysubmit_...)")
     j.add_argument("--no-wait", action="store_true", help="print the submission id and return; don't follow the logs")
     j.add_argument("--dry-run", action="store_true", help="print the `ray job submit` command instead of running it")
+
+    y = sub.add_parser("sync", help="send what a search spooled on disk while its MLflow server was unreachable")
+    y.add_argument("name", metavar="NAME", help="the search's name")
+    y.add_argument("--storage", help="the search's --storage: a directory or s3:// URI (./raysweep_results)")
+    y.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the search logged to)")
 
     v = sub.add_parser("validate", help="check a spec and print it resolved; starts nothing")
     _spec_args(v)
@@ -278,6 +283,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sync(args) -> int:
+    from .spool import sync
+
+    return sync(args.name, args.storage, args.tracking_uri)
+
+
 def cmd_ui(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -305,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "search": cmd_search, "train": cmd_train, "report": cmd_report, "validate": cmd_validate, "ui": cmd_ui,
         "submit": lambda a: cmd_submit(a, extra),
+        "sync": cmd_sync,
     }[args.command]
     try:
         return handler(args)

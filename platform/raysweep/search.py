@@ -19,12 +19,13 @@ from rich.console import Console
 from .book import FAILED, STOPPED, TrialBook
 from .distributed import run_distributed
 from .jobenv import working_dir
-from .models import can_rebuild, checkpoint_state, log_pytorch_model
+from .models import can_rebuild, checkpoint_state
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
 from .resume import check_resume, find_previous, prior_points, round_name, seed_asha
 from .space import build_sampler, optuna_space
 from .spec import Spec
+from .spool import Spool, substitute
 from .storage import resolve as storage_location
 from .tasks import needs_ray_train, resolve_task
 from .tracking import MLflowCallback, Tracker, resolve_tracking_uri, runs_url
@@ -246,7 +247,8 @@ def run_search(
     tracker = None
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
     if uri is not None:
-        tracker = Tracker(uri, spec.experiment)
+        # MLflow down mid-search: its writes wait in the search's storage (spool.py).
+        tracker = Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri))
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
@@ -306,11 +308,14 @@ def run_search(
     )
     if tracker is not None:
         if state is not None and spec.tracking.log_model and can_rebuild(task):
-            result.model_uri = log_pytorch_model(
-                uri, parent_run_id, task, trial_params(spec, best.config), state, spec.seed,
+            result.model_uri = tracker.log_model(
+                parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
                 registered_name=spec.tracking.registered_model or spec.experiment, version_tags=test_metrics,
             )
         _log_summary(tracker, spec, book, result)
+        # Runs created during an outage are known by their real ids once the spool is sent.
+        ids = tracker.finish()
+        result.parent_run_id, result.best, result.trials = substitute((result.parent_run_id, result.best, result.trials), ids)
     if not verbose:
         console.print(leaderboard(book))
     if best is None:

@@ -21,6 +21,7 @@ from ray.tune import Callback
 
 from .book import FAILED, RUNNING, STOPPED, TrialBook, TrialRecord
 from .spec import Spec, SpecError
+from .spool import Spool, SpoolingClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _SQLITE = "sqlite:///"
@@ -138,11 +139,15 @@ def _now_ms() -> int:
 
 
 class Tracker:
-    """The handful of MLflow operations raysweep needs, on one client."""
+    """The handful of MLflow operations raysweep needs, on one client.
 
-    def __init__(self, uri: str, experiment: str):
-        self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+    With a `spool`, writes that find MLflow unreachable wait on disk and are replayed when it
+    answers (spool.py); the experiment itself must be reachable here.
+    """
+
+    def __init__(self, uri: str, experiment: str, spool: Spool | None = None):
+        self.uri, self.spool = uri, spool
+        self.client = self._client()
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
@@ -158,7 +163,16 @@ class Tracker:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = self._client()
+
+    def _client(self) -> SpoolingClient:
+        return SpoolingClient(MlflowClient(tracking_uri=self.uri), self.uri, getattr(self, "spool", None))
+
+    def finish(self) -> dict[str, str]:
+        """Send what an outage left in the spool (warns with `raysweep sync` if MLflow is still
+        down); the placeholder -> real run ids of runs created while it was down."""
+        self.client.flush()
+        return self.client.ids
 
     def start_search(self, spec: Spec) -> str:
         run = self.client.create_run(
@@ -240,6 +254,10 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def log_model(self, run_id: str, task: str, params: dict, state: dict, seed: int, **registry) -> str | None:
+        """`models.log_pytorch_model` of the spec's `task`; None while MLflow is unreachable."""
+        return self.client.log_pytorch_model(run_id, task, params, state, seed, **registry)
 
 
 class MLflowCallback(Callback):

@@ -1,0 +1,552 @@
+"""MLflow outages: what the driver cannot send waits on disk, in order, until the server answers.
+
+Every write `Tracker` makes goes through `SpoolingClient`, the one choke point. While MLflow
+answers, an operation is sent as it comes. When it fails to answer (connection refused, a
+timeout, 5xx after a few fast retries), that operation and every later one are appended to
+`<storage>/<search name>/mlflow-spool.jsonl` instead: order matters (a run is created before
+its metrics, ended after them), so once spooling starts nothing bypasses the spool until it has
+been replayed. Training waits for MLflow only during the first failed call (seconds, see
+`FAIL_FAST_ENV`), a 2 s health probe per `RETRY_INTERVAL_S` and the replay itself.
+
+Replay happens when the server answers again: checked before an operation at most every
+`RETRY_INTERVAL_S`, at the end of the search, or by `raysweep sync NAME`. It is idempotent,
+so a replay cut short (Ctrl-C, a second outage) is simply run again:
+
+- a run created while offline gets a placeholder id (`pending-<key>`) that later operations
+  use; every run carries the tag `raysweep.run_key=<key>`, so replay finds a run that already
+  exists (created by an interrupted replay, or by a request whose answer was lost) instead of
+  creating it twice, and maps the placeholder to its real id (kept in the state file);
+- metric points keep their original timestamps and steps: MLflow's SQL store drops a point
+  identical to one it holds, so a point sent twice is stored once;
+- params are re-sent with the same values, tags and run ends overwrite with the same values,
+  artifacts are re-uploaded over themselves; a model is logged only if its run has no
+  `raysweep.model_uri` tag yet;
+- how many operations were applied, and the id map, are saved in
+  `mlflow-spool.state.json` as replay goes; the spool and its files are deleted once all are
+  sent (the id map stays: a search restored by Tune may still hold placeholders).
+
+Files an operation needs (artifact directories, the model's state dict) are copied into
+`mlflow-spool.files/`. The storage may be a local directory or a pyarrow URI (`s3://...`):
+object stores cannot append, so there each spooled operation rewrites the spool file (fine for
+the hundreds of operations of an outage, not for millions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shlex
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+
+from .storage import join
+
+SPOOL_FILE = "mlflow-spool.jsonl"
+STATE_FILE = "mlflow-spool.state.json"
+FILES_DIR = "mlflow-spool.files"
+RUN_KEY_TAG = "raysweep.run_key"
+MODEL_URI_TAG = "raysweep.model_uri"
+PENDING = "pending-"
+RETRY_INTERVAL_S = 30.0
+_SAVE_EVERY = 25  # replayed operations between state saves (each re-applies harmlessly)
+
+# MLflow's client retries a failed request 7 times with exponential backoff (minutes) and
+# waits 120 s for an answer: the driver, and with it every trial's results, would stall that
+# long per call. raysweep's client gives up after ~2 s (refused) or 2 x 10 s (no answer) and
+# spools. MLflow reads these at each request, so they are set only around raysweep's own calls;
+# values the user exported win.
+FAIL_FAST_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+log = logging.getLogger("raysweep.spool")
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """MLflow's HTTP retries cut to seconds for the calls inside (environment is process-wide:
+    another thread of this process calling MLflow meanwhile gets the same settings)."""
+    added = {k: v for k, v in FAIL_FAST_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """Whether MLflow did not answer (down, unreachable, overloaded) rather than refuse a request."""
+    import requests
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, requests.exceptions.SSLError):
+            return False  # a certificate problem stays until someone fixes it: an error, not an outage
+        if isinstance(exc, requests.HTTPError):
+            return exc.response is not None and exc.response.status_code >= 500
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                            requests.exceptions.ChunkedEncodingError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason ('[Errno 111] Connection refused'), not MLflow's paragraph around it."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def substitute(value: Any, ids: dict[str, str]) -> Any:
+    """`value` with every placeholder run id that replay has mapped replaced by the real one."""
+    if isinstance(value, str):
+        return ids.get(value, value)
+    if isinstance(value, dict):
+        return {k: substitute(v, ids) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(substitute(v, ids) for v in value)
+    return value
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Files:
+    """A directory of the search's storage, local or a pyarrow URI, as the spool uses it."""
+
+    def __init__(self, location: str):
+        self.location = location
+        self.local = "://" not in location
+        self._fs = None
+
+    def __getstate__(self):  # Tune pickles the tracker; a pyarrow filesystem is rebuilt on use
+        return {**self.__dict__, "_fs": None}
+
+    def _path(self, name: str) -> tuple[Any, str]:
+        import pyarrow.fs
+
+        if self._fs is None:
+            if self.local:
+                self._fs, self._root = pyarrow.fs.LocalFileSystem(), self.location
+            else:
+                self._fs, self._root = pyarrow.fs.FileSystem.from_uri(self.location)
+        return self._fs, f"{self._root.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        import pyarrow.fs
+
+        fs, path = self._path(name)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+    def read(self, name: str) -> str | None:
+        if not self.exists(name):
+            return None
+        fs, path = self._path(name)
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+
+    def write(self, name: str, text: str) -> None:
+        """Replace the file whole: a rename locally, one PUT on an object store (both atomic)."""
+        fs, path = self._path(name)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        target = f"{path}.tmp" if self.local else path
+        with fs.open_output_stream(target) as f:
+            f.write(text.encode())
+        if self.local:
+            fs.move(target, path)
+
+    def append(self, name: str, text: str) -> None:
+        if not self.local:  # object stores cannot append
+            self.write(name, (self.read(name) or "") + text)
+            return
+        fs, path = self._path(name)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_append_stream(path) as f:
+            f.write(text.encode())
+
+    def delete(self, name: str) -> None:
+        import pyarrow.fs
+
+        fs, path = self._path(name)
+        kind = fs.get_file_info(path).type
+        if kind == pyarrow.fs.FileType.Directory:
+            fs.delete_dir(path)
+        elif kind == pyarrow.fs.FileType.File:
+            fs.delete_file(path)
+
+    def put_dir(self, local_dir: str, name: str) -> None:
+        import pyarrow.fs
+
+        fs, path = self._path(name)
+        fs.create_dir(path, recursive=True)
+        pyarrow.fs.copy_files(local_dir, path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+
+    @contextlib.contextmanager
+    def local_dir(self, name: str) -> Iterator[str]:
+        """The directory as a local path (a temporary copy of a remote one)."""
+        fs, path = self._path(name)
+        if self.local:
+            yield path
+            return
+        import pyarrow.fs
+
+        with tempfile.TemporaryDirectory(prefix="raysweep-spool-") as tmp:
+            pyarrow.fs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+            yield tmp
+
+
+class Spool:
+    """The append-only log of one search's MLflow operations, and how far replay has got."""
+
+    def __init__(self, storage: str, name: str, tracking_uri: str | None = None):
+        self.storage, self.name, self.tracking_uri = storage, name, tracking_uri
+        self.files = _Files(join(storage, name))
+        self.path = join(storage, name, SPOOL_FILE)  # shown to users
+
+    def exists(self) -> bool:
+        return self.files.exists(SPOOL_FILE)
+
+    def read(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The header (the tracking URI it was written for) and the operations, in order."""
+        header: dict[str, Any] = {}
+        ops = []
+        for line in (self.files.read(SPOOL_FILE) or "").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash while appending: its op never returned
+            if "op" in entry:
+                ops.append(entry)
+            else:
+                header = header or entry
+        return header, ops
+
+    def state(self) -> dict[str, Any]:
+        text = self.files.read(STATE_FILE)
+        return json.loads(text) if text else {"applied": 0, "ids": {}}
+
+    def save_state(self, applied: int, ids: dict[str, str]) -> None:
+        self.files.write(STATE_FILE, json.dumps({"applied": applied, "ids": ids}))
+
+    def pending(self) -> int:
+        if not self.exists():
+            return 0
+        return len(self.read()[1]) - self.state()["applied"]
+
+    def append(self, op: str, args: dict[str, Any], payload_dir: str | None = None) -> None:
+        entry: dict[str, Any] = {"op": op, "args": args}
+        if payload_dir is not None:
+            entry["files"] = uuid.uuid4().hex
+            self.files.put_dir(payload_dir, f"{FILES_DIR}/{entry['files']}")
+        head = "" if self.exists() else json.dumps({"raysweep_spool": 1, "tracking_uri": self.tracking_uri}) + "\n"
+        self.files.append(SPOOL_FILE, head + json.dumps(entry) + "\n")
+
+    def payload(self, entry: dict[str, Any]):
+        return self.files.local_dir(f"{FILES_DIR}/{entry['files']}")
+
+    def clear(self, ids: dict[str, str]) -> None:
+        """Delete what was sent; keep the id map for a process restored with placeholder ids
+        (Tune restores its callbacks). Progress is reset first: a crash in between only makes
+        the next replay send everything again, which changes nothing."""
+        self.save_state(0, ids)
+        for name in (SPOOL_FILE, FILES_DIR):
+            self.files.delete(name)
+
+    def sync_command(self, tracking_uri: str) -> str:
+        return shlex.join(["raysweep", "sync", self.name, "--storage", self.storage, "--tracking-uri", tracking_uri])
+
+
+# -- operations: each one is a JSON-able `args` dict, applied the same way live and at replay
+
+
+def _create_run(client, args, payload, ids, replaying):
+    if replaying:  # a run of this key may exist already: an interrupted replay, a lost answer
+        found = client.search_runs([args["experiment_id"]], f"tags.`{RUN_KEY_TAG}` = '{args['key']}'", max_results=1)
+        if found:
+            ids[PENDING + args["key"]] = found[0].info.run_id
+            return found[0].info.run_id
+    run = client.create_run(args["experiment_id"], start_time=args["start_time"], tags=args["tags"],
+                            run_name=args["run_name"])
+    if replaying:
+        ids[PENDING + args["key"]] = run.info.run_id
+    return run.info.run_id
+
+
+def _log_batch(client, args, payload, ids, replaying):
+    client.log_batch(
+        args["run_id"],
+        metrics=[Metric(k, v, ts, step) for k, v, ts, step in args["metrics"]],
+        params=[Param(k, v) for k, v in args["params"]],
+        tags=[RunTag(k, v) for k, v in args["tags"]],
+    )
+
+
+def _log_text(client, args, payload, ids, replaying):
+    client.log_text(args["run_id"], args["text"], args["artifact_file"])
+
+
+def _log_artifacts(client, args, payload, ids, replaying):
+    client.log_artifacts(args["run_id"], payload, args["artifact_path"])
+
+
+def _set_terminated(client, args, payload, ids, replaying):
+    client.set_terminated(args["run_id"], status=args["status"], end_time=args["end_time"])
+
+
+def _log_model(client, args, payload, ids, replaying):
+    from .models import log_pytorch_model
+    from .tasks import resolve_task
+
+    run_id = args["run_id"]
+    if replaying and client.get_run(run_id).data.tags.get(MODEL_URI_TAG):
+        return None  # logged by an earlier, interrupted replay
+    model_uri = log_pytorch_model(args["tracking_uri"], run_id, resolve_task(args["task"]), args["params"], payload,
+                                  args["seed"], registered_name=args["registered_name"],
+                                  version_tags=args["version_tags"])
+    if replaying:  # the run's end, spooled after this, did not know the URI
+        client.set_tag(run_id, MODEL_URI_TAG, model_uri)
+    return model_uri
+
+
+OPERATIONS: dict[str, Callable] = {
+    "create_run": _create_run, "log_batch": _log_batch, "log_text": _log_text,
+    "log_artifacts": _log_artifacts, "set_terminated": _set_terminated, "log_model": _log_model,
+}
+
+
+@contextlib.contextmanager
+def _payload(spool: Spool, entry: dict[str, Any]):
+    """What an operation needs besides its args: a directory, or the model's state dict."""
+    if "files" not in entry:
+        yield None
+        return
+    with spool.payload(entry) as directory:
+        if entry["op"] == "log_model":
+            from .context import load_state
+
+            yield load_state(directory)
+        else:
+            yield directory
+
+
+@dataclass
+class Replayed:
+    """What a replay sent, by kind, for `raysweep sync` to print."""
+
+    operations: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.operations += 1
+        args = entry["args"]
+        if entry["op"] == "log_batch":
+            kinds = {"metric points": len(args["metrics"]), "params": len(args["params"]), "tags": len(args["tags"])}
+        else:
+            kinds = {"create_run": {"runs created": 1}, "set_terminated": {"runs ended": 1},
+                     "log_artifacts": {"artifact uploads": 1}, "log_text": {"artifact uploads": 1},
+                     "log_model": {"models": 1}}[entry["op"]]
+        for kind, n in kinds.items():
+            self.counts[kind] = self.counts.get(kind, 0) + n
+
+    def __str__(self) -> str:
+        shown = ", ".join(f"{kind}: {n}" for kind, n in self.counts.items() if n)
+        return f"{self.operations} operations" + (f" ({shown})" if shown else "")
+
+
+def replay(spool: Spool, client, ids: dict[str, str] | None = None,
+           progress: Callable[[dict[str, Any]], None] | None = None) -> Replayed:
+    """Send the spool's unsent operations in order, then delete it. Raises as the first failing
+    operation does, having saved how far it got. `ids` (placeholder -> run id) is updated."""
+    _, ops = spool.read()
+    state = spool.state()
+    ids = state["ids"] if ids is None else ids
+    ids.update(state["ids"])
+    applied, done = state["applied"], Replayed()
+    try:
+        with fail_fast():
+            for entry in ops[applied:]:
+                with _payload(spool, entry) as payload:
+                    OPERATIONS[entry["op"]](client, substitute(entry["args"], ids), payload, ids, True)
+                applied += 1
+                done.add(entry)
+                if entry["op"] in ("create_run", "log_model") or done.operations % _SAVE_EVERY == 0:
+                    spool.save_state(applied, ids)
+                if progress is not None:
+                    progress(entry)
+    finally:
+        if applied > state["applied"]:
+            spool.save_state(applied, ids)
+    spool.clear(ids)
+    return done
+
+
+class SpoolingClient:
+    """The MlflowClient writes `Tracker` makes, sent now or, while MLflow is unreachable, spooled.
+
+    Reads (and writes outside the list below) go straight to the MlflowClient. Without a spool
+    an unreachable server raises, as MlflowClient does.
+    """
+
+    def __init__(self, client, tracking_uri: str, spool: Spool | None):
+        self.client, self.tracking_uri, self.spool = client, tracking_uri, spool
+        self.ids: dict[str, str] = {}  # placeholder -> real run id, once replayed
+        self._spooling = False
+        self._gave_up = False  # replay hit an error that is no outage: left to `raysweep sync`
+        self._last_try = -math.inf
+        if spool is not None:
+            self.ids.update(spool.state()["ids"])
+            # An earlier process left operations: they go first, so ours queue behind them.
+            self._spooling = spool.pending() > 0
+
+    def __getattr__(self, name):
+        if name == "client":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+    # -- the writes Tracker makes, with MlflowClient's signatures
+    def create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
+        key = uuid.uuid4().hex
+        args = {"experiment_id": experiment_id, "start_time": start_time or _now_ms(),
+                "tags": {**(tags or {}), RUN_KEY_TAG: key}, "run_name": run_name, "key": key}
+        run_id = self._send("create_run", args, placeholder=PENDING + key)
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id))
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        self._send("log_batch", {
+            "run_id": run_id,
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+            "params": [[p.key, p.value] for p in params],
+            "tags": [[t.key, t.value] for t in tags],
+        })
+
+    def log_text(self, run_id, text, artifact_file):
+        self._send("log_text", {"run_id": run_id, "text": text, "artifact_file": artifact_file})
+
+    def log_artifacts(self, run_id, local_dir, artifact_path=None):
+        self._send("log_artifacts", {"run_id": run_id, "artifact_path": artifact_path}, payload=local_dir)
+
+    def set_terminated(self, run_id, status=None, end_time=None):
+        self._send("set_terminated", {"run_id": run_id, "status": status or "FINISHED", "end_time": end_time or _now_ms()})
+
+    def log_pytorch_model(self, run_id, task, params, state, seed, registered_name=None, version_tags=None):
+        """`models.log_pytorch_model` for the spec's task name; the model's URI, or None if spooled
+        (replay logs it and tags the run with its URI)."""
+        args = {"run_id": run_id, "tracking_uri": self.tracking_uri, "task": task, "params": params, "seed": seed,
+                "registered_name": registered_name,
+                "version_tags": {k: str(v) for k, v in (version_tags or {}).items()}}
+        return self._send("log_model", args, payload=state)
+
+    # -- the choke point
+    def _send(self, op: str, args: dict[str, Any], payload: Any = None, placeholder: str | None = None):
+        if self.spool is not None and self._spooling and not self._replayed():
+            return self._enqueue(op, args, payload, placeholder)
+        try:
+            with fail_fast() if self.spool is not None else contextlib.nullcontext():
+                return OPERATIONS[op](self.client, substitute(args, self.ids), payload, self.ids, False)
+        except Exception as exc:
+            if self.spool is None or not is_outage(exc):
+                raise
+            log.warning("MLflow at %s unreachable (%s): spooling to %s; replayed when it answers",
+                        self.tracking_uri, _root_cause(exc), self.spool.path)
+            self._spooling, self._last_try = True, time.monotonic()
+            return self._enqueue(op, args, payload, placeholder)
+
+    def _enqueue(self, op, args, payload, placeholder):
+        # Ids mapped by an earlier replay are written as real ones: that replay's state is gone.
+        args = substitute(args, self.ids)
+        if op == "log_model":  # the state dict goes to a file, as a checkpoint would
+            from .context import save_state
+
+            with tempfile.TemporaryDirectory(prefix="raysweep-spool-") as tmp:
+                save_state(payload, tmp)
+                self.spool.append(op, args, tmp)
+        else:
+            self.spool.append(op, args, payload)
+        return placeholder
+
+    def _replayed(self, force: bool = False) -> bool:
+        """Whether the spool has been sent now (tried at most every RETRY_INTERVAL_S)."""
+        if self._gave_up or (not force and time.monotonic() - self._last_try < RETRY_INTERVAL_S):
+            return False
+        self._last_try = time.monotonic()
+        if not self._answers():
+            return False
+        try:
+            done = replay(self.spool, self.client, self.ids)
+        except Exception as exc:  # noqa: BLE001 - training goes on; `raysweep sync` can retry
+            if not is_outage(exc):
+                self._gave_up = True
+                log.warning("replaying %s failed (%s: %s); the rest stays there for: %s", self.spool.path,
+                            type(exc).__name__, str(exc)[:300], self.spool.sync_command(self.tracking_uri))
+            return False
+        self._spooling = False
+        log.warning("MLflow at %s answers again: sent %s from the spool", self.tracking_uri, done)
+        return True
+
+    def _answers(self) -> bool:
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return True
+        from .tracking import _unreachable
+
+        return _unreachable(self.tracking_uri, tries=1, timeout_s=2.0) is None
+
+    def flush(self) -> bool:
+        """Send what waits in the spool now (the search's end); False, with a warning naming
+        `raysweep sync`, if MLflow is still unreachable."""
+        if self.spool is None or not self.spool.exists() or self._replayed(force=True):
+            return True
+        if not self._gave_up:  # that one was warned about already
+            log.warning("MLflow at %s still unreachable: %d operations wait in %s; send them later with: %s",
+                        self.tracking_uri, self.spool.pending(), self.spool.path,
+                        self.spool.sync_command(self.tracking_uri))
+        return False
+
+
+def sync(name: str, storage: str | None, tracking_uri: str | None) -> int:
+    """`raysweep sync`: replay a search's spool; exit code 0 sent, 1 MLflow failed midway."""
+    import sys
+
+    from mlflow import MlflowClient
+
+    from .spec import SpecError
+    from .storage import resolve
+    from .tracking import check_tracking_uri
+
+    spool = Spool(resolve(storage), name)
+    if not spool.exists():
+        raise SpecError(f"sync: nothing to send: no MLflow spool of search {name!r} in {spool.storage} "
+                        f"(no {SPOOL_FILE}; --storage is the search's)")
+    header, _ = spool.read()
+    uri = check_tracking_uri(tracking_uri or header.get("tracking_uri"))
+    # What was sent is the one line printed below, not MLflow's link per ended run and its
+    # registry chatter (this process does nothing else).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    pending = spool.pending()
+    try:
+        done = replay(spool, MlflowClient(uri))
+    except Exception as exc:  # noqa: BLE001 - one line, and the spool stays for another try
+        why = f"stopped answering ({_root_cause(exc)})" if is_outage(exc) else f"refused it ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+        sent = pending - spool.pending()
+        print(f"raysweep: MLflow at {uri} {why} after {sent} of {pending} operations; the rest stay in "
+              f"{spool.path}", file=sys.stderr)
+        return 1
+    print(f"sent {done} of search {name} to {uri}")
+    return 0

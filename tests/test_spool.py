@@ -1,0 +1,327 @@
+"""MLflow outages: writes spooled on disk while a real `mlflow server` is down, replayed when it answers.
+
+The server is really stopped (SIGKILL of its process group, a crash) and started again on the
+same port and database; nothing of MLflow or Ray is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from raysweep import spool as spool_module
+from raysweep.book import TrialRecord
+from raysweep.cli import main
+from raysweep.spec import validate
+from raysweep.spool import PENDING, RUN_KEY_TAG, SPOOL_FILE, Spool, replay
+from raysweep.tracking import PARENT_TAG, Tracker
+
+from tests.conftest import MlflowServer, make_raw
+
+POLL_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-outage"))
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def server(module_server):
+    """The module's server, running at the start of each test (a test may leave it stopped)."""
+    if module_server.proc is None:
+        module_server.start()
+    return module_server
+
+
+def _outage_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "raysweep.spool" and "unreachable (" in r.getMessage()]
+
+
+def _history(client, run_id, key) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _trial(number: int) -> TrialRecord:
+    return TrialRecord(trial_id=f"t{number}", number=number, config={"lr": 0.01 * number})
+
+
+def test_writes_during_an_outage_are_replayed_in_order_under_real_run_ids(server, tmp_path, caplog):
+    spec = validate(make_raw(name="unit-outage"))
+    tracker = Tracker(server.url, spec.experiment, spool=Spool(str(tmp_path), spec.name, server.url))
+    parent = tracker.start_search(spec)
+    online = tracker.start_trial(parent, _trial(1), {"lr": 0.01})
+    tracker.log_metrics(online, {"val_loss": 0.9}, step=1)
+
+    server.stop(kill=True)
+    tracker.log_metrics(online, {"val_loss": 0.8}, step=2)  # the first write to fail: spooled from here on
+    tracker.end_run(online, "FINISHED", {"raysweep.stopped_early": "true"})
+    offline = tracker.start_trial(parent, _trial(2), {"lr": 0.02})
+    for step, loss in ((1, 0.7), (2, 0.6), (3, 0.5)):
+        tracker.log_metrics(offline, {"val_loss": loss}, step=step)
+    tracker.end_run(offline, "FINISHED")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "curve.txt").write_text("a plot")
+    tracker.log_artifacts(parent, str(plots), "plots")
+    tracker.end_run(parent, "FINISHED", {"raysweep.best_run_id": offline})
+
+    assert offline.startswith(PENDING)
+    assert len(_outage_warnings(caplog)) == 1  # one warning, not one per write
+    spool = Spool(str(tmp_path), spec.name)
+    assert spool.pending() == 12  # every write since the server stopped, none sent
+    tracker.finish()  # still down: kept, and the warning names `raysweep sync`
+    assert spool.pending() == 12
+    assert any("raysweep sync unit-outage" in r.getMessage() for r in caplog.records)
+
+    server.start()
+    ids = tracker.finish()
+    assert not spool.exists()
+    real = ids[offline]
+    client = MlflowClient(server.url)
+    assert _history(client, online, "val_loss") == [(1, 0.9), (2, 0.8)]
+    assert _history(client, real, "val_loss") == [(1, 0.7), (2, 0.6), (3, 0.5)]
+    run = client.get_run(real)
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.02"}
+    assert run.data.tags[PARENT_TAG] == parent and run.data.tags[RUN_KEY_TAG] == offline[len(PENDING):]
+    assert client.get_run(online).data.tags["raysweep.stopped_early"] == "true"
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.tags["raysweep.best_run_id"] == real  # the placeholder, mapped
+    assert [a.path for a in client.list_artifacts(parent, "plots")] == ["plots/curve.txt"]
+    # Once replayed, later writes with the placeholder reach the real run directly, also from
+    # a copy of the tracker restored from a pickle (as Tune restores its callbacks).
+    tracker.set_tags(offline, {"after": "replay"})
+    pickle.loads(pickle.dumps(tracker)).set_tags(offline, {"restored": "yes"})
+    tags = client.get_run(real).data.tags
+    assert tags["after"] == "replay" and tags["restored"] == "yes"
+
+
+def test_an_interrupted_replay_resumes_and_a_repeated_one_duplicates_nothing(server, tmp_path):
+    spec = validate(make_raw(name="unit-replay"))
+    tracker = Tracker(server.url, spec.experiment, spool=Spool(str(tmp_path), spec.name, server.url))
+    parent = tracker.start_search(spec)
+    server.stop(kill=True)
+    child = tracker.start_trial(parent, _trial(1), {"lr": 0.01, "hidden": 32})
+    for step in (1, 2, 3):
+        tracker.log_metrics(child, {"val_loss": 1.0 / step, "epoch": float(step)}, step=step)
+    tracker.end_run(child, "FINISHED")
+    tracker.end_run(parent, "FINISHED")
+    server.start()
+
+    spool = Spool(str(tmp_path), spec.name)
+    untouched = tmp_path / "untouched"
+    shutil.copytree(tmp_path / spec.name, untouched)
+
+    sent = []
+
+    def interrupt_after_three(entry):  # Ctrl-C during `raysweep sync`
+        sent.append(entry)
+        if len(sent) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(spool, MlflowClient(server.url), progress=interrupt_after_three)
+    assert spool.state()["applied"] == 3 and spool.pending() == 4
+    replay(spool, MlflowClient(server.url))  # a new process: the id map comes from the state file
+    assert not spool.exists()
+
+    # As if a replay had sent everything and died before saving any progress: all again.
+    shutil.rmtree(tmp_path / spec.name)
+    shutil.copytree(untouched, tmp_path / spec.name)
+    assert Spool(str(tmp_path), spec.name).state()["applied"] == 0
+    again = replay(Spool(str(tmp_path), spec.name), MlflowClient(server.url))
+    assert again.operations == 7
+
+    client = MlflowClient(server.url)
+    runs = client.search_runs([tracker.experiment_id])
+    children = [r for r in runs if r.data.tags.get("raysweep.kind") == "trial"]
+    assert len(runs) == 2 and len(children) == 1
+    assert children[0].data.tags[RUN_KEY_TAG] == child[len(PENDING):]
+    for key in ("val_loss", "epoch"):
+        assert [s for s, _ in _history(client, children[0].info.run_id, key)] == [1, 2, 3], key
+
+
+def test_spool_on_object_storage_keeps_order_files_and_progress(s3_server, tmp_path):
+    """S3 cannot append: each write rewrites the spool file, which must still read back in order."""
+    storage_of, _ = s3_server
+    spool = Spool(storage_of("spool-test"), "s3-search", "http://127.0.0.1:1")
+    files = tmp_path / "files"
+    (files / "sub").mkdir(parents=True)
+    (files / "sub" / "a.txt").write_text("payload")
+    for n in range(3):
+        spool.append("set_terminated", {"run_id": f"r{n}", "status": "FINISHED", "end_time": n})
+    spool.append("log_artifacts", {"run_id": "r3", "artifact_path": "x"}, str(files))
+    header, ops = spool.read()
+    assert header["tracking_uri"] == "http://127.0.0.1:1"
+    assert [op["args"]["run_id"] for op in ops] == ["r0", "r1", "r2", "r3"]
+    with spool.payload(ops[3]) as local:
+        assert (Path(local) / "sub" / "a.txt").read_text() == "payload"
+    spool.save_state(2, {"pending-x": "abc"})
+    assert spool.pending() == 2 and spool.state()["ids"] == {"pending-x": "abc"}
+    spool.clear(spool.state()["ids"])
+    assert not spool.exists() and spool.state() == {"applied": 0, "ids": {"pending-x": "abc"}}
+
+
+def test_sync_without_a_spool_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["sync", "no-such-search", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no MLflow spool of search 'no-such-search'" in err
+
+
+# -- a real search through an outage
+
+
+def _gated_spec(name: str, gates: Path, hold_until_up: bool):
+    gates.mkdir()
+    return validate(make_raw(**{
+        "name": name, "task": "tests.outage_tasks:OutageGated", "max_epochs": 4,
+        "search.num_samples": 6, "search.max_concurrent": 2, "scheduler.type": "fifo",
+        "fixed": {"hidden": 32, "gate_dir": str(gates), "hold_until_up": hold_until_up},
+    }))
+
+
+def _poll(what: str, ready) -> None:
+    deadline = time.monotonic() + POLL_TIMEOUT_S
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {POLL_TIMEOUT_S} s for {what}")
+        time.sleep(0.2)
+
+
+def _epoch_one_logged(url: str, experiment: str) -> bool:
+    """Whether MLflow holds the first epoch of the first two trials."""
+    client = MlflowClient(url)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return False
+    runs = client.search_runs([found.experiment_id], "tags.`raysweep.kind` = 'trial'")
+    return sum("epoch" in r.data.metrics for r in runs) >= 2
+
+
+def _spooled(spool_file: Path, op: str) -> int:
+    if not spool_file.exists():
+        return 0
+    return sum(json.loads(line).get("op") == op for line in spool_file.read_text().splitlines() if line.strip())
+
+
+def _inject_outage(server, spec, gates: Path, spool_file: Path, restore: bool, seen: dict) -> None:
+    """Beside the search: stop the server once two trials' first epoch is in MLflow; with
+    `restore`, start it again once two trials were created while it was down."""
+    _poll("the first epochs in MLflow", lambda: _epoch_one_logged(server.url, spec.experiment))
+    server.stop(kill=True)
+    (gates / "down").touch()
+    if not restore:
+        return
+    _poll("trials 3 and 4 started during the outage",
+          lambda: all((gates / f"holding-{n}").exists() for n in (3, 4)) and _spooled(spool_file, "create_run") >= 2)
+    seen["runs created offline"] = _spooled(spool_file, "create_run")
+    seen["metric batches spooled"] = _spooled(spool_file, "log_batch")
+    server.start()
+    (gates / "up").touch()
+
+
+def _search_through(server, spec, storage: Path, restore: bool):
+    """run_search here (Tune wants the main thread) while a thread stops and restarts MLflow."""
+    from raysweep.search import run_search
+
+    seen: dict = {}
+    failure: list[BaseException] = []
+
+    def inject():
+        try:
+            _inject_outage(server, spec, Path(spec.fixed["gate_dir"]), storage / spec.name / SPOOL_FILE, restore, seen)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            failure.append(exc)
+            (Path(spec.fixed["gate_dir"]) / "down").touch()  # let the trials end either way
+            (Path(spec.fixed["gate_dir"]) / "up").touch()
+
+    thread = threading.Thread(target=inject, daemon=True)
+    thread.start()
+    result = run_search(spec, storage=str(storage), tracking_uri=server.url)
+    thread.join(timeout=POLL_TIMEOUT_S)
+    if failure:
+        raise failure[0]
+    return result, seen
+
+
+def _runs(client, experiment_id):
+    runs = client.search_runs([experiment_id], max_results=100)
+    (parent,) = [r for r in runs if r.data.tags.get("raysweep.kind") == "search"]
+    return parent, [r for r in runs if r.data.tags.get("raysweep.kind") == "trial"]
+
+
+def _real_ids(trials, children) -> set[str]:
+    """The trials' run ids, a placeholder read as the run that carries its key."""
+    by_key = {c.data.tags[RUN_KEY_TAG]: c.info.run_id for c in children}
+    return {by_key[t["run_id"][len(PENDING):]] if t["run_id"].startswith(PENDING) else t["run_id"] for t in trials}
+
+
+def _assert_complete(client, result, spec):
+    """One parent, a child per trial, every metric one point per epoch: nothing lost or doubled."""
+    parent, children = _runs(client, result.experiment_id)
+    assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
+    assert len(children) == spec.search.num_samples
+    assert _real_ids(result.trials, children) == {c.info.run_id for c in children}
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags[PARENT_TAG] == parent.info.run_id
+        for key in ("val_loss", "train_loss", "epoch", "cost_usd"):
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert sorted(steps) == list(range(1, spec.max_epochs + 1)), (child.info.run_name, key, steps)
+    assert parent.data.metrics["trials_total"] == spec.search.num_samples
+    assert parent.data.metrics["epochs_run"] == spec.search.num_samples * spec.max_epochs
+    assert parent.data.tags["raysweep.best_run_id"] in {c.info.run_id for c in children}
+    return parent, children
+
+
+def test_a_search_goes_on_through_an_mlflow_outage_and_loses_no_point(ray_session, server, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(spool_module, "RETRY_INTERVAL_S", 1.0)  # look for the server every second, not 30
+    caplog.set_level(logging.WARNING, logger="raysweep.spool")
+    spec = _gated_spec("outage-search", tmp_path / "gates", hold_until_up=True)
+    result, seen = _search_through(server, spec, tmp_path / "results", restore=True)
+
+    # The outage fell mid-search: trials 1-2 logged epochs 2-4 into the spool, 3-4 were created there.
+    assert seen["runs created offline"] >= 2 and seen["metric batches spooled"] >= 6
+    assert all(not t["run_id"].startswith(PENDING) for t in result.trials)  # replayed: real ids in the result
+    parent, children = _assert_complete(MlflowClient(server.url), result, spec)
+    assert {c.info.run_id for c in children} == {t["run_id"] for t in result.trials}
+    assert len(_outage_warnings(caplog)) == 1
+    assert not (tmp_path / "results" / spec.name / SPOOL_FILE).exists()
+    assert parent.data.tags["raysweep.model_uri"] == result.model_uri
+
+
+def test_raysweep_sync_sends_what_a_search_ended_with_while_mlflow_was_down(ray_session, server, tmp_path, caplog, capsys):
+    caplog.set_level(logging.WARNING, logger="raysweep.spool")
+    spec = _gated_spec("outage-sync", tmp_path / "gates", hold_until_up=False)
+    storage = tmp_path / "results"
+    result, _ = _search_through(server, spec, storage, restore=False)
+
+    pending = [t["run_id"] for t in result.trials if t["run_id"].startswith(PENDING)]
+    assert len(pending) >= 4  # trials 3-6 started while the server was down
+    assert result.model_uri is None  # spooled with the rest
+    hint = f"raysweep sync outage-sync --storage {storage} --tracking-uri {server.url}"
+    assert any(hint in r.getMessage() for r in caplog.records)
+    capsys.readouterr()
+
+    server.start()
+    assert main(["sync", spec.name, "--storage", str(storage), "--tracking-uri", server.url]) == 0
+    out = capsys.readouterr().out
+    assert "runs created: " in out and "metric points: " in out and "models: 1" in out
+    client = MlflowClient(server.url)
+    parent, children = _assert_complete(client, result, spec)
+    keys = {c.data.tags[RUN_KEY_TAG] for c in children}
+    assert {p[len(PENDING):] for p in pending} <= keys
+    (version,) = client.search_model_versions(f"name='{spec.experiment}'")
+    assert version.run_id == parent.info.run_id
+    assert parent.data.tags["raysweep.model_uri"].startswith("models:/")
+    assert main(["sync", spec.name, "--storage", str(storage)]) == 2  # all sent: nothing left
