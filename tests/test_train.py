@@ -55,3 +55,22 @@ def test_two_worker_train_logs_a_model_that_reloads_with_the_same_accuracy(ray_s
         accuracy = (model(x).argmax(dim=1) == y).double().mean().item()
     assert accuracy == pytest.approx(history[-1].value, abs=1e-9)
     assert result["test_metrics"]["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
+
+
+def test_logging_a_model_leaves_the_process_tracking_uri_as_it_was(tmp_path, monkeypatch):
+    """MLflow 3's set_tracking_uri writes MLFLOW_TRACKING_URI into the environment: a search
+    must not leave it there for the process's (and its children's) later MLflow use."""
+    import os
+
+    import mlflow
+
+    from raysweep.models import _tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with _tracking_uri(f"sqlite:///{tmp_path / 'a.db'}"):
+        assert mlflow.get_tracking_uri().endswith("a.db")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team:5000")
+    with _tracking_uri(f"sqlite:///{tmp_path / 'b.db'}"):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://team:5000"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import torch
@@ -18,6 +20,29 @@ def checkpoint_state(checkpoint) -> dict:
 def can_rebuild(task: Any) -> bool:
     """Whether a task can turn a checkpoint back into a model (built-in and SupervisedTask ones)."""
     return all(hasattr(task, name) for name in ("load_model", "splits"))
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str):
+    """MLflow's fluent API pointed at `uri` for a moment, then back as it was.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into this process's
+    environment (MLflow 3): left there, every later MLflow client of the process, and every
+    child process (a user's next `raysweep` call from a notebook, a test's subprocess),
+    would log to this search's store.
+    """
+    import mlflow
+
+    before_env, before_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before_uri)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
 
 
 def log_pytorch_model(
@@ -41,17 +66,17 @@ def log_pytorch_model(
     # splits_for: a task whose data comes from its config (tabular) needs the params to find it.
     splits = task.splits_for(params, seed) if hasattr(task, "splits_for") else task.splits(seed)
     example = splits.test[0][:5].numpy()
-    mlflow.set_tracking_uri(uri)
-    # The fluent API logs to the active run; the caller ends the run with its own status.
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=example,
-            registered_model_name=registered_name,
-            # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
+    with _tracking_uri(uri):
+        # The fluent API logs to the active run; the caller ends the run with its own status.
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=example,
+                registered_model_name=registered_name,
+                # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
     version = getattr(info, "registered_model_version", None)
     if registered_name and version is not None:
         client = mlflow.MlflowClient(uri)
