@@ -61,6 +61,7 @@ class TrialBook(Callback):
         self._filesystem = None
         self.records: dict[str, TrialRecord] = {}
         self.parent_run_id: str | None = None  # the search's MLflow run, for `--resume`
+        self.parent_params: set[str] = set()  # params that run already had when this driver took it over
         self.target = spec.search.num_samples  # trials the search means to run, all rounds together
         self.started = time.monotonic()
         self._reserved = _tune_keys()
@@ -94,6 +95,10 @@ class TrialBook(Callback):
                 "elapsed": time.monotonic() - self.started}
 
     def set_state(self, state: dict) -> None:
+        if self.records:
+            # Tune restores callbacks from the same saved state `run_search` already loaded
+            # and brought up to date with MLflow (logged epochs, run ids): keep that copy.
+            return
         self.records = state["records"]
         self.parent_run_id = state["parent_run_id"]
         self.target = max(self.target, state["target"])

@@ -252,7 +252,7 @@ def run_search(
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
+            book.parent_params = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
     parent_run_id = book.parent_run_id
 
     callbacks: list = [book]
@@ -374,7 +374,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     tags = {}
     if best is not None:
         totals[f"best_{spec.metric}"] = best.value
-        tracker.log_best_params(run_id, trial_params(spec, best.config))
+        tracker.log_best_params(run_id, trial_params(spec, best.config), book.parent_params)
         tags = {"raysweep.best_trial_id": best.trial_id, "raysweep.best_run_id": best.run_id or ""}
         if best.checkpoint is not None:
             with best.checkpoint.as_directory() as directory:

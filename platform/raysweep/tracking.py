@@ -218,16 +218,17 @@ class Tracker:
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         self.client.log_batch(run_id, params=_params(params))
 
-    def log_best_params(self, run_id: str, params: dict[str, Any]) -> None:
+    def log_best_params(self, run_id: str, params: dict[str, Any], logged: set[str]) -> None:
         """The best trial's hyperparameters as the search run's params, and as a tag.
 
         MLflow refuses to change a logged param: once an extended search (--resume --samples)
-        finds a better trial, the tag holds the current best, the params the first."""
-        logged = self.client.get_run(run_id).data.params
+        finds a better trial, the tag holds the current best, the params the first. `logged`:
+        the run's param names when this driver took it over (no read here: at the end of a
+        search MLflow may be down, and this write must then go to the spool)."""
         self.log_params(run_id, {k: v for k, v in params.items() if k not in logged})
         self.set_tags(run_id, {"raysweep.best_config": json.dumps(params, default=str)[:_MAX_PARAM]})
 
-    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord], metric: str) -> None:
+    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord], metric: str) -> set[str]:
         """Pick a resumed search's MLflow runs up again, and put right what its dead driver left.
 
         Each trial's run is found by its `raysweep.trial_id` tag (the saved book may predate
@@ -236,6 +237,7 @@ class Tracker:
         trials Tune never saved (the driver died first) end KILLED, tagged as orphans.
         """
         self.client.update_run(parent_run_id, status="RUNNING")
+        logged_params = set(self.client.get_run(parent_run_id).data.params)
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000,
         )
@@ -251,6 +253,7 @@ class Tracker:
             rec.logged_epoch = max([rec.logged_epoch, *steps])
             if rec.status != RUNNING and run.info.status == "RUNNING":
                 self.end_run(rec.run_id, "FAILED" if rec.status == FAILED else "FINISHED")
+        return logged_params
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
