@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from raysweep.models import using_tracking_uri
 from raysweep.search import SearchFailed, run_search
 from raysweep.spec import validate
 from tests.conftest import make_raw
@@ -229,8 +230,8 @@ def test_best_model_is_registered_and_reproduces_its_test_accuracy(searched):
     (version,) = client.search_model_versions(f"name='{spec.experiment}'")
     assert float(version.tags["test_accuracy"]) == pytest.approx(result.test_metrics["test_accuracy"])
     assert _parent(runs).data.tags["raysweep.model_uri"] == result.model_uri
-    mlflow.set_tracking_uri(result.tracking_uri)
-    model = mlflow.pytorch.load_model(f"models:/{spec.experiment}/{version.version}")
+    with using_tracking_uri(result.tracking_uri):  # not left set for the session's later tests
+        model = mlflow.pytorch.load_model(f"models:/{spec.experiment}/{version.version}")
     x, y = digits_splits(spec.seed).test
     with torch.no_grad():
         accuracy = (model(x).argmax(dim=1) == y).double().mean().item()

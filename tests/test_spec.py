@@ -25,6 +25,7 @@ def test_defaults_fill_optional_sections():
     assert spec.resources.workers_per_trial == 1 and spec.tracking.uri is None
     assert spec.experiment == "x"
     assert spec.failures.max_failures == 0 and spec.precision == "fp32"
+    assert spec.search.max_failed_trials is None  # no limit: every sampled trial runs
 
 
 @pytest.mark.parametrize("text", ["1e-4", "1E-4", "5e3", "-2.5e-3", "1.0e-4"])
@@ -79,6 +80,7 @@ MALFORMED = [
     ({"checkpoint.every": 0}, "checkpoint.every: input should be greater than or equal to 1"),
     ({"failures.max_failures": -2}, "failures.max_failures: input should be greater than or equal to -1"),
     ({"failures.max_failure": 1}, "failures.max_failure: unknown key (did you mean 'max_failures'?)"),
+    ({"search.max_failed_trials": 0}, "search.max_failed_trials: input should be greater than or equal to 1"),
     ({"precision": "fp16"}, "precision: 'fp16' is not allowed; input should be 'fp32' or 'bf16'"),
 ]
 

@@ -137,7 +137,7 @@ def test_file_errors_name_the_column(frame, message, tmp_path):
 def test_a_csv_model_is_logged_to_mlflow_with_an_example_from_its_own_file(tmp_path, tracking_uri):
     import mlflow
     import mlflow.pytorch
-    from raysweep.models import log_pytorch_model
+    from raysweep.models import log_pytorch_model, using_tracking_uri
 
     write_breast_cancer(tmp_path / "cancer.csv")
     config = {**CONFIG, "data": str(tmp_path / "cancer.csv"), "target": "target"}
@@ -147,9 +147,9 @@ def test_a_csv_model_is_logged_to_mlflow_with_an_example_from_its_own_file(tmp_p
     run_id = client.create_run(client.create_experiment("tabular")).info.run_id
     uri = log_pytorch_model(tracking_uri, run_id, Tabular(), config, ctx.checkpoints[-1], seed=0)
     x = Tabular().splits_for(config, 0).test[0]
-    with torch.no_grad():
+    with torch.no_grad(), using_tracking_uri(tracking_uri):
         logged = mlflow.pytorch.load_model(uri)(x)
         assert torch.allclose(logged, Tabular().load_model(config, ctx.checkpoints[-1])(x))
+        # The input example (and the signature inferred from it) comes from this file, not the default wine.
+        assert mlflow.models.get_model_info(uri).signature.inputs.inputs[0].shape == (-1, 30)
     assert logged.shape == (len(x), 2)
-    # The input example (and the signature inferred from it) comes from this file, not the default wine.
-    assert mlflow.models.get_model_info(uri).signature.inputs.inputs[0].shape == (-1, 30)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from raysweep.models import using_tracking_uri
 from raysweep.cli import main
 from raysweep.spec import SpecError, validate
 from raysweep.tasks.digits import digits_splits
@@ -49,7 +50,8 @@ def test_two_worker_train_logs_a_model_that_reloads_with_the_same_accuracy(ray_s
     assert [m.step for m in history] == [1, 2, 3]
     assert history[-1].value > 0.7
 
-    model = mlflow.pytorch.load_model(result["model_uri"])
+    with using_tracking_uri(tracking_uri):
+        model = mlflow.pytorch.load_model(result["model_uri"])
     x, y = digits_splits(0).val
     with torch.no_grad():
         accuracy = (model(x).argmax(dim=1) == y).double().mean().item()
@@ -64,13 +66,11 @@ def test_logging_a_model_leaves_the_process_tracking_uri_as_it_was(tmp_path, mon
 
     import mlflow
 
-    from raysweep.models import _tracking_uri
-
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with _tracking_uri(f"sqlite:///{tmp_path / 'a.db'}"):
+    with using_tracking_uri(f"sqlite:///{tmp_path / 'a.db'}"):
         assert mlflow.get_tracking_uri().endswith("a.db")
     assert "MLFLOW_TRACKING_URI" not in os.environ
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team:5000")
-    with _tracking_uri(f"sqlite:///{tmp_path / 'b.db'}"):
+    with using_tracking_uri(f"sqlite:///{tmp_path / 'b.db'}"):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://team:5000"

@@ -150,6 +150,88 @@ def three_args(config, ctx, extra):
     """Neither a task nor a Ray Train loop: resolving it must say so."""
 
 
+def _record_start(config, ctx):
+    """One file per start of a trial's task (per rank): how often a trial was (re)started."""
+    import uuid
+    from pathlib import Path
+
+    (Path(config["out_dir"]) / f"start-{config['lr']!r}-rank{ctx.rank}-{uuid.uuid4().hex}").touch()
+
+
+def starts(out_dir, lr):
+    """How many times the task of the trial with this lr started (summed over ranks)."""
+    from pathlib import Path
+
+    return len(list(Path(out_dir).glob(f"start-{lr!r}-rank*")))
+
+
+class DivergesAfter:
+    """digits_mlp whose loss becomes NaN from epoch `nan_epoch` when lr > `diverge_above`, as a
+    diverging run's does: NaN gradients, then NaN weights and losses. A run resumed from a
+    checkpoint diverges at the same epoch again."""
+
+    def train(self, config, ctx):
+        import math
+
+        import torch
+        from raysweep.tasks.digits import DigitsMLP
+
+        _record_start(config, ctx)
+        diverges = config["lr"] > config["diverge_above"]
+        training = {"epoch": int((ctx.resume_state or {}).get("epoch", 0)) + 1}
+
+        def loss_fn(out, y, reduction="mean"):
+            loss = torch.nn.functional.cross_entropy(out, y, reduction=reduction)
+            return loss * math.nan if diverges and training["epoch"] >= config["nan_epoch"] else loss
+
+        real_report = ctx.report
+
+        def report(metrics, checkpoint=None):
+            real_report(metrics, checkpoint=checkpoint)
+            training["epoch"] = metrics["epoch"] + 1
+
+        ctx.report = report
+        task = DigitsMLP()
+        task.loss_fn = loss_fn
+        task.train(config, ctx)
+
+
+def _read_shard(config):
+    raise ValueError(f"shard of lr={config['lr']:.3g} is corrupt")
+
+
+def raises_for_some(config, ctx):
+    """Reports epoch 1, then fails as `config["fail"]` says: a ValueError raised in a helper, or
+    CUDA running out of memory (raised by hand: no GPU here)."""
+    _record_start(config, ctx)
+    ctx.report({"val_loss": config["lr"], "epoch": 1})
+    if config["fail"] == "value_error":
+        _read_shard(config)
+    if config["fail"] == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.10 GiB"
+        )
+    for epoch in range(2, ctx.max_epochs + 1):
+        ctx.report({"val_loss": config["lr"] / epoch, "epoch": epoch})
+
+
+def first_finishes(config, ctx):
+    """The first trial to start reports every epoch; each later one raises a second after it starts."""
+    import os
+    import time
+    from pathlib import Path
+
+    try:
+        os.close(os.open(Path(config["out_dir"]) / "first", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        time.sleep(1)  # so the first trial's epochs arrive before the failures
+        raise RuntimeError(f"no data for lr={config['lr']:.3g}") from None
+    for epoch in range(1, ctx.max_epochs + 1):
+        ctx.report({"val_loss": config["lr"] + 1.0 / epoch, "epoch": epoch})
+
+
 class SlowDigits:
     """digits_mlp that sleeps `epoch_sleep_s` after each epoch's report: a search slow enough
     for a test to kill its driver mid-way."""

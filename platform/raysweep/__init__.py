@@ -1,6 +1,7 @@
 """raysweep: hyperparameter search for PyTorch on Ray Tune + Ray Train, tracked in MLflow."""
 
 from .context import InProcessContext, TrainContext
+from .failures import NonFiniteLoss
 from .loop import evaluate, fit
 from .spec import Spec, SpecError, load_spec
 from .tasks import resolve_task
@@ -11,7 +12,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # Ray-dependent names load on first use, so `raysweep validate` starts fast.
-    if name in ("run_search", "SearchResult", "SearchFailed", "RunFailed"):
+    if name in ("run_search", "SearchResult", "SearchFailed", "TooManyFailures", "RunFailed"):
         from . import search
 
         return getattr(search, name)
@@ -27,7 +28,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "InProcessContext", "LocalCluster", "RunFailed", "SearchFailed", "SearchResult", "Spec", "SpecError", "Splits",
-    "SupervisedTask", "TrainContext", "TrainFailed", "TrainResult", "evaluate", "fit", "load_spec", "resolve_task",
-    "run_search", "run_training", "train_params",
+    "InProcessContext", "LocalCluster", "NonFiniteLoss", "RunFailed", "SearchFailed", "SearchResult", "Spec",
+    "SpecError", "Splits", "SupervisedTask", "TooManyFailures", "TrainContext", "TrainFailed", "TrainResult",
+    "evaluate", "fit", "load_spec", "resolve_task", "run_search", "run_training", "train_params",
 ]

@@ -7,14 +7,13 @@ Results are collected as they arrive rather than read from Tune's final `Result`
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray import cloudpickle
 from ray.tune import Callback
 
+from .failures import NON_FINITE, read_trial_error
 from .spec import Spec
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
@@ -31,7 +30,9 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)  # last reported, all of them
     run_id: str | None = None
     checkpoint: Any = None  # ray.tune.Checkpoint of the last epoch saved
-    error: str | None = None
+    error: str | None = None  # 'ExceptionType: message' of a failed trial
+    failure: str | None = None  # its kind: failures.NON_FINITE, OOM or EXCEPTION
+    traceback: str | None = None  # Tune's error file, every failure of the trial
     logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
     # (seconds since the search began, epoch, metric value, cumulative device-hours), one per epoch
     history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
@@ -63,6 +64,7 @@ class TrialBook(Callback):
         self.parent_run_id: str | None = None  # the search's MLflow run, for `--resume`
         self.parent_params: set[str] = set()  # params that run already had when this driver took it over
         self.target = spec.search.num_samples  # trials the search means to run, all rounds together
+        self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled
         self.started = time.monotonic()
         self._reserved = _tune_keys()
 
@@ -116,14 +118,35 @@ class TrialBook(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self.records[trial.trial_id]
-        # A trial that ends before max_epochs without an error was stopped by ASHA.
-        rec.status = FINISHED if rec.epochs >= self.spec.max_epochs else STOPPED
+        self._settle(rec)
         rec.checkpoint = trial.checkpoint or rec.checkpoint
+
+    def _settle(self, rec: TrialRecord) -> None:
+        # A trial that ends before max_epochs without an error was stopped early (by ASHA, or
+        # by the search stopping).
+        rec.status = FINISHED if rec.epochs >= self.spec.max_epochs else STOPPED
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.records[trial.trial_id]
-        rec.status = FAILED
-        rec.error = _error_line(trial)
+        error = read_trial_error(trial)
+        rec.status, rec.error, rec.failure, rec.traceback = FAILED, error.line, error.kind, error.traceback
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A diverged trial gets no more retries (failures.max_failures).
+
+        Tune decides on a retry before any callback sees the error, so the retry already
+        queued still runs: it resumes from the last checkpoint and, diverging again, ends
+        the trial FAILED. `max_failures` is the attribute Tune's retry check reads.
+        """
+        if read_trial_error(trial).kind == NON_FINITE:
+            trial.max_failures = 0
+
+    def on_experiment_end(self, trials, **info):
+        # Trials still running when the search stopped early (search.max_failed_trials):
+        # Tune stops them without an on_trial_complete.
+        self.cut_off = [rec for rec in self.records.values() if rec.status == RUNNING]
+        for rec in self.cut_off:
+            self._settle(rec)
 
     # -- queries
     def counts(self) -> dict[str, int]:
@@ -144,27 +167,3 @@ class TrialBook(Callback):
     @property
     def epochs_run(self) -> int:
         return sum(r.epochs for r in self.records.values())
-
-
-def _error_line(trial) -> str:
-    """'ExceptionType: message' of a trial's error: what a user needs first (the traceback
-    stays in the trial's error.txt)."""
-    error = None
-    try:
-        # The local copies: Tune's get_*error() read the storage copy, synced only later.
-        if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
-            with open(trial.pickled_error_file, "rb") as f:
-                error = cloudpickle.load(f)
-        elif trial.error_file and os.path.exists(trial.error_file):
-            with open(trial.error_file) as f:
-                error = f.read()
-    except Exception:  # noqa: BLE001 - an unreadable error file must not fail the search
-        pass
-    cause = getattr(error, "cause", None) or error  # RayTaskError wraps the task's exception
-    if isinstance(cause, BaseException):
-        message = cause.args[0] if len(cause.args) == 1 and isinstance(cause.args[0], str) else str(cause)
-        text = f"{type(cause).__name__}: {message}"
-    else:
-        lines = [line.strip() for line in str(cause or "").splitlines() if line.strip()]
-        text = lines[-1] if lines else "trial failed"
-    return text.splitlines()[0][:500] if text.strip() else "trial failed"

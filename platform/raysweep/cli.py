@@ -165,13 +165,18 @@ def _run(what: str, args, console, call):
         result = call()
     except RunFailed as exc:
         print(f"raysweep: {what} failed: {exc}", file=sys.stderr)
+        _write_summary(args, getattr(exc, "result", None))  # what a failed search did finish
         return None
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    _write_summary(args, result)
     if result.test_metrics:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
         console.print(f"{'best trial' if what == 'search' else 'model'} on the test split: {shown}")
     return result
+
+
+def _write_summary(args, result) -> None:
+    if args.summary_json and result is not None:
+        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
 
 
 def cmd_validate(args) -> int:

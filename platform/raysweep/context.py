@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .cost import METER_STATE_KEY, Meter
+from .failures import check_finite
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -62,7 +63,12 @@ class TrainContext(ABC):
         return self._meter
 
     def _complete(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Check a report before it leaves the worker; number epochs a task didn't; add cost."""
+        """Check a report before it leaves the worker; number epochs a task didn't; add cost.
+
+        A NaN or infinite loss (or spec metric) raises `NonFiniteLoss` here, so the diverged
+        epoch is never reported. Under Ray Train every rank reports the same reduced values
+        and so raises at the same epoch: no rank is left waiting in a collective.
+        """
         if self.metric is not None and self.metric not in metrics:
             raise KeyError(
                 f"ctx.report() got no {self.metric!r}, the spec's metric (reported: {', '.join(metrics) or 'nothing'})"
@@ -71,6 +77,7 @@ class TrainContext(ABC):
         if "epoch" not in metrics:
             resumed = (self.resume_state or {}).get("epoch", 0)
             metrics = {**metrics, "epoch": int(resumed) + self._reports}
+        check_finite(metrics, self.metric)
         return {**self.meter.metrics(), **metrics}  # the task's own names win
 
     # -- topology

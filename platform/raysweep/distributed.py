@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .context import RayContext
+from .failures import NonFiniteLoss
 from .spec import Spec
 from .storage import join as join_storage
 
@@ -110,15 +111,16 @@ def _report_callback():
 
 
 def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
-    """Tune function trainable for a trial with more than one worker."""
-    import ray.train
+    """Tune function trainable for a trial with more than one worker.
+
+    Restarts the worker group after a worker error, up to `failures.max_failures` times, each
+    time from the trial's latest checkpoint, but never after a `NonFiniteLoss`. raysweep
+    restarts it rather than Ray Train (whose own retries take no account of the error), with
+    a new `TorchTrainer` of the same run name: Ray Train resumes that run's checkpoints.
+    """
     from ray import tune
-    from ray.train.torch import TorchTrainer
+    from ray.train import WorkerGroupError
 
-    from .trial import trial_params
-
-    res = spec.resources
-    use_gpu = res.gpus_per_worker > 0
     trial_id = tune.get_context().get_trial_id()
     # Ray Train's controller collects the workers' reports when it polls them, every 2 s by
     # default, and `ray.train.report` waits for it: a 0.05 s digits epoch took 2 s
@@ -126,7 +128,40 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
     # controller inherits this process's setting; a user's own value wins.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_INTERVAL_S))
     _pin_cluster_address()
-    trainer = TorchTrainer(
+    failures = 0
+    while True:
+        try:
+            _trainer(config, spec, storage, trial_id).fit()
+            break
+        except WorkerGroupError as exc:
+            failures += 1
+            error = worker_error(exc)
+            if isinstance(error, NonFiniteLoss) or 0 <= spec.failures.max_failures < failures:
+                if error is exc:
+                    raise
+                # The worker's own exception names the failure; the group error, chained,
+                # keeps every worker's traceback for the trial's error file.
+                raise error from exc
+    _drain_reports()
+
+
+def worker_error(exc: BaseException) -> BaseException:
+    """The exception a worker raised, out of Ray Train's group error: a `NonFiniteLoss` if any
+    rank raised one (every rank does), else the lowest rank's."""
+    # Ray Train wraps each worker's exception with its traceback text (`_base_exc` holds it).
+    failures = [getattr(f, "_base_exc", f) for _, f in sorted(getattr(exc, "worker_failures", {}).items())]
+    return next((f for f in failures if isinstance(f, NonFiniteLoss)), failures[0] if failures else exc)
+
+
+def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from .trial import trial_params
+
+    res = spec.resources
+    use_gpu = res.gpus_per_worker > 0
+    return TorchTrainer(
         _train_worker,
         train_loop_config={"spec": spec.to_dict(), "params": trial_params(spec, config)},
         scaling_config=ray.train.ScalingConfig(
@@ -135,17 +170,15 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
             resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
-            # No timestamp: a restarted trial finds and resumes its own Train run.
+            # No timestamp: a restarted group (or trial) finds and resumes its own Train run.
             name=f"train-trial_id={trial_id}",
             storage_path=join_storage(storage, spec.name),
             callbacks=[_report_callback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-            # A dead worker restarts the whole group from the latest checkpoint.
-            failure_config=ray.train.FailureConfig(max_failures=spec.failures.max_failures),
+            # Restarts are run_distributed's (see there): Ray Train gives up on the first error.
+            failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )
-    trainer.fit()
-    _drain_reports()
 
 
 def _pin_cluster_address() -> None:

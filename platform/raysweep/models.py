@@ -23,7 +23,7 @@ def can_rebuild(task: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _tracking_uri(uri: str):
+def using_tracking_uri(uri: str):
     """MLflow's fluent API pointed at `uri` for a moment, then back as it was.
 
     `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into this process's
@@ -66,7 +66,7 @@ def log_pytorch_model(
     # splits_for: a task whose data comes from its config (tabular) needs the params to find it.
     splits = task.splits_for(params, seed) if hasattr(task, "splits_for") else task.splits(seed)
     example = splits.test[0][:5].numpy()
-    with _tracking_uri(uri):
+    with using_tracking_uri(uri):
         # The fluent API logs to the active run; the caller ends the run with its own status.
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             info = mlflow.pytorch.log_model(

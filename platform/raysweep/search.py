@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
-from .book import FAILED, STOPPED, TrialBook
+from .book import FAILED, FINISHED, STOPPED, TrialBook
 from .distributed import run_distributed
 from .jobenv import working_dir
 from .models import can_rebuild, checkpoint_state
@@ -38,7 +38,18 @@ class RunFailed(RuntimeError):
 
 
 class SearchFailed(RunFailed):
-    """No trial of the search produced a value of its metric."""
+    """No trial of the search produced a value of its metric.
+
+    `result` holds what the search did record (the CLI still writes it as --summary-json).
+    """
+
+    def __init__(self, message: str, result: SearchResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+class TooManyFailures(SearchFailed):
+    """`search.max_failed_trials` trials failed, so the search stopped before its end."""
 
 
 @dataclass
@@ -58,6 +69,7 @@ class SearchResult:
     # device_hours, cost_usd, flops, samples, energy_j (None without a GPU), compute_saved_fraction
     totals: dict[str, float | None] = field(default_factory=dict)
     model_uri: str | None = None  # the best model, MLflow PyTorch flavor, registered
+    error: str | None = None  # why the search failed (then `run_search` raises `SearchFailed`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +135,22 @@ class KeepWorkingDir(tune.Callback):
     on_trial_start = on_trial_complete = on_trial_error = on_experiment_end = _enter
 
 
+class StopAfterFailures(tune.Stopper):
+    """Stops the whole search once `limit` trials have failed (search.max_failed_trials).
+
+    Reads the driver's `TrialBook`, which counts a trial only when Tune gives up on it.
+    """
+
+    def __init__(self, book: TrialBook, limit: int):
+        self.book, self.limit = book, limit
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False  # no single trial is stopped for its results
+
+    def stop_all(self) -> bool:
+        return self.book.counts()[FAILED] >= self.limit
+
+
 def _trainable(spec: Spec, storage: str):
     res = spec.resources
     if not needs_ray_train(spec, resolve_task(spec.task)):
@@ -158,6 +186,7 @@ def _scheduler(spec: Spec, prior: dict | None = None):
 def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
     *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
+    stop: tune.Stopper | None = None,
 ) -> tune.Tuner:
     """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
 
@@ -195,22 +224,27 @@ def build_tuner(
             storage_path=storage,
             callbacks=[*callbacks, KeepWorkingDir()],
             verbose=2 if verbose else 0,
+            stop=stop,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             # In-process trials restart from their checkpoint here; Ray Train trials restart
-            # their worker group inside the trial (distributed.py), not twice over.
+            # their worker group inside the trial (distributed.py), not twice over. A trial
+            # whose loss became NaN is not retried (book.py, distributed.py).
             failure_config=tune.FailureConfig(max_failures=0 if train_path else spec.failures.max_failures),
         ),
     )
 
 
-def restore_tuner(spec: Spec, storage: str, path: str, callbacks: list, records: dict) -> tune.Tuner:
+def restore_tuner(
+    spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None
+) -> tune.Tuner:
     """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
     tuner = tune.Tuner.restore(path, _trainable(spec, storage), resume_unfinished=True, resume_errored=False)
-    # Tune restores the callbacks and scheduler pickled when the round first started: fresh
-    # ones, holding this driver's book and tracker, and ASHA with its rungs rebuilt (no
-    # public API sets either on a restored Tuner in Ray 2.60).
+    # Tune restores the callbacks, stopper and scheduler pickled when the round first
+    # started: fresh ones, holding this driver's book and tracker, and ASHA with its rungs
+    # rebuilt (no public API sets them on a restored Tuner in Ray 2.60).
     internal = tuner._local_tuner
     internal.get_run_config().callbacks = [*callbacks, KeepWorkingDir()]
+    internal.get_run_config().stop = stop
     internal._tune_config.scheduler = _scheduler(spec, records)
     return tuner
 
@@ -263,13 +297,15 @@ def run_search(
     try:
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=verbose)
+        limit = spec.search.max_failed_trials
+        stop = StopAfterFailures(book, limit) if limit else None
         if previous is None:
-            tuner = build_tuner(spec, storage, callbacks, verbose)
+            tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop)
         elif more_samples is None:
-            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records)
+            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop)
         else:
             tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
-                                num_samples=more_samples, prior=dict(book.records))
+                                num_samples=more_samples, prior=dict(book.records), stop=stop)
         tuner.fit()
     except BaseException:
         if tracker is not None:
@@ -284,6 +320,7 @@ def run_search(
     if state is not None and hasattr(task, "evaluate"):
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed)
 
+    failure = search_failure(spec, book)
     result = SearchResult(
         name=spec.name,
         experiment_id=tracker.experiment_id if tracker else None,
@@ -296,7 +333,8 @@ def run_search(
         },
         trials=[
             {"trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
-             "value": r.value, "config": r.config, "metrics": r.metrics, **({"error": r.error} if r.error else {})}
+             "value": r.value, "config": r.config, "metrics": r.metrics,
+             **({"error": r.error, "failure": r.failure} if r.error else {})}
             for r in book.records.values()
         ],
         epochs_run=book.epochs_run,
@@ -305,9 +343,11 @@ def run_search(
         test_metrics=test_metrics,
         tracking_uri=uri,
         totals=search_totals(book),
+        error=None if failure is None else str(failure),
     )
     if tracker is not None:
-        if state is not None and spec.tracking.log_model and can_rebuild(task):
+        # A failed search registers no model version: its best trial is known, not vetted.
+        if failure is None and state is not None and spec.tracking.log_model and can_rebuild(task):
             result.model_uri = tracker.log_model(
                 parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
                 registered_name=spec.tracking.registered_model or spec.experiment, version_tags=test_metrics,
@@ -318,13 +358,26 @@ def run_search(
         result.parent_run_id, result.best, result.trials = substitute((result.parent_run_id, result.best, result.trials), ids)
     if not verbose:
         console.print(leaderboard(book))
-    if best is None:
-        errors = [r.error for r in book.records.values() if r.error]
-        raise SearchFailed(
-            f"no trial reported a finite {spec.metric!r}"
-            + (f"; first error: {errors[0]}" if errors else "")
-        )
+    if failure is not None:
+        failure.result = result
+        raise failure
     return result
+
+
+def search_failure(spec: Spec, book: TrialBook) -> SearchFailed | None:
+    """Why the search failed, as the exception `run_search` raises once it has logged what finished."""
+    counts, best, limit = book.counts(), book.best(), spec.search.max_failed_trials
+    errors = [r.error for r in book.records.values() if r.error]
+    first_error = f"; first error: {errors[0]}" if errors else ""
+    no_value = f"no trial reported a finite {spec.metric!r}"
+    if limit is not None and counts[FAILED] >= limit:
+        failed = f"{counts[FAILED]} trial{'s' if counts[FAILED] != 1 else ''} failed"
+        outcome = no_value if best is None else f"best {spec.metric} {best.value:.4g} (trial {best.number:03d})"
+        return TooManyFailures(
+            f"search stopped: {failed} (search.max_failed_trials: {limit}); "
+            f"{counts[FINISHED]} finished, {counts[STOPPED]} stopped early; {outcome}{first_error}"
+        )
+    return SearchFailed(no_value + first_error) if best is None else None
 
 
 # Per-trial cumulative cost metrics whose sum over trials is the search's (cost.py).
@@ -389,4 +442,6 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     # Step: trials so far. An extended search (--resume --samples +N) logs its summary again.
     tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)},
                         step=len(book.records))
-    tracker.end_run(run_id, "FINISHED" if best is not None else "FAILED", tags)
+    if result.error:
+        tags["raysweep.error"] = result.error
+    tracker.end_run(run_id, "FAILED" if result.error else "FINISHED", tags)

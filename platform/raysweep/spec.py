@@ -168,6 +168,9 @@ class SearchSection(_Frozen):
     max_concurrent: int | None = Field(None, ge=1)
     # TPE samples this many random trials before it models the space (Optuna's default is 10).
     n_startup_trials: int = Field(8, ge=1)
+    # This many FAILED trials stop the search, which then fails; None: no limit. A trial
+    # counts once its retries (failures.max_failures) are spent.
+    max_failed_trials: int | None = Field(None, ge=1)
 
 
 class SchedulerSection(_Frozen):

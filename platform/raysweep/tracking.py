@@ -262,6 +262,9 @@ class Tracker:
         """`models.log_pytorch_model` of the spec's `task`; None while MLflow is unreachable."""
         return self.client.log_pytorch_model(run_id, task, params, state, seed, **registry)
 
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
 
 class MLflowCallback(Callback):
     """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list."""
@@ -285,11 +288,21 @@ class MLflowCallback(Callback):
         rec.logged_epoch = rec.epochs
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        rec = self.book.records[trial.trial_id]
+        self._end_finished(self.book.records[trial.trial_id])
+
+    def _end_finished(self, rec: TrialRecord) -> None:
         tags = {"raysweep.stopped_early": "true"} if rec.status == STOPPED else {}
         self.tracker.end_run(rec.run_id, "FINISHED", tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
         if rec.status == FAILED and rec.run_id is not None:
-            self.tracker.end_run(rec.run_id, "FAILED", {"raysweep.error": rec.error or "trial failed"})
+            if rec.traceback:
+                self.tracker.log_text(rec.run_id, rec.traceback, "error/traceback.txt")
+            tags = {"raysweep.error": rec.error or "trial failed", "raysweep.failure": rec.failure or "exception"}
+            self.tracker.end_run(rec.run_id, "FAILED", tags)
+
+    def on_experiment_end(self, trials, **info):
+        for rec in self.book.cut_off:  # settled by the book, which runs first
+            if rec.run_id is not None:
+                self._end_finished(rec)

@@ -1,0 +1,105 @@
+"""What ends a trial FAILED, and how the driver describes it.
+
+A trial fails when its task raises. The driver tells three kinds apart (MLflow tag
+`raysweep.failure`): `non_finite` (`NonFiniteLoss`: a loss or the spec's metric became NaN or
+infinite), `oom` (CUDA out of memory) and `exception` (anything else).
+
+Nothing here imports torch or Ray: the context raises `NonFiniteLoss` inside workers, the
+driver's `TrialBook` reads errors back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from typing import Any
+
+NON_FINITE, OOM, EXCEPTION = "non_finite", "oom", "exception"
+
+OOM_HINT = "out of GPU memory: reduce batch_size, or raise resources.gpus_per_worker so fewer trials share a GPU"
+# torch.OutOfMemoryError says the first; older torch raised a RuntimeError saying the same, and
+# allocations inside CUDA libraries (cuBLAS, NCCL) say the second.
+_OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory")
+_MAX_LINE = 500
+
+
+class NonFiniteLoss(ValueError):
+    """A loss or the spec's metric became NaN or infinite: the trial diverged.
+
+    Never retried under `failures.max_failures`: resumed from its last checkpoint, a
+    deterministic divergence would only happen again.
+    """
+
+
+def watched(name: str, metric: str | None) -> bool:
+    """Metrics that must stay finite: the spec's metric and every loss."""
+    return name == metric or name == "loss" or name.endswith("_loss")
+
+
+def check_finite(metrics: dict[str, Any], metric: str | None) -> None:
+    """Raise `NonFiniteLoss` naming the first watched metric that is NaN or infinite.
+
+    Called before a report leaves the worker, so the diverged epoch never reaches Tune, ASHA or
+    MLflow: the trial's history ends at its last finite epoch.
+    """
+    for name, value in metrics.items():
+        if watched(name, metric) and isinstance(value, numbers.Real) and not math.isfinite(value):
+            raise NonFiniteLoss(f"{name} became {float(value)} at epoch {metrics.get('epoch', '?')}")
+
+
+def failure_kind(name: str, message: str) -> str:
+    """By the exception's class name and message: from a worker the driver may get only text."""
+    if name == NonFiniteLoss.__name__:
+        return NON_FINITE
+    if any(text in message for text in _OOM_TEXTS):
+        return OOM
+    return EXCEPTION
+
+
+@dataclass(frozen=True)
+class TrialError:
+    line: str  # 'ExceptionType: message', one line: what a user needs first
+    kind: str  # NON_FINITE, OOM or EXCEPTION
+    traceback: str  # Tune's error file: every failure of the trial, retried ones included
+
+
+def _load(trial) -> tuple[Any, str]:
+    """The pickled exception and the error text Tune wrote for a trial (either may be missing)."""
+    from ray import cloudpickle
+
+    error, text = None, ""
+    # An unreadable error file must not fail the search.
+    with contextlib.suppress(Exception):
+        # The local copies: Tune's get_*error() read the storage copy, synced only later.
+        if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
+            with open(trial.pickled_error_file, "rb") as f:
+                error = cloudpickle.load(f)
+        if trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file) as f:
+                text = f.read()
+    return error, text
+
+
+def _name_and_message(error: Any, text: str) -> tuple[str, str]:
+    cause = getattr(error, "cause", None) or error  # RayTaskError wraps the task's exception
+    if isinstance(cause, BaseException):
+        message = cause.args[0] if len(cause.args) == 1 and isinstance(cause.args[0], str) else str(cause)
+        return type(cause).__name__, message
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    name, sep, message = (lines[-1] if lines else "").partition(": ")
+    return (name.rsplit(".", 1)[-1], message) if sep else ("", name)
+
+
+def read_trial_error(trial) -> TrialError:
+    """How a trial Tune reports as errored failed."""
+    error, text = _load(trial)
+    name, message = _name_and_message(error, text)
+    kind = failure_kind(name, message)
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    line = f"{name}: {first}" if name and first else (name or first or "trial failed")
+    if kind == OOM:  # the hint goes last, so the message is what gets cut to fit
+        line = f"{line[: _MAX_LINE - len(OOM_HINT) - 3]} ({OOM_HINT})"
+    return TrialError(line[:_MAX_LINE], kind, text or line)
