@@ -59,10 +59,13 @@ def test_local_stores_on_a_cluster_are_warned_about():
 @pytest.mark.parametrize("kwargs,env,message", [
     ({"address": None}, {}, "--address: the cluster's job API is needed"),
     ({"working_dir": "/nonexistent"}, {}, "--working-dir: no such directory: /nonexistent"),
-    ({"working_dir": "/tmp"}, {}, "the spec must lie inside --working-dir /tmp"),
+    ({"working_dir": "ELSEWHERE"}, {}, "the spec must lie inside --working-dir ELSEWHERE"),
     ({"runtime_env": "nope.yaml"}, {}, "--runtime-env: no such file: nope.yaml"),
 ])
-def test_bad_submissions_are_refused_here(kwargs, env, message):
+def test_bad_submissions_are_refused_here(kwargs, env, message, tmp_path):
+    # ELSEWHERE: a directory that does not hold the repository (wherever the checkout lies).
+    kwargs = {k: str(tmp_path) if v == "ELSEWHERE" else v for k, v in kwargs.items()}
+    message = message.replace("ELSEWHERE", str(tmp_path))
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):
         _plan(env=env, **kwargs)
 
