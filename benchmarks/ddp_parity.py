@@ -1,14 +1,17 @@
-"""Epoch throughput of a 2-worker raysweep trial against a bare torch.distributed script.
+"""Epoch throughput of a raysweep trial against a bare PyTorch script: loop parity.
 
-    python benchmarks/ddp_parity.py [--epochs 8] [--batch-size 64] [--device cpu|cuda] [--out PATH]
+    python benchmarks/ddp_parity.py [--workers 2] [--epochs 8] [--batch-size 64] [--device cpu|cuda] [--out PATH]
 
-Both paths train digits_cnn with DDP on two processes (one thread each), on the same
-strided shards, batches, optimizer and per-epoch validation. Throughput = training samples
-per epoch (both ranks together) / epoch time (train + validation), epoch 1 left out as
-warm-up. raysweep's epoch time is Tune's `time_this_iter_s`, the wall time between two
-epochs' reports: it includes everything the platform adds per epoch (the report through Ray
-Train's controller to Tune, the checkpoint rank 0 writes). The loop-only `epoch_time_s` the
-workers measure is recorded beside it. `--device cuda` needs two GPUs.
+`--workers 2` (DDP parity): a 2-worker raysweep trial (Ray Train) against a bare
+torch.distributed DDP script. `--workers 1` (loop parity; writes loop_parity.json): a
+one-worker raysweep trial (in-process) against a bare PyTorch loop. Both paths train
+digits_cnn on processes of one thread each, on the same strided shards, batches, optimizer
+and per-epoch validation. Throughput = training samples per epoch (all ranks together) /
+epoch time (train + validation), epoch 1 left out as warm-up. raysweep's epoch time is Tune's
+`time_this_iter_s`, the wall time between two epochs' reports: it includes everything the
+platform adds per epoch (the report to Tune, through Ray Train's controller for a worker
+group, and the checkpoint). The loop-only `epoch_time_s` the trial measures is recorded
+beside it. `--device cuda` needs as many GPUs as workers.
 """
 
 from __future__ import annotations
@@ -37,29 +40,33 @@ from raysweep.tasks.digits import DigitsCNN, digits_splits
 
 from common import machine, write_json  # benchmarks/common.py, beside this script
 
-WORKERS = 2
-GOAL = 0.9  # raysweep / bare
+GOALS = {1: 0.95, 2: 0.9}  # raysweep / bare, by workers (issue 7's loop parity, issue 3's DDP)
 
 
-def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int, out_file: str) -> None:
+def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int, out_file: str, workers: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)  # as raysweep's worker does for cpus_per_worker: 1
     cuda = device_type == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=WORKERS)
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     data = digits_splits(cfg["seed"])
     torch.manual_seed(cfg["seed"])
-    model = DistributedDataParallel(DigitsCNN().build_model(cfg).to(device), device_ids=[rank] if cuda else None)
+    model = DigitsCNN().build_model(cfg).to(device)
+    distributed = workers > 1
+    if distributed:  # one worker: a plain loop, no process group, as raysweep's in-process trial
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=workers)
+        model = DistributedDataParallel(model, device_ids=[rank] if cuda else None)
+    all_reduce = dist.all_reduce if distributed else (lambda t: t)
+    barrier = dist.barrier if distributed else (lambda: None)
     # weight_decay 0 explicitly: AdamW's default (0.01) is not what the raysweep trial gets.
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.0)
-    shard = torch.arange(rank, len(data.train[0]), WORKERS)
+    shard = torch.arange(rank, len(data.train[0]), workers)
     x, y = (t[shard].to(device) for t in data.train)
     x_val, y_val = (t.to(device) for t in data.val)
     loss_fn, times = torch.nn.functional.cross_entropy, []
     for _ in range(epochs):
-        dist.barrier()
+        barrier()
         started = time.perf_counter()
         model.train()
         order = torch.randperm(len(x)).to(device)
@@ -73,40 +80,42 @@ def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int,
             loss_sum += loss.detach() * len(idx)
         # The global train loss raysweep's loop reduces each epoch: same collectives, same work.
         train_sums = torch.stack([loss_sum.double(), torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
-        dist.all_reduce(train_sums)
+        all_reduce(train_sums)
         model.eval()
         with torch.no_grad():
             out = model(x_val)
             val_sums = torch.stack([loss_fn(out, y_val, reduction="sum").double(),
                                     (out.argmax(dim=1) == y_val).sum().double(),
                                     torch.tensor(float(len(x_val)), dtype=torch.float64, device=device)])
-        dist.all_reduce(val_sums)
+        all_reduce(val_sums)
         val_sums.tolist()  # read on the host, as raysweep's metrics are
-        dist.barrier()
+        barrier()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     if rank == 0:
         Path(out_file).write_text(json.dumps(times))
-    dist.destroy_process_group()
+    if distributed:
+        dist.destroy_process_group()
 
 
-def run_bare(cfg: dict, device: str, epochs: int, tmp: Path) -> list[float]:
+def run_bare(cfg: dict, device: str, epochs: int, tmp: Path, workers: int) -> list[float]:
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
     out_file = tmp / "bare_times.json"
-    mp.spawn(_bare_worker, args=(cfg, device, port, epochs, str(out_file)), nprocs=WORKERS)
+    # A process per worker, even for one: a fresh interpreter, as a trial's, with one thread.
+    mp.spawn(_bare_worker, args=(cfg, device, port, epochs, str(out_file), workers), nprocs=workers)
     return json.loads(out_file.read_text())
 
 
-def run_raysweep(cfg: dict, device: str, epochs: int, tmp: Path) -> tuple[list[float], list[float]]:
+def run_raysweep(cfg: dict, device: str, epochs: int, tmp: Path, workers: int) -> tuple[list[float], list[float]]:
     raw = {
         "name": "ddp-parity", "task": "digits_cnn", "max_epochs": epochs, "seed": cfg["seed"],
         "search": {"num_samples": 1, "max_concurrent": 1}, "scheduler": {"type": "fifo"},
         # A spec must search something: an lr range too narrow to matter.
         "space": {"lr": {"type": "uniform", "low": cfg["lr"], "high": cfg["lr"] * 1.0001}},
         "fixed": {k: cfg[k] for k in ("batch_size", "channels", "hidden", "dropout")},
-        "resources": {"workers_per_trial": WORKERS, "cpus_per_worker": 1, "gpus_per_worker": int(device == "cuda")},
+        "resources": {"workers_per_trial": workers, "cpus_per_worker": 1, "gpus_per_worker": int(device == "cuda")},
         "tracking": {"enabled": False},
     }
     storage = tmp / "results"
@@ -128,11 +137,14 @@ def summarise(path: str, times: list[float], samples: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, choices=(1, 2), default=2)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--out", default="benchmarks/results/ddp_parity.json")
+    parser.add_argument("--out", help="default: benchmarks/results/ddp_parity.json (2 workers), loop_parity.json (1)")
     args = parser.parse_args(argv)
+    workers, goal = args.workers, GOALS[args.workers]
+    out_path = args.out or f"benchmarks/results/{'ddp' if workers > 1 else 'loop'}_parity.json"
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first is warm-up")
     cfg = {"seed": 0, "lr": 1e-3, "batch_size": args.batch_size, "channels": 16, "hidden": 64, "dropout": 0.0}
@@ -143,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         # The bare run goes first, before this script starts Ray: on a 2-core machine its two
         # processes would otherwise share the cores with Ray's. (A Ray someone else started,
         # e.g. the test session's, is idle by then.)
-        bare = summarise("bare torch.distributed", run_bare(cfg, args.device, args.epochs, Path(tmp)), samples)
+        bare_name = "bare torch.distributed" if workers > 1 else "bare PyTorch loop"
+        bare = summarise(bare_name, run_bare(cfg, args.device, args.epochs, Path(tmp), workers), samples)
         started_ray = not ray.is_initialized()
         if started_ray:
             # As the tests' Ray: 4 logical CPUs, dashboard on (Train V2 frees trials' resources through it).
             ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
         try:
-            wall, loop_only = run_raysweep(cfg, args.device, args.epochs, Path(tmp))
-            ours = summarise("raysweep (Ray Train)", wall, samples)
+            wall, loop_only = run_raysweep(cfg, args.device, args.epochs, Path(tmp), workers)
+            ours = summarise("raysweep (Ray Train)" if workers > 1 else "raysweep (in-process)", wall, samples)
             ours["loop_only"] = summarise("raysweep loop only", loop_only, samples)
         finally:
             if started_ray:
@@ -163,15 +176,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['samples_per_s'] / bare['samples_per_s']:>7.2f}x")
     loop_ratio = ours["loop_only"]["samples_per_s"] / bare["samples_per_s"]
     print(f"(raysweep's training loop alone, without report and checkpoint: {loop_ratio:.2f}x)")
-    print(f"\nraysweep / bare: {ratio:.2f}x (goal >= {GOAL}x) on {args.device}, "
+    print(f"\nraysweep / bare: {ratio:.2f}x (goal >= {goal}x) on {args.device}, {workers} worker(s), "
           f"{samples} training samples per epoch, batch size {args.batch_size}")
     out = {
         "machine": machine(**({"gpu": torch.cuda.get_device_name(0)} if args.device == "cuda" else {})),
         "command": shlex.join(["python", "benchmarks/ddp_parity.py", *(sys.argv[1:] if argv is None else argv)]),
-        "device": args.device, "workers": WORKERS, "config": cfg, "train_samples_per_epoch": samples,
-        "rows": [bare, ours], "ratio": ratio, "goal_ratio": GOAL, "meets_goal": ratio >= GOAL,
+        "device": args.device, "workers": workers, "config": cfg, "train_samples_per_epoch": samples,
+        "rows": [bare, ours], "ratio": ratio, "loop_only_ratio": loop_ratio, "goal_ratio": goal,
+        "meets_goal": ratio >= goal,
     }
-    write_json(args.out, out)
+    write_json(out_path, out)
     return 0
 
 

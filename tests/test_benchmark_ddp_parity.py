@@ -1,4 +1,5 @@
-"""benchmarks/ddp_parity.py runs end to end at a tiny size on the session's Ray."""
+"""benchmarks/ddp_parity.py runs end to end at a tiny size on the session's Ray, for one worker
+(loop parity) and two (DDP parity)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,30 @@ import importlib
 import json
 from pathlib import Path
 
+import pytest
 import ray
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_ddp_parity_benchmark_writes_both_throughputs(ray_session, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_parity_benchmark_writes_both_throughputs(ray_session, tmp_path, monkeypatch, workers):
     # Imported by name from its folder, not from a file spec: the bare path's spawned
     # processes unpickle its worker function by module name.
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     ddp_parity = importlib.import_module("ddp_parity")
     out = tmp_path / "ddp_parity.json"
 
-    assert ddp_parity.main(["--epochs", "2", "--out", str(out)]) == 0
+    args = ["--workers", str(workers), "--epochs", "2", "--out", str(out)]
+    assert ddp_parity.main(args) == 0
 
     data = json.loads(out.read_text())
     bare, ours = data["rows"]
+    assert data["workers"] == workers and data["goal_ratio"] == {1: 0.95, 2: 0.9}[workers]
+    assert ours["path"] == {1: "raysweep (in-process)", 2: "raysweep (Ray Train)"}[workers]
     for row in (bare, ours):
         assert len(row["epoch_times_s"]) == 2 and row["epochs_timed"] == 1
         assert row["samples_per_s"] > 0
     assert data["ratio"] > 0 and data["train_samples_per_epoch"] > 0
-    assert data["command"].endswith(f"--epochs 2 --out {out}")
+    assert data["command"].endswith(" ".join(args))
     assert ray.is_initialized()  # the session's Ray: the script must not shut it down
