@@ -74,13 +74,19 @@ def base_spec(task: str, seed: int, samples: int, epochs: int, overrides: list[s
 
 
 def curve(events: list[tuple[float, float | None]], mode: str) -> list[list[float]]:
-    """Anytime curve: [cumulative epochs, best value so far] after each epoch, in time order."""
+    """Anytime curve: [cumulative epochs, best value so far] at each improvement and at the end.
+
+    `events` are (seconds, value) of every epoch of every trial; a step function, so only its
+    steps (and its last point, the epochs spent) are kept.
+    """
     best, out = None, []
-    for n, (_, value) in enumerate(sorted(events, key=lambda e: e[0]), start=1):
+    ordered = sorted(events, key=lambda e: e[0])
+    for n, (_, value) in enumerate(ordered, start=1):
         if value is not None and (best is None or (value < best if mode == "min" else value > best)):
             best = value
-        if best is not None:
             out.append([n, best])
+    if out and out[-1][0] != len(ordered):
+        out.append([len(ordered), best])
     return out
 
 
@@ -214,7 +220,8 @@ def plot(rows: list[dict], tasks: list[str], methods: list[str], metric: str, pa
             for i, row in enumerate(r for r in rows if r["task"] == task and r["method"] == method):
                 if row["curve"]:
                     x, y = zip(*row["curve"])
-                    ax.plot(x, y, color=colors[method], lw=1.2, alpha=0.75, label=method if i == 0 else None)
+                    ax.step(x, y, where="post", color=colors[method], lw=1.2, alpha=0.75,
+                            label=method if i == 0 else None)
         ax.set(xlabel="cumulative epochs", ylabel=f"best {metric} so far", title=task, yscale="log")
         ax.grid(alpha=0.3)
         ax.legend()
