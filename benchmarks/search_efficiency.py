@@ -38,9 +38,11 @@ from pathlib import Path
 
 import optuna
 import ray
+from rich.console import Console
 
 from raysweep.context import TrainContext
 from raysweep.search import quiet_libraries, run_search
+from raysweep.space import optuna_space
 from raysweep.spec import Spec, SpecError, load_spec
 from raysweep.tasks import resolve_task
 from raysweep.trial import trial_params
@@ -69,7 +71,6 @@ def base_spec(task: str, seed: int, samples: int, epochs: int, overrides: list[s
     return load_spec(path, [*sized, *overrides])
 
 
-
 # --------------------------------------------------------------------------- runs
 
 
@@ -93,8 +94,6 @@ def curve(events: list[tuple[float, float | None]], mode: str) -> list[list[floa
 def run_raysweep(spec: Spec) -> dict:
     """One raysweep search (any algorithm and scheduler the spec names)."""
     with tempfile.TemporaryDirectory(prefix="raysweep-eff-") as storage:
-        from rich.console import Console
-
         result = run_search(spec, storage=storage, console=Console(file=io.StringIO()))
     events = [(h["t"], h["value"]) for t in result.trials for h in t["history"]]
     return {
@@ -136,8 +135,6 @@ class OptunaContext(TrainContext):
 
 def run_optuna(spec: Spec) -> dict:
     """A standalone Optuna study: TPE (seeded) + successive halving with the spec's rungs."""
-    from raysweep.space import optuna_space
-
     task, space = resolve_task(spec.task), optuna_space(spec)
     study = optuna.create_study(
         direction="minimize" if spec.mode == "min" else "maximize",
