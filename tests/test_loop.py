@@ -40,7 +40,10 @@ def test_reports_the_metric_contract_every_epoch(task):
     assert [r["epoch"] for r in ctx.reports] == [1, 2, 3]
     for r in ctx.reports:
         task_keys = {k for k in r if not k.startswith("cost_") and k not in COST_KEYS}
-        assert task_keys == {"train_loss", "val_loss", "val_accuracy", "epoch", "epoch_time_s"}
+        assert task_keys == {"train_loss", "val_loss", "val_loss_best", "val_accuracy", "epoch", "epoch_time_s"}
+    # val_loss_best: the running minimum of val_loss
+    running = [min(r["val_loss"] for r in ctx.reports[: i + 1]) for i in range(len(ctx.reports))]
+    assert [r["val_loss_best"] for r in ctx.reports] == running
     assert ctx.reports[-1]["val_loss"] < ctx.reports[0]["val_loss"]
     assert ctx.reports[-1]["val_accuracy"] > 0.85
 
@@ -60,6 +63,7 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off():
     DigitsMLP().train(CONFIG, resumed)
     assert [r["epoch"] for r in resumed.reports] == [3, 4]
     assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
+    assert resumed.reports[-1]["val_loss_best"] == pytest.approx(full.reports[-1]["val_loss_best"], rel=1e-5)
 
 
 def test_a_report_without_the_specs_metric_is_refused():
@@ -93,3 +97,29 @@ def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns():
 def test_a_missing_hyperparameter_is_named():
     with pytest.raises(ValueError, match="DigitsMLP needs 'batch_size': put it in the spec's space or fixed"):
         DigitsMLP().train({"lr": 0.01}, RecordingContext(max_epochs=1, seed=0))
+
+
+def test_cosine_schedule_anneals_the_rate_and_resumes_on_it():
+    config = {**CONFIG, "lr_schedule": "cosine"}
+    full = RecordingContext(max_epochs=4, seed=0)
+    DigitsMLP().train(config, full)
+    assert full.checkpoints[-1]["lr_scheduler"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+
+    class Interrupted(RecordingContext):  # the trial dies after epoch 2 of its 4-epoch schedule
+        def report(self, metrics, checkpoint=None):
+            super().report(metrics, checkpoint)
+            if len(self.reports) == 2:
+                raise KeyboardInterrupt
+
+    first = Interrupted(max_epochs=4, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        DigitsMLP().train(config, first)
+    resumed = RecordingContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
+    DigitsMLP().train(config, resumed)
+    assert [r["epoch"] for r in resumed.reports] == [3, 4]
+    assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
+
+
+def test_an_unknown_lr_schedule_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule 'step'"):
+        DigitsMLP().train({**CONFIG, "lr_schedule": "step"}, RecordingContext(max_epochs=1, seed=0))

@@ -42,6 +42,11 @@ def test_search_runs_every_trial_and_asha_stops_some(searched):
     assert result.best["value"] == min(t["value"] for t in result.trials)
     assert result.best["metrics"]["val_accuracy"] > 0.8  # 6 epochs of a small MLP on digits
     assert 0.8 < result.test_metrics["test_accuracy"] <= 1.0
+    for trial in result.trials:  # every epoch's value, in order, ending with the trial's last
+        history = trial["history"]
+        assert [h["epoch"] for h in history] == list(range(1, trial["epochs"] + 1))
+        assert history[-1]["value"] == trial["value"]
+        assert all(a["t"] <= b["t"] for a, b in zip(history, history[1:]))
 
 
 def test_mlflow_has_one_parent_and_a_child_per_trial(searched):

@@ -334,6 +334,9 @@ def run_search(
         trials=[
             {"trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
              "value": r.value, "config": r.config, "metrics": r.metrics,
+             # the metric epoch by epoch, timed from the search's start: anytime curves
+             # (best value against epochs or seconds spent) without reading Tune's files
+             "history": [{"t": round(t, 3), "epoch": epoch, "value": value} for t, epoch, value, _ in r.history],
              **({"error": r.error, "failure": r.failure} if r.error else {})}
             for r in book.records.values()
         ],

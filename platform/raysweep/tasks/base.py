@@ -61,11 +61,28 @@ def mlp(n_in: int, n_out: int, *, hidden: int, layers: int, dropout: float) -> n
     return nn.Sequential(*blocks, nn.Linear(hidden if layers else n_in, n_out))
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch learning-rate schedule a config names; None for a constant rate.
+
+    Cosine ends each trial at a near-zero rate, so its last epochs' validation values settle
+    instead of moving 5-30% epoch to epoch, as they do at a constant rate.
+    """
+    if name == "constant":
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    raise ValueError(f"lr_schedule {name!r}: use one of {', '.join(LR_SCHEDULES)}")
+
+
 class SupervisedTask:
     """Train `build_model(config)` with AdamW on `splits(seed)` through the shared fit loop.
 
-    Hyperparameters read from the config: ``lr``, ``batch_size``, ``weight_decay`` (0) and
-    whatever `build_model` uses. A task whose data itself comes from the config (`tabular`)
+    Hyperparameters read from the config: ``lr``, ``batch_size``, ``weight_decay`` (0),
+    ``lr_schedule`` (``constant``, or ``cosine``: annealed to 0 over max_epochs) and whatever
+    `build_model` uses. A task whose data itself comes from the config (`tabular`)
     overrides `splits_for` instead.
     """
 
@@ -97,6 +114,7 @@ class SupervisedTask:
         fit(
             ctx, model, optimizer, data.train, data.val,
             batch_size=int(config["batch_size"]), loss_fn=self.loss_fn, val_metrics=self.val_metrics,
+            lr_scheduler=lr_schedule(config.get("lr_schedule", "constant"), optimizer, ctx.max_epochs),
         )
 
     def evaluate(self, config: dict[str, Any], state: dict, seed: int) -> dict[str, float]:
