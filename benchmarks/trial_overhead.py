@@ -1,6 +1,6 @@
 """Seconds per trial beyond training compute: raysweep's in-process path, Train-in-Tune, Optuna.
 
-    python benchmarks/trial_overhead.py [--trials 48] [--train-in-tune-trials 12] [--out PATH]
+    python benchmarks/trial_overhead.py [--trials 48] [--train-in-tune-trials 12] [--paths a,b] [--out PATH]
 
 The same one-epoch digits_mlp trials (TPE over lr and batch size, seed 0, one trial at a
 time, no early stopping) run four ways:
@@ -161,18 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=48, help="trials of the large search (>= 2)")
     parser.add_argument("--train-in-tune-trials", type=int, default=12,
                         help="trials of Train-in-Tune's large search (~15 s each); 0 skips it")
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help=f"comma-separated paths to run (default: all of {', '.join(PATHS)})")
     parser.add_argument("--no-warmup", action="store_true", help="skip each path's warm-up search (smoke tests)")
     parser.add_argument("--out", default="benchmarks/results/trial_overhead.json")
     args = parser.parse_args(argv)
     if args.trials < 2 or args.train_in_tune_trials == 1 or args.train_in_tune_trials < 0:
         parser.error("--trials must be >= 2 and --train-in-tune-trials 0 or >= 2")
+    chosen = args.paths.split(",")
+    if unknown := [p for p in chosen if p not in PATHS]:
+        parser.error(f"--paths: unknown path {unknown[0]!r} (known: {', '.join(PATHS)})")
 
     sizes = {name: args.trials for name in PATHS}
     sizes["train-in-tune"] = args.train_in_tune_trials
+    sizes = {name: n for name, n in sizes.items() if name in chosen}
     rows = []
     with own_ray(num_cpus=2), tempfile.TemporaryDirectory() as tmp:
         for name, run in PATHS.items():
-            large = sizes[name]
+            large = sizes.get(name, 0)
             if not large:
                 continue
             if not args.no_warmup:  # imports, MLflow's schema, the trial actor, Train's first group
