@@ -325,3 +325,41 @@ def test_raysweep_sync_sends_what_a_search_ended_with_while_mlflow_was_down(ray_
     assert version.run_id == parent.info.run_id
     assert parent.data.tags["raysweep.model_uri"].startswith("models:/")
     assert main(["sync", spec.name, "--storage", str(storage)]) == 2  # all sent: nothing left
+
+
+def test_epochs_the_callback_buffered_are_spooled_in_order_and_replayed(server, tmp_path):
+    """Per-run batching (MLflowCallback) during an outage: the buffered epochs reach the
+    spool, behind the writes before them, and land with their steps once replayed."""
+    from types import SimpleNamespace
+
+    from raysweep.book import TrialBook
+    from raysweep.tracking import MLflowCallback
+
+    spec = validate(make_raw(name="unit-outage-buffered"))
+    tracker = Tracker(server.url, spec.experiment, spool=Spool(str(tmp_path), spec.name, server.url))
+    book = TrialBook(spec)
+    callback = MLflowCallback(tracker, book, tracker.start_search(spec), spec, dict)
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01}, checkpoint=None)
+    book.on_trial_start(0, [], trial)
+    callback.on_trial_start(0, [], trial)
+    rec = book.records["t1"]
+
+    def report(epoch, loss):
+        book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss})
+        callback.on_trial_result(0, [], trial, {})
+
+    report(1, 0.9)  # written at once
+    report(2, 0.8)  # buffered
+    server.stop(kill=True)
+    report(3, 0.7)
+    book.on_trial_complete(0, [], trial)
+    callback.on_trial_complete(0, [], trial)  # the buffer's write fails: spooled, then the run's end
+    spool = Spool(str(tmp_path), spec.name)
+    assert [op["op"] for op in spool.read()[1]] == ["log_batch", "set_terminated"]
+    assert rec.logged_epoch == 3  # spooled counts as written: replay sends it
+
+    server.start()
+    tracker.finish()
+    client = MlflowClient(server.url)
+    assert _history(client, rec.run_id, "val_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+    assert client.get_run(rec.run_id).info.status == "FINISHED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ def test_a_restarted_trial_repeating_epochs_leaves_one_point_per_epoch(tracking_
     for epoch, loss in [(1, 0.9), (2, 0.8), (3, 0.7), (2, 0.81), (3, 0.71), (4, 0.6)]:
         book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss})
         callback.on_trial_result(0, [], trial, {})
+    callback.flush()  # epochs arriving within FLUSH_INTERVAL_S of a write wait in the callback
     history = tracker.client.get_metric_history(book.records["t1"].run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]
 
@@ -86,3 +88,108 @@ def test_report_on_a_running_search_counts_running_trials_and_their_cost_so_far(
     assert report["best"]["trial_id"] == "a" and report["best"]["value"] == 0.5
     assert report["totals"]["cost_usd"] == pytest.approx(0.03)  # each trial's latest, summed
     assert report["totals"]["epochs_run"] == 3
+
+
+def _one_trial(tracking_uri, **changes):
+    """A tracker on SQLite, a book and the MLflow callback, with trial t1 started."""
+    from types import SimpleNamespace
+
+    from raysweep.book import TrialBook
+    from raysweep.spec import validate
+    from raysweep.tracking import MLflowCallback, Tracker
+    from tests.conftest import make_raw
+
+    spec = validate(make_raw(**changes))
+    tracker = Tracker(tracking_uri, spec.experiment)
+    book = TrialBook(spec)
+    callback = MLflowCallback(tracker, book, tracker.start_search(spec), spec, dict)
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01}, checkpoint=None)
+    book.on_trial_start(0, [], trial)
+    callback.on_trial_start(0, [], trial)
+    return tracker, book, callback, trial
+
+
+def _report(book, callback, trial, epoch, loss):
+    book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss, "train_loss": 2 * loss})
+    callback.on_trial_result(0, [], trial, {})
+
+
+def test_epochs_arriving_within_the_flush_interval_wait_then_land_with_their_steps(tracking_uri):
+    from raysweep.tracking import FLUSH_INTERVAL_S
+
+    tracker, book, callback, trial = _one_trial(tracking_uri, max_epochs=6)
+    rec = book.records["t1"]
+    losses = {1: 0.9, 2: 0.8, 3: 0.7, 4: 0.6}
+    for epoch, loss in losses.items():  # well within FLUSH_INTERVAL_S of each other
+        _report(book, callback, trial, epoch, loss)
+    history = tracker.client.get_metric_history(rec.run_id, "val_loss")
+    assert [m.step for m in history] == [1]  # the first epoch at once, the rest buffered
+    assert rec.logged_epoch == 1  # buffered epochs are not claimed as logged (--resume reads it)
+
+    time.sleep(FLUSH_INTERVAL_S)
+    _report(book, callback, trial, 5, 0.5)  # a second after the last write: all five go
+    assert rec.logged_epoch == 5
+    _report(book, callback, trial, 6, 0.4)
+    book.on_trial_complete(0, [], trial)
+    callback.on_trial_complete(0, [], trial)  # the trial's end writes what waits, then ends the run
+
+    run = tracker.client.get_run(rec.run_id)
+    assert run.info.status == "FINISHED" and rec.logged_epoch == 6
+    for key, scale in (("val_loss", 1), ("train_loss", 2)):
+        points = sorted((m.step, m.value) for m in tracker.client.get_metric_history(rec.run_id, key))
+        assert points == [(e, pytest.approx(scale * v)) for e, v in {**losses, 5: 0.5, 6: 0.4}.items()]
+    stamps = [m.timestamp for m in sorted(tracker.client.get_metric_history(rec.run_id, "val_loss"), key=lambda m: m.step)]
+    assert stamps == sorted(stamps) and stamps[-1] - stamps[0] >= FLUSH_INTERVAL_S * 1000  # when each epoch arrived
+
+
+def test_an_interrupt_flushes_buffered_epochs(tracking_uri):
+    tracker, book, callback, trial = _one_trial(tracking_uri)
+    rec = book.records["t1"]
+    for epoch in (1, 2, 3):
+        _report(book, callback, trial, epoch, 1.0 / epoch)
+    callback.flush()  # run_search on Ctrl-C, before it ends the parent run KILLED
+    assert [m.step for m in tracker.client.get_metric_history(rec.run_id, "val_loss")] == [1, 2, 3]
+    assert rec.logged_epoch == 3
+
+
+def test_buffered_epochs_saved_with_tunes_state_are_written_when_a_resume_restores_it(tracking_uri):
+    """The driver dies with epochs buffered: Tune's saved state holds them, `--resume` writes them."""
+    import pickle
+
+    from raysweep.book import TrialBook
+    from raysweep.tracking import MLflowCallback
+
+    tracker, book, callback, trial = _one_trial(tracking_uri)
+    rec = book.records["t1"]
+    for epoch in (1, 2, 3):
+        _report(book, callback, trial, epoch, 1.0 / epoch)
+    saved = pickle.loads(pickle.dumps({0: book.get_state(), 1: callback.get_state()}))  # Tune's save
+    assert saved[0]["records"]["t1"].logged_epoch == 1  # only epoch 1 was written
+    assert [p[0] for p in saved[1]["buffer"]["t1"]] == [2, 3]
+    # the driver dies here; a resumed one reads the MLflow history, then Tune restores callbacks
+    resumed_book = TrialBook(book.spec)
+    resumed_book.set_state(saved[0])
+    tracker.reopen_search(callback.parent_run_id, resumed_book.records, "val_loss")
+    resumed = MLflowCallback(tracker, resumed_book, callback.parent_run_id, book.spec, dict)
+    resumed.set_state(saved[1])
+    assert resumed_book.records["t1"].logged_epoch == 3
+    _report(resumed_book, resumed, trial, 3, 0.3)  # the trial, restarted from epoch 2's checkpoint
+    _report(resumed_book, resumed, trial, 4, 0.25)
+    resumed.flush()
+    history = sorted((m.step, m.value) for m in tracker.client.get_metric_history(rec.run_id, "val_loss"))
+    assert history == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3)), (4, 0.25)]
+
+
+def test_a_long_buffer_is_split_into_batches_mlflow_accepts(tracking_uri):
+    """MLflow takes at most 1000 metrics per log_batch: 120 epochs x 10 metrics is 1200."""
+    tracker, book, callback, trial = _one_trial(tracking_uri, max_epochs=200)
+    rec = book.records["t1"]
+    for epoch in range(1, 121):
+        book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": 1.0 / epoch,
+                                            **{f"m{i}": float(i) for i in range(8)}})
+        callback.on_trial_result(0, [], trial, {})
+    book.on_trial_complete(0, [], trial)
+    callback.on_trial_complete(0, [], trial)
+    run = tracker.client.get_run(rec.run_id)
+    assert run.data.tags.get("raysweep.stopped_early") == "true"
+    assert [m.step for m in tracker.client.get_metric_history(rec.run_id, "m7")] == list(range(1, 121))

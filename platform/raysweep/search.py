@@ -290,8 +290,10 @@ def run_search(
     parent_run_id = book.parent_run_id
 
     callbacks: list = [book]
+    mlflow_callback = None
     if tracker is not None:
-        callbacks.append(MLflowCallback(tracker, book, parent_run_id, spec, lambda c: trial_params(spec, c)))
+        mlflow_callback = MLflowCallback(tracker, book, parent_run_id, spec, lambda c: trial_params(spec, c))
+        callbacks.append(mlflow_callback)
     if not verbose:
         callbacks.append(ProgressCallback(book, book.target, console))
     try:
@@ -309,6 +311,7 @@ def run_search(
         tuner.fit()
     except BaseException:
         if tracker is not None:
+            mlflow_callback.flush()  # epochs the callback still buffers (Ctrl-C, a Tune error)
             tracker.end_run(parent_run_id, "KILLED")
         raise
 

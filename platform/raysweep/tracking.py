@@ -7,6 +7,7 @@ cluster needs no credentials. The layout is a contract (DESIGN.md, "MLflow layou
 from __future__ import annotations
 
 import json
+import math
 import os
 import ssl
 import time
@@ -31,6 +32,13 @@ PARENT_TAG = "mlflow.parentRunId"
 # Without it MLflow 3's UI opens an experiment on its GenAI overview, hiding training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
+_MAX_BATCH = 1000  # MLflow's limit on metrics (and entities) in one log_batch
+# A trial's epoch metrics are written at most this often (the rest wait in the driver): each
+# write is a synchronous SQLite transaction (~20 ms) in Tune's event loop, during which no
+# trial's report is taken. See MLflowCallback.
+FLUSH_INTERVAL_S = 1.0
+
+Point = tuple[int, dict[str, float], int]  # (step, metrics, timestamp in ms): one epoch's report
 
 
 def _chosen_uri(flag: str | None, spec_uri: str | None) -> tuple[str, str]:
@@ -204,15 +212,25 @@ class Tracker:
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        ts = _now_ms()
-        self.client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v in metrics.items()])
+        self.log_points(run_id, [(step, metrics, _now_ms())])
+
+    def log_points(self, run_id: str, points: list[Point], tags: dict[str, Any] | None = None) -> None:
+        """Several epochs' metrics (and tags) in as few `log_batch` calls as MLflow allows."""
+        metrics = [Metric(k, v, ts, step) for step, values, ts in points for k, v in values.items()]
+        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        while metrics or run_tags:  # tags (a handful) ride with the first batch
+            room = _MAX_BATCH - len(run_tags)
+            self.client.log_batch(run_id, metrics=metrics[:room], tags=run_tags)
+            metrics, run_tags = metrics[room:], []
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.log_points(run_id, [], tags)
 
-    def end_run(self, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
-        if tags:
-            self.set_tags(run_id, tags)
+    def end_run(self, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None,
+                points: list[Point] = ()) -> None:
+        """End a run; `points` (epochs still buffered) and `tags` go first, in one write."""
+        if tags or points:
+            self.log_points(run_id, list(points), tags)
         self.client.set_terminated(run_id, status=status)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -267,11 +285,31 @@ class Tracker:
 
 
 class MLflowCallback(Callback):
-    """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list."""
+    """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list.
+
+    A trial's epochs are written at most once per `FLUSH_INTERVAL_S` (the first at once, the
+    rest buffered here, each point with the time it arrived); the buffer is written when the
+    trial ends, fails or is cut off, and when the search ends or is interrupted (`flush`, from
+    run_search). All writes still go through the tracker's `SpoolingClient`, in order: during
+    an outage buffered points are spooled like any other write.
+
+    `TrialRecord.logged_epoch` counts only epochs written (sent or spooled), never ones still
+    buffered: `--resume` must not take a point lost with a dead driver's buffer for one MLflow
+    holds. The buffer is saved with Tune's experiment state (`get_state`) and written when a
+    resumed search restores it (`set_state`); epochs reported after Tune's last save are
+    reported again by the resumed trials, which restart from a checkpoint of that save or
+    older. So a dead driver loses no point, and no epoch gets two. (Flushing at each save
+    instead would undo the batching: Tune saves every other checkpoint of any trial.)
+    """
 
     def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str | None, spec: Spec, params_of):
         self.tracker, self.book, self.parent_run_id, self.spec = tracker, book, parent_run_id, spec
         self._params_of = params_of
+        self._buffer: dict[str, list[Point]] = {}  # trial id -> epochs not yet written
+        self._written: dict[str, float] = {}  # trial id -> time.monotonic() of its last write
+
+    def __getstate__(self):  # Tune pickles its callbacks; a buffer is this driver's alone
+        return {**self.__dict__, "_buffer": {}, "_written": {}}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
@@ -280,19 +318,60 @@ class MLflowCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.book.records[trial.trial_id]
+        buffered = self._buffer.setdefault(rec.trial_id, [])
         # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
         # keeps the first report of each epoch, so every metric has one point per epoch.
-        if rec.epochs <= rec.logged_epoch:
+        if rec.epochs <= max(rec.logged_epoch, buffered[-1][0] if buffered else 0):
             return
-        self.tracker.log_metrics(rec.run_id, rec.metrics, step=rec.epochs)
-        rec.logged_epoch = rec.epochs
+        buffered.append((rec.epochs, dict(rec.metrics), _now_ms()))
+        if time.monotonic() - self._written.get(rec.trial_id, -math.inf) >= FLUSH_INTERVAL_S:
+            self._write(rec)
+
+    def _write(self, rec: TrialRecord) -> None:
+        points = self._buffer.pop(rec.trial_id, [])
+        if points:
+            self.tracker.log_points(rec.run_id, points)
+            self._written[rec.trial_id] = time.monotonic()
+            rec.logged_epoch = points[-1][0]
+
+    def flush(self) -> None:
+        """Write every buffered epoch now (the search is interrupted, Tune saves its state)."""
+        for trial_id in list(self._buffer):
+            rec = self.book.records.get(trial_id)
+            if rec is not None and rec.run_id is not None:
+                self._write(rec)
+
+    def get_state(self) -> dict | None:
+        buffered = {trial_id: list(points) for trial_id, points in self._buffer.items() if points}
+        return {"buffer": buffered} if buffered else None
+
+    def set_state(self, state: dict) -> None:
+        """A resumed search: write what the dead driver had buffered at Tune's last save.
+
+        Called after the book's set_state; run_search has already set each record's
+        logged_epoch from the MLflow history (`Tracker.reopen_search`), so nothing is logged twice.
+        """
+        for trial_id, points in state.get("buffer", {}).items():
+            rec = self.book.records.get(trial_id)
+            if rec is None or rec.run_id is None:
+                continue
+            points = [p for p in points if p[0] > rec.logged_epoch]
+            if points:
+                self.tracker.log_points(rec.run_id, points)
+                rec.logged_epoch = points[-1][0]
+
+    def _end(self, rec: TrialRecord, status: str, tags: dict[str, Any]) -> None:
+        points = self._buffer.pop(rec.trial_id, [])
+        self._written.pop(rec.trial_id, None)
+        self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
+        if points:
+            rec.logged_epoch = points[-1][0]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end_finished(self.book.records[trial.trial_id])
 
     def _end_finished(self, rec: TrialRecord) -> None:
-        tags = {"raysweep.stopped_early": "true"} if rec.status == STOPPED else {}
-        self.tracker.end_run(rec.run_id, "FINISHED", tags)
+        self._end(rec, "FINISHED", {"raysweep.stopped_early": "true"} if rec.status == STOPPED else {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
@@ -300,9 +379,10 @@ class MLflowCallback(Callback):
             if rec.traceback:
                 self.tracker.log_text(rec.run_id, rec.traceback, "error/traceback.txt")
             tags = {"raysweep.error": rec.error or "trial failed", "raysweep.failure": rec.failure or "exception"}
-            self.tracker.end_run(rec.run_id, "FAILED", tags)
+            self._end(rec, "FAILED", tags)
 
     def on_experiment_end(self, trials, **info):
         for rec in self.book.cut_off:  # settled by the book, which runs first
             if rec.run_id is not None:
                 self._end_finished(rec)
+        self.flush()

@@ -1,0 +1,21 @@
+"""benchmarks/tracking_overhead.py runs end to end at a tiny size, on the test session's Ray."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_tracking_overhead_benchmark_runs_the_same_search_on_and_off(ray_session, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    tracking_overhead = importlib.import_module("tracking_overhead")
+    out = tmp_path / "tracking_overhead.json"
+    argv = ["--trials", "2", "--epochs", "2", "--repeats", "1", "--no-warmup", "--out", str(out)]
+    assert tracking_overhead.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert [r["tracking"] for r in data["runs"]] == [False, True]
+    assert all(r["epochs_run"] == 4 for r in data["runs"])  # FIFO: identical work both ways
+    assert data["median_wall_s"]["on"] > 0 and data["median_wall_s"]["off"] > 0
