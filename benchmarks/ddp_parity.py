@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shlex
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import ray
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -38,7 +35,7 @@ from raysweep.search import run_search
 from raysweep.spec import validate
 from raysweep.tasks.digits import DigitsCNN, digits_splits
 
-from common import machine, write_json  # benchmarks/common.py, beside this script
+from common import command, machine, own_ray, write_json  # benchmarks/common.py, beside this script
 
 GOALS = {1: 0.95, 2: 0.9}  # raysweep / bare, by workers (issue 7's loop parity, issue 3's DDP)
 
@@ -150,24 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {"seed": 0, "lr": 1e-3, "batch_size": args.batch_size, "channels": 16, "hidden": 64, "dropout": 0.0}
     samples = len(digits_splits(cfg["seed"]).train[0])
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     with tempfile.TemporaryDirectory() as tmp:
         # The bare run goes first, before this script starts Ray: on a 2-core machine its two
         # processes would otherwise share the cores with Ray's. (A Ray someone else started,
         # e.g. the test session's, is idle by then.)
         bare_name = "bare torch.distributed" if workers > 1 else "bare PyTorch loop"
         bare = summarise(bare_name, run_bare(cfg, args.device, args.epochs, Path(tmp), workers), samples)
-        started_ray = not ray.is_initialized()
-        if started_ray:
-            # As the tests' Ray: 4 logical CPUs, dashboard on (Train V2 frees trials' resources through it).
-            ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
-        try:
+        # As the tests' Ray: 4 logical CPUs, dashboard on (Train V2 frees trials' resources through it).
+        with own_ray(num_cpus=4):
             wall, loop_only = run_raysweep(cfg, args.device, args.epochs, Path(tmp), workers)
-            ours = summarise("raysweep (Ray Train)" if workers > 1 else "raysweep (in-process)", wall, samples)
-            ours["loop_only"] = summarise("raysweep loop only", loop_only, samples)
-        finally:
-            if started_ray:
-                ray.shutdown()
+        ours = summarise("raysweep (Ray Train)" if workers > 1 else "raysweep (in-process)", wall, samples)
+        ours["loop_only"] = summarise("raysweep loop only", loop_only, samples)
 
     ratio = ours["samples_per_s"] / bare["samples_per_s"]
     print(f"\n{'path':<24} {'epochs timed':>12} {'samples/s':>10} {'vs bare':>8}")
@@ -180,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{samples} training samples per epoch, batch size {args.batch_size}")
     out = {
         "machine": machine(**({"gpu": torch.cuda.get_device_name(0)} if args.device == "cuda" else {})),
-        "command": shlex.join(["python", "benchmarks/ddp_parity.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command("ddp_parity.py", argv),
         "device": args.device, "workers": workers, "config": cfg, "train_samples_per_epoch": samples,
         "rows": [bare, ours], "ratio": ratio, "loop_only_ratio": loop_ratio, "goal_ratio": goal,
         "meets_goal": ratio >= goal,

@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -37,7 +34,6 @@ import time
 from pathlib import Path
 
 import optuna
-import ray
 from rich.console import Console
 
 from raysweep.context import TrainContext
@@ -47,7 +43,7 @@ from raysweep.spec import Spec, SpecError, load_spec
 from raysweep.tasks import resolve_task
 from raysweep.trial import trial_params
 
-from common import machine, write_json  # benchmarks/common.py, beside this script
+from common import command, machine, own_ray, write_json  # benchmarks/common.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILES = {"digits_mlp": "digits_mlp.yaml", "digits_cnn": "digits_cnn.yaml", "tabular": "tabular_wine.yaml"}
@@ -289,12 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started_ray = not ray.is_initialized()
-    if started_ray:  # a caller's Ray (the tests') is used as it is and left running
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        ray.init(address="local", num_cpus=args.cpus, logging_level=logging.WARNING, log_to_driver=False)
     rows, checks = [], []
-    try:
+    with own_ray(num_cpus=args.cpus):  # a caller's Ray (the tests') is used as it is and left running
         for task in args.tasks:
             for seed in args.seeds:
                 mode = base_spec(task, seed, args.samples, args.epochs, args.set).mode
@@ -313,16 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                         if method != "random":
                             checks.append({"task": task, "seed": seed, "method": method,
                                            **goal_check(row, by_method["random"], mode)})
-    finally:
-        if started_ray:
-            ray.shutdown()
 
     metric = base_spec(args.tasks[0], 0, args.samples, args.epochs, args.set).metric
     summary(rows, checks, args.tasks, methods)
     plot(rows, args.tasks, methods, metric, png)
-    command = "python benchmarks/search_efficiency.py " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     write_json(args.out, {
-        "machine": machine(ray_cpus=args.cpus), "command": command.strip(),
+        "machine": machine(ray_cpus=args.cpus), "command": command("search_efficiency.py", argv),
         "settings": {"tasks": args.tasks, "seeds": args.seeds, "samples": args.samples, "epochs": args.epochs,
                      "methods": methods, "set": args.set, "variants": variants, "metric": metric},
         "goal": {"val_gap_at_most": GOAL_GAP, "epochs_fraction_at_most": GOAL_EPOCHS},
