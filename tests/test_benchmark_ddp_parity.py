@@ -21,16 +21,20 @@ def test_parity_benchmark_writes_both_throughputs(ray_session, tmp_path, monkeyp
     ddp_parity = importlib.import_module("ddp_parity")
     out = tmp_path / "ddp_parity.json"
 
-    args = ["--workers", str(workers), "--epochs", "2", "--out", str(out)]
+    # Two rounds where a round is cheap (in-process): the second runs raysweep first.
+    rounds = {1: 2, 2: 1}[workers]
+    args = ["--workers", str(workers), "--epochs", "2", "--rounds", str(rounds), "--out", str(out)]
     assert ddp_parity.main(args) == 0
 
     data = json.loads(out.read_text())
     bare, ours = data["rows"]
     assert data["workers"] == workers and data["goal_ratio"] == {1: 0.95, 2: 0.9}[workers]
     assert ours["path"] == {1: "raysweep (in-process)", 2: "raysweep (Ray Train)"}[workers]
-    for row in (bare, ours):
-        assert len(row["epoch_times_s"]) == 2 and row["epochs_timed"] == 1
+    for row in (bare, ours, ours["loop_only"]):  # rounds of two epochs, the first of each untimed
+        assert [len(run) for run in row["epoch_times_s"]] == [2] * rounds and row["epochs_timed"] == rounds
         assert row["samples_per_s"] > 0
+    assert data["rounds"] == rounds and len(data["round_ratios"]) == rounds
+    assert all(r > 0 for r in data["round_ratios"])
     assert data["ratio"] > 0 and data["train_samples_per_epoch"] > 0
     assert data["command"].endswith(" ".join(args))
     assert ray.is_initialized()  # the session's Ray: the script must not shut it down

@@ -84,8 +84,9 @@ def _history(cluster, run_id: str, metric: str) -> list[int]:
 
 def test_submitted_search_and_train_land_in_the_team_mlflow(cluster, tmp_path):
     storage = str(tmp_path / "shared")  # one machine: a local path is shared storage
-    flags = ["--tracking-uri", cluster.mlflow_url, "--storage", storage, "--set", "max_epochs=3",
-             "--set", "resources.workers_per_trial=2", "--set", "search.max_concurrent=1"]
+    flags = ["--tracking-uri", cluster.mlflow_url, "--storage", storage, "--set", "max_epochs=3"]
+    # The search's trials run in-process (concurrency from the two nodes' CPUs); the train job
+    # below is the worker group on the cluster (a Ray Train trial costs ~15 s to start here).
     status, logs = _submit(cluster, tmp_path, ["python", "jobs/search.py", "search_spaces/digits_mlp.yaml",
                                                "--samples", "3", "--name", "job-search", *flags], "rs-search")
     assert status == "SUCCEEDED", logs[-3000:]
@@ -99,8 +100,8 @@ def test_submitted_search_and_train_land_in_the_team_mlflow(cluster, tmp_path):
             assert _history(cluster, run["info"]["run_id"], "val_loss") == list(range(1, epochs + 1))
 
     # `raysweep submit --train` builds the same call for jobs/train.py; --no-wait returns at once.
-    proc = _raysweep_submit(cluster, "--train", "--no-wait", "--submission-id", "rs-train",
-                            "--set", "lr=0.003", "--set", "name=job-train", *flags)
+    proc = _raysweep_submit(cluster, "--train", "--no-wait", "--submission-id", "rs-train", "--set", "lr=0.003",
+                            "--set", "name=job-train", "--set", "resources.workers_per_trial=2", *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "jobs/train.py search_spaces/digits_mlp.yaml" in proc.stdout  # the command it ran, shown
     status, logs = _wait(cluster, "rs-train")

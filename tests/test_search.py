@@ -151,6 +151,11 @@ def test_fifo_runs_every_trial_to_max_epochs(ray_session, tmp_path, tracking_uri
     assert [t["epochs"] for t in result.trials] == [2, 2, 2]
     assert {t["status"] for t in result.trials} == {"finished"}
     assert result.epochs_run == result.epochs_budget == 6
+    # Tune's per-trial log is result.json alone: its CSV and TensorBoard copies are off.
+    for trial in result.trials:
+        trial_dir = tmp_path / "fifo" / f"trial_{trial['trial_id']}"
+        assert len((trial_dir / "result.json").read_text().splitlines()) == 2
+        assert not list(trial_dir.glob("progress.csv")) and not list(trial_dir.glob("events.out.tfevents*"))
 
 
 def test_max_mode_picks_the_highest_value(ray_session, tmp_path, tracking_uri):

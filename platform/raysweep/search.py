@@ -96,6 +96,10 @@ def quiet_libraries() -> None:
     # MLflow prints a "View run" link to stdout whenever a run on a server ends: one per
     # trial between the progress lines. raysweep prints the runs' link once, at the end.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Tune's own CSV and TensorBoard loggers: every epoch of every trial written twice more on
+    # the driver, while the trial waits (MLflow has the metrics). Its result.json stays
+    # (tune_callbacks); "0" brings the others back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def ensure_ray(log_to_driver: bool = True) -> bool:
@@ -124,6 +128,14 @@ def max_concurrent_trials(spec: Spec) -> int:
     if res.gpus_per_worker > 0:
         fits.append(total.get("GPU", 0) // (res.gpus_per_worker * res.workers_per_trial))
     return max(1, int(min(fits)))
+
+
+def tune_callbacks(callbacks: list) -> list:
+    """A round's Tune callbacks: raysweep's, then the working-directory keeper and Tune's JSON
+    result log (each trial's `result.json`, every report; the other loggers are off)."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    return [*callbacks, KeepWorkingDir(), JsonLoggerCallback()]
 
 
 class KeepWorkingDir(tune.Callback):
@@ -222,7 +234,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=round_name(spec.name, round_no) if fixed_config is None else f"{spec.name}-train",
             storage_path=storage,
-            callbacks=[*callbacks, KeepWorkingDir()],
+            callbacks=tune_callbacks(callbacks),
             verbose=2 if verbose else 0,
             stop=stop,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
@@ -243,7 +255,7 @@ def restore_tuner(
     # started: fresh ones, holding this driver's book and tracker, and ASHA with its rungs
     # rebuilt (no public API sets them on a restored Tuner in Ray 2.60).
     internal = tuner._local_tuner
-    internal.get_run_config().callbacks = [*callbacks, KeepWorkingDir()]
+    internal.get_run_config().callbacks = tune_callbacks(callbacks)
     internal.get_run_config().stop = stop
     internal._tune_config.scheduler = _scheduler(spec, records)
     return tuner
