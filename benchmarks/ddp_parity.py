@@ -13,8 +13,13 @@ platform adds per epoch (the report to Tune, through Ray Train's controller for 
 group, and the checkpoint). The loop-only `epoch_time_s` the trial measures is recorded
 beside it. `--device cuda` needs as many GPUs as workers.
 
-The two paths run in `--rounds` rounds, alternating which goes first (bare, raysweep;
-raysweep, bare; ...), all under one local Ray (idle while the bare script runs): on a shared
+A third path, the reference, runs the bare loop as a plain Ray trial without raysweep: a Tune
+function trainable (one worker), or Ray's documented Train-in-Tune pattern (a TorchTrainer per
+Tune trial, `TuneReportCallback`; two workers), reporting and checkpointing every epoch as a
+raysweep trial does. raysweep / reference is what raysweep itself adds to what Ray costs.
+
+The paths run in `--rounds` rounds, in alternating order (bare, raysweep, reference; then
+reference, raysweep, bare; ...), all under one local Ray (idle while the bare script runs): on a shared
 2-vCPU machine the bare script alone ran anywhere between 68 and 97 ms an epoch from one run to
 the next, more than the difference being measured. The figure pools every round's timed epochs.
 """
@@ -45,20 +50,17 @@ from common import command, machine, own_ray, write_json  # benchmarks/common.py
 GOALS = {1: 0.95, 2: 0.9}  # raysweep / bare, by workers (issue 7's loop parity, issue 3's DDP)
 
 
-def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int, out_file: str, workers: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)  # as raysweep's worker does for cpus_per_worker: 1
-    cuda = device_type == "cuda"
-    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
+def train_loop(cfg: dict, device: torch.device, epochs: int, rank: int, workers: int, report=None) -> list[float]:
+    """The bare training loop: digits_cnn on this rank's strided shard, per-epoch validation;
+    each epoch's time. With `workers` > 1 the process group must be up. `report(metrics, model,
+    optimizer)`, if given, is called after each epoch, outside its timing."""
+    cuda = device.type == "cuda"
     data = digits_splits(cfg["seed"])
     torch.manual_seed(cfg["seed"])
     model = DigitsCNN().build_model(cfg).to(device)
     distributed = workers > 1
     if distributed:  # one worker: a plain loop, no process group, as raysweep's in-process trial
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=workers)
-        model = DistributedDataParallel(model, device_ids=[rank] if cuda else None)
+        model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     all_reduce = dist.all_reduce if distributed else (lambda t: t)
     barrier = dist.barrier if distributed else (lambda: None)
     # weight_decay 0 explicitly: AdamW's default (0.01) is not what the raysweep trial gets.
@@ -67,7 +69,7 @@ def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int,
     x, y = (t[shard].to(device) for t in data.train)
     x_val, y_val = (t.to(device) for t in data.val)
     loss_fn, times = torch.nn.functional.cross_entropy, []
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         barrier()
         started = time.perf_counter()
         model.train()
@@ -90,14 +92,30 @@ def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int,
                                     (out.argmax(dim=1) == y_val).sum().double(),
                                     torch.tensor(float(len(x_val)), dtype=torch.float64, device=device)])
         all_reduce(val_sums)
-        val_sums.tolist()  # read on the host, as raysweep's metrics are
+        val_loss, correct, count = val_sums.tolist()  # read on the host, as raysweep's metrics are
         barrier()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
+        if report is not None:
+            report({"epoch": epoch, "val_loss": val_loss / count, "val_accuracy": correct / count,
+                    "epoch_time_s": times[-1]}, model, optimizer)
+    return times
+
+
+def _bare_worker(rank: int, cfg: dict, device_type: str, port: int, epochs: int, out_file: str, workers: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)  # as raysweep's worker does for cpus_per_worker: 1
+    cuda = device_type == "cuda"
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if workers > 1:
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=workers)
+    times = train_loop(cfg, device, epochs, rank, workers)
     if rank == 0:
         Path(out_file).write_text(json.dumps(times))
-    if distributed:
+    if workers > 1:
         dist.destroy_process_group()
 
 
@@ -129,6 +147,83 @@ def run_raysweep(cfg: dict, device: str, epochs: int, storage: Path, workers: in
     return [r["time_this_iter_s"] for r in reports], [r["epoch_time_s"] for r in reports]
 
 
+def _reference_worker(config: dict) -> None:
+    """The bare loop run as Ray runs a trial, without raysweep: a Tune function trainable (one
+    worker) or a Ray Train worker (two), reporting every epoch's metrics and rank 0's
+    checkpoint (model and optimizer), as a raysweep trial does by default."""
+    import ray.train
+    import ray.train.torch
+    from ray import tune
+
+    torch.set_num_threads(1)
+    if config["workers"] > 1:
+        rank, device = ray.train.get_context().get_world_rank(), ray.train.torch.get_device()
+        report_fn, checkpoint_cls = ray.train.report, ray.train.Checkpoint
+    else:
+        rank, device = 0, torch.device("cuda" if config["device"] == "cuda" else "cpu")
+        report_fn, checkpoint_cls = tune.report, tune.Checkpoint
+
+    def report(metrics: dict, model, optimizer) -> None:
+        if rank != 0:  # every rank reports (Ray Train waits for all); rank 0 saves
+            report_fn(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            state = {"model": getattr(model, "module", model).state_dict(), "optimizer": optimizer.state_dict()}
+            torch.save(state, os.path.join(tmp, "state.pt"))
+            report_fn(metrics, checkpoint=checkpoint_cls.from_directory(tmp))
+
+    train_loop(config["cfg"], device, config["epochs"], rank, config["workers"], report)
+
+
+def _reference_driver(config: dict) -> None:
+    """Ray's documented Train-in-Tune pattern: a TorchTrainer per Tune trial, `TuneReportCallback`."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raysweep.distributed import POLL_INTERVAL_S, _drain_reports, _pin_cluster_address
+
+    # raysweep's settings, none a cost of its own: Ray's default 2 s polling would hold a
+    # 70 ms epoch to one per 2 s, the pinned address lets the group's CPUs be freed, and the
+    # drain, after training, keeps Tune from dropping the last epoch's report.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_INTERVAL_S))
+    _pin_cluster_address()
+    cuda = config["device"] == "cuda"
+    TorchTrainer(
+        _reference_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=config["workers"], use_gpu=cuda,
+                                               resources_per_worker={"CPU": 1, **({"GPU": 1} if cuda else {})}),
+        run_config=ray.train.RunConfig(name=f"reference-{tune.get_context().get_trial_id()}",
+                                       storage_path=config["storage"], callbacks=[TuneReportCallback()]),
+    ).fit()
+    _drain_reports()
+
+
+def run_reference(cfg: dict, device: str, epochs: int, storage: Path, workers: int) -> list[float]:
+    """Tune's `time_this_iter_s` of every report of the bare loop run as a plain Ray trial."""
+    from ray import cloudpickle, tune
+
+    # Ray's workers may not have benchmarks/ on their path: this module's functions go by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    times: list[float] = []
+
+    class Collect(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            times.append(result["time_this_iter_s"])
+
+    if workers > 1:  # the trial only drives the worker group, which holds the CPUs (as raysweep's)
+        trainable = tune.with_resources(_reference_driver, tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]))
+    else:
+        trainable = tune.with_resources(_reference_worker, {"cpu": 1, "gpu": int(device == "cuda")})
+    config = {"cfg": cfg, "epochs": epochs, "workers": workers, "device": device, "storage": str(storage)}
+    tune.Tuner(trainable, param_space=config,
+               run_config=tune.RunConfig(name="reference", storage_path=str(storage), callbacks=[Collect()],
+                                         verbose=0)).fit()
+    return times
+
+
 def summarise(path: str, runs: list[list[float]], samples: int) -> dict:
     """Throughput pooled over runs (epoch times per run), each run's epoch 1 left out."""
     timed = [t for times in runs for t in times[1:]]  # epoch 1: imports, DDP bucket setup, allocator warm-up
@@ -137,20 +232,25 @@ def summarise(path: str, runs: list[list[float]], samples: int) -> dict:
     return {"path": path, "epoch_times_s": runs, "epochs_timed": len(timed), "samples_per_s": samples * len(timed) / sum(timed)}
 
 
-def run_rounds(cfg: dict, args, tmp: Path, workers: int) -> tuple[list, list, list]:
-    """Epoch times of every round: bare, raysweep wall, raysweep loop only (one list per run)."""
-    bare, wall, loop = [], [], []
+def run_rounds(cfg: dict, args, tmp: Path, workers: int) -> dict[str, list]:
+    """Epoch times of every round, one list per run: bare, raysweep (wall and loop only) and
+    the reference (the bare loop as a plain Ray trial)."""
+    runs: dict[str, list] = {"bare": [], "raysweep": [], "loop": [], "reference": []}
     for r in range(args.rounds):
-        order = ("bare", "raysweep") if r % 2 == 0 else ("raysweep", "bare")
-        for path in order:
+        order = ("bare", "raysweep", "reference")
+        for path in order if r % 2 == 0 else order[::-1]:
             if path == "bare":
-                bare.append(run_bare(cfg, args.device, args.epochs, tmp, workers))
+                runs["bare"].append(run_bare(cfg, args.device, args.epochs, tmp, workers))
+            elif path == "raysweep":
+                wall, loop = run_raysweep(cfg, args.device, args.epochs, tmp / f"results-{r}", workers)
+                runs["raysweep"].append(wall)
+                runs["loop"].append(loop)
             else:
-                times, loop_times = run_raysweep(cfg, args.device, args.epochs, tmp / f"results-{r}", workers)
-                wall.append(times)
-                loop.append(loop_times)
-        print(f"round {r + 1}/{args.rounds}: raysweep / bare {rate(wall[-1]) / rate(bare[-1]):.2f}x", flush=True)
-    return bare, wall, loop
+                runs["reference"].append(run_reference(cfg, args.device, args.epochs, tmp / f"reference-{r}", workers))
+        bare = rate(runs["bare"][-1])
+        print(f"round {r + 1}/{args.rounds}: raysweep / bare {rate(runs['raysweep'][-1]) / bare:.2f}x, "
+              f"plain Ray / bare {rate(runs['reference'][-1]) / bare:.2f}x", flush=True)
+    return runs
 
 
 def rate(times: list[float]) -> float:
@@ -178,19 +278,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # As the tests' Ray: 4 logical CPUs, dashboard on (Train V2 frees trials' resources through it).
     with tempfile.TemporaryDirectory() as tmp, own_ray(num_cpus=4):
-        bare_runs, wall_runs, loop_runs = run_rounds(cfg, args, Path(tmp), workers)
-    bare = summarise("bare torch.distributed" if workers > 1 else "bare PyTorch loop", bare_runs, samples)
-    ours = summarise("raysweep (Ray Train)" if workers > 1 else "raysweep (in-process)", wall_runs, samples)
-    ours["loop_only"] = summarise("raysweep loop only", loop_runs, samples)
-    round_ratios = [rate(w) / rate(b) for w, b in zip(wall_runs, bare_runs)]
+        runs = run_rounds(cfg, args, Path(tmp), workers)
+    bare = summarise("bare torch.distributed" if workers > 1 else "bare PyTorch loop", runs["bare"], samples)
+    ours = summarise("raysweep (Ray Train)" if workers > 1 else "raysweep (in-process)", runs["raysweep"], samples)
+    ours["loop_only"] = summarise("raysweep loop only", runs["loop"], samples)
+    reference = summarise("plain Ray Train in Tune" if workers > 1 else "plain Tune trial", runs["reference"], samples)
+    round_ratios = [rate(w) / rate(b) for w, b in zip(runs["raysweep"], runs["bare"])]
 
     ratio = ours["samples_per_s"] / bare["samples_per_s"]
     print(f"\n{'path':<24} {'epochs timed':>12} {'samples/s':>10} {'vs bare':>8}")
-    for row in (bare, ours):
+    for row in (bare, ours, reference):
         print(f"{row['path']:<24} {row['epochs_timed']:>12} {row['samples_per_s']:>10.0f} "
               f"{row['samples_per_s'] / bare['samples_per_s']:>7.2f}x")
     loop_ratio = ours["loop_only"]["samples_per_s"] / bare["samples_per_s"]
-    print(f"(raysweep's training loop alone, without report and checkpoint: {loop_ratio:.2f}x)")
+    reference_ratio = ours["samples_per_s"] / reference["samples_per_s"]
+    print(f"(raysweep's training loop alone, without report and checkpoint: {loop_ratio:.2f}x; "
+          f"raysweep / the same loop as a plain Ray trial: {reference_ratio:.2f}x)")
     print(f"\nraysweep / bare: {ratio:.2f}x (goal >= {goal}x; rounds {min(round_ratios):.2f}x to "
           f"{max(round_ratios):.2f}x) on {args.device}, {workers} worker(s), {samples} training samples "
           f"per epoch, batch size {args.batch_size}")
@@ -198,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(**({"gpu": torch.cuda.get_device_name(0)} if args.device == "cuda" else {})),
         "command": command("ddp_parity.py", argv),
         "device": args.device, "workers": workers, "config": cfg, "train_samples_per_epoch": samples,
-        "rounds": args.rounds, "rows": [bare, ours], "ratio": ratio, "round_ratios": round_ratios,
-        "loop_only_ratio": loop_ratio, "goal_ratio": goal, "meets_goal": ratio >= goal,
+        "rounds": args.rounds, "rows": [bare, ours, reference], "ratio": ratio, "round_ratios": round_ratios,
+        "loop_only_ratio": loop_ratio, "vs_plain_ray_ratio": reference_ratio, "goal_ratio": goal,
+        "meets_goal": ratio >= goal,
     }
     write_json(out_path, out)
     return 0

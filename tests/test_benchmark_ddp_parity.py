@@ -1,5 +1,5 @@
 """benchmarks/ddp_parity.py runs end to end at a tiny size on the session's Ray, for one worker
-(loop parity) and two (DDP parity)."""
+(loop parity) and two (DDP parity): bare script, raysweep and the same loop as a plain Ray trial."""
 
 from __future__ import annotations
 
@@ -14,25 +14,26 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_parity_benchmark_writes_both_throughputs(ray_session, tmp_path, monkeypatch, workers):
+def test_parity_benchmark_writes_all_three_throughputs(ray_session, tmp_path, monkeypatch, workers):
     # Imported by name from its folder, not from a file spec: the bare path's spawned
     # processes unpickle its worker function by module name.
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     ddp_parity = importlib.import_module("ddp_parity")
     out = tmp_path / "ddp_parity.json"
 
-    # Two rounds where a round is cheap (in-process): the second runs raysweep first.
-    rounds = {1: 2, 2: 1}[workers]
+    rounds = 1  # each path once: a round costs 15-40 s here
     args = ["--workers", str(workers), "--epochs", "2", "--rounds", str(rounds), "--out", str(out)]
     assert ddp_parity.main(args) == 0
 
     data = json.loads(out.read_text())
-    bare, ours = data["rows"]
+    bare, ours, reference = data["rows"]
     assert data["workers"] == workers and data["goal_ratio"] == {1: 0.95, 2: 0.9}[workers]
     assert ours["path"] == {1: "raysweep (in-process)", 2: "raysweep (Ray Train)"}[workers]
-    for row in (bare, ours, ours["loop_only"]):  # rounds of two epochs, the first of each untimed
+    assert reference["path"] == {1: "plain Tune trial", 2: "plain Ray Train in Tune"}[workers]
+    for row in (bare, ours, ours["loop_only"], reference):  # rounds of two epochs, the first of each untimed
         assert [len(run) for run in row["epoch_times_s"]] == [2] * rounds and row["epochs_timed"] == rounds
         assert row["samples_per_s"] > 0
+    assert data["vs_plain_ray_ratio"] > 0
     assert data["rounds"] == rounds and len(data["round_ratios"]) == rounds
     assert all(r > 0 for r in data["round_ratios"])
     assert data["ratio"] > 0 and data["train_samples_per_epoch"] > 0
