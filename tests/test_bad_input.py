@@ -37,6 +37,12 @@ def without(key: str) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
+def without_param(name: str) -> str:
+    raw = make_raw()
+    del raw["space"][name]
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
 def unreadable(tmp: Path) -> None:
     (tmp / "s.yaml").chmod(0)
 
@@ -131,6 +137,17 @@ ROWS = [
         "task: 'tests.bad_tasks:NeedsArgs' could not be created with no arguments: TypeError"),
     row("task is a number", ["validate", "good.yaml", "--set", "task=tests.bad_tasks:NOT_A_TASK"],
         "task: 'tests.bad_tasks:NOT_A_TASK' is neither a function"),
+    # what a built-in task reads from every config, checked before any trial runs
+    row("task's key in neither space nor fixed", ["search", "s.yaml"],
+        "batch_size: DigitsMLP needs it: put it in the spec's space or fixed", {"s.yaml": without_param("batch_size")}),
+    row("unknown lr_schedule", ["train", "good.yaml", "--set", "fixed.lr_schedule=cosin"],
+        "fixed.lr_schedule: 'cosin' is not a schedule (use one of constant, cosine)"),
+    row("unknown lr_schedule choice", ["validate", "s.yaml"],
+        "space.lr_schedule.values: 'step' is not a schedule (use one of constant, cosine)",
+        {"s.yaml": spec(**{"space.lr_schedule": {"type": "choice", "values": ["cosine", "step"]}})}),
+    row("lr_schedule as a range", ["search", "s.yaml"],
+        "space.lr_schedule: must be a choice of constant, cosine, not a range",
+        {"s.yaml": spec(**{"space.lr_schedule": {"type": "uniform", "low": 0, "high": 1}})}),
     # ---- --set and the other flags
     row("--set unknown key", ["search", "good.yaml", "--set", "search.samples=3"],
         "search.samples: unknown key (did you mean 'num_samples'?)"),

@@ -137,9 +137,9 @@ def _load(args) -> Spec:
 def _preflight(spec: Spec, args) -> None:
     """What `search` and `train` would otherwise find out only once Ray runs (or after MLflow's
     minutes of retries): the task, the tracking store and where the summary goes."""
-    from .tasks import resolve_task
+    from .tasks import check_task_params
 
-    resolve_task(spec.task)
+    check_task_params(spec)
     if spec.tracking.enabled:
         check_tracking_uri(args.tracking_uri, spec.tracking.uri)
     if args.summary_json:
@@ -181,9 +181,9 @@ def _write_summary(args, result) -> None:
 
 def cmd_validate(args) -> int:
     spec = _load(args)
-    from .tasks import resolve_task
+    from .tasks import check_task_params
 
-    resolve_task(spec.task)
+    check_task_params(spec)
     sys.stdout.write(spec.to_yaml())
     return 0
 

@@ -56,6 +56,18 @@ def resolve_task(name: str) -> Any:
     return task
 
 
+def check_task_params(spec: Any) -> None:
+    """What the spec's task can check before any trial runs, through its optional
+    `check_params(fixed, space)`: a `SpecError` naming the key, not a failure per trial."""
+    check = getattr(resolve_task(spec.task), "check_params", None)
+    if check is None:
+        return
+    try:
+        check(spec.fixed, spec.space)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+
+
 def _as_task(name: str, obj: Any) -> Any:
     if inspect.isclass(obj):
         try:

@@ -77,6 +77,11 @@ def lr_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> tor
     raise ValueError(f"lr_schedule {name!r}: use one of {', '.join(LR_SCHEDULES)}")
 
 
+def _check_schedule(key: str, name: Any) -> None:
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"{key}: {name!r} is not a schedule (use one of {', '.join(LR_SCHEDULES)})")
+
+
 class SupervisedTask:
     """Train `build_model(config)` with AdamW on `splits(seed)` through the shared fit loop.
 
@@ -100,6 +105,21 @@ class SupervisedTask:
         raise NotImplementedError
 
     required: tuple[str, ...] = ("lr", "batch_size")
+
+    def check_params(self, fixed: dict[str, Any], space: dict[str, Any]) -> None:
+        """Before any trial runs: every config has the keys `train` needs, and an lr_schedule
+        it knows. A `ValueError` naming the spec key, rather than every trial failing."""
+        for key in self.required:
+            if key not in fixed and key not in space:
+                raise ValueError(f"{key}: {type(self).__name__} needs it: put it in the spec's space or fixed")
+        if "lr_schedule" in fixed:
+            _check_schedule("fixed.lr_schedule", fixed["lr_schedule"])
+        if "lr_schedule" in space:
+            values = getattr(space["lr_schedule"], "values", None)
+            if values is None:
+                raise ValueError(f"space.lr_schedule: must be a choice of {', '.join(LR_SCHEDULES)}, not a range")
+            for value in values:
+                _check_schedule("space.lr_schedule.values", value)
 
     def train(self, config: dict[str, Any], ctx: TrainContext) -> None:
         missing = [key for key in self.required if key not in config]
