@@ -155,6 +155,9 @@ def _reference_worker(config: dict) -> None:
     import ray.train.torch
     from ray import tune
 
+    from raysweep.context import save_state
+    from raysweep.loop import unwrap
+
     torch.set_num_threads(1)
     if config["workers"] > 1:
         rank, device = ray.train.get_context().get_world_rank(), ray.train.torch.get_device()
@@ -168,8 +171,7 @@ def _reference_worker(config: dict) -> None:
             report_fn(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            state = {"model": getattr(model, "module", model).state_dict(), "optimizer": optimizer.state_dict()}
-            torch.save(state, os.path.join(tmp, "state.pt"))
+            save_state({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict()}, tmp)
             report_fn(metrics, checkpoint=checkpoint_cls.from_directory(tmp))
 
     train_loop(config["cfg"], device, config["epochs"], rank, config["workers"], report)
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, choices=(1, 2), default=2)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="bare and raysweep runs each, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each path, in alternating order")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", help="default: benchmarks/results/ddp_parity.json (2 workers), loop_parity.json (1)")
