@@ -1,6 +1,7 @@
 """Epoch throughput of a raysweep trial against a bare PyTorch script: loop parity.
 
-    python benchmarks/ddp_parity.py [--workers 2] [--epochs 8] [--rounds 3] [--batch-size 64] [--device cpu|cuda] [--out PATH]
+    python benchmarks/ddp_parity.py [--workers 2] [--epochs 8] [--rounds 3] [--batch-size 64]
+        [--channels 16] [--poll-interval 0.05] [--device cpu|cuda] [--out PATH]
 
 `--workers 2` (DDP parity): a 2-worker raysweep trial (Ray Train) against a bare
 torch.distributed DDP script. `--workers 1` (loop parity; writes loop_parity.json): a
@@ -11,7 +12,9 @@ epoch time (train + validation), epoch 1 left out as warm-up. raysweep's epoch t
 `time_this_iter_s`, the wall time between two epochs' reports: it includes everything the
 platform adds per epoch (the report to Tune, through Ray Train's controller for a worker
 group, and the checkpoint). The loop-only `epoch_time_s` the trial measures is recorded
-beside it. `--device cuda` needs as many GPUs as workers.
+beside it. `--device cuda` needs as many GPUs as workers. `--channels` widens digits_cnn for
+longer epochs on the same data; `--poll-interval` sets Ray Train's poll of the workers
+(`resources.poll_interval_s`) for both Ray paths.
 
 A third path, the reference, runs the bare loop as a plain Ray trial without raysweep: a Tune
 function trainable (one worker), or Ray's documented Train-in-Tune pattern (a TorchTrainer per
@@ -135,7 +138,8 @@ def run_raysweep(cfg: dict, device: str, epochs: int, storage: Path, workers: in
         # A spec must search something: an lr range too narrow to matter.
         "space": {"lr": {"type": "uniform", "low": cfg["lr"], "high": cfg["lr"] * 1.0001}},
         "fixed": {k: cfg[k] for k in ("batch_size", "channels", "hidden", "dropout")},
-        "resources": {"workers_per_trial": workers, "cpus_per_worker": 1, "gpus_per_worker": int(device == "cuda")},
+        "resources": {"workers_per_trial": workers, "cpus_per_worker": 1, "gpus_per_worker": int(device == "cuda"),
+                      "poll_interval_s": cfg["poll_interval_s"]},
         "tracking": {"enabled": False},
     }
     result = run_search(validate(raw), storage=str(storage), console=Console(quiet=True))
@@ -184,12 +188,13 @@ def _reference_driver(config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raysweep.distributed import POLL_INTERVAL_S, _drain_reports, _pin_cluster_address
+    from raysweep.distributed import POLL_ENV, _drain_reports, _pin_cluster_address
 
-    # raysweep's settings, none a cost of its own: Ray's default 2 s polling would hold a
-    # 70 ms epoch to one per 2 s, the pinned address lets the group's CPUs be freed, and the
-    # drain, after training, keeps Tune from dropping the last epoch's report.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_INTERVAL_S))
+    # raysweep's settings, none a cost of its own: the poll interval raysweep's trial gets
+    # (Ray's default 2 s would hold a 70 ms epoch to one per 2 s), the pinned address lets the
+    # group's CPUs be freed, and the drain, after training, keeps Tune from dropping the last
+    # epoch's report.
+    os.environ[POLL_ENV] = str(config["cfg"]["poll_interval_s"])
     _pin_cluster_address()
     cuda = config["device"] == "cuda"
     TorchTrainer(
@@ -206,6 +211,7 @@ def _reference_driver(config: dict) -> None:
 def run_reference(cfg: dict, device: str, epochs: int, storage: Path, workers: int) -> list[float]:
     """Tune's `time_this_iter_s` of every report of the bare loop run as a plain Ray trial."""
     from ray import cloudpickle, tune
+    from ray.tune.logger import JsonLoggerCallback
 
     # Ray's workers may not have benchmarks/ on their path: this module's functions go by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -220,8 +226,11 @@ def run_reference(cfg: dict, device: str, epochs: int, storage: Path, workers: i
     else:
         trainable = tune.with_resources(_reference_worker, {"cpu": 1, "gpu": int(device == "cuda")})
     config = {"cfg": cfg, "epochs": epochs, "workers": workers, "device": device, "storage": str(storage)}
+    # Tune's JSON logger, on by default in plain Ray (raysweep, imported here, turns the
+    # default loggers off; without it Tune warns that the trial has no result.json).
+    callbacks = [Collect(), JsonLoggerCallback()]
     tune.Tuner(trainable, param_space=config,
-               run_config=tune.RunConfig(name="reference", storage_path=str(storage), callbacks=[Collect()],
+               run_config=tune.RunConfig(name="reference", storage_path=str(storage), callbacks=callbacks,
                                          verbose=0)).fit()
     return times
 
@@ -266,16 +275,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each path, in alternating order")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=16,
+                        help="digits_cnn's width (16): a wider model makes longer epochs on the same data")
+    parser.add_argument("--poll-interval", type=float, default=0.05,
+                        help="Ray Train's poll of the workers, s (0.05, raysweep's default): both Ray paths")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", help="default: benchmarks/results/ddp_parity.json (2 workers), loop_parity.json (1)")
     args = parser.parse_args(argv)
     workers, goal = args.workers, GOALS[args.workers]
-    out_path = args.out or f"benchmarks/results/{'ddp' if workers > 1 else 'loop'}_parity.json"
+    width = ("" if args.channels == 16 else f"_c{args.channels}") + ("" if args.poll_interval == 0.05 else f"_poll{args.poll_interval:g}")
+    out_path = args.out or f"benchmarks/results/{'ddp' if workers > 1 else 'loop'}_parity{width}.json"
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first is warm-up")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    cfg = {"seed": 0, "lr": 1e-3, "batch_size": args.batch_size, "channels": 16, "hidden": 64, "dropout": 0.0}
+    if args.poll_interval <= 0:
+        parser.error("--poll-interval must be above 0")
+    if args.channels < 1:
+        parser.error("--channels must be at least 1")
+    cfg = {"seed": 0, "lr": 1e-3, "batch_size": args.batch_size, "channels": args.channels, "hidden": 64, "dropout": 0.0,
+           "poll_interval_s": args.poll_interval}
     samples = len(digits_splits(cfg["seed"]).train[0])
 
     # As the tests' Ray: 4 logical CPUs, dashboard on (Train V2 frees trials' resources through it).
@@ -294,17 +313,26 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['samples_per_s'] / bare['samples_per_s']:>7.2f}x")
     loop_ratio = ours["loop_only"]["samples_per_s"] / bare["samples_per_s"]
     reference_ratio = ours["samples_per_s"] / reference["samples_per_s"]
+    epoch_ms = {name: 1000 * samples / row["samples_per_s"] for name, row in
+                (("bare", bare), ("raysweep", ours), ("loop", ours["loop_only"]))}
+    # Per epoch, what raysweep's trial adds to the bare epoch: a slower loop (CPU shared with
+    # Ray's processes) and the report + checkpoint between two epochs' loops.
+    added = {"total": epoch_ms["raysweep"] - epoch_ms["bare"], "loop": epoch_ms["loop"] - epoch_ms["bare"],
+             "report_and_checkpoint": epoch_ms["raysweep"] - epoch_ms["loop"]}
+    print(f"(epoch: bare {epoch_ms['bare']:.0f} ms, raysweep {epoch_ms['raysweep']:.0f} ms: +{added['loop']:.1f} ms "
+          f"in the loop, +{added['report_and_checkpoint']:.1f} ms report and checkpoint)")
     print(f"(raysweep's training loop alone, without report and checkpoint: {loop_ratio:.2f}x; "
           f"raysweep / the same loop as a plain Ray trial: {reference_ratio:.2f}x)")
     print(f"\nraysweep / bare: {ratio:.2f}x (goal >= {goal}x; rounds {min(round_ratios):.2f}x to "
           f"{max(round_ratios):.2f}x) on {args.device}, {workers} worker(s), {samples} training samples "
-          f"per epoch, batch size {args.batch_size}")
+          f"per epoch, batch size {args.batch_size}, digits_cnn channels {args.channels}, "
+          f"Ray Train poll every {args.poll_interval:g} s")
     out = {
         "machine": machine(**({"gpu": torch.cuda.get_device_name(0)} if args.device == "cuda" else {})),
         "command": command("ddp_parity.py", argv),
         "device": args.device, "workers": workers, "config": cfg, "train_samples_per_epoch": samples,
         "rounds": args.rounds, "rows": [bare, ours, reference], "ratio": ratio, "round_ratios": round_ratios,
-        "loop_only_ratio": loop_ratio, "vs_plain_ray_ratio": reference_ratio, "goal_ratio": goal,
+        "epoch_ms": epoch_ms, "added_ms_per_epoch": added, "loop_only_ratio": loop_ratio, "vs_plain_ray_ratio": reference_ratio, "goal_ratio": goal,
         "meets_goal": ratio >= goal,
     }
     write_json(out_path, out)

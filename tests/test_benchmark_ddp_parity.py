@@ -22,7 +22,8 @@ def test_parity_benchmark_writes_all_three_throughputs(ray_session, tmp_path, mo
     out = tmp_path / "ddp_parity.json"
 
     rounds = 1  # each path once: a round costs 15-40 s here
-    args = ["--workers", str(workers), "--epochs", "2", "--rounds", str(rounds), "--out", str(out)]
+    args = ["--workers", str(workers), "--epochs", "2", "--rounds", str(rounds), "--channels", "8",
+            "--poll-interval", "0.04", "--out", str(out)]
     assert ddp_parity.main(args) == 0
 
     data = json.loads(out.read_text())
@@ -37,5 +38,9 @@ def test_parity_benchmark_writes_all_three_throughputs(ray_session, tmp_path, mo
     assert data["rounds"] == rounds and len(data["round_ratios"]) == rounds
     assert all(r > 0 for r in data["round_ratios"])
     assert data["ratio"] > 0 and data["train_samples_per_epoch"] > 0
+    assert data["config"]["channels"] == 8 and data["config"]["poll_interval_s"] == 0.04
+    assert all(data["epoch_ms"][path] > 0 for path in ("bare", "raysweep", "loop"))
+    added = data["added_ms_per_epoch"]  # the whole epoch's extra time = loop's + report's
+    assert added["total"] == pytest.approx(added["loop"] + added["report_and_checkpoint"])
     assert data["command"].endswith(" ".join(args))
     assert ray.is_initialized()  # the session's Ray: the script must not shut it down

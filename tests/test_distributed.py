@@ -79,6 +79,7 @@ def test_a_plain_ray_train_loop_is_searched_and_logged(ray_session, tmp_path, tr
         "name": "byo-loop", "task": "tests.user_tasks:ray_train_loop", "max_epochs": 3, "search.num_samples": 2,
         "search.max_concurrent": 2, "metric": "val_accuracy", "mode": "max",
         "space": {"lr": {"type": "loguniform", "low": 0.003, "high": 0.03}}, "fixed": {"epochs": 3},
+        "resources.poll_interval_s": 0.03,
     })
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
     assert [t["status"] for t in result.trials] == ["finished", "finished"]
@@ -86,3 +87,7 @@ def test_a_plain_ray_train_loop_is_searched_and_logged(ray_session, tmp_path, tr
     client = MlflowClient(tracking_uri)
     for trial in result.trials:  # epochs numbered for a loop that reports none
         assert _steps(client, trial["run_id"], "val_accuracy") == [1, 2, 3]
+        # The spec's poll interval reached Ray Train (its controller, and from it the workers).
+        polls = client.get_metric_history(trial["run_id"], "ray_train_poll_s")
+        assert [m.value for m in polls] == [0.03] * 3
+

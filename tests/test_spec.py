@@ -70,6 +70,8 @@ MALFORMED = [
     ({"scheduler.grace_period": 9}, "scheduler.grace_period (9) must not exceed max_epochs (6)"),
     ({"resources.cpus_per_worker": 0}, "resources.cpus_per_worker: input should be greater than 0"),
     ({"resources.gpus_per_worker": -1}, "resources.gpus_per_worker: input should be greater than or equal to 0"),
+    ({"resources.poll_interval_s": 0}, "resources.poll_interval_s: input should be greater than 0"),
+    ({"resources.poll_interval_s": 120}, "resources.poll_interval_s: input should be less than or equal to 60"),
     ({"resources.workers_per_trial": 2, "resources.gpus_per_worker": 0.5}, "gpus_per_worker (0.5) must be a whole number"),
     ({"resources.gpu": 1}, "resources.gpu: unknown key"),
     ({"fixed.lr": 0.1}, "fixed.lr: also defined in space"),

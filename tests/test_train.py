@@ -33,13 +33,16 @@ def test_unknown_hyperparameter_exits_2_before_ray(capsys):
     assert err.count("\n") == 1 and "learning_rate" in err
 
 
-def test_two_worker_train_logs_a_model_that_reloads_with_the_same_accuracy(ray_session, tmp_path, tracking_uri):
+def test_two_worker_train_logs_a_model_that_reloads_with_the_same_accuracy(ray_session, tmp_path, tracking_uri, capsys):
     summary = tmp_path / "summary.json"
     code = main([
         "train", "search_spaces/digits_cnn.yaml", "--workers", "2", "--set", "max_epochs=3", "--set", "lr=0.005",
+        # Polling slower than a digits epoch (~0.1 s): each epoch waits for the poll, and the driver says so.
+        "--set", "resources.poll_interval_s=0.5",
         "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "results"), "--summary-json", str(summary),
     ])
     assert code == 0
+    assert "less than Ray Train's poll interval (0.5 s, resources.poll_interval_s)" in capsys.readouterr().out
     result = json.loads(summary.read_text())
     assert result["epochs"] == 3 and result["params"]["lr"] == 0.005
     client = MlflowClient(tracking_uri)

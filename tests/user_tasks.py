@@ -94,6 +94,7 @@ class KillOnce:
 
 def ray_train_loop(config):
     """A plain Ray Train loop, as in Ray's docs: no raysweep imports at all."""
+    import os
     import tempfile
 
     import ray.train
@@ -122,6 +123,8 @@ def ray_train_loop(config):
             metrics = {
                 "val_loss": torch.nn.functional.cross_entropy(out, y_val).item(),
                 "val_accuracy": (out.argmax(1) == y_val).float().mean().item(),
+                # What Ray Train's controller was told to poll at (the test's probe, not Ray's docs).
+                "ray_train_poll_s": float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "nan")),
             }
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None

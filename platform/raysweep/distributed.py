@@ -8,9 +8,10 @@ Metrics reach Tune (and so ASHA and MLflow) through `TuneReportCallback`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -21,6 +22,45 @@ from .storage import join as join_storage
 
 
 POLL_INTERVAL_S = 0.05
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train's; it reaches the controller and workers
+
+
+def poll_interval(spec: Spec) -> float:
+    """Seconds between Ray Train's polls of a trial's workers: `resources.poll_interval_s`,
+    else the user's $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, else `POLL_INTERVAL_S`.
+
+    Ray Train's controller takes one report per worker per poll, and a worker's next report
+    waits until its last was taken, so an epoch shorter than the poll waits for it: Ray's
+    default, 2 s, held a 0.07 s digits epoch to 2 s (0.03x of bare DDP). Each poll is a
+    remote call into every worker, which a large group with long epochs need not pay 20
+    times a second: on two busy cores, 0.9 s epochs trained 4% faster polling every 0.5 s
+    (benchmarks/ddp_parity.py --channels 128).
+    """
+    if spec.resources.poll_interval_s is not None:
+        return spec.resources.poll_interval_s
+    return float(os.environ.get(POLL_ENV, POLL_INTERVAL_S))
+
+
+def slow_poll_warning(spec: Spec, task: Any, console) -> list:
+    """The driver's `SlowPollWarning`, for a spec whose trials run on Ray Train."""
+    from .progress import SlowPollWarning
+    from .tasks import needs_ray_train
+
+    return [SlowPollWarning(poll_interval(spec), console)] if needs_ray_train(spec, task) else []
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """`name=value` while the block runs (the Tune trial process is reused by later trials)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 class RayTrainContext(RayContext):
@@ -119,15 +159,17 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
     a new `TorchTrainer` of the same run name: Ray Train resumes that run's checkpoints.
     """
     from ray import tune
-    from ray.train import WorkerGroupError
 
     trial_id = tune.get_context().get_trial_id()
-    # Ray Train's controller collects the workers' reports when it polls them, every 2 s by
-    # default, and `ray.train.report` waits for it: a 0.05 s digits epoch took 2 s
-    # (benchmarks/ddp_parity.py: 0.03x of bare DDP; 0.75x polling every 0.05 s). The
-    # controller inherits this process's setting; a user's own value wins.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_INTERVAL_S))
     _pin_cluster_address()
+    with _environ(POLL_ENV, str(poll_interval(spec))):  # read as each controller starts
+        _fit_with_restarts(config, spec, storage, trial_id)
+    _drain_reports()
+
+
+def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str) -> None:
+    from ray.train import WorkerGroupError
+
     failures = 0
     while True:
         try:
@@ -142,7 +184,6 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
                 # The worker's own exception names the failure; the group error, chained,
                 # keeps every worker's traceback for the trial's error file.
                 raise error from exc
-    _drain_reports()
 
 
 def worker_error(exc: BaseException) -> BaseException:

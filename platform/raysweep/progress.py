@@ -18,6 +18,7 @@ from rich.text import Text
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 
 _PLAIN_INTERVAL_S = 5.0
+SLOW_POLL_EPOCHS = 3  # epochs in a row shorter than Ray Train's poll before SlowPollWarning speaks
 
 
 def _value(v: float | None) -> str:
@@ -36,22 +37,31 @@ def make_console() -> Console:
     return console
 
 
-class ProgressCallback(Callback):
-    def __init__(self, book: TrialBook, total: int, console: Console | None = None):
-        self.book, self.total = book, total
+class _Printing(Callback):
+    """A callback that prints: Tune pickles its callbacks with the experiment state, and a
+    console doesn't travel (a restored search gets a fresh one)."""
+
+    def __init__(self, console: Console | None = None):
         self.console = console or make_console()
+
+    def __getstate__(self):
+        return {**self.__dict__, "console": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.console = self.console or make_console()
+
+
+class ProgressCallback(_Printing):
+    def __init__(self, book: TrialBook, total: int, console: Console | None = None):
+        super().__init__(console)
+        self.book, self.total = book, total
         self._live: Live | None = None
         self._last_plain = 0.0
         self._last_line = ""
 
     def __getstate__(self):
-        # Tune pickles its callbacks with the experiment state; a console and a live display
-        # don't travel (a restored search gets a fresh display).
-        return {**self.__dict__, "console": None, "_live": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.console = self.console or make_console()
+        return {**super().__getstate__(), "_live": None}  # nor does a live display
 
     def line(self) -> str:
         c = self.book.counts()
@@ -95,19 +105,12 @@ class ProgressCallback(Callback):
             self._live = None
 
 
-class RunProgress(Callback):
+class RunProgress(_Printing):
     """One line per epoch for a single run (`raysweep train`): its epochs are the progress."""
 
     def __init__(self, book: TrialBook, console: Console | None = None):
+        super().__init__(console)
         self.book = book
-        self.console = console or make_console()
-
-    def __getstate__(self):
-        return {**self.__dict__, "console": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.console = self.console or make_console()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.book.records[trial.trial_id]
@@ -116,6 +119,35 @@ class RunProgress(Callback):
         )
         elapsed = time.monotonic() - self.book.started
         self.console.print(f"epoch {rec.epochs}/{self.book.spec.max_epochs} · {shown} · {elapsed:.0f}s", highlight=False)
+
+
+class SlowPollWarning(_Printing):
+    """Says once when a worker group's epochs are shorter than Ray Train's poll interval.
+
+    Ray Train's controller takes one report per poll and a worker's next report waits for it,
+    so such a trial trains at one epoch per poll (distributed.py). Told from the driver, which
+    sees every trial's `epoch_time_s` (worker output reaches it only with --verbose).
+    """
+
+    def __init__(self, poll_s: float, console: Console | None = None):
+        super().__init__(console)
+        self.poll_s = poll_s
+        self.said = False
+        self._short: dict[str, int] = {}  # per trial: epochs in a row shorter than the poll
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch_s = result.get("epoch_time_s")
+        if self.said or not isinstance(epoch_s, (int, float)):
+            return
+        short = self._short.get(trial.trial_id, 0) + 1 if epoch_s < self.poll_s else 0
+        self._short[trial.trial_id] = short
+        if short >= SLOW_POLL_EPOCHS:
+            self.said = True
+            self.console.print(
+                f"warning: epochs take {epoch_s:.2f} s, less than Ray Train's poll interval ({self.poll_s:g} s, "
+                "resources.poll_interval_s): each waits for the next poll; set it below the epoch time",
+                highlight=False, soft_wrap=True,
+            )
 
 
 def leaderboard(book: TrialBook, top: int = 5) -> Table:

@@ -17,7 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from .book import FAILED, FINISHED, STOPPED, TrialBook
-from .distributed import run_distributed
+from .distributed import run_distributed, slow_poll_warning
 from .jobenv import working_dir
 from .models import can_rebuild, checkpoint_state
 from .plots import write_plots
@@ -308,6 +308,7 @@ def run_search(
         callbacks.append(mlflow_callback)
     if not verbose:
         callbacks.append(ProgressCallback(book, book.target, console))
+    callbacks += slow_poll_warning(spec, resolve_task(spec.task), console)
     try:
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=verbose)

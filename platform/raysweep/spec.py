@@ -183,6 +183,9 @@ class ResourcesSection(_Frozen):
     workers_per_trial: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
+    # How often Ray Train's controller collects worker groups' reports (distributed.py);
+    # None: $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, else 0.05 s.
+    poll_interval_s: float | None = Field(None, gt=0, le=60)
 
     @model_validator(mode="after")
     def _whole_gpus_for_ddp(self):

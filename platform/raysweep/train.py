@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from .book import FAILED, TrialBook
+from .distributed import slow_poll_warning
 from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .progress import RunProgress, make_console
 from .search import RunFailed, build_tuner, ensure_ray, quiet_libraries
@@ -104,6 +105,7 @@ def run_training(
         callbacks.append(MLflowCallback(tracker, book, None, spec, lambda config: config))
     if not verbose:
         callbacks.append(RunProgress(book, console))
+    callbacks += slow_poll_warning(spec, task, console)
     ensure_ray(log_to_driver=verbose)
     build_tuner(spec, storage, callbacks, verbose, fixed_config=params).fit()
 

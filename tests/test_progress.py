@@ -1,0 +1,40 @@
+"""Progress output: the driver's warning when a worker group's epochs are shorter than Ray
+Train's poll. (The status line and leaderboard are checked through searches in test_search.)"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from raysweep.progress import SlowPollWarning
+
+
+def _results(warning, trial_id, *epoch_times):
+    for epoch_s in epoch_times:
+        warning.on_trial_result(0, [], SimpleNamespace(trial_id=trial_id), {"epoch_time_s": epoch_s})
+
+
+def test_slow_poll_warning_speaks_once_after_three_short_epochs_of_one_trial():
+    out = io.StringIO()
+    warning = SlowPollWarning(0.25, Console(file=out, width=300))
+    _results(warning, "a", 0.1, 0.1, 0.5, 0.1, 0.1)  # a longer epoch starts the count again
+    _results(warning, "b", 0.1, 0.1)  # counted per trial
+    _results(warning, "c", 0.3, 0.4, 0.3, 0.3)  # longer than the poll: nothing to say
+    warning.on_trial_result(0, [], SimpleNamespace(trial_id="d"), {"val_loss": 1.0})  # no epoch_time_s
+    assert out.getvalue() == ""
+    _results(warning, "a", 0.07)
+    _results(warning, "b", 0.1, 0.1)
+    text = out.getvalue()
+    assert text.count("warning:") == 1
+    assert ("epochs take 0.07 s, less than Ray Train's poll interval (0.25 s, resources.poll_interval_s): "
+            "each waits for the next poll; set it below the epoch time") in text
+
+
+def test_slow_poll_warning_travels_with_tune_experiment_state():
+    warning = SlowPollWarning(0.5, Console(file=io.StringIO()))
+    _results(warning, "a", 0.1)
+    restored = pickle.loads(pickle.dumps(warning))  # Tune pickles callbacks; a console doesn't travel
+    assert restored.poll_s == 0.5 and restored._short == {"a": 1} and restored.console is not None
