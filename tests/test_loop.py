@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from raysweep.context import TrainContext
+from raysweep.models import best_epoch_state
 from raysweep.tasks.digits import DigitsCNN, DigitsMLP
 
 
@@ -123,3 +124,34 @@ def test_cosine_schedule_anneals_the_rate_and_resumes_on_it():
 def test_an_unknown_lr_schedule_is_refused():
     with pytest.raises(ValueError, match="lr_schedule 'step'"):
         DigitsMLP().train({**CONFIG, "lr_schedule": "step"}, RecordingContext(max_epochs=1, seed=0))
+
+
+def test_ranked_by_val_loss_best_checkpoints_carry_the_best_epochs_weights():
+    task, config = DigitsMLP(), {**CONFIG, "lr": 0.3}  # a rate at which val_loss rises again
+    full = RecordingContext(max_epochs=8, seed=0, metric="val_loss_best")
+    task.train(config, full)
+    losses = [r["val_loss"] for r in full.reports]
+    best_epoch = losses.index(min(losses)) + 1
+    assert best_epoch < 8  # the last epoch is not the best: the case this is about
+
+    state = best_epoch_state(full.checkpoints[-1])  # what the search evaluates and logs
+    assert state["epoch"] == best_epoch
+    x, y = task.splits_for(config, 0).val
+    with torch.no_grad():
+        val_loss = torch.nn.functional.cross_entropy(task.load_model(config, state)(x), y).item()
+    assert val_loss == pytest.approx(min(losses), rel=1e-5)
+
+    # Resumed after the best epoch, a trial keeps it. (From a run that ended there: the
+    # recorded optimizer state is the live one, which later epochs change.)
+    first = RecordingContext(max_epochs=best_epoch, seed=0, metric="val_loss_best")
+    task.train(config, first)
+    resumed = RecordingContext(max_epochs=8, seed=0, metric="val_loss_best", resume=first.checkpoints[-1])
+    task.train(config, resumed)
+    assert [r["epoch"] for r in resumed.reports] == list(range(best_epoch + 1, 9))
+    assert resumed.checkpoints[-1]["best_epoch"] == best_epoch
+
+    # Ranked by anything else, a checkpoint holds only the last epoch's weights.
+    last = RecordingContext(max_epochs=2, seed=0, metric="val_loss")
+    task.train(config, last)
+    assert "best_model" not in last.checkpoints[-1]
+    assert best_epoch_state(last.checkpoints[-1]) is last.checkpoints[-1]

@@ -77,3 +77,23 @@ def test_logging_a_model_leaves_the_process_tracking_uri_as_it_was(tmp_path, mon
     with using_tracking_uri(f"sqlite:///{tmp_path / 'b.db'}"):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://team:5000"
+
+
+def test_ranked_by_val_loss_best_the_logged_model_is_the_best_epochs(ray_session, tmp_path, tracking_uri):
+    summary = tmp_path / "summary.json"
+    code = main([
+        "train", "search_spaces/digits_mlp.yaml", "--set", "metric=val_loss_best", "--set", "max_epochs=8",
+        "--set", "lr=0.01", "--set", "batch_size=64", "--set", "dropout=0", "--set", "weight_decay=0",
+        "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "results"), "--summary-json", str(summary),
+    ])
+    assert code == 0
+    result = json.loads(summary.read_text())
+    losses = [m.value for m in MlflowClient(tracking_uri).get_metric_history(result["run_id"], "val_loss")]
+    assert len(losses) == 8 and losses.index(min(losses)) < 7  # at this rate the last epoch is not the best
+
+    with using_tracking_uri(tracking_uri):
+        model = mlflow.pytorch.load_model(result["model_uri"])
+    x, y = digits_splits(0).val
+    with torch.no_grad():
+        val_loss = torch.nn.functional.cross_entropy(model(x), y).item()
+    assert val_loss == pytest.approx(min(losses), rel=1e-5)

@@ -82,6 +82,11 @@ def fit(
     """
     start_epoch = 1
     best_val_loss = float("inf")
+    # Ranked by `val_loss_best`, a trial is as good as its best epoch: that epoch's weights go
+    # with every checkpoint after it, so the search's test metrics and logged model are the
+    # best epoch's, not the last's (models.checkpoint_state).
+    keep_best = ctx.metric == "val_loss_best"
+    best: dict = {}  # best_model (CPU copies of the weights) and best_epoch, when keep_best
     state = ctx.resume_state
     if state is not None:
         unwrap(model).load_state_dict(state["model"])
@@ -90,6 +95,7 @@ def fit(
             lr_scheduler.load_state_dict(state["lr_scheduler"])
         start_epoch = int(state["epoch"]) + 1
         best_val_loss = float(state.get("val_loss_best", best_val_loss))
+        best = {k: state[k] for k in ("best_model", "best_epoch") if k in state}
 
     # The splits live on the device for the whole trial: one (pinned, asynchronous) copy each.
     x_train, y_train, x_val, y_val = (to_device(t, ctx.device) for t in (*train, *val))
@@ -129,6 +135,9 @@ def fit(
         # The lowest val_loss of any epoch so far: a steadier value to rank trials by
         # (`metric: val_loss_best`) than the last epoch's, which moves 5-30% epoch to epoch
         # at a constant learning rate on a small validation split.
+        if metrics["val_loss"] < best_val_loss and keep_best:
+            best = {"best_model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()},
+                    "best_epoch": epoch}
         best_val_loss = min(best_val_loss, metrics["val_loss"])
         metrics["val_loss_best"] = best_val_loss
         metrics["epoch"] = epoch
@@ -137,7 +146,7 @@ def fit(
         checkpoint = None
         if ctx.should_checkpoint(epoch):
             checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                          "val_loss_best": best_val_loss}
+                          "val_loss_best": best_val_loss, **best}
             if lr_scheduler is not None:
                 checkpoint["lr_scheduler"] = lr_scheduler.state_dict()
         ctx.report(metrics, checkpoint=checkpoint)
