@@ -283,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="default: benchmarks/results/ddp_parity.json (2 workers), loop_parity.json (1)")
     args = parser.parse_args(argv)
     workers, goal = args.workers, GOALS[args.workers]
-    width = ("" if args.channels == 16 else f"_c{args.channels}") + ("" if args.poll_interval == 0.05 else f"_poll{args.poll_interval:g}")
-    out_path = args.out or f"benchmarks/results/{'ddp' if workers > 1 else 'loop'}_parity{width}.json"
+    suffix = "" if args.channels == 16 else f"_c{args.channels}"  # non-default settings name the file
+    suffix += "" if args.poll_interval == 0.05 else f"_poll{args.poll_interval:g}"
+    out_path = args.out or f"benchmarks/results/{'ddp' if workers > 1 else 'loop'}_parity{suffix}.json"
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first is warm-up")
     if args.rounds < 1:

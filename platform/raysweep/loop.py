@@ -135,7 +135,7 @@ def fit(
         # The lowest val_loss of any epoch so far: a steadier value to rank trials by
         # (`metric: val_loss_best`) than the last epoch's, which moves 5-30% epoch to epoch
         # at a constant learning rate on a small validation split.
-        if metrics["val_loss"] < best_val_loss and keep_best:
+        if keep_best and metrics["val_loss"] < best_val_loss:
             best = {"best_model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()},
                     "best_epoch": epoch}
         best_val_loss = min(best_val_loss, metrics["val_loss"])

@@ -308,7 +308,7 @@ def run_search(
         callbacks.append(mlflow_callback)
     if not verbose:
         callbacks.append(ProgressCallback(book, book.target, console))
-    callbacks += slow_poll_warning(spec, resolve_task(spec.task), console)
+    callbacks += slow_poll_warning(spec, task, console)
     try:
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=verbose)
