@@ -62,6 +62,29 @@ def row(id, argv, expected, files=None, env=None, setup=None, marks=()):
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PNG = _png()
+IMAGES = {f"img/{split}/{c}/{i}.png": PNG for split in ("train", "val") for c in ("cat", "dog") for i in range(2)}
+CSV = {"t/train.csv": "a,b,label\n1,2,x\n3,4,y\n", "t/val.csv": "a,b,label\n1,2,x\n"}
+
+
+def data_spec(task="image_folder", **data) -> str:
+    """A spec whose task reads the data: section (image folders under img/ by default)."""
+    section = {"train": "img/train", "val": "img/val", "format": "images", **data}
+    if task == "tabular":
+        section = {"train": "t/train.csv", "val": "t/val.csv", "format": "csv", **data}
+    return spec(task=task, data=section)
+
 ROWS = [
     # ---- the spec file itself
     row("missing file", ["validate", "nope.yaml"], "nope.yaml: no such spec file"),
@@ -148,6 +171,56 @@ ROWS = [
     row("lr_schedule as a range", ["search", "s.yaml"],
         "space.lr_schedule: must be a choice of constant, cosine, not a range",
         {"s.yaml": spec(**{"space.lr_schedule": {"type": "uniform", "low": 0, "high": 1}})}),
+    # ---- the data: section (checked before Ray starts: files.py)
+    row("data split missing", ["search", "s.yaml"], "data.train: img/nope does not exist",
+        {"s.yaml": data_spec(train="img/nope"), **IMAGES}),
+    row("data key misspelt", ["validate", "s.yaml"], "data.fromat: unknown key (did you mean 'format'?)",
+        {"s.yaml": data_spec(fromat="images"), **IMAGES}),
+    row("data format unknown", ["validate", "s.yaml"], "data.format: 'tfrecord' is not allowed",
+        {"s.yaml": data_spec(format="tfrecord"), **IMAGES}),
+    row("data image_size too small", ["search", "s.yaml"], "data.image_size: input should be greater than or equal to 4",
+        {"s.yaml": data_spec(image_size=2), **IMAGES}),
+    row("data features name the label", ["validate", "s.yaml"], "data.features: lists the label column 'label'",
+        {"s.yaml": data_spec("tabular", features=["a", "label"]), **CSV}),
+    row("images: a file, not a folder", ["train", "s.yaml"], "data.val: img/v.png is a file; format images reads a folder",
+        {"s.yaml": data_spec(val="img/v.png"), **IMAGES, "img/v.png": PNG}),
+    row("images: not in a class folder", ["search", "s.yaml"], "data.train: loose.png is not in a class folder",
+        {"s.yaml": data_spec(), **IMAGES, "img/train/loose.png": PNG}),
+    row("images: one class", ["search", "s.yaml"], "data.train: img/train has 1 class folder(s) with images",
+        {"s.yaml": data_spec(), **{k: v for k, v in IMAGES.items() if "/dog/" not in k}}),
+    row("images: class unknown to train", ["validate", "s.yaml"],
+        "data.val: class folder 'owl' is not among data.train's (cat, dog)",
+        {"s.yaml": data_spec(), **IMAGES, "img/val/owl/0.png": PNG}),
+    row("images: no image files", ["search", "s.yaml"], "data.val: no .png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff files in img/empty",
+        {"s.yaml": data_spec(val="img/empty"), **IMAGES, "img/empty/cat/notes.txt": "x"}),
+    row("images: undecodable", ["train", "s.yaml"], "data.train: cannot decode image",
+        {"s.yaml": data_spec(), **IMAGES, "img/train/cat/0.png": b"not a png"}),
+    row("csv: no label column", ["search", "s.yaml"], "data.label: no column 'y' in",
+        {"s.yaml": data_spec("tabular", label="y"), **CSV}),
+    row("csv: text feature", ["validate", "s.yaml"], "data.features: column 'name' is string, not numbers",
+        {"s.yaml": data_spec("tabular"), "t/train.csv": "name,label\nab,x\ncd,y\n", "t/val.csv": "name,label\nab,x\n"}),
+    row("csv: unknown feature", ["search", "s.yaml"], "data.features: no column 'zz' in",
+        {"s.yaml": data_spec("tabular", features=["a", "zz"]), **CSV}),
+    row("csv: header only", ["train", "s.yaml"], f"data.val: {TMP}/t/val.csv has a header but no rows", {"s.yaml": data_spec("tabular"), **CSV,
+                                                                  "t/val.csv": "a,b,label\n"}),
+    row("csv: val lacks a column", ["search", "s.yaml"], "data.val: no column 'b' in",
+        {"s.yaml": data_spec("tabular"), **CSV, "t/val.csv": "a,label\n1,x\n"}),
+    row("jsonl: not JSON", ["validate", "s.yaml"], f"data.train: {TMP}/t/train.jsonl line 1 is not JSON",
+        {"s.yaml": data_spec("tabular", train="t/train.jsonl", val="t/train.jsonl", format="jsonl"),
+         "t/train.jsonl": "{a: 1}\n"}),
+    row("parquet: not Parquet", ["search", "s.yaml"], f"data.train: cannot read {TMP}/t/x.parquet as parquet: Parquet magic",
+        {"s.yaml": data_spec("tabular", train="t/x.parquet", val="t/x.parquet", format="parquet"),
+         "t/x.parquet": "not parquet"}),
+    row("data with a task that has its own", ["search", "s.yaml"],
+        "data.format: task 'digits_mlp' trains on its own data only, not images",
+        {"s.yaml": spec(data={"train": "img/train", "val": "img/val", "format": "images"}), **IMAGES}),
+    row("data format the task can't read", ["validate", "s.yaml"],
+        "data.format: task 'tabular' trains on data: format parquet or csv or jsonl, not images",
+        {"s.yaml": data_spec("tabular", train="img/train", val="img/val", format="images"), **IMAGES}),
+    row("image task without data", ["search", "good.yaml", "--set", "task=image_folder"],
+        "data: task 'image_folder' needs a data: section (format: images)"),
+    row("data and fixed.dataset", ["train", "s.yaml"], "fixed.dataset: the spec's data: section already names the data",
+        {"s.yaml": yaml.safe_dump({**yaml.safe_load(data_spec("tabular")), "fixed": {"dataset": "wine"}}), **CSV}),
     # ---- --set and the other flags
     row("--set unknown key", ["search", "good.yaml", "--set", "search.samples=3"],
         "search.samples: unknown key (did you mean 'num_samples'?)"),

@@ -137,9 +137,12 @@ def _load(args) -> Spec:
 def _preflight(spec: Spec, args) -> None:
     """What `search` and `train` would otherwise find out only once Ray runs (or after MLflow's
     minutes of retries): the task, the tracking store and where the summary goes."""
+    from .files import check_data
     from .tasks import check_task_params
 
     check_task_params(spec)
+    if spec.data is not None:  # before Ray: a bad path is one line, not a failed worker group
+        check_data(spec.data)
     if spec.tracking.enabled:
         check_tracking_uri(args.tracking_uri, spec.tracking.uri)
     if args.summary_json:
@@ -181,9 +184,12 @@ def _write_summary(args, result) -> None:
 
 def cmd_validate(args) -> int:
     spec = _load(args)
+    from .files import check_data
     from .tasks import check_task_params
 
     check_task_params(spec)
+    if spec.data is not None:
+        check_data(spec.data)
     sys.stdout.write(spec.to_yaml())
     return 0
 

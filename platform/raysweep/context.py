@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -43,6 +43,7 @@ class TrainContext(ABC):
         metric: str | None = None,
         precision: str = "fp32",
         meter: dict | None = None,
+        data: Any = None,
     ):
         self.max_epochs = max_epochs
         self.seed = seed
@@ -53,6 +54,8 @@ class TrainContext(ABC):
         # Created now, so its clock starts with the trial; the device is known only later.
         self._meter = Meter(**(meter or {}))
         self._meter_attached = False
+        # The spec's `data:` section as Ray Data datasets (ingest.TrialData), or None.
+        self._data = data
 
     @property
     def meter(self) -> Meter:
@@ -73,10 +76,9 @@ class TrainContext(ABC):
             raise KeyError(
                 f"ctx.report() got no {self.metric!r}, the spec's metric (reported: {', '.join(metrics) or 'nothing'})"
             )
-        self._reports += 1
         if "epoch" not in metrics:
-            resumed = (self.resume_state or {}).get("epoch", 0)
-            metrics = {**metrics, "epoch": int(resumed) + self._reports}
+            metrics = {**metrics, "epoch": self.epoch}
+        self._reports += 1
         check_finite(metrics, self.metric)
         return {**self.meter.metrics(), **metrics}  # the task's own names win
 
@@ -107,18 +109,74 @@ class TrainContext(ABC):
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def epoch(self) -> int:
+        """The epoch being trained (1-based): the one the next `report` is numbered as,
+        counting the epochs of the checkpoint a trial resumed from."""
+        return int((self.resume_state or {}).get("epoch", 0)) + self._reports + 1
+
     # -- model and data
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move the model to this worker's device (and wrap it for data parallelism)."""
         return model.to(self.device)
 
-    def shard(self, n: int) -> slice | torch.Tensor:
-        """Indices of this worker's share of `n` training samples."""
-        return slice(None)
+    def shard(self, n: int, *, epoch: int | None = None, pad: bool = True) -> torch.Tensor:
+        """Indices of this worker's share of `n` samples (sharding.py).
+
+        `epoch` given: drawn from that epoch's seeded permutation of all `n` (the same on
+        every worker, and again after a restart). `pad` (training): every worker gets
+        ceil(n / world_size) indices, so all run the same number of steps; `pad=False`
+        (evaluation): disjoint shards, each sample exactly once over all workers.
+        """
+        from .sharding import shard_indices
+
+        return shard_indices(n, self.rank, self.world_size, seed=self.seed, epoch=epoch, pad=pad)
+
+    def prepare_data_loader(self, loader: Any, *, pad: bool = True) -> Any:
+        """Your own `torch.utils.data.DataLoader`, ready for this worker.
+
+        On a worker group: the same loader over this rank's shard of its dataset (a
+        shuffling loader reshuffles every epoch, seeded; `pad` as for `shard`: leave it on
+        for training, `pad=False` for evaluation). On one worker: the loader itself. Either
+        way its batches arrive on `ctx.device` (pinned and non-blocking on CUDA).
+        """
+        from .sharding import DeviceLoader, shard_loader
+
+        if self.world_size > 1:
+            loader = shard_loader(loader, self.rank, self.world_size, seed=self.seed, pad=pad)
+        return DeviceLoader(loader, self.device, lambda: self.epoch)
+
+    @property
+    def data_info(self) -> dict | None:
+        """What the spec's `data:` section holds (ingest.py): `format`, `classes`,
+        `input_shape`, rows per split, the preprocessing statistics; None without one."""
+        return None if self._data is None else self._data.info
+
+    def iter_batches(self, split: str, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches `{"x": ..., "y": ...}` of the spec's `data:` split on `ctx.device`, streamed
+        by Ray Data, preprocessed.
+
+        "train": this worker's shard (Ray Train splits it into equal row counts), shuffled
+        differently each epoch; "val" / "test": this worker's disjoint part, every row once
+        over all workers, so sums reduced with `all_reduce_sum` are exact.
+        """
+        if self._data is None:
+            raise RuntimeError("ctx.iter_batches: the spec has no data: section to stream from")
+        return self._data.iter_batches(split, batch_size, device=self.device, rank=self.rank,
+                                       world_size=self.world_size, seed=self.seed, epoch=self.epoch,
+                                       iterator=self._dataset_iterator)
+
+    def _dataset_iterator(self, split: str) -> Any:
+        """What this worker streams a split from: the Ray Dataset itself in one process."""
+        return self._data.datasets[split]
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum `values` over workers (validation metrics must be global, not rank 0's)."""
         return values
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Give every worker rank 0's buffers (BatchNorm's running statistics), as they are
+        checkpointed: each rank updates its own copy with its own batches in training."""
 
     # -- progress
     def should_checkpoint(self, epoch: int) -> bool:

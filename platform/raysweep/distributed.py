@@ -91,10 +91,6 @@ class RayTrainContext(RayContext):
 
         return ray.train.torch.prepare_model(model)
 
-    def shard(self, n: int) -> torch.Tensor:
-        # Strided: every rank gets the same number of samples (+-1) from a shuffled split.
-        return torch.arange(self.rank, n, self.world_size)
-
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
 
@@ -102,6 +98,19 @@ class RayTrainContext(RayContext):
             values = values.clone()
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def _dataset_iterator(self, split: str):
+        import ray.train
+
+        # "train" is split by Ray Train (equal row counts per rank); the others arrive whole.
+        return ray.train.get_dataset_shard(split)
 
     def _writes_checkpoints(self) -> bool:
         return self.rank == 0  # every rank reports (Train V2 waits for all); rank 0 saves
@@ -128,7 +137,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if isinstance(task, TrainLoopTask):  # the user's own Ray Train loop, called as Ray Train would
         task.train_loop_per_worker(loop_config["params"])
         return
-    task.train(loop_config["params"], RayTrainContext(**context_kwargs(spec)))
+    task.train(loop_config["params"], RayTrainContext(data=loop_config.get("data"), **context_kwargs(spec)))
 
 
 def _report_callback():
@@ -150,7 +159,7 @@ def _report_callback():
     return ReportToTune()
 
 
-def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
+def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any = None) -> None:
     """Tune function trainable for a trial with more than one worker.
 
     Restarts the worker group after a worker error, up to `failures.max_failures` times, each
@@ -163,17 +172,17 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str) -> None:
     trial_id = tune.get_context().get_trial_id()
     _pin_cluster_address()
     with _environ(POLL_ENV, str(poll_interval(spec))):  # read as each controller starts
-        _fit_with_restarts(config, spec, storage, trial_id)
+        _fit_with_restarts(config, spec, storage, trial_id, data)
     _drain_reports()
 
 
-def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str) -> None:
+def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any) -> None:
     from ray.train import WorkerGroupError
 
     failures = 0
     while True:
         try:
-            _trainer(config, spec, storage, trial_id).fit()
+            _trainer(config, spec, storage, trial_id, data).fit()
             break
         except WorkerGroupError as exc:
             failures += 1
@@ -194,7 +203,10 @@ def worker_error(exc: BaseException) -> BaseException:
     return next((f for f in failures if isinstance(f, NonFiniteLoss)), failures[0] if failures else exc)
 
 
-def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str):
+def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any = None):
+    """`data` (ingest.TrialData): its datasets go to Ray Train, which splits "train" over the
+    workers (equal row counts: DataConfig's streaming_split(equal=True)); val and test reach
+    every worker whole, and each evaluates its part (ingest.TrialData.iter_batches)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -202,9 +214,15 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str):
 
     res = spec.resources
     use_gpu = res.gpus_per_worker > 0
+    loop_config = {"spec": spec.to_dict(), "params": trial_params(spec, config)}
+    datasets = {}
+    if data is not None:
+        loop_config["data"], datasets = data.for_workers(), data.datasets
     return TorchTrainer(
         _train_worker,
-        train_loop_config={"spec": spec.to_dict(), "params": trial_params(spec, config)},
+        train_loop_config=loop_config,
+        datasets=datasets or None,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers_per_trial,
             use_gpu=use_gpu,

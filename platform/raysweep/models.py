@@ -25,9 +25,10 @@ def best_epoch_state(state: dict) -> dict:
     return {**state, "model": state["best_model"], "epoch": state["best_epoch"]}
 
 
-def can_rebuild(task: Any) -> bool:
-    """Whether a task can turn a checkpoint back into a model (built-in and SupervisedTask ones)."""
-    return all(hasattr(task, name) for name in ("load_model", "splits"))
+def can_rebuild(task: Any, data: Any = None) -> bool:
+    """Whether a task can turn a checkpoint back into a model (built-in and SupervisedTask
+    ones) and has input examples for it: its own splits, or the spec's `data:`."""
+    return hasattr(task, "load_model") and (data is not None or hasattr(task, "splits"))
 
 
 @contextlib.contextmanager
@@ -62,18 +63,24 @@ def log_pytorch_model(
     seed: int,
     registered_name: str | None = None,
     version_tags: dict[str, Any] | None = None,
+    example: Any = None,
 ) -> str:
     """Log the checkpoint's model with MLflow's PyTorch flavor and an input example; its URI.
 
-    With `registered_name`, the model also becomes a new version of that registered model,
-    tagged with `version_tags` (e.g. its test-split metrics)."""
+    `example`: a few preprocessed inputs (the spec's `data:`, ingest.TrialData.example);
+    None: the task's own test split's. With `registered_name`, the model also becomes a new
+    version of that registered model, tagged with `version_tags` (e.g. its test metrics)."""
     import mlflow
     import mlflow.pytorch
+    import numpy as np
 
     model = task.load_model(params, state)
-    # splits_for: a task whose data comes from its config (tabular) needs the params to find it.
-    splits = task.splits_for(params, seed) if hasattr(task, "splits_for") else task.splits(seed)
-    example = splits.test[0][:5].numpy()
+    if example is not None:
+        example = np.asarray(example, dtype=np.float32)
+    else:
+        # splits_for: a task whose data comes from its config (tabular) needs the params to find it.
+        splits = task.splits_for(params, seed) if hasattr(task, "splits_for") else task.splits(seed)
+        example = splits.test[0][:5].numpy()
     with using_tracking_uri(uri):
         # The fluent API logs to the active run; the caller ends the run with its own status.
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):

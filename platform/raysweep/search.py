@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,13 +19,15 @@ from rich.console import Console
 
 from .book import FAILED, FINISHED, STOPPED, TrialBook
 from .distributed import run_distributed, slow_poll_warning
+from .files import check_data
+from .ingest import TrialData
 from .jobenv import working_dir
 from .models import can_rebuild, checkpoint_state
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
 from .resume import check_resume, find_previous, prior_points, round_name, seed_asha
 from .space import build_sampler, optuna_space
-from .spec import Spec
+from .spec import Spec, SpecError
 from .spool import Spool, substitute
 from .storage import resolve as storage_location
 from .tasks import needs_ray_train, resolve_task
@@ -118,16 +121,59 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     return True
 
 
-def max_concurrent_trials(spec: Spec) -> int:
-    """The spec's limit, else as many trials as the cluster's CPUs and GPUs hold at once."""
-    if spec.search.max_concurrent is not None:
-        return spec.search.max_concurrent
+def max_concurrent_trials(spec: Spec, data: TrialData | None = None) -> int:
+    """The spec's limit, else as many trials as the cluster's CPUs and GPUs hold at once.
+
+    Data streamed from files by every trial (not read once, ingest.py) needs Ray Data tasks
+    to read and preprocess it while trials run: a CPU is left free for them, or trials
+    holding every CPU would wait for batches no task can produce.
+    """
     res = spec.resources
     total = ray.cluster_resources()
-    fits = [total.get("CPU", 1) // (res.cpus_per_worker * res.workers_per_trial)]
+    trial_cpus = res.cpus_per_worker * res.workers_per_trial
+    streamed = data is not None and not data.info.get("cached", False)
+    cpus = total.get("CPU", 1) - (1 if streamed else 0)
+    if streamed and trial_cpus > cpus:
+        raise SpecError(
+            f"data.cache: the data streams from its files while trials train (cache: {spec.data.cache}), and a "
+            f"trial's {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU leave none of this cluster's "
+            f"{total.get('CPU', 0):g} for Ray Data to read with; set data.cache: memory, or fewer CPUs per trial"
+        )
+    fits = [cpus // trial_cpus]
     if res.gpus_per_worker > 0:
         fits.append(total.get("GPU", 0) // (res.gpus_per_worker * res.workers_per_trial))
-    return max(1, int(min(fits)))
+    fit = max(1, int(min(fits)))
+    if spec.search.max_concurrent is None:
+        return fit
+    # A streamed search never runs so many trials that Ray Data has no CPU left: they would
+    # all wait for batches no read task can produce.
+    return min(spec.search.max_concurrent, fit) if streamed else spec.search.max_concurrent
+
+
+def load_data(spec: Spec, info: dict | None, console: Console, verbose: bool) -> TrialData | None:
+    """The spec's data: splits as Ray Datasets (ingest.py), read once here if they fit."""
+    if spec.data is None:
+        return None
+    from ray.data import DataContext
+
+    from .ingest import load
+
+    # Ray Data's progress bars and execution-plan lines would interleave with raysweep's
+    # progress line (its logs stay in Ray's session folder).
+    DataContext.get_current().enable_progress_bars = verbose
+    if not verbose:  # Ray Data's own console handler (its file handler keeps everything)
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.WARNING)
+                # ... which would say, once, that the bars just turned off are off.
+                handler.addFilter(lambda record: not str(record.msg).startswith("Progress bars disabled"))
+    console.print(f"data: reading {spec.data.format} from {spec.data.train} ...")
+    return load(spec.data, info, say=console.print)
+
+
+def data_kwargs(data: TrialData | None) -> dict:
+    """`evaluate`'s extra argument when the spec streams its data (tasks/__init__.py)."""
+    return {} if data is None else {"data": data}
 
 
 def tune_callbacks(callbacks: list) -> list:
@@ -163,18 +209,18 @@ class StopAfterFailures(tune.Stopper):
         return self.book.counts()[FAILED] >= self.limit
 
 
-def _trainable(spec: Spec, storage: str):
+def _trainable(spec: Spec, storage: str, data: TrialData | None = None):
     res = spec.resources
     if not needs_ray_train(spec, resolve_task(spec.task)):
         return tune.with_resources(
-            tune.with_parameters(run_in_process, spec=spec),
+            tune.with_parameters(run_in_process, spec=spec, data=data),
             {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
         )
     # The trial itself only drives a Ray Train worker group, which holds the resources.
     # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
     # more than N worker groups, so the last one would wait. One byte of memory it is.
     return tune.with_resources(
-        tune.with_parameters(run_distributed, spec=spec, storage=storage),
+        tune.with_parameters(run_distributed, spec=spec, storage=storage, data=data),
         tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
     )
 
@@ -198,7 +244,7 @@ def _scheduler(spec: Spec, prior: dict | None = None):
 def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
     *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
-    stop: tune.Stopper | None = None,
+    stop: tune.Stopper | None = None, data: TrialData | None = None,
 ) -> tune.Tuner:
     """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
 
@@ -217,7 +263,7 @@ def build_tuner(
         scheduler = _scheduler(spec, prior)
         num_samples = num_samples or spec.search.num_samples
     return tune.Tuner(
-        _trainable(spec, storage),
+        _trainable(spec, storage, data),
         param_space=fixed_config or {},
         # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
         # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
@@ -225,7 +271,7 @@ def build_tuner(
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=num_samples,
-            max_concurrent_trials=max_concurrent_trials(spec),
+            max_concurrent_trials=max_concurrent_trials(spec, data),
             # One process serves many in-process trials: ~0.005 s per trial, not a new actor.
             # A Ray Train trial's process only drives its worker group: nothing to gain.
             reuse_actors=not train_path,
@@ -247,10 +293,11 @@ def build_tuner(
 
 
 def restore_tuner(
-    spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None
+    spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None,
+    data: TrialData | None = None,
 ) -> tune.Tuner:
     """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
-    tuner = tune.Tuner.restore(path, _trainable(spec, storage), resume_unfinished=True, resume_errored=False)
+    tuner = tune.Tuner.restore(path, _trainable(spec, storage, data), resume_unfinished=True, resume_errored=False)
     # Tune restores the callbacks, stopper and scheduler pickled when the round first
     # started: fresh ones, holding this driver's book and tracker, and ASHA with its rungs
     # rebuilt (no public API sets them on a restored Tuner in Ray 2.60).
@@ -282,6 +329,7 @@ def run_search(
     if not verbose:
         quiet_libraries()
     task = resolve_task(spec.task)  # an unknown or broken task fails before Ray starts
+    data_info = check_data(spec.data) if spec.data is not None else None  # and bad data: paths
     storage = storage_location(storage)
     previous = find_previous(storage, spec.name) if resume else None
     if resume:
@@ -312,15 +360,16 @@ def run_search(
     try:
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=verbose)
+        data = load_data(spec, data_info, console, verbose)
         limit = spec.search.max_failed_trials
         stop = StopAfterFailures(book, limit) if limit else None
         if previous is None:
-            tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop)
+            tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data)
         elif more_samples is None:
-            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop)
+            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data)
         else:
             tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
-                                num_samples=more_samples, prior=dict(book.records), stop=stop)
+                                num_samples=more_samples, prior=dict(book.records), stop=stop, data=data)
         tuner.fit()
     except BaseException:
         if tracker is not None:
@@ -330,11 +379,11 @@ def run_search(
 
     best = book.best()
     state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
-    if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task)):
+    if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task, data)):
         state = checkpoint_state(best.checkpoint)
     test_metrics: dict[str, float] = {}
     if state is not None and hasattr(task, "evaluate"):
-        test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed)
+        test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
 
     failure = search_failure(spec, book)
     result = SearchResult(
@@ -366,12 +415,13 @@ def run_search(
     )
     if tracker is not None:
         # A failed search registers no model version: its best trial is known, not vetted.
-        if failure is None and state is not None and spec.tracking.log_model and can_rebuild(task):
+        if failure is None and state is not None and spec.tracking.log_model and can_rebuild(task, data):
             result.model_uri = tracker.log_model(
                 parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
                 registered_name=spec.tracking.registered_model or spec.experiment, version_tags=test_metrics,
+                example=None if data is None else data.example(),
             )
-        _log_summary(tracker, spec, book, result)
+        _log_summary(tracker, spec, book, result, data)
         # Runs created during an outage are known by their real ids once the spool is sent.
         ids = tracker.finish()
         result.parent_run_id, result.best, result.trials = substitute((result.parent_run_id, result.best, result.trials), ids)
@@ -426,9 +476,13 @@ def search_totals(book: TrialBook) -> dict[str, float | None]:
     }
 
 
-def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchResult) -> None:
-    """Parent run: best trial's params and value, test metrics, totals, best checkpoint."""
+def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchResult,
+                 data: TrialData | None = None) -> None:
+    """Parent run: best trial's params and value, test metrics, totals, best checkpoint, and
+    what the spec's data: section held (rows, classes, preprocessing statistics)."""
     run_id = result.parent_run_id
+    if data is not None:
+        tracker.log_text(run_id, json.dumps(data.info, indent=1, default=str), "data_info.json")
     counts = book.counts()
     totals = {
         "trials_total": len(book.records),

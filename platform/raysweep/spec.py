@@ -224,6 +224,47 @@ class FailuresSection(_Frozen):
     max_failures: int = Field(0, ge=-1)
 
 
+DATA_FORMATS = ("parquet", "csv", "jsonl", "images")
+
+
+class DataSection(_Frozen):
+    """Datasets in files, read and preprocessed by Ray Data (ingest.py; checked by files.py).
+
+    Each split is a file, a directory of files, or a URI pyarrow opens (`s3://bucket/dir`,
+    with pyarrow's options in the query: `?endpoint_override=host:port&scheme=http`).
+    """
+
+    train: str = Field(min_length=1)
+    val: str = Field(min_length=1)
+    test: str | None = Field(None, min_length=1)  # None: no test metrics for the chosen trial
+    format: Literal["parquet", "csv", "jsonl", "images"]
+    # Tabular formats: the class column, and the feature columns (None: every other column).
+    label: str = Field("label", min_length=1)
+    features: list[str] | None = None
+    # images: one subfolder per class; every image resized to image_size x image_size
+    # (None: the first image's size) and converted to image_mode.
+    image_size: int | None = Field(None, ge=4, le=4096)
+    image_mode: Literal["RGB", "L"] = "RGB"
+    # auto: read and preprocess once per search into Ray's object store when the data takes
+    # at most half of it, else every trial streams from the files; memory / none force it.
+    cache: Literal["auto", "memory", "none"] = "auto"
+    # Rows a training stream shuffles among (per worker, reseeded every epoch); 0: file order.
+    shuffle_buffer: int = Field(2048, ge=0)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, features, info):
+        if features is None:
+            return features
+        if not features:
+            raise ValueError("must name at least one column (or leave it out: every column but the label)")
+        if len(set(features)) != len(features):
+            raise ValueError(f"{features} names a column twice")
+        if info.data.get("label") in features:  # `label` is declared first, so already checked
+            raise ValueError(f"lists the label column {info.data['label']!r}")
+        return features
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -246,6 +287,7 @@ class Spec(_Frozen):
     cost: CostSection = CostSection()
     # bf16: forward passes under torch.autocast(bfloat16); weights and optimizer stay fp32.
     precision: Literal["fp32", "bf16"] = "fp32"
+    data: DataSection | None = None  # datasets in files, streamed by Ray Data (None: the task's own)
 
     @field_validator("name")
     @classmethod
@@ -309,10 +351,11 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = getattr(field, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
+        # An optional section (`data: DataSection | None`) is the section's model.
+        models = [a for a in get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
             return None
+        model = models[0]
     return model
 
 

@@ -319,7 +319,7 @@ def _log_model(client, args, payload, ids, replaying):
         return None  # logged by an earlier, interrupted replay
     model_uri = log_pytorch_model(args["tracking_uri"], run_id, resolve_task(args["task"]), args["params"], payload,
                                   args["seed"], registered_name=args["registered_name"],
-                                  version_tags=args["version_tags"])
+                                  version_tags=args["version_tags"], example=args.get("example"))
     if replaying:  # the run's end, spooled after this, did not know the URI
         client.set_tag(run_id, MODEL_URI_TAG, model_uri)
     return model_uri
@@ -445,12 +445,14 @@ class SpoolingClient:
     def set_terminated(self, run_id, status=None, end_time=None):
         self._send("set_terminated", {"run_id": run_id, "status": status or "FINISHED", "end_time": end_time or _now_ms()})
 
-    def log_pytorch_model(self, run_id, task, params, state, seed, registered_name=None, version_tags=None):
+    def log_pytorch_model(self, run_id, task, params, state, seed, registered_name=None, version_tags=None,
+                          example=None):
         """`models.log_pytorch_model` for the spec's task name; the model's URI, or None if spooled
-        (replay logs it and tags the run with its URI)."""
+        (replay logs it and tags the run with its URI). `example`: inputs as nested lists."""
         args = {"run_id": run_id, "tracking_uri": self.tracking_uri, "task": task, "params": params, "seed": seed,
                 "registered_name": registered_name,
-                "version_tags": {k: str(v) for k, v in (version_tags or {}).items()}}
+                "version_tags": {k: str(v) for k, v in (version_tags or {}).items()},
+                "example": None if example is None else example.tolist()}
         return self._send("log_model", args, payload=state)
 
     # -- the choke point

@@ -18,7 +18,8 @@ from .book import FAILED, TrialBook
 from .distributed import slow_poll_warning
 from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .progress import RunProgress, make_console
-from .search import RunFailed, build_tuner, ensure_ray, quiet_libraries
+from .files import check_data
+from .search import RunFailed, build_tuner, data_kwargs, ensure_ray, load_data, quiet_libraries
 from .storage import resolve as storage_location
 from .spec import Choice, IntParam, LogUniform, Spec, SpecError
 from .tasks import resolve_task
@@ -96,6 +97,7 @@ def run_training(
     if not verbose:
         quiet_libraries()
     task = resolve_task(spec.task)
+    data_info = check_data(spec.data) if spec.data is not None else None
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
     tracker = Tracker(uri, spec.experiment) if uri else None
     storage = storage_location(storage)
@@ -107,18 +109,20 @@ def run_training(
         callbacks.append(RunProgress(book, console))
     callbacks += slow_poll_warning(spec, task, console)
     ensure_ray(log_to_driver=verbose)
-    build_tuner(spec, storage, callbacks, verbose, fixed_config=params).fit()
+    data = load_data(spec, data_info, console, verbose)
+    build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data).fit()
 
     (rec,) = book.records.values()
     if rec.status == FAILED or rec.value is None:
         raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}")
     result = TrainResult(spec.name, rec.run_id, params, rec.epochs, rec.metrics, tracking_uri=uri)
-    if rec.checkpoint is not None and can_rebuild(task):
+    if rec.checkpoint is not None and can_rebuild(task, data):
         state = checkpoint_state(rec.checkpoint)
-        result.test_metrics = task.evaluate(params, state, spec.seed)
+        result.test_metrics = task.evaluate(params, state, spec.seed, **data_kwargs(data))
         if tracker is not None:
             tracker.log_metrics(rec.run_id, result.test_metrics, step=rec.epochs)
-            result.model_uri = log_pytorch_model(uri, rec.run_id, task, params, state, spec.seed)
+            result.model_uri = log_pytorch_model(uri, rec.run_id, task, params, state, spec.seed,
+                                                 example=None if data is None else data.example())
     result.wall_s = round(time.monotonic() - started, 3)
     if tracker is not None:
         tracker.end_run(rec.run_id, "FINISHED", {"raysweep.model_uri": result.model_uri or ""})

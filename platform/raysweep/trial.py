@@ -38,11 +38,12 @@ def context_kwargs(spec: Spec) -> dict[str, Any]:
     }
 
 
-def run_in_process(config: dict[str, Any], spec: Spec) -> None:
-    """Tune function trainable for a one-worker trial."""
+def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None) -> None:
+    """Tune function trainable for a one-worker trial; `data`: the spec's data: splits
+    (ingest.TrialData), streamed whole."""
     res = spec.resources
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch reads it only at import, and a
     # reused actor may have imported torch for another spec.
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
-    ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", **context_kwargs(spec))
+    ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", data=data, **context_kwargs(spec))
     resolve_task(spec.task).train(trial_params(spec, config), ctx)

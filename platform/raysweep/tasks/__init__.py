@@ -7,8 +7,10 @@ A task is either
 * a Ray Train function ``train_loop_per_worker(config)`` (one parameter) that calls
   ``ray.train.report(metrics, checkpoint=...)`` itself: it runs on a `TorchTrainer`, or
 * an object with that ``train`` method and, optionally, ``evaluate(config, state, seed)`` (test
-  metrics of a checkpoint state, logged on the search's parent run) and
-  ``build_model(config)`` (the bare model, so the best one can be logged to MLflow).
+  metrics of a checkpoint state, logged on the search's parent run; with a spec ``data:``
+  section it is called with ``data=`` too, see ingest.TrialData) and ``load_model(config,
+  state)`` with ``splits(seed)`` (the model rebuilt from a checkpoint, and input examples, so
+  the best one can be logged to MLflow).
 
 A class is instantiated with no arguments.
 """
@@ -22,9 +24,11 @@ from typing import Any
 from ..spec import SpecError
 from .base import FunctionTask, Task, TrainLoopTask
 from .digits import DigitsCNN, DigitsMLP
+from .images import ImageFolder
 from .tabular import Tabular
 
-BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN, "tabular": Tabular}
+BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN, "tabular": Tabular,
+                            "image_folder": ImageFolder}
 
 _resolved: dict[str, Any] = {}
 
@@ -58,8 +62,20 @@ def resolve_task(name: str) -> Any:
 
 def check_task_params(spec: Any) -> None:
     """What the spec's task can check before any trial runs, through its optional
-    `check_params(fixed, space)`: a `SpecError` naming the key, not a failure per trial."""
-    check = getattr(resolve_task(spec.task), "check_params", None)
+    `check_params(fixed, space)` and `data_formats` / `needs_data` (SupervisedTask): a
+    `SpecError` naming the key, not a failure per trial."""
+    task = resolve_task(spec.task)
+    formats = getattr(task, "data_formats", None)  # None: a user task, which may read any data
+    if spec.data is not None and formats is not None and spec.data.format not in formats:
+        trains_on = f"data: format {' or '.join(formats)}" if formats else "its own data only"
+        raise SpecError(f"data.format: task {spec.task!r} trains on {trains_on}, not {spec.data.format}")
+    if spec.data is None and getattr(task, "needs_data", False):
+        raise SpecError(f"data: task {spec.task!r} needs a data: section (format: {' or '.join(formats)})")
+    if spec.data is not None:
+        own = sorted(k for k in ("dataset", "data", "target") if k in spec.fixed)
+        if own and formats is not None:
+            raise SpecError(f"fixed.{own[0]}: the spec's data: section already names the data; keep one")
+    check = getattr(task, "check_params", None)
     if check is None:
         return
     try:

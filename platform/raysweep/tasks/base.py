@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..context import TrainContext
-from ..loop import SumMetrics, evaluate, fit
+from ..loop import SumMetrics, evaluate, evaluate_batches, fit
 
 
 @runtime_checkable
@@ -93,6 +93,10 @@ class SupervisedTask:
 
     loss_fn: Callable = staticmethod(nn.functional.cross_entropy)
     val_metrics: SumMetrics = {}
+    # The spec data: formats the task trains on (streamed, ingest.py); () trains on its own
+    # data only. `needs_data`: it has no data of its own.
+    data_formats: tuple[str, ...] = ()
+    needs_data: bool = False
 
     def splits(self, seed: int) -> Splits:
         raise NotImplementedError
@@ -102,7 +106,16 @@ class SupervisedTask:
         return self.splits(seed)
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
+        """The bare model. A task with `data_formats` takes `build_model(config, info)`: the
+        data's description (ingest.py: input_shape, classes), None for its own data."""
         raise NotImplementedError
+
+    def augmentation(self, config: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """A transform of each training batch's inputs on the device, or None."""
+        return None
+
+    def _model(self, config: dict[str, Any], info: dict | None) -> nn.Module:
+        return self.build_model(config) if info is None else self.build_model(config, info)
 
     required: tuple[str, ...] = ("lr", "batch_size")
 
@@ -125,26 +138,38 @@ class SupervisedTask:
         missing = [key for key in self.required if key not in config]
         if missing:  # the trial fails with this line as its error, not a bare KeyError
             raise ValueError(f"{type(self).__name__} needs {missing[0]!r}: put it in the spec's space or fixed")
-        data = self.splits_for(config, ctx.seed)
+        info = ctx.data_info  # the spec's data: section, streamed; else the task's own splits
+        train = val = None
+        if info is None:
+            data = self.splits_for(config, ctx.seed)
+            train, val = data.train, data.val
         torch.manual_seed(ctx.seed)
-        model = ctx.prepare_model(self.build_model(config))
+        model = ctx.prepare_model(self._model(config, info))
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0))
         )
         fit(
-            ctx, model, optimizer, data.train, data.val,
+            ctx, model, optimizer, train, val,
             batch_size=int(config["batch_size"]), loss_fn=self.loss_fn, val_metrics=self.val_metrics,
             lr_scheduler=lr_schedule(config.get("lr_schedule", "constant"), optimizer, ctx.max_epochs),
+            augment=self.augmentation(config),
+            # What rebuilds the model from a checkpoint alone (load_model): the data's shape.
+            extra_state=None if info is None else {"data_info": info},
         )
 
-    def evaluate(self, config: dict[str, Any], state: dict, seed: int) -> dict[str, float]:
-        """Test-split metrics of a checkpoint's model (`test_loss`, and e.g. `test_accuracy`)."""
+    def evaluate(self, config: dict[str, Any], state: dict, seed: int, data: Any = None) -> dict[str, float]:
+        """Test-split metrics of a checkpoint's model (`test_loss`, and e.g. `test_accuracy`);
+        `data`: the spec's data: splits (ingest.TrialData), whose test split, if any, it streams."""
         model = self.load_model(config, state)
-        x, y = self.splits_for(config, seed).test
         metrics = {name.replace("val_", "test_", 1): fn for name, fn in self.val_metrics.items()}
+        if data is not None:
+            if "test" not in data.info["splits"]:
+                return {}
+            return evaluate_batches(model, data.batches("test"), self.loss_fn, metrics, prefix="test")
+        x, y = self.splits_for(config, seed).test
         return evaluate(model, x, y, self.loss_fn, metrics, prefix="test")
 
     def load_model(self, config: dict[str, Any], state: dict) -> nn.Module:
-        model = self.build_model(config)
+        model = self._model(config, state.get("data_info"))
         model.load_state_dict(state["model"])
         return model.eval()

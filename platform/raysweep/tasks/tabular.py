@@ -160,6 +160,7 @@ class Tabular(SupervisedTask):
     """
 
     val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
+    data_formats: ClassVar[tuple[str, ...]] = ("parquet", "csv", "jsonl")
 
     def splits(self, seed: int) -> Splits:
         return self.splits_for({}, seed)  # no config: the default dataset
@@ -167,13 +168,15 @@ class Tabular(SupervisedTask):
     def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
         return tabular_splits(source_of(config), seed)
 
-    def build_model(self, config: dict[str, Any]) -> nn.Module:
-        # Sizes come from the data, so a checkpoint's config alone rebuilds its model.
-        table = load_table(source_of(config))
+    def build_model(self, config: dict[str, Any], info: dict | None = None) -> nn.Module:
+        # Sizes come from the data, so a checkpoint's config (and data info) rebuilds its model.
+        if info is not None:  # the spec's data: section (a feature vector per row)
+            n_in, n_out = info["input_shape"][0], len(info["classes"])
+        else:
+            table = load_table(source_of(config))
+            n_in, n_out = table.x.shape[1], len(table.classes)
         layers = int(config.get("layers", 2))
         if layers < 0:
             raise ValueError(f"tabular: layers ({layers}) must be 0 (a linear model) or more")
-        return mlp(
-            table.x.shape[1], len(table.classes),
-            hidden=int(config.get("hidden", 64)), layers=layers, dropout=float(config.get("dropout", 0.0)),
-        )
+        return mlp(n_in, n_out, hidden=int(config.get("hidden", 64)), layers=layers,
+                   dropout=float(config.get("dropout", 0.0)))

@@ -1,0 +1,255 @@
+"""The spec's `data:` section through Ray Data: read files, preprocess, stream to trials.
+
+Preprocessing runs in Ray Data's tasks, never in the training loop: images are decoded,
+resized and normalised per channel; tabular features are gathered into one vector and
+standardised per feature; both with the train split's statistics (one pass over it), and
+labels become class indices. Every split arrives as rows `{"x": float32, "y": int64}`.
+
+Read once or per trial (`data.cache`): when the preprocessed splits take at most half of
+Ray's object store they are read, preprocessed and materialised once per search, before
+the first trial, and every trial streams blocks from memory; otherwise each trial (and
+each epoch) streams from the files again, through the same preprocessing. A `--resume`
+reads them again. A trial's workers stream their shard: Ray Train splits "train" into
+equal row counts per worker (`streaming_split(equal=True)`, which drops at most
+world_size - 1 rows an epoch), so every rank runs the same number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .files import SPLITS, check_data, list_split
+from .sharding import epoch_seed
+from .spec import DataSection, SpecError
+
+CACHE_FRACTION = 0.5  # of the object store, at most, for data read once per search
+
+
+@dataclass
+class TrialData:
+    """What a trial gets of the data: its description and the Ray Datasets of each split.
+
+    The datasets travel to in-process trials; Ray Train workers get a copy without them and
+    stream through `ray.train.get_dataset_shard` (distributed.py).
+    """
+
+    info: dict
+    datasets: dict[str, Any] | None
+    shuffle_buffer: int = 0
+
+    def for_workers(self) -> TrialData:
+        return replace(self, datasets=None)
+
+    def iter_batches(self, split: str, batch_size: int, *, device, rank: int, world_size: int, seed: int,
+                     epoch: int, iterator: Callable[[str], Any]) -> Iterator[dict]:
+        """Torch batches of a split for one worker (context.TrainContext.iter_batches)."""
+        import torch
+
+        if split not in self.info["splits"]:
+            raise KeyError(f"iter_batches: the spec's data: section has no {split!r} split "
+                           f"(it has {', '.join(self.info['splits'])})")
+        kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "drop_last": False,
+                                  "dtypes": {"x": torch.float32, "y": torch.int64},
+                                  "pin_memory": getattr(device, "type", str(device)) == "cuda"}
+        train = split == "train"
+        if train and self.shuffle_buffer:
+            # Reseeded every epoch (and per rank): a new order each epoch, the same after a restart.
+            kwargs.update(local_shuffle_buffer_size=max(self.shuffle_buffer, batch_size),
+                          local_shuffle_seed=epoch_seed(seed, epoch) * 1_009 + rank)
+        batches = iterator(split).iter_torch_batches(**kwargs)
+        if train or world_size == 1:
+            yield from batches
+            return
+        # val / test reach every worker whole: each evaluates every world_size-th batch, so
+        # every row counts once over the workers.
+        for i, batch in enumerate(batches):
+            if i % world_size == rank:
+                yield batch
+
+    def batches(self, split: str, batch_size: int = 4096) -> Iterator[tuple[Any, Any]]:
+        """(x, y) torch batches of a whole split, here in the driver (test metrics)."""
+        for batch in self.iter_batches(split, batch_size, device="cpu", rank=0, world_size=1, seed=0, epoch=0,
+                                       iterator=self.datasets.__getitem__):
+            yield batch["x"], batch["y"]
+
+    def example(self, n: int = 5) -> np.ndarray:
+        """A few preprocessed inputs (MLflow's input example for a logged model)."""
+        split = "test" if "test" in self.datasets else "val"
+        return self.datasets[split].take_batch(n, batch_format="numpy")["x"]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read(section: DataSection, split: str, info: dict):
+    import ray.data
+
+    s = list_split(f"data.{split}", getattr(section, split), section.format)
+    if section.format == "images":
+        # Every image resized to one size (image_size, else the first image's): a batch is one array.
+        return ray.data.read_images(s.files, filesystem=s.filesystem, size=tuple(info["input_shape"][1:]),
+                                    mode=section.image_mode, include_paths=True)
+    columns = [section.label, *(section.features or [])] if section.features else None
+    if section.format == "parquet":
+        return ray.data.read_parquet(s.files, filesystem=s.filesystem, columns=columns)
+    reader = ray.data.read_csv if section.format == "csv" else ray.data.read_json
+    ds = reader(s.files, filesystem=s.filesystem)
+    return ds if columns is None else ds.select_columns(columns)
+
+
+class _ToXY:
+    """Raw rows -> {"x": numbers as read, "y": class index}: a picklable Ray Data map."""
+
+    def __init__(self, section: DataSection, info: dict, split: str):
+        self.format, self.label, self.split = section.format, section.label, split
+        self.features = info.get("features", [])
+        self.classes = list(info["classes"])
+        self.index = {c: i for i, c in enumerate(self.classes)}
+
+    def __call__(self, batch: dict) -> dict:
+        if self.format == "images":
+            image = np.asarray(batch["image"])
+            if image.ndim == 3:  # mode L: (B, H, W)
+                image = image[..., None]
+            labels = [p.replace("\\", "/").rsplit("/", 2)[-2] for p in batch["path"]]
+            x = np.ascontiguousarray(image.transpose(0, 3, 1, 2))  # (B, C, H, W), still uint8
+        else:
+            x = np.concatenate([np.asarray(_stack(batch[c]), dtype=np.float32).reshape(len(batch[c]), -1)
+                                for c in self.features], axis=1)
+            labels = batch[self.label].tolist()
+        try:
+            y = np.fromiter((self.index[_key(v)] for v in labels), dtype=np.int64, count=len(labels))
+        except KeyError as exc:
+            raise ValueError(f"data.{self.split}: label {exc.args[0]!r} is not one of data.train's classes") from None
+        return {"x": x, "y": y}
+
+
+def _stack(column):
+    """A column of per-row arrays (a list feature) as one 2-d array."""
+    column = np.asarray(column) if not isinstance(column, np.ndarray) else column
+    return np.stack(column) if column.dtype == object else column
+
+
+def _key(value) -> Any:
+    """A label as the classes list holds it (JSON-able: numbers as Python numbers)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class _Moments:
+    """Per-channel (images) or per-feature sums, for the train split's mean and std."""
+
+    def __init__(self, images: bool):
+        self.axes = (0, 2, 3) if images else (0,)
+
+    def __call__(self, batch: dict) -> dict:
+        x = batch["x"].astype(np.float64)
+        if self.axes != (0,):
+            x = x / 255.0
+        count = x.size // x.shape[1]  # values per channel (images) or per feature
+        return {"s": x.sum(axis=self.axes)[None], "ss": (x * x).sum(axis=self.axes)[None], "n": np.array([count])}
+
+
+class _Normalize:
+    def __init__(self, mean, std, images: bool):
+        shape = (1, -1, 1, 1) if images else (1, -1)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(shape)
+        self.std = np.asarray(std, dtype=np.float32).reshape(shape)
+        self.images = images
+
+    def __call__(self, batch: dict) -> dict:
+        x = batch["x"].astype(np.float32)
+        if self.images:
+            x /= 255.0
+        return {"x": (x - self.mean) / self.std, "y": batch["y"]}
+
+
+def _statistics(train, images: bool) -> tuple[list[float], list[float]]:
+    parts = train.map_batches(_Moments(images), batch_format="numpy").take_all()
+    s = sum(np.asarray(p["s"], dtype=np.float64) for p in parts)
+    ss = sum(np.asarray(p["ss"], dtype=np.float64) for p in parts)
+    n = float(sum(int(p["n"]) for p in parts))
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
+    std[std < 1e-8] = 1.0  # a constant feature: centred, not divided by zero
+    return mean.tolist(), std.tolist()
+
+
+def _classes(raw: dict, section: DataSection) -> list:
+    labels = sorted(_key(v) for v in raw["train"].unique(section.label))
+    if len(labels) < 2:
+        raise SpecError(f"data.label: column {section.label!r} of data.train has {len(labels)} distinct value(s); "
+                        "classification needs at least 2")
+    if any(isinstance(v, float) and not float(v).is_integer() for v in labels):
+        raise SpecError(f"data.label: column {section.label!r} holds fractional numbers; it must name classes")
+    for split in SPLITS[1:]:
+        if split in raw:
+            unknown = sorted(set(_key(v) for v in raw[split].unique(section.label)) - set(labels), key=str)
+            if unknown:
+                raise SpecError(f"data.{split}: label {unknown[0]!r} in column {section.label!r} is not among "
+                                f"data.train's classes")
+    return labels
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def estimated_bytes(info: dict) -> float:
+    """The preprocessed splits' size in memory (float32 inputs); CSV / JSON text where the
+    row count is unknown before reading (numbers take less as float32 than as text)."""
+    total = 0.0
+    for split in info["splits"].values():
+        if split["rows"] is not None and info.get("input_shape"):
+            total += split["rows"] * (4 * math.prod(info["input_shape"]) + 8)
+        else:
+            total += split["bytes"]
+    return total
+
+
+def load(section: DataSection, info: dict | None = None, *, say: Callable[[str], None] = print) -> TrialData:
+    """Read and preprocess the splits (`info`: `files.check_data`'s, checked again if None).
+
+    Needs Ray initialised. Errors in the data itself (a label val has that train has not)
+    raise `SpecError` naming the key.
+    """
+    import ray
+
+    started = time.monotonic()
+    info = dict(info or check_data(section))
+    splits = [s for s in SPLITS if getattr(section, s) is not None]
+    images = section.format == "images"
+    store = ray.cluster_resources().get("object_store_memory", 0.0)
+    cache = section.cache == "memory" or (section.cache == "auto" and estimated_bytes(info) <= CACHE_FRACTION * store)
+    raw = {s: _read(section, s, info) for s in splits}
+    if cache:
+        raw = {s: ds.materialize() for s, ds in raw.items()}
+    if not images:
+        info["classes"] = _classes(raw, section)
+    xy = {s: raw[s].map_batches(_ToXY(section, info, s), batch_format="numpy") for s in splits}
+    if cache:
+        xy = {s: ds.materialize() for s, ds in xy.items()}
+        del raw  # the decoded rows are in xy now: free the object store of the raw ones
+    if not images:
+        info["input_shape"] = list(xy["train"].take_batch(1, batch_format="numpy")["x"].shape[1:])
+    info["mean"], info["std"] = _statistics(xy["train"], images)
+    datasets = {s: ds.map_batches(_Normalize(info["mean"], info["std"], images), batch_format="numpy")
+                for s, ds in xy.items()}
+    if cache:
+        datasets = {s: ds.materialize() for s, ds in datasets.items()}
+        for s, ds in datasets.items():
+            info["splits"][s] = {**info["splits"][s], "rows": ds.count()}
+    info["cached"] = cache
+    rows = ", ".join(f"{s} {info['splits'][s]['rows']:,}" if info["splits"][s]["rows"] is not None else f"{s} ?"
+                     for s in splits)
+    shape = "x".join(map(str, info["input_shape"]))
+    where = (f"read once into Ray's object store ({_size(estimated_bytes(info))})" if cache else
+             f"streamed from the files by every trial (about {_size(estimated_bytes(info))}; "
+             f"Ray's object store holds {_size(store)})")
+    say(f"data: {section.format}, {rows} rows, inputs {shape}, {len(info['classes'])} classes; "
+        f"{where} in {time.monotonic() - started:.1f}s")
+    return TrialData(info, datasets, section.shuffle_buffer)

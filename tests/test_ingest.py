@@ -1,0 +1,193 @@
+"""The spec's data: section through real Ray Data: files (Parquet, CSV, JSON lines, image
+folders) read, preprocessed with the train split's statistics and streamed to trials, from
+a local folder and from S3 (moto on 127.0.0.1), on one worker and on worker groups."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from rich.console import Console
+
+from raysweep.files import check_data
+from raysweep.search import run_search
+from raysweep.spec import DataSection, validate
+from tests.conftest import make_raw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """benchmarks/make_image_dataset.py at a small size: 10 classes, 16x16, 8/2/2 per class."""
+    spec = importlib.util.spec_from_file_location("make_image_dataset", ROOT / "benchmarks" / "make_image_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("images")
+    module.make_dataset(out, 12, size=16, seed=0, verbose=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """breast_cancer with a text label, split 341 / 114 / 114 rows, in each format: train as
+    two shards in a folder, val and test as one file each."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    out = tmp_path_factory.mktemp("table")
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.rename(columns=lambda c: c.replace(" ", "_"))
+    frame["label"] = np.where(bunch.target == 1, "benign", "malignant")
+    frame = frame.drop(columns=["target"]).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, val, test = frame[:341], frame[341:455], frame[455:]
+    writers = {"parquet": lambda f, p: f.to_parquet(p), "csv": lambda f, p: f.to_csv(p, index=False),
+               "jsonl": lambda f, p: f.to_json(p, orient="records", lines=True)}
+    for fmt, write in writers.items():
+        (out / fmt / "train").mkdir(parents=True)
+        write(train[:200], out / fmt / "train" / f"part-0.{fmt}")
+        write(train[200:], out / fmt / "train" / f"part-1.{fmt}")
+        write(val, out / fmt / f"val.{fmt}")
+        write(test, out / fmt / f"test.{fmt}")
+    return out, train, val, test
+
+
+def _section(table_dir, fmt="parquet", **changes):
+    return DataSection(**{"train": str(table_dir / fmt / "train"), "val": str(table_dir / fmt / f"val.{fmt}"),
+                          "test": str(table_dir / fmt / f"test.{fmt}"), "format": fmt, **changes})
+
+
+def test_the_preflight_counts_parquet_rows_and_image_classes_without_ray(table, images):
+    table_dir, train, *_ = table
+    info = check_data(_section(table_dir))
+    assert info["splits"]["train"]["rows"] == 341 and info["splits"]["train"]["files"] == 2
+    assert len(info["features"]) == 30 and "label" not in info["features"]
+    info = check_data(DataSection(train=str(images / "train"), val=str(images / "val"), format="images"))
+    assert info["classes"] == [str(c) for c in range(10)] and info["input_shape"] == [3, 16, 16]
+    assert info["splits"]["train"]["rows"] == 80 and info["splits"]["val"]["rows"] == 20
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_every_reader_gives_standardised_features_and_class_indices(ray_session, table, fmt):
+    """The same table as Parquet, CSV or JSON lines: its columns come back as one feature
+    vector, scaled by the train split's statistics only, labels as class indices."""
+    from raysweep.ingest import load
+
+    table_dir, train, val, test = table
+    data = load(_section(table_dir, fmt), say=lambda line: None)
+    assert data.info["classes"] == ["benign", "malignant"] and data.info["input_shape"] == [30]
+    assert data.info["cached"] and {s: v["rows"] for s, v in data.info["splits"].items()} == \
+        {"train": 341, "val": 114, "test": 114}
+    x = torch.cat([xb for xb, _ in data.batches("train")]).double()
+    assert torch.allclose(x.mean(0), torch.zeros(30, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(x.std(0, correction=0), torch.ones(30, dtype=torch.float64), atol=1e-4)
+    features = [c for c in train.columns if c != "label"]
+    mean, std = train[features].mean().to_numpy(), train[features].std(ddof=0).to_numpy()
+    for split, frame in (("val", val), ("test", test)):
+        xs, ys = zip(*data.batches(split))
+        got = torch.cat(xs).numpy()
+        # The same rows in some order: compare sorted by the first (standardised) feature.
+        expected = ((frame[features].to_numpy() - mean) / std).astype(np.float32)
+        order_got, order_expected = np.argsort(got[:, 0]), np.argsort(expected[:, 0])
+        np.testing.assert_allclose(got[order_got], expected[order_expected], rtol=1e-4, atol=1e-4)
+        labels = (frame["label"].to_numpy() == "malignant").astype(np.int64)
+        assert torch.cat(ys).numpy()[order_got].tolist() == labels[order_expected].tolist()
+
+
+def test_a_label_val_has_and_train_has_not_is_named(ray_session, table, tmp_path):
+    from raysweep.ingest import load
+    from raysweep.spec import SpecError
+
+    table_dir, _, val, _ = table
+    odd = val.copy()
+    odd.loc[odd.index[0], "label"] = "unknown"
+    odd.to_parquet(tmp_path / "val.parquet")
+    with pytest.raises(SpecError, match="data.val: label 'unknown' in column 'label' is not among data.train's classes"):
+        load(_section(table_dir, val=str(tmp_path / "val.parquet")), say=lambda line: None)
+
+
+def test_image_folder_search_from_a_local_folder(ray_session, images, tmp_path, tracking_uri):
+    """The built-in image task, searched as any other: 1-worker trials, ASHA, MLflow, a model."""
+    spec = validate(make_raw(**{
+        "name": "images-local", "task": "image_folder", "max_epochs": 3, "search.num_samples": 4,
+        "search.max_concurrent": 2, "scheduler.grace_period": 1, "scheduler.reduction_factor": 2,
+        "data": {"train": str(images / "train"), "val": str(images / "val"), "test": str(images / "test"),
+                 "format": "images"},
+        "space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2}},
+        "fixed": {"batch_size": 16, "channels": 4, "stages": 2, "augment": True},
+    }))
+    console = Console(file=io.StringIO(), width=300)
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri, console=console)
+    lines = console.file.getvalue().splitlines()
+    assert any(line.startswith("data: images, train 80, val 20, test 20 rows, inputs 3x16x16, 10 classes; read once")
+               for line in lines), lines
+    assert len(result.trials) == 4 and {t["status"] for t in result.trials} <= {"finished", "stopped"}
+    assert "stopped" in {t["status"] for t in result.trials}  # ASHA acted
+    client = MlflowClient(tracking_uri)
+    for trial in result.trials:
+        steps = [m.step for m in client.get_metric_history(trial["run_id"], "val_loss")]
+        assert steps == list(range(1, trial["epochs"] + 1))
+    assert set(result.test_metrics) == {"test_loss", "test_accuracy"}
+    info = json.loads(Path(client.download_artifacts(result.parent_run_id, "data_info.json", str(tmp_path))).read_text())
+    assert info["input_shape"] == [3, 16, 16] and len(info["mean"]) == 3
+    # The registered model takes what the data section makes (preprocessed 3x16x16 inputs).
+    import mlflow.pytorch
+
+    from raysweep.models import using_tracking_uri
+
+    with using_tracking_uri(tracking_uri):
+        model = mlflow.pytorch.load_model(result.model_uri)
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_two_worker_image_search_streams_from_s3(ray_session, s3_server, images, tmp_path, tracking_uri):
+    """From S3, not cached (every trial streams the files), 2-worker trials under ASHA."""
+    storage_of, client = s3_server
+    for path in images.rglob("*.png"):
+        client.upload_file(str(path), "raysweep-results", f"images/{path.relative_to(images)}")
+    uri = storage_of("images")
+    base, query = uri.split("?")
+    spec = validate(make_raw(**{
+        "name": "images-s3", "task": "image_folder", "max_epochs": 2, "search.num_samples": 2,
+        "scheduler.grace_period": 1, "resources.workers_per_trial": 2,
+        "data": {"train": f"{base}/train?{query}", "val": f"{base}/val?{query}", "test": f"{base}/test?{query}",
+                 "format": "images", "cache": "none"},
+        "space": {"lr": {"type": "choice", "values": [0.003, 0.01]}},
+        "fixed": {"batch_size": 16, "channels": 4, "stages": 2},
+    }))
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    assert [t["status"] for t in result.trials].count("failed") == 0 and len(result.trials) == 2
+    assert result.best["epochs"] == 2 and set(result.test_metrics) == {"test_loss", "test_accuracy"}
+    runs = MlflowClient(tracking_uri).search_runs([result.experiment_id])
+    assert {r.data.tags.get("raysweep.kind") for r in runs} == {"search", "trial"}
+
+
+def test_streamed_shards_run_equal_steps_and_count_val_rows_once(ray_session, table, tmp_path, tracking_uri):
+    """3 workers on 341 Parquet rows at batch 16: Ray Train's equal split gives each 113 rows
+    (2 dropped), so 8 steps each; val's 114 rows are evaluated once over the ranks."""
+    table_dir, *_ = table
+    spec = validate(make_raw(**{
+        "name": "stream-probe", "task": "tests.data_tasks:stream_probe", "max_epochs": 2,
+        "search.num_samples": 1, "scheduler.type": "fifo", "resources.workers_per_trial": 3,
+        "data": {"train": str(table_dir / "parquet" / "train"), "val": str(table_dir / "parquet" / "val.parquet"),
+                 "format": "parquet"},
+        "space": {"lr": {"type": "choice", "values": [0.1]}},
+        "fixed": {"batch_size": 16, "out_dir": str(tmp_path)},
+    }))
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    (trial,) = result.trials
+    assert trial["status"] == "finished" and trial["metrics"]["val_count"] == 114
+    for epoch in (1, 2):
+        seen = [torch.load(tmp_path / f"stream-rank{r}-epoch{epoch}.pt", weights_only=True) for r in range(3)]
+        assert [s["rows"] for s in seen] == [341 // 3] * 3
+        assert {s["steps"] for s in seen} == {math.ceil((341 // 3) / 16)}
+        assert sum(s["val_rows"] for s in seen) == 114
+        for s in seen[1:]:
+            assert all(torch.equal(p, s["params"][k]) for k, p in seen[0]["params"].items())
