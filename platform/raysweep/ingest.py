@@ -28,6 +28,14 @@ from .sharding import epoch_seed
 from .spec import DataSection, SpecError
 
 CACHE_FRACTION = 0.5  # of the object store, at most, for data read once per search
+# Blocks of data streamed from files. A fresh process streaming 2.9 GB of 64x64 images
+# (float32 after preprocessing) through a 2,048-row shuffle buffer peaked at 1.7 GB RSS with
+# Ray Data's default 128 MiB blocks (the blocks that buffered rows point into stay mapped),
+# at 1.1 GB with 16 MiB blocks, and at 0.64 GB with no buffer.
+STREAM_BLOCK_BYTES = 16 * 2**20
+# Rows per preprocessing batch: a whole block at once (one 62 MB Parquet file of 64x64 images)
+# took a Ray Data task to 2.5 GB as float32 and float64 copies.
+MAP_BATCH_ROWS = 1024
 
 
 @dataclass
@@ -91,9 +99,10 @@ def _read(section: DataSection, split: str, info: dict):
 
     s = list_split(f"data.{split}", getattr(section, split), section.format)
     if section.format == "images":
-        # Every image resized to one size (image_size, else the first image's): a batch is one array.
-        return ray.data.read_images(s.files, filesystem=s.filesystem, size=tuple(info["input_shape"][1:]),
-                                    mode=section.image_mode, include_paths=True)
+        # The files' bytes, decoded in _ToXY: 2.4x the images per second of Ray Data's own
+        # read_images here (2,780 against 1,150 32x32 PNGs/s, 2 cores), which builds an
+        # Arrow tensor block per file's image.
+        return ray.data.read_binary_files(s.files, filesystem=s.filesystem, include_paths=True)
     columns = [section.label, *(section.features or [])] if section.features else None
     if section.format == "parquet":
         return ray.data.read_parquet(s.files, filesystem=s.filesystem, columns=columns)
@@ -110,10 +119,13 @@ class _ToXY:
         self.features = info.get("features", [])
         self.classes = list(info["classes"])
         self.index = {c: i for i, c in enumerate(self.classes)}
+        # images: every one decoded to image_mode and resized to one size (image_size, else
+        # the first image's), so that a batch is one array.
+        self.mode, self.size = section.image_mode, tuple(info.get("input_shape", [0, 0, 0])[1:])
 
     def __call__(self, batch: dict) -> dict:
         if self.format == "images":
-            image = np.asarray(batch["image"])
+            image = np.stack([self._decode(data, path) for data, path in zip(batch["bytes"], batch["path"])])
             if image.ndim == 3:  # mode L: (B, H, W)
                 image = image[..., None]
             labels = [p.replace("\\", "/").rsplit("/", 2)[-2] for p in batch["path"]]
@@ -127,6 +139,20 @@ class _ToXY:
         except KeyError as exc:
             raise ValueError(f"data.{self.split}: label {exc.args[0]!r} is not one of data.train's classes") from None
         return {"x": x, "y": y}
+
+    def _decode(self, data: bytes, path: str) -> np.ndarray:
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image = image.convert(self.mode)
+                if image.size != (self.size[1], self.size[0]):
+                    image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+                return np.asarray(image)
+        except (OSError, UnidentifiedImageError) as exc:  # one corrupt file names itself
+            raise ValueError(f"data.{self.split}: cannot decode image {path}: {exc}") from None
 
 
 def _stack(column):
@@ -169,7 +195,7 @@ class _Normalize:
 
 
 def _statistics(train, images: bool) -> tuple[list[float], list[float]]:
-    parts = train.map_batches(_Moments(images), batch_format="numpy").take_all()
+    parts = train.map_batches(_Moments(images), batch_format="numpy", batch_size=MAP_BATCH_ROWS).take_all()
     s = sum(np.asarray(p["s"], dtype=np.float64) for p in parts)
     ss = sum(np.asarray(p["ss"], dtype=np.float64) for p in parts)
     n = float(sum(int(p["n"]) for p in parts))
@@ -230,15 +256,20 @@ def load(section: DataSection, info: dict | None = None, *, say: Callable[[str],
         raw = {s: ds.materialize() for s, ds in raw.items()}
     if not images:
         info["classes"] = _classes(raw, section)
-    xy = {s: raw[s].map_batches(_ToXY(section, info, s), batch_format="numpy") for s in splits}
+    xy = {s: raw[s].map_batches(_ToXY(section, info, s), batch_format="numpy", batch_size=MAP_BATCH_ROWS)
+          for s in splits}
     if cache:
         xy = {s: ds.materialize() for s, ds in xy.items()}
         del raw  # the decoded rows are in xy now: free the object store of the raw ones
     if not images:
         info["input_shape"] = list(xy["train"].take_batch(1, batch_format="numpy")["x"].shape[1:])
     info["mean"], info["std"] = _statistics(xy["train"], images)
-    datasets = {s: ds.map_batches(_Normalize(info["mean"], info["std"], images), batch_format="numpy")
+    datasets = {s: ds.map_batches(_Normalize(info["mean"], info["std"], images), batch_format="numpy",
+                                  batch_size=MAP_BATCH_ROWS)
                 for s, ds in xy.items()}
+    if not cache:
+        for ds in datasets.values():  # its own copy of the context: nothing else changes
+            ds.context.target_max_block_size = STREAM_BLOCK_BYTES
     if cache:
         datasets = {s: ds.materialize() for s, ds in datasets.items()}
         for s, ds in datasets.items():
