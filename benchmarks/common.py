@@ -91,6 +91,21 @@ class PeakRSS:
     def __init__(self, interval_s: float = 0.05):
         self.interval_s = interval_s
         self.samples_mib: list[float] = []
+        # RSS counts the pages of shared memory a process touched (Ray's object store is
+        # mapped into every worker) beside its private ones: the peak of each, apart.
+        self.peak_private_mib = 0.0
+        self.peak_shared_mib = 0.0
+
+    @staticmethod
+    def parts_mib() -> tuple[float, float]:
+        """(private: RssAnon, shared: RssFile + RssShmem) from /proc/self/status."""
+        kib = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                    key, value = line.split(":")
+                    kib[key] = int(value.split()[0])
+        return kib.get("RssAnon", 0) / 1024, (kib.get("RssFile", 0) + kib.get("RssShmem", 0)) / 1024
 
     @staticmethod
     def current_mib() -> float:
@@ -109,6 +124,9 @@ class PeakRSS:
     def _sample(self):
         while not self._stop.wait(self.interval_s):
             self.samples_mib.append(self.current_mib())
+            private, shared = self.parts_mib()
+            self.peak_private_mib = max(self.peak_private_mib, private)
+            self.peak_shared_mib = max(self.peak_shared_mib, shared)
 
     def __exit__(self, *exc):
         self._stop.set()

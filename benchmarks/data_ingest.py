@@ -132,12 +132,16 @@ def train(ctx, model, opt, batches, timed_from: int) -> None:
                 samples += len(yb)
             if epoch >= timed_from:
                 timed += torch.tensor([samples, time.perf_counter() - started], dtype=torch.float64)
-            peaks = torch.zeros(ctx.world_size, dtype=torch.float64)
-            peaks[ctx.rank] = max(rss.peak_mib, rss.current_mib())
-            total = ctx.all_reduce_sum(torch.cat([timed, peaks]))
-            ctx.report({"val_loss": loss.item(), "epoch": epoch, "timed_samples": total[0].item(),
-                        "timed_rank_s": total[1].item() / ctx.world_size,
-                        **{f"peak_rss_mb_rank{r}": total[2 + r].item() for r in range(ctx.world_size)}})
+            # per rank: RSS at the start, its peak, and the peaks of its private and shared parts
+            kinds = ("start_rss_mb", "peak_rss_mb", "peak_private_mb", "peak_shared_mb")
+            mem = torch.zeros(len(kinds), ctx.world_size, dtype=torch.float64)
+            mem[:, ctx.rank] = torch.tensor([rss.start_mib, max(rss.peak_mib, rss.current_mib()),
+                                             rss.peak_private_mib, rss.peak_shared_mib])
+            total = ctx.all_reduce_sum(torch.cat([timed, mem.flatten()])).tolist()
+            n = ctx.world_size
+            ctx.report({"val_loss": loss.item(), "epoch": epoch, "timed_samples": total[0],
+                        "timed_rank_s": total[1] / n,
+                        **{f"{kind}_rank{r}": total[2 + k * n + r] for k, kind in enumerate(kinds) for r in range(n)}})
 
 
 # --------------------------------------------------------------------------- driver
@@ -166,7 +170,8 @@ def run_one(raw: dict, tmp: Path) -> dict:
     m = result.metrics
     return {"samples_per_s": m["timed_samples"] / m["timed_rank_s"], "timed_samples": m["timed_samples"],
             "timed_s": m["timed_rank_s"], "wall_s": time.perf_counter() - started,
-            "peak_rss_mb": [v for k, v in sorted(m.items()) if k.startswith("peak_rss_mb_rank")]}
+            **{kind: [v for k, v in sorted(m.items()) if k.startswith(f"{kind}_rank")]
+               for kind in ("start_rss_mb", "peak_rss_mb", "peak_private_mb", "peak_shared_mb")}}
 
 
 def throughput(root: Path, workers: int, epochs: int, rounds: int, tmp: Path) -> dict:
@@ -209,10 +214,15 @@ def rss(mid, tmp: Path, gb: float, epochs: int, per_class: int = 2000, workers=(
         raw["checkpoint"] = {"every": 1000}
         raw["task"] = f"{MODULE}:stream_only"
         run = run_one(raw, tmp)
-        row = {"workers": workers, "dataset_mb": dataset_mb, "peak_rss_mb": run["peak_rss_mb"],
+        row = {"workers": workers, "dataset_mb": dataset_mb, "start_rss_mb": run["start_rss_mb"],
+               "peak_rss_mb": run["peak_rss_mb"], "peak_private_mb": run["peak_private_mb"],
+               "peak_shared_mb": run["peak_shared_mb"],
                "dataset_over_peak_rss": dataset_mb / max(run["peak_rss_mb"]), "samples_per_s": run["samples_per_s"],
                "wall_s": run["wall_s"]}
-        print(f"  {workers} worker(s): peak RSS {', '.join(f'{v:.0f}' for v in row['peak_rss_mb'])} MiB per worker; "
+        print(f"  {workers} worker(s): peak RSS {', '.join(f'{v:.0f}' for v in row['peak_rss_mb'])} MiB per worker "
+              f"(at its start {', '.join(f'{v:.0f}' for v in row['start_rss_mb'])}; peaks of its private "
+              f"memory {', '.join(f'{v:.0f}' for v in row['peak_private_mb'])} and of the shared memory it "
+              f"touched, Ray's object store, {', '.join(f'{v:.0f}' for v in row['peak_shared_mb'])}); "
               f"dataset {row['dataset_over_peak_rss']:.1f}x that", flush=True)
         out.append(row)
     return out

@@ -47,6 +47,26 @@ def unreadable(tmp: Path) -> None:
     (tmp / "s.yaml").chmod(0)
 
 
+def with_fixed(*lines: str) -> str:
+    """The base spec as YAML with these lines added to its `fixed:` (its last section), as written."""
+    return spec() + "".join(f"  {line}\n" for line in lines)
+
+
+def read_only_file(tmp: Path) -> None:
+    (tmp / "ro.json").write_text("{}\n")
+    (tmp / "ro.json").chmod(0o444)
+
+
+def read_only_dir(tmp: Path) -> None:
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+
+
+# A "billion laughs": 9 lines whose aliases expand into 9**9 (387 million) strings.
+ALIAS_BOMB = with_fixed("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]", *(
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")))
+
+
 def mlflow_store(tmp: Path) -> None:
     """An MLflow database with no searches in it, under store/ (not the cwd's mlflow.db)."""
     from mlflow import MlflowClient
@@ -253,6 +273,131 @@ ROWS = [
         "--set momentum: not a hyperparameter of this spec (known: lr, batch_size, dropout, hidden)"),
     row("train --set word for a number", ["train", "good.yaml", "--set", "lr=fast"],
         "--set lr: must be a number (space.lr is loguniform), got 'fast'"),
+    row("--summary-json under /proc", ["search", "good.yaml", "--summary-json", "/proc/raysweep-summary.json"],
+        "--summary-json: cannot write /proc/raysweep-summary.json: "),
+    row("--summary-json below a file", ["train", "good.yaml", "--summary-json", "good.yaml/s.json"],
+        f"--summary-json: cannot write {TMP}/good.yaml/s.json: {TMP}/good.yaml is a file, not a directory"),
+    row("--summary-json a read-only file", ["search", "good.yaml", "--summary-json", "ro.json"],
+        f"--summary-json: cannot write {TMP}/ro.json: permission denied", setup=read_only_file,
+        marks=pytest.mark.skipif(ROOT_USER, reason="root writes a read-only file")),
+    row("--summary-json in a read-only directory", ["train", "good.yaml", "--summary-json", "ro/s.json"],
+        f"--summary-json: cannot write {TMP}/ro/s.json: permission denied", setup=read_only_dir,
+        marks=pytest.mark.skipif(ROOT_USER, reason="root writes in a read-only directory")),
+    row("--samples Arabic-Indic digit", ["search", "good.yaml", "--resume", "--samples", "+٣"],
+        "argument --samples: invalid value: '+٣'"),
+    row("--samples fullwidth digit", ["search", "good.yaml", "--samples", "３"], "argument --samples: invalid value: '３'"),
+    row("--samples superscript digit", ["search", "good.yaml", "--resume", "--samples", "+²"],
+        "argument --samples: invalid value: '+²'"),
+    row("--samples ++N", ["search", "good.yaml", "--resume", "--samples", "++4"], "argument --samples: invalid value: '++4'"),
+    row("train --set dropout out of range", ["train", "good.yaml", "--set", "dropout=1.5"],
+        "--set dropout: 1.5 is not a finite number in [0, 1)"),
+    row("train --set batch_size 0", ["train", "good.yaml", "--set", "batch_size=0"],
+        "--set batch_size: 0 is not an integer >= 1"),
+    # ---- hyperparameter names that are search settings (MLflow parent run params, train --set)
+    row("space.seed", ["validate", "s.yaml"],
+        "space.seed: 'seed' is the name of a search setting (the MLflow parent run's params, and "
+        "`raysweep train --set seed=...`); rename the hyperparameter",
+        {"s.yaml": spec(**{"space.seed": {"type": "int", "low": 0, "high": 9}})}),
+    row("fixed.max_epochs", ["search", "s.yaml"], "fixed.max_epochs: 'max_epochs' is the name of a search setting",
+        {"s.yaml": spec(**{"fixed.max_epochs": 3})}),
+    row("fixed key a dotted parent-run param", ["train", "s.yaml"],
+        "fixed.search.algorithm: 'search.algorithm' is the name of a search setting",
+        {"s.yaml": spec(fixed={"hidden": 32, "search.algorithm": "tpe"})}),
+    row("--set fixed.workers_per_trial", ["search", "good.yaml", "--set", "fixed.workers_per_trial=2"],
+        "fixed.workers_per_trial: 'workers_per_trial' is the name of a search setting"),
+    row("space named like a spec section", ["validate", "s.yaml"], "space.tracking: 'tracking' is the name of a search setting",
+        {"s.yaml": spec(**{"space.tracking": {"type": "choice", "values": [1, 2]}})}),
+    # ---- registered model names
+    row("registered model with '/'", ["validate", "s.yaml"],
+        "tracking.registered_model: 'team/digits' must not contain '/' or ':' (MLflow refuses them",
+        {"s.yaml": spec(**{"tracking.registered_model": "team/digits"})}),
+    row("registered model with ':'", ["search", "good.yaml", "--set", "tracking.registered_model=digits:v2"],
+        "tracking.registered_model: 'digits:v2' must not contain '/' or ':'"),
+    # ---- built-in tasks' hyperparameter values (tasks/base.py param_rules)
+    row("space range beyond dropout's", ["search", "s.yaml"], "space.dropout: high (1.5) is not a finite number in [0, 1)",
+        {"s.yaml": spec(**{"space.dropout.high": 1.5})}),
+    row("space range below dropout's", ["validate", "good.yaml", "--set", "space.dropout.low=-0.1"],
+        "space.dropout: low (-0.1) is not a finite number in [0, 1)"),
+    row("batch_size 0 among choices", ["train", "s.yaml"], "space.batch_size.values: 0 is not an integer >= 1",
+        {"s.yaml": spec(**{"space.batch_size.values": [0, 64]})}),
+    row("batch_size as a float range", ["search", "s.yaml"],
+        "space.batch_size: must be an int or choice parameter (an integer >= 1), not uniform",
+        {"s.yaml": spec(**{"space.batch_size": {"type": "uniform", "low": 16, "high": 64}})}),
+    row("lr range from 0", ["validate", "s.yaml"], "space.lr: low (0) is not a finite number > 0",
+        {"s.yaml": spec(**{"space.lr": {"type": "uniform", "low": 0, "high": 0.1}})}),
+    row("fixed hidden 0", ["train", "good.yaml", "--set", "fixed.hidden=0"], "fixed.hidden: 0 is not an integer >= 1"),
+    row("fixed hidden as text", ["search", "good.yaml", "--set", "fixed.hidden='64'"],
+        "fixed.hidden: '64' is not an integer >= 1"),
+    row("fixed hidden fractional", ["validate", "good.yaml", "--set", "fixed.hidden=32.5"],
+        "fixed.hidden: 32.5 is not an integer >= 1"),
+    row("negative weight_decay", ["search", "good.yaml", "--set", "fixed.weight_decay=-0.01"],
+        "fixed.weight_decay: -0.01 is not a finite number >= 0"),
+    row("cnn channels 0", ["validate", "s.yaml"], "fixed.channels: 0 is not an integer >= 1",
+        {"s.yaml": spec(task="digits_cnn", **{"fixed.channels": 0})}),
+    row("tabular layers -1", ["search", "s.yaml"], "fixed.layers: -1 is not an integer >= 0",
+        {"s.yaml": spec(task="tabular", fixed={"dataset": "wine", "layers": -1})}),
+    row("tabular unknown dataset", ["train", "s.yaml"], "fixed.dataset: 'winee' is not one of wine, breast_cancer, iris",
+        {"s.yaml": spec(task="tabular", fixed={"dataset": "winee"})}),
+    row("image augment as text", ["search", "s.yaml"], "fixed.augment: 'false' is not one of false, true",
+        {"s.yaml": yaml.safe_dump({**yaml.safe_load(data_spec()), "fixed": {"augment": "false"}}), **IMAGES}),
+    row("image stages 6", ["validate", "s.yaml"], "fixed.stages: 6 is not an integer in [1, 5]",
+        {"s.yaml": yaml.safe_dump({**yaml.safe_load(data_spec()), "fixed": {"stages": 6}}), **IMAGES}),
+    # ---- non-finite numbers
+    row("inf cpus_per_worker", ["search", "s.yaml"], "resources.cpus_per_worker: input should be a finite number, got inf",
+        {"s.yaml": spec(**{"resources.cpus_per_worker": float("inf")})}),
+    row("nan reduction_factor", ["validate", "s.yaml"], "scheduler.reduction_factor: input should be a finite number, got nan",
+        {"s.yaml": spec(**{"scheduler.reduction_factor": float("nan")})}),
+    row("--set inf cost", ["search", "good.yaml", "--set", "cost.gpu_hour_usd=.inf"],
+        "cost.gpu_hour_usd: input should be a finite number, got inf"),
+    row("nan range end", ["train", "good.yaml", "--set", "space.dropout.high=.nan"],
+        "space.dropout.high: input should be a finite number, got nan"),
+    row("inf among choices", ["validate", "good.yaml", "--set", "space.batch_size.values=[64, .inf]"],
+        "space.batch_size.values.1: must be a finite number, got inf"),
+    row("fixed lr nan", ["search", "s.yaml"], "fixed.lr: nan is not a finite number > 0",
+        {"s.yaml": spec(space={"batch_size": {"type": "choice", "values": [64]}}, fixed={"lr": float("nan")})}),
+    # ---- YAML that yaml.safe_load would misread (spec.py's _Loader and _check_tree)
+    row("!!binary in fixed", ["search", "s.yaml"],
+        "fixed.blob: YAML tag !!binary is not allowed in a spec (plain numbers, text, booleans, lists and mappings only)",
+        {"s.yaml": with_fixed("blob: !!binary aGVsbG8=")}),
+    row("!!binary not UTF-8 in --set", ["validate", "good.yaml", "--set", "fixed.blob=!!binary /w=="],
+        "fixed.blob: YAML tag !!binary is not allowed"),
+    row("!!set", ["train", "s.yaml"], "fixed.names: YAML tag !!set is not allowed", {"s.yaml": with_fixed("names: !!set {a, b}")}),
+    row("!!int of a word", ["validate", "s.yaml"], "fixed.x: 'abc' is not an integer", {"s.yaml": with_fixed("x: !!int abc")}),
+    row("!!bool of a word", ["search", "s.yaml"], "fixed.x: 'maybe' is not a boolean", {"s.yaml": with_fixed("x: !!bool maybe")}),
+    row("recursive alias", ["validate", "s.yaml"], "fixed.x.0: a YAML alias refers to a value that contains it",
+        {"s.yaml": with_fixed("x: &x [*x]")}),
+    row("nested deeper than a spec", ["search", "s.yaml"], "fixed.x.0: nested more than 32 levels deep",
+        {"s.yaml": with_fixed("x: " + "[" * 40 + "]" * 40)}),
+    row("nested deeper than the parser", ["validate", "s.yaml"], "s.yaml: nested more than 32 levels deep",
+        {"s.yaml": with_fixed("x: " + "[" * 3000 + "]" * 3000)}),
+    row("alias bomb", ["validate", "s.yaml"], "s.yaml: YAML aliases expand 86 values into 490,329,122; refusing it (an alias bomb?)",
+        {"s.yaml": ALIAS_BOMB}),
+    row("alias bomb in --set", ["search", "good.yaml", "--set", "fixed.x=[&a [1,1,1,1,1,1,1,1,1,1], "
+        "&b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]]"],
+        "--set fixed.x: YAML aliases expand"),
+    row("a second space: section", ["search", "s.yaml"], "space: given twice (s.yaml lines 15 and 31); keep one",
+        {"s.yaml": spec() + "space: {lr: {type: uniform, low: 0.1, high: 1}}\n"}),
+    row("a key repeated inside space.lr", ["validate", "s.yaml"], "space.lr.low: given twice (s.yaml lines 18 and 19); keep one",
+        {"s.yaml": spec().replace("    low: 0.0001\n", "    low: 0.0001\n    low: 0.01\n")}),
+    row("a key quoted and plain", ["train", "s.yaml"], "fixed.hidden: given twice (s.yaml lines 30 and 31)",
+        {"s.yaml": with_fixed("'hidden': 64")}),
+    row("a key repeated in --set", ["search", "good.yaml", "--set", "space.lr={type: loguniform, low: 0.001, high: 0.1, high: 0.2}"],
+        "space.lr.high: given twice (--set space.lr lines 1 and 1); keep one"),
+    row("leading zero", ["validate", "s.yaml"],
+        "fixed.hidden: 010 has a leading zero, which makes it octal to YAML 1.1; write 10 (or 0o10 for octal, or quote it for text)",
+        {"s.yaml": spec().replace("hidden: 32", "hidden: 010")}),
+    row("leading zero in --set", ["search", "good.yaml", "--set", "max_epochs=08"], "max_epochs: 08 has a leading zero"),
+    row("train --set leading zero", ["train", "good.yaml", "--set", "hidden=064"], "--set hidden: 064 has a leading zero"),
+    row("underscore in a number", ["search", "good.yaml", "--set", "search.num_samples=1_000"],
+        "search.num_samples: 1_000: write numbers without '_' (YAML 1.2 reads 1_000 as text, YAML 1.1 as a number)"),
+    row("binary number", ["validate", "s.yaml"], "fixed.x: 0b101 is a binary number to YAML 1.1 but text to YAML 1.2",
+        {"s.yaml": with_fixed("x: 0b101")}),
+    row("sexagesimal is text (YAML 1.2), not 90", ["search", "good.yaml", "--set", "max_epochs=1:30"],
+        "max_epochs: input should be a valid integer, unable to parse string as an integer, got '1:30'"),
+    row("sexagesimal hidden", ["validate", "s.yaml"], "fixed.hidden: '1:30' is not an integer >= 1",
+        {"s.yaml": spec().replace("hidden: 32", "hidden: 1:30")}),
+    row("number too long", ["validate", "s.yaml"], "fixed.hidden: 999999999999... has 5,000 characters, too many for a number",
+        {"s.yaml": spec().replace("hidden: 32", "hidden: " + "9" * 5000)}),
     # ---- the tracking store
     row("unreachable --tracking-uri (search)", ["search", "good.yaml", "--tracking-uri", CLOSED],
         f"--tracking-uri: cannot reach MLflow at {CLOSED}: connection refused"),
@@ -349,3 +494,15 @@ def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
     assert proc.stderr == f"raysweep: error: --tracking-uri: cannot reach MLflow at {url}: connection refused\n"
     assert not (tmp_path / "raysweep_results").exists() and not (tmp_path / "mlflow.db").exists()
     assert proc.stdout == ""
+
+
+def test_the_summary_json_check_leaves_no_file_and_changes_none(tmp_path):
+    """`_check_output_file` tries the path (os.access answers yes to anything as root), but a
+    new file it created is removed and an existing one keeps its content."""
+    from raysweep.cli import _check_output_file
+
+    _check_output_file("--summary-json", tmp_path / "new.json")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.json").write_text("previous summary\n")
+    _check_output_file("--summary-json", tmp_path / "old.json")
+    assert (tmp_path / "old.json").read_text() == "previous summary\n"

@@ -53,3 +53,19 @@ def test_the_kuberay_job_runs_a_search_with_token_auth():
     assert cluster["authOptions"] == {"mode": "token"} and cluster["rayVersion"].startswith("2.60")
     spec_path = job["spec"]["entrypoint"].split()[2]
     assert (ROOT / spec_path).exists()
+
+
+def test_the_kuberay_job_installs_what_the_search_imports_on_the_plain_ray_image():
+    job = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    images = {c["image"] for group in [job["spec"]["rayClusterSpec"]["headGroupSpec"],
+                                       *job["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+              for c in group["template"]["spec"]["containers"]}
+    assert all(image.startswith("rayproject/ray:2.60") for image in images)  # no torch, MLflow, Optuna in them
+    packages = env["pip"]["packages"]
+    assert any(p.startswith("raysweep @ ") and p.split(" @ ")[1] == env["working_dir"] for p in packages)
+    pinned = {p.split("==")[0]: p for p in packages if "==" in p}
+    assert {"torch", "mlflow", "optuna"} <= set(pinned)
+    same = yaml.safe_load((CLUSTER / "runtime_env.pip.yaml").read_text())["pip"]["packages"]
+    assert sorted(pinned.values()) == sorted(same)  # one set of pins for both ways of shipping the job
+    assert not any(p.split("==")[0].startswith("ray") and not p.startswith("raysweep") for p in packages)

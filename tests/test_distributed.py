@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import glob
+import pytest
 
 import torch
 from mlflow import MlflowClient
 
-from raysweep.search import run_search
+from raysweep.search import SearchFailed, run_search
 from raysweep.spec import validate
 from tests.conftest import make_raw
 
@@ -91,3 +92,17 @@ def test_a_plain_ray_train_loop_is_searched_and_logged(ray_session, tmp_path, tr
         polls = client.get_metric_history(trial["run_id"], "ray_train_poll_s")
         assert [m.value for m in polls] == [0.03] * 3
 
+
+
+def test_a_plain_ray_train_loop_without_the_metric_fails_its_trial_not_the_search(ray_session, tmp_path, tracking_uri):
+    spec = _spec(**{
+        "name": "byo-no-metric", "task": "tests.user_tasks:ray_train_loop_wrong_metric", "max_epochs": 2,
+        "search.num_samples": 1, "space": {"lr": {"type": "loguniform", "low": 0.003, "high": 0.03}},
+        "fixed": {"epochs": 2}, "resources.poll_interval_s": 0.03,
+    })
+    with pytest.raises(SearchFailed) as failed:
+        run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    (trial,) = failed.value.result.trials
+    assert trial["status"] == "failed" and "'val_loss'" in trial["error"] and "loss" in trial["error"]
+    run = MlflowClient(tracking_uri).get_run(trial["run_id"])
+    assert run.info.status == "FAILED" and "'val_loss'" in run.data.tags["raysweep.error"]

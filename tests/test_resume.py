@@ -17,6 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from ray.tune.search.optuna import OptunaSearch
 
+from raysweep.cli import main
 from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import ROOT, make_raw
@@ -119,3 +120,28 @@ def _finished_children(db: Path) -> int:
             ).fetchone()[0]
     except sqlite3.OperationalError:  # tables not created yet
         return 0
+
+
+def test_a_new_round_draws_new_configurations_and_a_changed_space_is_refused(ray_session, tmp_path, tracking_uri,
+                                                                               capsys):
+    small = {"name": "fresh", "max_epochs": 1, "search.algorithm": "random", "search.num_samples": 3,
+             "search.max_concurrent": 3, "scheduler.type": "fifo"}
+    spec, storage = validate(make_raw(**small)), str(tmp_path / "results")
+    first = run_search(spec, storage=storage, tracking_uri=tracking_uri)
+    grown = run_search(spec, storage=storage, tracking_uri=tracking_uri, resume=True, more_samples=3)
+
+    earlier = [t["config"] for t in first.trials]
+    added = [t["config"] for t in grown.trials if t["config"] not in earlier]
+    assert len(grown.trials) == 6 and len(added) == 3  # with round 0's seed, round 1 drew `earlier` again
+
+    # The space edited between rounds: one line naming the key, exit 2, before anything runs.
+    changed, dropped = make_raw(**small, **{"space.lr.high": 0.5}), make_raw(**small)
+    del dropped["space"]["dropout"]
+    capsys.readouterr()  # MLflow's lines about the models the searches registered
+    for raw, key in ((changed, "space.lr"), (dropped, "space.dropout")):
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+        code = main(["search", str(tmp_path / "spec.yaml"), "--storage", storage, "--tracking-uri", tracking_uri,
+                     "--resume", "--samples", "+2"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"{key} changed since search 'fresh' ran" in err, err
+    assert not (tmp_path / "results" / "fresh+2").exists()

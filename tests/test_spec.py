@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,7 @@ def test_missing_file():
 def test_yaml_tags_are_not_executed(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
-    with pytest.raises(SpecError, match="not valid YAML"):
+    with pytest.raises(SpecError, match=r"^name: YAML tag !!python/object/apply:os.system is not allowed"):
         load_spec(path)
 
 
@@ -180,3 +181,125 @@ def test_shipped_specs_validate_and_open_with_their_command(path: Path):
 def test_spec_round_trips_through_yaml():
     spec = validate(make_raw())
     assert validate(parse_yaml(spec.to_yaml())) == spec
+
+
+# --------------------------------------------------------------------------- hyperparameter names
+
+
+def test_every_setting_the_parent_run_logs_is_a_reserved_hyperparameter_name():
+    """A hyperparameter named like one of them would change that param at the end of a search
+    (the best trial's params are logged on the parent run), which MLflow refuses."""
+    from types import SimpleNamespace
+
+    from raysweep.spec import RESERVED_PARAM_NAMES, SEARCH_SETTINGS
+    from raysweep.tracking import Tracker
+
+    logged: list[str] = []
+
+    class Client:  # records the params start_search logs, whatever MLflow calls it makes
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                logged.extend(p.key for p in kwargs.get("params") or [])
+                return SimpleNamespace(info=SimpleNamespace(run_id="run"))
+            return call
+
+    tracker = object.__new__(Tracker)
+    tracker.experiment_id, tracker.client = "0", Client()
+    tracker.start_search(validate(make_raw()))
+    assert logged and set(logged) <= RESERVED_PARAM_NAMES
+    assert set(SEARCH_SETTINGS) <= RESERVED_PARAM_NAMES
+    assert set(Spec.model_fields) - {"data"} <= RESERVED_PARAM_NAMES
+
+
+@pytest.mark.parametrize("section", ["space", "fixed"])
+@pytest.mark.parametrize("name", ["seed", "max_epochs", "metric", "workers_per_trial", "name", "precision"])
+def test_reserved_names_are_refused_in_space_and_fixed(section, name):
+    value = {"type": "uniform", "low": 0, "high": 1} if section == "space" else 1
+    with pytest.raises(SpecError, match=rf"^{section}\.{name}: '{name}' is the name of a search setting .*"
+                                        r"rename the hyperparameter$"):
+        validate(make_raw(**{f"{section}.{name}": value}))
+
+
+def test_tabular_fixed_data_file_is_still_a_hyperparameter():
+    """`data` is a spec section too, but the tabular task's documented `fixed: {data: file.csv}` stays."""
+    spec = validate(make_raw(task="tabular", fixed={"data": "t.csv", "target": "label"}))
+    assert spec.fixed["data"] == "t.csv" and spec.data is None
+
+
+# --------------------------------------------------------------------------- registered model name
+
+
+@pytest.mark.parametrize("tracking,expected", [
+    ({}, "test-search"),  # the experiment: the spec's name
+    ({"registered_model": "digits-classifier"}, "digits-classifier"),
+    ({"experiment": "/Users/me@example.com/digits"}, "Users-me@example.com-digits"),  # Databricks-style
+    ({"experiment": "team:vision//digits:"}, "team-vision-digits"),
+    ({"experiment": "/:/"}, "test-search"),  # nothing left: the spec's name
+    ({"experiment": "/Users/me/exp", "registered_model": "exp-model"}, "exp-model"),
+])
+def test_registered_model_name(tracking, expected):
+    spec = validate(make_raw(tracking=tracking))
+    assert spec.registered_model_name == expected
+
+
+@pytest.mark.parametrize("name", ["team/digits", "models:/digits", "a:b"])
+def test_registered_model_with_slash_or_colon_is_refused(name):
+    with pytest.raises(SpecError, match=r"^tracking.registered_model: .* must not contain '/' or ':'"):
+        validate(make_raw(**{"tracking.registered_model": name}))
+
+
+# --------------------------------------------------------------------------- YAML 1.2 numbers
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("+.5", 0.5), ("-.5e-1", -0.05), ("1.", 1.0), ("01.5", 1.5), ("0o17", 15), ("0x1f", 31), ("+12", 12), ("-0", 0),
+    # text to YAML 1.2, a number (90) or a date to PyYAML's YAML 1.1
+    ("1:30", "1:30"), ("2024-01-01", "2024-01-01"), ("=", "="),
+])
+def test_yaml_reads_numbers_as_yaml_1_2(text, expected):
+    value = parse_yaml(f"v: {text}")["v"]
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("010", "v: 010 has a leading zero"),
+    ("-007", "v: -007 has a leading zero, which makes it octal to YAML 1.1; write -7"),
+    ("1_000", "v: 1_000: write numbers without '_'"),
+    ("1_000.5", "v: 1_000.5: write numbers without '_'"),
+    ("0b101", "v: 0b101 is a binary number to YAML 1.1"),
+    ("!!float abc", "v: 'abc' is not a number"),
+])
+def test_yaml_number_forms_the_versions_disagree_on_are_refused(text, expected):
+    with pytest.raises(SpecError, match=f"^{re.escape(expected)}"):
+        parse_yaml(f"v: {text}")
+
+
+def test_yaml_keeps_anchors_and_merge_keys():
+    raw = parse_yaml("base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\nd: *b\n")
+    assert raw == {"base": {"x": 1, "y": 2}, "c": {"x": 1, "y": 3}, "d": {"x": 1, "y": 2}}
+
+
+def test_duplicate_keys_name_the_path_and_lines():
+    with pytest.raises(SpecError, match=r"^a\.b: given twice \(s\.yaml lines 2 and 4\); keep one$"):
+        parse_yaml("a:\n  b: 1\n  c: 2\n  b: 3\n", source="s.yaml")
+    with pytest.raises(SpecError, match=r"^x\.k: given twice \(--set x lines 1 and 1\)"):
+        apply_override({}, "x={k: 1, k: 2}")
+    # `true` and `yes` are one key (both read as true)
+    with pytest.raises(SpecError, match=r"^yes: given twice"):
+        parse_yaml("true: 1\nyes: 2\n")
+
+
+def test_a_small_alias_expansion_is_fine_and_a_bomb_is_refused():
+    small = "a: &a [1, 2, 3]\nb: [*a, *a, *a, *a]\n"
+    assert parse_yaml(small)["b"][3] == [1, 2, 3]
+    bomb = "a: &a [" + ", ".join(["x"] * 10) + "]\n" + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcde", "bcdef"))
+    with pytest.raises(SpecError, match=r"^s\.yaml: YAML aliases expand 23 values into 1,234,573; refusing it"):
+        parse_yaml(bomb, source="s.yaml")
+
+
+def test_text_that_reads_as_a_number_is_dumped_quoted():
+    """'0o17' and '+.5' were text to YAML 1.1; a spec's dump quotes them so they read back as text."""
+    fixed = {"a": "0o17", "b": "+.5", "c": "010", "d": "1e5", "e": "1:30", "f": 15, "g": 0.5, "h": 1e-05}
+    spec = validate(make_raw(fixed=fixed))
+    assert parse_yaml(spec.to_yaml())["fixed"] == fixed

@@ -6,7 +6,6 @@ same port and database; nothing of MLflow or Ray is mocked.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import shutil
@@ -20,7 +19,7 @@ from raysweep import spool as spool_module
 from raysweep.book import TrialRecord
 from raysweep.cli import main
 from raysweep.spec import validate
-from raysweep.spool import PENDING, RUN_KEY_TAG, SPOOL_FILE, Spool, replay
+from raysweep.spool import FILES_DIR, PENDING, RUN_KEY_TAG, Spool, replay
 from raysweep.tracking import PARENT_TAG, Tracker
 
 from tests.conftest import MlflowServer, make_raw
@@ -169,14 +168,71 @@ def test_spool_on_object_storage_keeps_order_files_and_progress(s3_server, tmp_p
         assert (Path(local) / "sub" / "a.txt").read_text() == "payload"
     spool.save_state(2, {"pending-x": "abc"})
     assert spool.pending() == 2 and spool.state()["ids"] == {"pending-x": "abc"}
-    spool.clear(spool.state()["ids"])
-    assert not spool.exists() and spool.state() == {"applied": 0, "ids": {"pending-x": "abc"}}
+    # An object store has no lock: a replay deletes what it read, and what was spooled since stays.
+    segments = spool.segments()
+    spool.append("log_artifacts", {"run_id": "r4", "artifact_path": "y"}, str(files))
+    spool.clear(spool.state()["ids"], segments, ops)
+    _, left = spool.read()
+    assert [op["args"]["run_id"] for op in left] == ["r4"] and spool.state() == {"applied": 0, "ids": {"pending-x": "abc"}}
+    assert not spool.files.exists(f"{FILES_DIR}/{ops[3]['files']}")
+    with spool.payload(left[0]) as local:
+        assert (Path(local) / "sub" / "a.txt").read_text() == "payload"
+    spool.clear({}, spool.segments(), left)
+    assert not spool.exists() and spool.pending() == 0
 
 
 def test_sync_without_a_spool_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["sync", "no-such-search", "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no MLflow spool of search 'no-such-search'" in err
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "/abs", "..", ".hidden", "", "a b", "x\n"])
+def test_sync_takes_only_a_search_name(tmp_path, capsys, name):
+    """NAME is a path under --storage, where replay deletes: nothing outside it is read or touched."""
+    outside = Spool(str(tmp_path), "outside")
+    outside.append("set_terminated", {"run_id": "r0", "status": "FINISHED", "end_time": 0})
+    assert main(["sync", name, "--storage", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"sync: {name!r} is not a search name" in err
+    assert outside.pending() == 1
+
+
+def test_sync_keeps_what_the_search_spools_while_it_runs(server, tmp_path, monkeypatch):
+    """`raysweep sync` while the search still spools: what the search appends after sync read
+    the spool (here, deterministically, just before sync deletes what it sent) stays, and the
+    search's own replay sends it."""
+    monkeypatch.setattr(spool_module, "RETRY_INTERVAL_S", 1e9)  # the search replays only at its end
+    spec = validate(make_raw(name="unit-sync-race"))
+    tracker = Tracker(server.url, spec.experiment, spool=Spool(str(tmp_path), spec.name, server.url))
+    parent = tracker.start_search(spec)
+    server.stop(kill=True)
+    child = tracker.start_trial(parent, _trial(1), {"lr": 0.01})
+    tracker.log_metrics(child, {"val_loss": 0.9}, step=1)
+    server.start()
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "notes.txt").write_text("logged during the sync")
+    clear, appended = Spool.clear, []
+
+    def search_appends_then_clear(spool, *args):
+        if not appended:  # sync's replay, not the search's own below
+            tracker.log_metrics(child, {"val_loss": 0.8}, step=2)
+            tracker.log_artifacts(child, str(late), "late")
+            appended.append(True)
+        clear(spool, *args)
+
+    monkeypatch.setattr(Spool, "clear", search_appends_then_clear)
+    assert main(["sync", spec.name, "--storage", str(tmp_path), "--tracking-uri", server.url]) == 0
+    spool = Spool(str(tmp_path), spec.name)
+    assert appended and [op["op"] for op in spool.read()[1]] == ["log_batch", "log_artifacts"]
+    assert spool.pending() == 2
+
+    real = tracker.finish()[child]
+    assert not spool.exists()
+    client = MlflowClient(server.url)
+    assert _history(client, real, "val_loss") == [(1, 0.9), (2, 0.8)]
+    assert [a.path for a in client.list_artifacts(real, "late")] == ["late/notes.txt"]
 
 
 # -- a real search through an outage
@@ -209,13 +265,11 @@ def _epoch_one_logged(url: str, experiment: str) -> bool:
     return sum("epoch" in r.data.metrics for r in runs) >= 2
 
 
-def _spooled(spool_file: Path, op: str) -> int:
-    if not spool_file.exists():
-        return 0
-    return sum(json.loads(line).get("op") == op for line in spool_file.read_text().splitlines() if line.strip())
+def _spooled(spool: Spool, op: str) -> int:
+    return sum(entry["op"] == op for entry in spool.read()[1])
 
 
-def _inject_outage(server, spec, gates: Path, spool_file: Path, restore: bool, seen: dict) -> None:
+def _inject_outage(server, spec, gates: Path, spool: Spool, restore: bool, seen: dict) -> None:
     """Beside the search: stop the server once two trials' first epoch is in MLflow; with
     `restore`, start it again once two trials were created while it was down."""
     _poll("the first epochs in MLflow", lambda: _epoch_one_logged(server.url, spec.experiment))
@@ -224,9 +278,9 @@ def _inject_outage(server, spec, gates: Path, spool_file: Path, restore: bool, s
     if not restore:
         return
     _poll("trials 3 and 4 started during the outage",
-          lambda: all((gates / f"holding-{n}").exists() for n in (3, 4)) and _spooled(spool_file, "create_run") >= 2)
-    seen["runs created offline"] = _spooled(spool_file, "create_run")
-    seen["metric batches spooled"] = _spooled(spool_file, "log_batch")
+          lambda: all((gates / f"holding-{n}").exists() for n in (3, 4)) and _spooled(spool, "create_run") >= 2)
+    seen["runs created offline"] = _spooled(spool, "create_run")
+    seen["metric batches spooled"] = _spooled(spool, "log_batch")
     server.start()
     (gates / "up").touch()
 
@@ -240,7 +294,7 @@ def _search_through(server, spec, storage: Path, restore: bool):
 
     def inject():
         try:
-            _inject_outage(server, spec, Path(spec.fixed["gate_dir"]), storage / spec.name / SPOOL_FILE, restore, seen)
+            _inject_outage(server, spec, Path(spec.fixed["gate_dir"]), Spool(str(storage), spec.name), restore, seen)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             failure.append(exc)
             (Path(spec.fixed["gate_dir"]) / "down").touch()  # let the trials end either way
@@ -296,7 +350,7 @@ def test_a_search_goes_on_through_an_mlflow_outage_and_loses_no_point(ray_sessio
     parent, children = _assert_complete(MlflowClient(server.url), result, spec)
     assert {c.info.run_id for c in children} == {t["run_id"] for t in result.trials}
     assert len(_outage_warnings(caplog)) == 1
-    assert not (tmp_path / "results" / spec.name / SPOOL_FILE).exists()
+    assert not Spool(str(tmp_path / "results"), spec.name).exists()
     assert parent.data.tags["raysweep.model_uri"] == result.model_uri
 
 
@@ -327,14 +381,17 @@ def test_raysweep_sync_sends_what_a_search_ended_with_while_mlflow_was_down(ray_
     assert main(["sync", spec.name, "--storage", str(storage)]) == 2  # all sent: nothing left
 
 
-def test_epochs_the_callback_buffered_are_spooled_in_order_and_replayed(server, tmp_path):
+def test_epochs_the_callback_buffered_are_spooled_in_order_and_replayed(server, tmp_path, monkeypatch):
     """Per-run batching (MLflowCallback) during an outage: the buffered epochs reach the
     spool, behind the writes before them, and land with their steps once replayed."""
     from types import SimpleNamespace
 
+    from raysweep import tracking
     from raysweep.book import TrialBook
     from raysweep.tracking import MLflowCallback
 
+    # Epochs 2-3 stay buffered until the trial ends, however long stopping the server takes.
+    monkeypatch.setattr(tracking, "FLUSH_INTERVAL_S", 1e9)
     spec = validate(make_raw(name="unit-outage-buffered"))
     tracker = Tracker(server.url, spec.experiment, spool=Spool(str(tmp_path), spec.name, server.url))
     book = TrialBook(spec)

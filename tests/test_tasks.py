@@ -69,3 +69,36 @@ def test_readme_user_task_is_the_shipped_example_and_runs(ray_session, tmp_path,
     result = run_search(spec, storage=str(tmp_path), tracking_uri=tracking_uri)
     assert len(result.trials) == 4
     assert result.best["metrics"]["val_accuracy"] > 0.8  # wine is easy once standardised
+
+
+SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_specs_pass_their_tasks_checks(path):
+    """The built-in tasks' value ranges (param_rules) take every shipped spec."""
+    from raysweep.spec import load_spec
+    from raysweep.tasks import check_task_params
+
+    check_task_params(load_spec(path))
+
+
+def test_value_rules_describe_themselves():
+    from raysweep.tasks.base import COUNT, POSITIVE, PROBABILITY, Bounds, OneOf
+
+    assert str(PROBABILITY) == "a finite number in [0, 1)" and str(POSITIVE) == "a finite number > 0"
+    assert str(COUNT) == "an integer >= 1" and str(Bounds(1, 5, integer=True)) == "an integer in [1, 5]"
+    assert str(OneOf((False, True))) == "one of false, true"
+    assert PROBABILITY.allows(0) and PROBABILITY.allows(0.99) and not PROBABILITY.allows(1.0)
+    assert not POSITIVE.allows(float("inf")) and not POSITIVE.allows(float("nan")) and not POSITIVE.allows(0)
+    assert COUNT.allows(10**400) and not COUNT.allows(True) and not COUNT.allows(64.0) and not COUNT.allows("64")
+    assert not OneOf((False, True)).allows(0) and not OneOf((False, True)).allows("false")
+
+
+def test_a_train_value_out_of_range_is_named_as_its_set():
+    from raysweep.tasks import check_train_params
+
+    spec = validate(make_raw())
+    check_train_params(spec, {"lr": 0.01, "batch_size": 64, "dropout": 0.2, "hidden": 32})
+    with pytest.raises(SpecError, match=r"^--set dropout: 1\.5 is not a finite number in \[0, 1\)$"):
+        check_train_params(spec, {"lr": 0.01, "batch_size": 64, "dropout": 1.5, "hidden": 32})

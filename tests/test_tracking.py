@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from raysweep.tracking import resolve_tracking_uri, runs_url, trial_run_name
 
@@ -193,3 +194,27 @@ def test_a_long_buffer_is_split_into_batches_mlflow_accepts(tracking_uri):
     run = tracker.client.get_run(rec.run_id)
     assert run.data.tags.get("raysweep.stopped_early") == "true"
     assert [m.step for m in tracker.client.get_metric_history(rec.run_id, "m7")] == list(range(1, 121))
+
+
+def test_a_write_mlflow_refuses_fails_only_its_trial(ray_session, tmp_path, tracking_uri):
+    from raysweep.search import run_search
+    from raysweep.spec import validate
+    from tests.conftest import make_raw
+
+    spec = validate(make_raw(**{
+        "name": "refused", "task": "tests.user_tasks:one_bad_metric_name", "max_epochs": 3,
+        "search.num_samples": 3, "search.max_concurrent": 1, "scheduler.type": "fifo",
+        "fixed": {"hidden": 32, "claim": str(tmp_path / "claimed")},
+    }))
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    statuses = sorted(t["status"] for t in result.trials)
+    assert statuses == ["failed", "finished", "finished"]
+    (bad,) = [t for t in result.trials if t["status"] == "failed"]
+    assert bad["error"].startswith("MLflow refused a write:") and "a//b" in bad["error"]
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(bad["run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["raysweep.failure"] == "tracking"
+    assert "a//b" in run.data.tags["raysweep.error"]
+    assert bad["epochs"] < 3  # stopped once refused, not trained to the end
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_failed"] == 1

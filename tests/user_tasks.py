@@ -257,3 +257,51 @@ class SlowDigits:
         from raysweep.tasks.digits import DigitsMLP
 
         return DigitsMLP().evaluate(config, state, seed)
+
+
+class FailsAtTest:
+    """digits_mlp whose test evaluation raises while the file `config["fail_flag"]` exists:
+    a search that fails after its trials ran, then finishes with --resume once it is gone."""
+
+    def train(self, config, ctx):
+        from raysweep.tasks.digits import DigitsMLP
+
+        DigitsMLP().train(config, ctx)
+
+    def evaluate(self, config, state, seed):
+        from pathlib import Path
+
+        from raysweep.tasks.digits import DigitsMLP
+
+        if Path(config["fail_flag"]).exists():
+            raise OSError(f"test data unreadable ({config['fail_flag']})")
+        return DigitsMLP().evaluate(config, state, seed)
+
+
+def ray_train_loop_wrong_metric(config):
+    """A plain Ray Train loop that reports `loss`, never the spec's `val_loss`."""
+    import ray.train
+
+    for epoch in range(1, config["epochs"] + 1):
+        ray.train.report({"loss": 1.0 / epoch})
+
+
+def one_bad_metric_name(config, ctx):
+    """digits_mlp whose first trial to start (the one that creates `config["claim"]`) also
+    reports a metric named `a//b`, a name MLflow refuses: that trial fails, the others don't."""
+    import os
+
+    from raysweep.tasks.digits import DigitsMLP
+
+    try:
+        os.close(os.open(config["claim"], os.O_CREAT | os.O_EXCL))
+        bad = True
+    except FileExistsError:
+        bad = False
+    real_report = ctx.report
+
+    def report(metrics, checkpoint=None):
+        real_report({**metrics, **({"a//b": 1.0} if bad else {})}, checkpoint=checkpoint)
+
+    ctx.report = report
+    DigitsMLP().train(config, ctx)

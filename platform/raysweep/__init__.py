@@ -20,6 +20,10 @@ def __getattr__(name):
         from . import train
 
         return getattr(train, name)
+    if name == "Interrupted":
+        from .interrupt import Interrupted
+
+        return Interrupted
     if name == "LocalCluster":
         from .localcluster import LocalCluster
 
@@ -28,7 +32,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "InProcessContext", "LocalCluster", "NonFiniteLoss", "RunFailed", "SearchFailed", "SearchResult", "Spec",
+    "InProcessContext", "Interrupted", "LocalCluster", "NonFiniteLoss", "RunFailed", "SearchFailed", "SearchResult", "Spec",
     "SpecError", "Splits", "SupervisedTask", "TooManyFailures", "TrainContext", "TrainFailed", "TrainResult",
     "evaluate", "fit", "load_spec", "resolve_task", "run_search", "run_training", "train_params",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .failures import NON_FINITE, read_trial_error
+from .failures import NON_FINITE, TRACKING, read_trial_error
 from .spec import Spec
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
@@ -65,6 +65,7 @@ class TrialBook(Callback):
         self.parent_params: set[str] = set()  # params that run already had when this driver took it over
         self.target = spec.search.num_samples  # trials the search means to run, all rounds together
         self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled
+        self.interrupt = None  # interrupt.Interrupt of the run: after a Ctrl-C running trials stay running
         self.started = time.monotonic()
         self._reserved = _tune_keys()
 
@@ -107,7 +108,10 @@ class TrialBook(Callback):
         self.started = time.monotonic() - state["elapsed"]  # learning-curve times run on
 
     def __getstate__(self):  # Tune pickles its callbacks: the filesystem handle doesn't travel
-        return {**self.__dict__, "_filesystem": None}
+        # ... nor the spec's tracking credentials (tuner.pkl is in the search's storage).
+        from .redact import scrubbed_spec
+
+        return {**self.__dict__, "_filesystem": None, "interrupt": None, "spec": scrubbed_spec(self.spec)}
 
     def _storage_filesystem(self):
         if self._filesystem is None and self.storage and "://" in self.storage:
@@ -122,6 +126,8 @@ class TrialBook(Callback):
         rec.checkpoint = trial.checkpoint or rec.checkpoint
 
     def _settle(self, rec: TrialRecord) -> None:
+        if rec.failure == TRACKING:  # failed by MLflow refusing its writes; stopped for it
+            return
         # A trial that ends before max_epochs without an error was stopped early (by ASHA, or
         # by the search stopping).
         rec.status = FINISHED if rec.epochs >= self.spec.max_epochs else STOPPED
@@ -142,6 +148,9 @@ class TrialBook(Callback):
             trial.max_failures = 0
 
     def on_experiment_end(self, trials, **info):
+        # Ctrl-C: Tune saved the running trials to be resumed (--resume); they are not stopped early.
+        if self.interrupt is not None and self.interrupt.happened:
+            return
         # Trials still running when the search stopped early (search.max_failed_trials):
         # Tune stops them without an on_trial_complete.
         self.cut_off = [rec for rec in self.records.values() if rec.status == RUNNING]

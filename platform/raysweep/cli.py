@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 from .jobenv import working_dir
+from .redact import redact, redact_text
 from .spec import Spec, SpecError, load_spec, parse_yaml
 from .tracking import UI_PORT, check_tracking_uri, resolve_tracking_uri
 
 EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +39,9 @@ def _positive_int(text: str) -> int:
 
 def _samples(text: str) -> str:
     """`N` or `+N` (N more trials, with --resume), kept as text."""
-    if not text.lstrip("+").isdigit() or text.count("+") > (1 if text.startswith("+") else 0):
+    digits = text.removeprefix("+")
+    # ASCII only: str.isdigit() also takes '３', '٣' and '²', which int() reads or chokes on.
+    if not (digits.isascii() and digits.isdigit()):
         raise argparse.ArgumentTypeError(f"invalid value: {text!r} (a number of trials, or +N with --resume)")
     return text
 
@@ -138,9 +142,11 @@ def _preflight(spec: Spec, args) -> None:
     """What `search` and `train` would otherwise find out only once Ray runs (or after MLflow's
     minutes of retries): the task, the tracking store and where the summary goes."""
     from .files import check_data
-    from .tasks import check_task_params
+    from .tasks import check_task_params, check_train_params
 
     check_task_params(spec)
+    if args.command == "train":  # `--set dropout=1.5`: the values it trains with, in the task's ranges
+        check_train_params(spec, _train_spec(args)[1])
     if spec.data is not None:  # before Ray: a bad path is one line, not a failed worker group
         check_data(spec.data)
     if spec.tracking.enabled:
@@ -156,20 +162,48 @@ def _check_output_file(flag: str, path: Path) -> None:
     """A file written after the run: a bad path would lose a finished run's summary."""
     if path.is_dir():
         raise SpecError(f"{flag}: cannot write {path}: it is a directory")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise SpecError(f"{flag}: cannot write {path}: {path.parent} is a file, not a directory")
     if not path.parent.is_dir():
         raise SpecError(f"{flag}: cannot write {path}: directory {path.parent} does not exist")
+    problem = _cannot_write(path)
+    if problem:
+        raise SpecError(f"{flag}: cannot write {path}: {problem}")
+
+
+def _cannot_write(path: Path) -> str | None:
+    """Why `path` cannot be written, or None. Tried, not asked of os.access: as root, that says
+    yes to a read-only file, and to a new file under /proc; so is a read-only file system."""
+    existed = path.exists()
+    if existed and not path.is_file():  # /dev/stdout, a FIFO (opening one may block until read)
+        return None if os.access(path, os.W_OK) else "permission denied"
+    try:  # as the summary is written (redact.write_private), but appending: nothing is lost
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    except OSError as exc:
+        return (exc.strerror or exc.__class__.__name__).lower()
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
 
 
 def _run(what: str, args, console, call):
-    """Run a search or training; write its summary and show its test metrics. None if it failed."""
+    """Run a search or training; write its summary and show its test metrics.
+
+    Returns the result, or the exit code when it failed (1) or Ctrl-C stopped it (130).
+    """
+    from .interrupt import Interrupted
     from .search import RunFailed
 
     try:
         result = call()
     except RunFailed as exc:
-        print(f"raysweep: {what} failed: {exc}", file=sys.stderr)
+        print(f"raysweep: {what} failed: {redact_text(str(exc), args.tracking_uri)}", file=sys.stderr)  # an MLflow error quotes its URL
         _write_summary(args, getattr(exc, "result", None))  # what a failed search did finish
-        return None
+        return 1
+    except Interrupted as exc:
+        _write_summary(args, exc.result)
+        print(f"raysweep: {what} {exc}; {_continue_hint(what, args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     _write_summary(args, result)
     if result.test_metrics:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
@@ -177,9 +211,26 @@ def _run(what: str, args, console, call):
     return result
 
 
+def _continue_hint(what: str, args) -> str:
+    if what != "search":
+        return "nothing to resume: run it again to train from the start"
+    samples = args.samples if args.samples and not args.samples.startswith("+") else None
+    flags = [("--name", args.name), ("--storage", args.storage), ("--samples", samples),
+             *(("--set", o) for o in args.overrides)]
+    extra = [part for flag, value in flags if value for part in (flag, value)]
+    # The tracking URI is not repeated: it may hold credentials.
+    same_uri = " with the same --tracking-uri" if args.tracking_uri else ""
+    # redact_text: a --storage URI or a --set tracking.uri=... may hold credentials too.
+    return "continue it with: " + redact_text(shlex.join(["raysweep", "search", args.spec, "--resume", *extra])) + same_uri
+
+
 def _write_summary(args, result) -> None:
     if args.summary_json and result is not None:
-        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        from .redact import redact_data, write_private
+
+        # Credentials in any URI it holds (tracking_uri, an error quoting one) redacted; 0600.
+        summary = redact_data(result.to_dict(), args.tracking_uri, getattr(result, "tracking_uri", None))
+        write_private(args.summary_json, json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def cmd_validate(args) -> int:
@@ -190,7 +241,9 @@ def cmd_validate(args) -> int:
     check_task_params(spec)
     if spec.data is not None:
         check_data(spec.data)
-    sys.stdout.write(spec.to_yaml())
+    from .redact import spec_yaml
+
+    sys.stdout.write(spec_yaml(spec))  # tracking.uri and data: URIs with their credentials redacted
     return 0
 
 
@@ -208,8 +261,8 @@ def cmd_search(args) -> int:
         lambda: run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose,
                            console=console, resume=args.resume, more_samples=more),
     )
-    if result is None:
-        return 1
+    if isinstance(result, int):
+        return result
     if result.ui_url:
         hint = "" if result.tracking_uri.startswith("http") else "  (start the UI with: raysweep ui)"
         console.print(f"MLflow runs: {result.ui_url}{hint}", highlight=False, soft_wrap=True)
@@ -253,8 +306,8 @@ def cmd_train(args) -> int:
         lambda: run_training(spec, params, storage=args.storage, tracking_uri=args.tracking_uri,
                              verbose=args.verbose, console=console),
     )
-    if result is None:
-        return 1
+    if isinstance(result, int):
+        return result
     if result.model_uri:
         console.print(f"model: {result.model_uri}  (mlflow.pytorch.load_model)", highlight=False)
     return 0
@@ -303,9 +356,9 @@ def cmd_sync(args) -> int:
 def cmd_ui(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
-        print(f"{uri} is already a tracking server: open it in a browser", file=sys.stderr)
+        print(f"{redact(uri)} is already a tracking server: open it in a browser", file=sys.stderr)
         return EXIT_INPUT
-    print(f"MLflow UI on {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {redact(uri)} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
     try:
@@ -333,11 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except SpecError as exc:
         # One line even when it quotes a user's multi-line exception (a task that fails to import).
-        print(f"raysweep: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        # No credential of a URI it quotes (a tracking or storage URI given in full).
+        print(f"raysweep: error: {' '.join(redact_text(str(exc), getattr(args, 'tracking_uri', None)).split())}",
+              file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the run began, or a second Ctrl-C: no summary
         print("raysweep: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

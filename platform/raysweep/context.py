@@ -168,7 +168,7 @@ class TrainContext(ABC):
 
     def _dataset_iterator(self, split: str) -> Any:
         """What this worker streams a split from: the Ray Dataset itself in one process."""
-        return self._data.datasets[split]
+        return self._data.local_dataset(split)
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum `values` over workers (validation metrics must be global, not rank 0's)."""

@@ -63,6 +63,10 @@ def _environ(name: str, value: str) -> Iterator[None]:
             os.environ[name] = before
 
 
+class MissingMetric(ValueError):
+    """A plain Ray Train loop reported without the spec's metric: its trial fails."""
+
+
 class RayTrainContext(RayContext):
     """A Ray Train worker: DDP model, its own shard of the data, metrics reduced over ranks."""
 
@@ -140,9 +144,11 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     task.train(loop_config["params"], RayTrainContext(data=loop_config.get("data"), **context_kwargs(spec)))
 
 
-def _report_callback():
+def _report_callback(metric: str):
     """Ray's `TuneReportCallback`, numbering epochs for loops that report no `epoch`
-    (ASHA's time axis); a loop resumed from a checkpoint should report its own."""
+    (ASHA's time axis; a loop resumed from a checkpoint should report its own), and failing
+    the trial whose report lacks the spec's `metric`: Tune would otherwise end the whole
+    search with a ValueError of its own."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class ReportToTune(TuneReportCallback):
@@ -152,6 +158,11 @@ def _report_callback():
 
         def after_report(self, run_context, metrics, checkpoint):
             self._reports += 1
+            if metrics and metric not in metrics[0]:
+                raise MissingMetric(
+                    f"ray.train.report() got no {metric!r}, the spec's metric (reported: "
+                    f"{', '.join(metrics[0]) or 'nothing'})"
+                )
             if metrics and "epoch" not in metrics[0]:
                 metrics = [{**metrics[0], "epoch": self._reports}, *metrics[1:]]
             super().after_report(run_context, metrics, checkpoint)
@@ -177,13 +188,17 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any 
 
 
 def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any) -> None:
-    from ray.train import WorkerGroupError
+    from ray.train import ControllerError, WorkerGroupError
 
     failures = 0
     while True:
         try:
             _trainer(config, spec, storage, trial_id, data).fit()
             break
+        except ControllerError as exc:  # our report callback's MissingMetric names the failure
+            if isinstance(exc.controller_failure, MissingMetric):
+                raise exc.controller_failure from exc
+            raise
         except WorkerGroupError as exc:
             failures += 1
             error = worker_error(exc)
@@ -232,7 +247,7 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
             # No timestamp: a restarted group (or trial) finds and resumes its own Train run.
             name=f"train-trial_id={trial_id}",
             storage_path=join_storage(storage, spec.name),
-            callbacks=[_report_callback()],
+            callbacks=[_report_callback(spec.metric)],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             # Restarts are run_distributed's (see there): Ray Train gives up on the first error.
             failure_config=ray.train.FailureConfig(max_failures=0),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NON_FINITE, OOM, EXCEPTION = "non_finite", "oom", "exception"
+TRACKING = "tracking"  # MLflow refused a write for the trial's run (tracking.MLflowCallback)
 
 OOM_HINT = "out of GPU memory: reduce batch_size, or raise resources.gpus_per_worker so fewer trials share a GPU"
 # torch.OutOfMemoryError says the first; older torch raised a RuntimeError saying the same, and

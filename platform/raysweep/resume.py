@@ -9,7 +9,10 @@ checkpoints; raysweep adds what Tune does not keep:
 * ASHA's rungs, which Tune does not save: they are rebuilt from the trials' histories, so
   the stopping decisions made before the restart stand and later ones see the same peers;
 * the sampler's history across rounds: Optuna is told every earlier trial's config and value
-  (Ray Tune cannot add samples to a finished experiment: ray-project/ray#20886, #42221).
+  (Ray Tune cannot add samples to a finished experiment: ray-project/ray#20886, #42221);
+  each round samples with its own seed (space.round_seed), so none replays an earlier one's draws.
+
+Every round searches the same space: a spec whose `space` changed is refused (`check_resume`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .book import FAILED, RUNNING, TrialRecord
+from .space import optuna_space
 from .spec import Spec, SpecError
 from .storage import join
 
@@ -40,12 +44,37 @@ class Previous:
         return self.book_state["records"] if self.book_state else {}
 
     @property
+    def concluded(self) -> bool:
+        """Its last steps (test evaluation, model, summary) ran after its trials (`mark_concluded`)."""
+        fs, root = _filesystem(self.path)
+        import pyarrow.fs
+
+        return fs.get_file_info(f"{root}/{CONCLUDED}").type != pyarrow.fs.FileType.NotFound
+
+    @property
     def finished(self) -> bool:
         """Every trial the search meant to run has ended (so `--resume` alone has nothing to do)."""
         state = self.book_state
         return bool(state) and len(state["records"]) >= state["target"] and all(
             r.status != RUNNING for r in state["records"].values()
         )
+
+
+# Written in a round's directory once the search's last steps ran: a round whose trials all
+# ended without it (an error after them, a Ctrl-C during them) is finished by `--resume`.
+CONCLUDED = "raysweep-concluded"
+
+
+def _filesystem(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+
+
+def mark_concluded(path: str) -> None:
+    fs, root = _filesystem(path)
+    with fs.open_output_stream(f"{root}/{CONCLUDED}") as f:
+        f.write(b"the search's last steps ran\n")
 
 
 def find_previous(storage: str, name: str) -> Previous | None:
@@ -60,31 +89,65 @@ def find_previous(storage: str, name: str) -> Previous | None:
     return Previous(path, latest, _book_state(path))
 
 
-def _book_state(path: str) -> dict[str, Any] | None:
-    """The trial book Tune saved with the round's newest experiment state (callback 0)."""
+def _newest_state(path: str, prefix: str) -> Any:
+    """The newest `<prefix>*.pkl` Tune saved in the round's directory, unpickled (None: none)."""
     import pyarrow.fs
     from ray import cloudpickle
 
     fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
     found = fs.get_file_info(pyarrow.fs.FileSelector(root))
-    states = sorted(f.path for f in found if f.base_name.startswith("callback-states-") and f.base_name.endswith(".pkl"))
+    states = sorted(f.path for f in found if f.base_name.startswith(prefix) and f.base_name.endswith(".pkl"))
     if not states:
         return None
     with fs.open_input_stream(states[-1]) as f:
-        return cloudpickle.loads(f.readall()).get(0)
+        return cloudpickle.loads(f.readall())
+
+
+def _book_state(path: str) -> dict[str, Any] | None:
+    """The trial book Tune saved with the round's newest experiment state (callback 0)."""
+    states = _newest_state(path, "callback-states-")
+    return states.get(0) if states else None
+
+
+def _searched_space(path: str) -> dict[str, Any] | None:
+    """The Optuna distributions the round's sampler drew from (None: Tune saved no searcher).
+
+    The source for "did the space change": the searcher's own saved state (OptunaSearch's
+    `__dict__`, `_space` a private attribute of Ray 2.60) holds exactly what was searched:
+    ranges, log scales, steps and choices. The trials' configs would show added or removed
+    keys but not a range changed around the values drawn so far; the book state keeps no spec.
+    """
+    state = _newest_state(path, "searcher-state-")
+    return state.get("_space") if isinstance(state, dict) else None
 
 
 def check_resume(previous: Previous | None, spec: Spec, storage: str, more: int | None) -> None:
     """A `SpecError` (exit 2, before Ray starts) when `--resume` can't do what was asked."""
     if previous is None:
         raise SpecError(f"--resume: no search {spec.name!r} under {storage} (same --name and --storage as before?)")
-    if more is None and previous.finished:
+    if more is None and previous.finished and previous.concluded:
         raise SpecError(
             f"--resume: search {spec.name!r} already ran all its {len(previous.records)} trials; "
             "run more with --resume --samples +N"
         )
     if more is not None and not previous.finished:
         raise SpecError(f"--samples +{more}: search {spec.name!r} has unfinished trials; finish it first with --resume")
+    _check_space(previous, spec)
+
+
+def _check_space(previous: Previous, spec: Spec) -> None:
+    """Refuse a changed `space`: earlier trials' configs would not fit the new distributions
+    (Optuna rejects them from its history), and a restored round keeps sampling the old space."""
+    before = _searched_space(previous.path)
+    if before is None:  # no searcher state saved: nothing to compare with
+        return
+    now = optuna_space(spec)
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise SpecError(
+            f"--resume: {', '.join('space.' + k for k in changed)} changed since search {spec.name!r} ran; "
+            "every round of a search samples the same space: put it back, or start a new search under another name"
+        )
 
 
 def prior_points(records: dict[str, TrialRecord], spec: Spec) -> tuple[list[dict], list[float]]:

@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,19 +18,21 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
-from .book import FAILED, FINISHED, STOPPED, TrialBook
+from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .distributed import run_distributed, slow_poll_warning
+from .failures import TRACKING
 from .files import check_data
 from .ingest import TrialData
+from .interrupt import Interrupt, Interrupted
 from .jobenv import working_dir
 from .models import can_rebuild, checkpoint_state
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard, make_console
-from .resume import check_resume, find_previous, prior_points, round_name, seed_asha
+from .resume import check_resume, find_previous, mark_concluded, prior_points, round_name, seed_asha
 from .space import build_sampler, optuna_space
 from .spec import Spec, SpecError
 from .spool import Spool, substitute
-from .storage import resolve as storage_location
+from .storage import join, resolve as storage_location
 from .tasks import needs_ray_train, resolve_task
 from .tracking import MLflowCallback, Tracker, resolve_tracking_uri, runs_url
 from .trial import run_in_process, trial_params
@@ -37,18 +40,18 @@ from .trial import run_in_process, trial_params
 
 
 class RunFailed(RuntimeError):
-    """A search or training run ended without a value of its metric (CLI exit code 1)."""
+    """A search or training run failed (CLI exit code 1).
+
+    `result` holds what it did record (the CLI still writes it as --summary-json).
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 class SearchFailed(RunFailed):
-    """No trial of the search produced a value of its metric.
-
-    `result` holds what the search did record (the CLI still writes it as --summary-json).
-    """
-
-    def __init__(self, message: str, result: SearchResult | None = None):
-        super().__init__(message)
-        self.result = result
+    """No trial of the search produced a value of its metric, or its last steps failed."""
 
 
 class TooManyFailures(SearchFailed):
@@ -72,7 +75,8 @@ class SearchResult:
     # device_hours, cost_usd, flops, samples, energy_j (None without a GPU), compute_saved_fraction
     totals: dict[str, float | None] = field(default_factory=dict)
     model_uri: str | None = None  # the best model, MLflow PyTorch flavor, registered
-    error: str | None = None  # why the search failed (then `run_search` raises `SearchFailed`)
+    error: str | None = None  # why the search failed or stopped (then `run_search` raises)
+    status: str = "finished"  # or "failed" (SearchFailed), "interrupted" (Interrupted: Ctrl-C)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,19 +198,21 @@ class KeepWorkingDir(tune.Callback):
 
 
 class StopAfterFailures(tune.Stopper):
-    """Stops the whole search once `limit` trials have failed (search.max_failed_trials).
+    """Stops the whole search once `limit` trials have failed (search.max_failed_trials), and
+    a trial whose MLflow writes were refused (the book marked it failed: tracking.py).
 
     Reads the driver's `TrialBook`, which counts a trial only when Tune gives up on it.
     """
 
-    def __init__(self, book: TrialBook, limit: int):
+    def __init__(self, book: TrialBook, limit: int | None):
         self.book, self.limit = book, limit
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return False  # no single trial is stopped for its results
+        rec = self.book.records.get(trial_id)
+        return rec is not None and rec.failure == TRACKING
 
     def stop_all(self) -> bool:
-        return self.book.counts()[FAILED] >= self.limit
+        return self.limit is not None and self.book.counts()[FAILED] >= self.limit
 
 
 def _trainable(spec: Spec, storage: str, data: TrialData | None = None):
@@ -257,7 +263,7 @@ def build_tuner(
     else:
         points, rewards = prior_points(prior or {}, spec)
         search_alg = OptunaSearch(
-            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec),
+            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec, round_no),
             points_to_evaluate=points or None, evaluated_rewards=rewards or None,
         )
         scheduler = _scheduler(spec, prior)
@@ -349,7 +355,9 @@ def run_search(
             book.parent_params = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
     parent_run_id = book.parent_run_id
 
-    callbacks: list = [book]
+    interrupt = Interrupt()
+    book.interrupt = interrupt
+    callbacks: list = [book, interrupt]  # the book first: resume.py reads its state as callback 0
     mlflow_callback = None
     if tracker is not None:
         mlflow_callback = MLflowCallback(tracker, book, parent_run_id, spec, lambda c: trial_params(spec, c))
@@ -357,39 +365,54 @@ def run_search(
     if not verbose:
         callbacks.append(ProgressCallback(book, book.target, console))
     callbacks += slow_poll_warning(spec, task, console)
-    try:
-        # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
-        ensure_ray(log_to_driver=verbose)
-        data = load_data(spec, data_info, console, verbose)
-        limit = spec.search.max_failed_trials
-        stop = StopAfterFailures(book, limit) if limit else None
-        if previous is None:
-            tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data)
-        elif more_samples is None:
-            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data)
-        else:
-            tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
-                                num_samples=more_samples, prior=dict(book.records), stop=stop, data=data)
-        tuner.fit()
-    except BaseException:
-        if tracker is not None:
-            mlflow_callback.flush()  # epochs the callback still buffers (Ctrl-C, a Tune error)
-            tracker.end_run(parent_run_id, "KILLED")
-        raise
+    with interrupt:
+        try:
+            # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+            ensure_ray(log_to_driver=verbose)
+            data = load_data(spec, data_info, console, verbose)
+            stop = StopAfterFailures(book, spec.search.max_failed_trials or None)
+            if previous is None:
+                tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data)
+            elif more_samples is None:
+                tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data)
+            else:
+                tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
+                                    num_samples=more_samples, prior=dict(book.records), stop=stop, data=data)
+            tuner.fit()
+        except BaseException as exc:  # a Ctrl-C before fit() or a second one inside it, a Tune error
+            if tracker is not None:
+                ctrl_c = isinstance(exc, KeyboardInterrupt)
+                _end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"} if ctrl_c else {})
+                tracker.end_run(parent_run_id, "KILLED", {INTERRUPTED_TAG: "true"} if ctrl_c else {})
+            raise
+        if interrupt.after_fit():
+            raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose)
+        try:
+            result = _conclude(spec, task, book, tracker, data, started, uri)
+        except Exception as exc:  # the trials are saved: a failure here must not lose them
+            raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
+        round_no = 0 if previous is None else previous.round + (more_samples is not None)
+        mark_concluded(join(storage, round_name(spec.name, round_no)))
+    if not verbose:
+        console.print(leaderboard(book))
+    if result.error is not None:
+        failure = search_failure(spec, book)
+        failure.result = result
+        raise failure
+    return result
 
+
+INTERRUPTED_TAG = "raysweep.interrupted"
+
+
+def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float, uri: str | None,
+            **fields) -> SearchResult:
+    """The summary of what the book holds (`fields`: test metrics, error, status)."""
     best = book.best()
-    state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
-    if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task, data)):
-        state = checkpoint_state(best.checkpoint)
-    test_metrics: dict[str, float] = {}
-    if state is not None and hasattr(task, "evaluate"):
-        test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
-
-    failure = search_failure(spec, book)
-    result = SearchResult(
+    return SearchResult(
         name=spec.name,
         experiment_id=tracker.experiment_id if tracker else None,
-        parent_run_id=parent_run_id,
+        parent_run_id=book.parent_run_id,
         metric=spec.metric,
         mode=spec.mode,
         best=None if best is None else {
@@ -408,29 +431,87 @@ def run_search(
         epochs_run=book.epochs_run,
         epochs_budget=len(book.records) * spec.max_epochs,
         wall_s=round(time.monotonic() - started, 3),
-        test_metrics=test_metrics,
         tracking_uri=uri,
         totals=search_totals(book),
-        error=None if failure is None else str(failure),
+        **fields,
     )
+
+
+def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
+              started: float, uri: str | None) -> SearchResult:
+    """After the trials: the best trial on the test split, its model, the parent run's summary."""
+    best = book.best()
+    state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
+    if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task, data)):
+        state = checkpoint_state(best.checkpoint)
+    test_metrics: dict[str, float] = {}
+    if state is not None and hasattr(task, "evaluate"):
+        test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
+    failure = search_failure(spec, book)
+    result = _result(spec, book, tracker, started, uri, test_metrics=test_metrics,
+                     error=None if failure is None else str(failure),
+                     status="finished" if failure is None else "failed")
     if tracker is not None:
         # A failed search registers no model version: its best trial is known, not vetted.
         if failure is None and state is not None and spec.tracking.log_model and can_rebuild(task, data):
             result.model_uri = tracker.log_model(
-                parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
-                registered_name=spec.tracking.registered_model or spec.experiment, version_tags=test_metrics,
+                book.parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
+                registered_name=spec.registered_model_name, version_tags=test_metrics,
                 example=None if data is None else data.example(),
             )
         _log_summary(tracker, spec, book, result, data)
-        # Runs created during an outage are known by their real ids once the spool is sent.
-        ids = tracker.finish()
-        result.parent_run_id, result.best, result.trials = substitute((result.parent_run_id, result.best, result.trials), ids)
+        _settle_ids(tracker, result)
+    return result
+
+
+def _settle_ids(tracker: Tracker, result: SearchResult) -> None:
+    """Send what an outage spooled; runs created during it are known by their real ids now."""
+    ids = tracker.finish()
+    result.parent_run_id, result.best, result.trials = substitute((result.parent_run_id, result.best, result.trials), ids)
+
+
+def _interrupted(spec: Spec, book: TrialBook, tracker: Tracker | None, mlflow_callback, started: float,
+                 uri: str | None, console: Console, verbose: bool) -> Interrupted:
+    """Ctrl-C: running trials' runs end KILLED with their epochs so far, the parent KILLED with
+    the summary of what finished; no test evaluation, no model. Tune saved the rest for --resume."""
+    running = [r for r in book.records.values() if r.status == RUNNING]
+    counts = book.counts()
+    message = (f"interrupted: {counts[FINISHED]} trial(s) finished, {counts[STOPPED]} stopped early, "
+               f"{counts[FAILED]} failed, {len(running)} running saved at their last checkpoint")
+    result = _result(spec, book, tracker, started, uri, status="interrupted", error=message)
+    if tracker is not None:
+        _end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
+        _log_summary(tracker, spec, book, result, status="KILLED", tags={INTERRUPTED_TAG: "true"})
+        _settle_ids(tracker, result)
     if not verbose:
         console.print(leaderboard(book))
-    if failure is not None:
-        failure.result = result
-        raise failure
-    return result
+    return Interrupted(message, result)
+
+
+def _end_running_killed(book: TrialBook, tracker: Tracker, mlflow_callback, tags: dict) -> None:
+    """Running trials' runs end KILLED with every epoch reported so far (Tune saved them to resume)."""
+    mlflow_callback.flush()  # epochs the callback still buffers
+    for rec in book.records.values():
+        if rec.status == RUNNING and rec.run_id is not None:
+            tracker.end_run(rec.run_id, "KILLED", tags)
+
+
+def _failed_after_trials(exc: Exception, spec: Spec, book: TrialBook, tracker: Tracker | None, started: float,
+                         uri: str | None, verbose: bool) -> SearchFailed:
+    """An error once the trials had run (test evaluation, model registry, summary, MLflow):
+    the parent ends FAILED with the reason, the summary is still returned, --resume redoes this part."""
+    error = f"after the trials: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    if verbose:
+        logging.getLogger(__name__).exception("the search's last steps failed")
+    result = _result(spec, book, tracker, started, uri, status="failed", error=error)
+    if tracker is not None:
+        try:
+            tracker.log_text(book.parent_run_id, traceback.format_exc(), "error/traceback.txt")
+            tracker.end_run(book.parent_run_id, "FAILED", {"raysweep.error": error[:5000]})
+            _settle_ids(tracker, result)
+        except Exception as again:  # MLflow itself may be what failed: the summary JSON still says why
+            result.error = f"{error}; and the parent run could not be ended: {type(again).__name__}: {again}"
+    return SearchFailed(f"{result.error}; the trials are saved: --resume runs these last steps again", result)
 
 
 def search_failure(spec: Spec, book: TrialBook) -> SearchFailed | None:
@@ -477,9 +558,10 @@ def search_totals(book: TrialBook) -> dict[str, float | None]:
 
 
 def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchResult,
-                 data: TrialData | None = None) -> None:
+                 data: TrialData | None = None, *, status: str | None = None, tags: dict | None = None) -> None:
     """Parent run: best trial's params and value, test metrics, totals, best checkpoint, and
-    what the spec's data: section held (rows, classes, preprocessing statistics)."""
+    what the spec's data: section held (rows, classes, preprocessing statistics); then ended
+    with `status` (default FINISHED, or FAILED with the reason)."""
     run_id = result.parent_run_id
     if data is not None:
         tracker.log_text(run_id, json.dumps(data.info, indent=1, default=str), "data_info.json")
@@ -497,11 +579,11 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         **result.test_metrics,
     }
     best = book.best()
-    tags = {}
+    tags = dict(tags or {})
     if best is not None:
         totals[f"best_{spec.metric}"] = best.value
         tracker.log_best_params(run_id, trial_params(spec, best.config), book.parent_params)
-        tags = {"raysweep.best_trial_id": best.trial_id, "raysweep.best_run_id": best.run_id or ""}
+        tags.update({"raysweep.best_trial_id": best.trial_id, "raysweep.best_run_id": best.run_id or ""})
         if best.checkpoint is not None:
             with best.checkpoint.as_directory() as directory:
                 tracker.log_artifacts(run_id, directory, "best_checkpoint")
@@ -515,6 +597,6 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     # Step: trials so far. An extended search (--resume --samples +N) logs its summary again.
     tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)},
                         step=len(book.records))
-    if result.error:
+    if status is None and result.error:
         tags["raysweep.error"] = result.error
-    tracker.end_run(run_id, "FAILED" if result.error else "FINISHED", tags)
+    tracker.end_run(run_id, status or ("FAILED" if result.error else "FINISHED"), tags)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
@@ -26,19 +25,34 @@ class SpecError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-4` as a float.
+    """`yaml.safe_load` that reads numbers as YAML 1.2 does (as users and other tools do).
 
-    PyYAML follows YAML 1.1, whose float pattern needs a dot and a signed exponent, so `1e-4`
-    and `5e3` come back as strings. YAML 1.2 (and every user) reads them as numbers.
+    PyYAML follows YAML 1.1: `1e-4` is text, `010` octal 8, `1:30` the number 90, `0o17` and
+    `+.5` text, `2024-01-01` a date. Here, as in YAML 1.2, `1e-4`, `+.5` and `0o17` (15) are
+    numbers and `1:30` and `2024-01-01` text (where a spec needs a number, validation then
+    names the key). The forms the two versions read as different numbers, or that 1.2 reads
+    as text but no user means as text (`010`, `0b101`, `1_000`), are refused by `_check_tree`,
+    naming the key.
     """
 
 
+_TAG = "tag:yaml.org,2002:"
+_INT, _FLOAT, _MERGE = _TAG + "int", _TAG + "float", _TAG + "merge"
+# YAML 1.1's implicit ints, floats, timestamps and `=` (tag:value, which SafeLoader cannot
+# even construct) go; booleans, nulls and `<<` merges stay.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag in (_TAG + "bool", _TAG + "null", _MERGE)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+# Ints before floats: the float pattern also matches `10`. Both match more than YAML 1.2's
+# forms (signs on hex, '_', leading zeros) so that `_check_tree` can refuse those by name.
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
+    _INT, re.compile(r"^[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$"), list("-+0123456789")
+)
+_Loader.add_implicit_resolver(
+    _FLOAT,
     re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,
@@ -47,14 +61,142 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str, source: str = "<string>") -> Any:
+def _scalar(construct, what: str):
+    """A scalar constructor whose bad input (`!!int abc`, `!!bool maybe`) is a YAML error, not a
+    ValueError or KeyError out of PyYAML's internals."""
+
+    def wrapped(loader, node):
+        try:
+            return construct(loader, node)
+        except (ValueError, KeyError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{_format_value(node.value)} is not {what}", node.start_mark
+            ) from None
+
+    return wrapped
+
+
+# int(text, 0): decimal, 0x and 0o as YAML 1.2 (and Python) read them; `_check_tree` has refused
+# the rest. Its ValueError also covers a number too long for int() (over 4,300 digits).
+_Loader.add_constructor(_INT, _scalar(lambda loader, node: int(loader.construct_scalar(node), 0), "an integer"))
+_Loader.add_constructor(_FLOAT, _scalar(yaml.SafeLoader.construct_yaml_float, "a number"))
+_Loader.add_constructor(_TAG + "bool", _scalar(yaml.SafeLoader.construct_yaml_bool, "a boolean"))
+
+# Tags a spec may use: plain data. Not !!binary (bytes), !!set, !!omap, !!pairs, !!timestamp,
+# nor !!python/... (SafeLoader refuses those too, less clearly).
+_DATA_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")  # 010: octal 8 to YAML 1.1, 10 to YAML 1.2
+_MAX_DEPTH = 32  # a spec nests 4 levels; deeper input would hit Python's recursion limit later
+# An alias bomb ("billion laughs"): a few lines whose aliases expand into millions of values,
+# which the spec's dump, MLflow params and pydantic would each expand again.
+_MAX_EXPANSION, _MIN_EXPANDED = 100, 10_000
+
+
+def _number_problem(node: yaml.ScalarNode) -> str | None:
+    """Why a number as written must not be read, or None."""
+    text = node.value
+    if len(text) > 1000:  # int() refuses over 4,300 digits; float() makes them inf
+        return f"{text[:12]}... has {len(text):,} characters, too many for a number"
+    if "_" in text:
+        return f"{text}: write numbers without '_' (YAML 1.2 reads {text} as text, YAML 1.1 as a number)"
+    if node.tag == _INT and _LEADING_ZERO.fullmatch(text):
+        sign, digits = "-" if text[0] == "-" else "", text.lstrip("+-").lstrip("0") or "0"
+        return (f"{text} has a leading zero, which makes it octal to YAML 1.1; "
+                f"write {sign}{digits} (or {sign}0o{digits} for octal, or quote it for text)")
+    if node.tag == _INT and text.lstrip("+-").startswith("0b"):
+        return f"{text} is a binary number to YAML 1.1 but text to YAML 1.2; write it in decimal, or quote it for text"
+    return None
+
+
+def _check_tree(loader: _Loader, root: yaml.Node, source: str, at: str) -> None:
+    """Refuse, naming the key, what `yaml.safe_load` would silently misread or blow up on,
+    before anything is constructed: duplicate keys (the last would silently win), tags other
+    than plain data, ambiguous number forms, recursive aliases and alias bombs."""
+    sizes: dict[int, int] = {}  # id(node) -> values under it once aliases are expanded
+    walking: set[int] = set()
+
+    def name(path: list[str]) -> str:
+        return ".".join([at, *path] if at else path) or source
+
+    def walk(node: yaml.Node, path: list[str]) -> int:
+        if id(node) in sizes:  # an alias to a node already checked
+            return sizes[id(node)]
+        if id(node) in walking:
+            raise SpecError(f"{name(path)}: a YAML alias refers to a value that contains it")
+        if len(path) > _MAX_DEPTH:
+            raise SpecError(f"{name(path[:3])}: nested more than {_MAX_DEPTH} levels deep")
+        if node.tag not in _DATA_TAGS:
+            tag = node.tag.replace(_TAG, "!!")
+            raise SpecError(f"{name(path)}: YAML tag {tag} is not allowed in a spec (plain numbers, text, "
+                            "booleans, lists and mappings only)")
+        walking.add(id(node))
+        size = 1
+        if isinstance(node, yaml.ScalarNode):
+            problem = _number_problem(node) if node.tag in (_INT, _FLOAT) else None
+            if problem is None and node.tag != _MERGE:  # `<<` has no constructor of its own
+                try:
+                    loader.construct_object(node)  # `!!int abc` named by its key, not "not valid YAML"
+                except yaml.constructor.ConstructorError as exc:
+                    problem = exc.problem
+            if problem:
+                raise SpecError(f"{name(path)}: {problem}")
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(walk(child, [*path, str(i)]) for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key_path = path if key_node.tag == _MERGE else [*path, str(key_node.value)]
+                size += walk(key_node, key_path) + walk(value_node, key_path)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                    continue  # `<<` merges may repeat; a list as a key fails in construction
+                key = loader.construct_object(key_node)  # `lr` and "lr", `1` and `0x1`: one key
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise SpecError(f"{name(key_path)}: given twice ({source} lines {lines[key]} and {line}); "
+                                    "keep one")
+                lines[key] = line
+        walking.discard(id(node))
+        sizes[id(node)] = size
+        return size
+
+    expanded = walk(root, [])
+    if expanded > _MIN_EXPANDED and expanded > _MAX_EXPANSION * len(sizes):
+        raise SpecError(f"{source}: YAML aliases expand {len(sizes):,} values into {expanded:,}; "
+                        "refusing it (an alias bomb?)")
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes the text `_Loader` would read as a number (`'0o17'`, `'+.5'`), so
+    a dumped spec reads back as it was."""
+
+
+_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def dump_yaml(data: Any) -> str:
+    """`data` as YAML that `parse_yaml` reads back unchanged (keys in their order)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def parse_yaml(text: str, source: str = "<string>", at: str = "") -> Any:
+    """`text` as plain data (`yaml.safe_load`, read as YAML 1.2, see `_Loader`); `source`
+    names it in errors, `at` is the key path of the value it gives (`--set space.lr=...`)."""
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_tree(loader, node, source, at)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{source}:{where} not valid YAML: {problem}") from None
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise SpecError(f"{source}: nested more than {_MAX_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
 
 
 # --------------------------------------------------------------------------- parameters
@@ -75,7 +217,9 @@ def _no_boolean_numbers(cls, value, info):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` / `.nan` in a number field (resources, cost, ranges, choices) is
+    # refused; `gt=0` alone lets `cpus_per_worker: .inf` through to Ray.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     _numbers = field_validator("*", mode="before")(classmethod(_no_boolean_numbers))
 
@@ -96,10 +240,7 @@ class _Range(_Param):
     high: float
 
     @model_validator(mode="after")
-    def _ordered(self):
-        for key in ("low", "high"):
-            if not math.isfinite(getattr(self, key)):
-                raise ValueError(f"{key} ({getattr(self, key)}) must be a finite number")
+    def _ordered(self):  # finite already: allow_inf_nan=False
         if not self.low < self.high:
             raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
         return self
@@ -198,12 +339,22 @@ class ResourcesSection(_Frozen):
         return self
 
 
+_NOT_IN_MODEL_NAMES = re.compile(r"[/:]+")
+
+
 class TrackingSection(_Frozen):
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str | None = None  # None: the spec's name
     enabled: bool = True
     log_model: bool = True  # the best trial's model, MLflow PyTorch flavor, on the parent run
     registered_model: str | None = None  # Model Registry name for it; None: the experiment's name
+
+    @field_validator("registered_model")
+    @classmethod
+    def _registry_name(cls, name):
+        if name is not None and _NOT_IN_MODEL_NAMES.search(name):
+            raise ValueError(f"{name!r} must not contain '/' or ':' (MLflow refuses them in a registered model name)")
+        return name
 
 
 class CheckpointSection(_Frozen):
@@ -317,6 +468,13 @@ class Spec(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self):
+        for section in ("space", "fixed"):
+            reserved = sorted(RESERVED_PARAM_NAMES.intersection(getattr(self, section)))
+            if reserved:
+                raise ValueError(
+                    f"{section}.{reserved[0]}: {reserved[0]!r} is the name of a search setting (the MLflow "
+                    f"parent run's params, and `raysweep train --set {reserved[0]}=...`); rename the hyperparameter"
+                )
         both = sorted(set(self.space) & set(self.fixed))
         if both:
             raise ValueError(f"fixed.{both[0]}: also defined in space; keep it in one of them")
@@ -331,11 +489,31 @@ class Spec(_Frozen):
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
 
+    @property
+    def registered_model_name(self) -> str:
+        """The Model Registry name of the best model: tracking.registered_model, else the
+        experiment's name made one MLflow accepts (a Databricks-style "/Users/me/exp" has
+        '/', which registered model names must not)."""
+        if self.tracking.registered_model:
+            return self.tracking.registered_model
+        return _NOT_IN_MODEL_NAMES.sub("-", self.experiment).strip("-") or self.name
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict())
+
+
+# The search settings a search's MLflow parent run logs as params (tracking.Tracker.start_search).
+SEARCH_SETTINGS = ("task", "metric", "mode", "max_epochs", "seed", "search.algorithm", "search.num_samples",
+                   "scheduler.type", "workers_per_trial")
+# Hyperparameter names refused in space and fixed. A search setting's: logging the best
+# trial's params on the parent run at the end of a search would change that param, which
+# MLflow refuses. A spec field's: `raysweep train --set seed=3` must mean the spec's seed. Not
+# `data`: the tabular task's documented `fixed: {data: file.csv}` predates the data: section
+# (`raysweep train --set fixed.data=...` overrides it; `--set data=...` means the section).
+RESERVED_PARAM_NAMES = frozenset(SEARCH_SETTINGS) | (frozenset(Spec.model_fields) - {"data"})
 
 
 # --------------------------------------------------------------------------- errors
@@ -377,7 +555,8 @@ def _one_line(exc: ValidationError, raw: dict) -> str:
     kind, msg, value = err["type"], err["msg"], err.get("input")
     if len(loc) > 1 and isinstance(loc[-2], int) and loc[-1] in _SCALAR_NAMES:
         # A choice value matched none of the scalar types: one message, not four.
-        return f"{'.'.join(str(p) for p in loc[:-1])}: must be a number, string or boolean, got {_format_value(value)}"
+        wanted = "a finite number" if isinstance(value, float) else "a number, string or boolean"  # .inf, .nan
+        return f"{'.'.join(str(p) for p in loc[:-1])}: must be {wanted}, got {_format_value(value)}"
     path = ".".join(str(p) for p in loc)
     if kind == "extra_forbidden":
         owner = _model_at(loc)
@@ -435,7 +614,7 @@ def apply_override(raw: dict, assignment: str) -> dict:
             where = ".".join(parts[: i + 1])
             raise SpecError(f"--set {key}: {where} is {_format_value(child)}, not a mapping")
         node = child
-    node[parts[-1]] = parse_yaml(text, source=f"--set {key}") if text.strip() else None
+    node[parts[-1]] = parse_yaml(text, source=f"--set {key}", at=key) if text.strip() else None
     return out
 
 

@@ -2,10 +2,10 @@
 
 Every write `Tracker` makes goes through `SpoolingClient`, the one choke point. While MLflow
 answers, an operation is sent as it comes. When it fails to answer (connection refused, a
-timeout, 5xx after a few fast retries), that operation and every later one are appended to
-`<storage>/<search name>/mlflow-spool.jsonl` instead: order matters (a run is created before
-its metrics, ended after them), so once spooling starts nothing bypasses the spool until it has
-been replayed. Training waits for MLflow only during the first failed call (seconds, see
+timeout, 5xx after a few fast retries), that operation and every later one are spooled to
+`<storage>/<search name>/mlflow-spool/` instead, a numbered file each: order matters (a run is
+created before its metrics, ended after them), so once spooling starts nothing bypasses the
+spool until it has been replayed. Training waits for MLflow only during the first failed call (seconds, see
 `FAIL_FAST_ENV`), a 2 s health probe per `RETRY_INTERVAL_S` and the replay itself.
 
 Replay happens when the server answers again: checked before an operation at most every
@@ -22,13 +22,20 @@ so a replay cut short (Ctrl-C, a second outage) is simply run again:
   artifacts are re-uploaded over themselves; a model is logged only if its run has no
   `raysweep.model_uri` tag yet;
 - how many operations were applied, and the id map, are saved in
-  `mlflow-spool.state.json` as replay goes; the spool and its files are deleted once all are
-  sent (the id map stays: a search restored by Tune may still hold placeholders).
+  `mlflow-spool.state.json` as replay goes; what it sent, and the files of that, are deleted
+  once all is sent (the id map stays: a search restored by Tune may still hold placeholders).
 
 Files an operation needs (artifact directories, the model's state dict) are copied into
-`mlflow-spool.files/`. The storage may be a local directory or a pyarrow URI (`s3://...`):
-object stores cannot append, so there each spooled operation rewrites the spool file (fine for
-the hundreds of operations of an outage, not for millions).
+`mlflow-spool.files/`. The storage may be a local directory or a pyarrow URI (`s3://...`).
+An operation's file is written once, whole (a rename locally, one PUT on an object store, which
+cannot append), and deleted only by a replay that read it: `raysweep sync`, run while the
+search still spools, never deletes what the search wrote after sync listed the spool.
+
+No credential is written to the spool: its header and a spooled model's args hold the tracking
+URI redacted (`https://user:***@host`), and replay uses its own client's URI; `raysweep sync`
+then needs the credentials again (--tracking-uri, or MLflow's MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD). Local spool files are created 0600 (what is spooled is run data,
+owner-only like the summary).
 """
 
 from __future__ import annotations
@@ -49,9 +56,10 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
+from .redact import for_pickle, from_pickle, is_redacted, redact, redact_text, strip_credentials, write_private
 from .storage import join
 
-SPOOL_FILE = "mlflow-spool.jsonl"
+SPOOL_DIR = "mlflow-spool"  # a file per operation, numbered in order (Spool.segments)
 STATE_FILE = "mlflow-spool.state.json"
 FILES_DIR = "mlflow-spool.files"
 RUN_KEY_TAG = "raysweep.run_key"
@@ -106,11 +114,12 @@ def is_outage(exc: BaseException | None) -> bool:
     return False
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason ('[Errno 111] Connection refused'), not MLflow's paragraph around it."""
+def _root_cause(exc: BaseException, uri: str | None = None) -> str:
+    """The innermost reason ('[Errno 111] Connection refused'), not MLflow's paragraph around
+    it; any URL in it, and the secrets of `uri`, redacted."""
     while (exc.__cause__ or exc.__context__) is not None:
         exc = exc.__cause__ or exc.__context__
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return redact_text(str(exc).splitlines()[0][:200], uri) if str(exc) else type(exc).__name__
 
 
 def substitute(value: Any, ids: dict[str, str]) -> Any:
@@ -155,30 +164,32 @@ class _Files:
         fs, path = self._path(name)
         return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
+    def list(self, name: str) -> list[str]:
+        """The names in a directory (none if it does not exist)."""
+        import pyarrow.fs
+
+        fs, path = self._path(name)
+        return [f.base_name for f in fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))]
+
     def read(self, name: str) -> str | None:
         if not self.exists(name):
             return None
         fs, path = self._path(name)
-        with fs.open_input_stream(path) as f:
-            return f.read().decode()
+        try:
+            with fs.open_input_stream(path) as f:
+                return f.read().decode()
+        except FileNotFoundError:  # deleted since: sent by a replay running beside this process
+            return None
 
     def write(self, name: str, text: str) -> None:
         """Replace the file whole: a rename locally, one PUT on an object store (both atomic)."""
         fs, path = self._path(name)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        target = f"{path}.tmp" if self.local else path
-        with fs.open_output_stream(target) as f:
-            f.write(text.encode())
-        if self.local:
-            fs.move(target, path)
-
-    def append(self, name: str, text: str) -> None:
-        if not self.local:  # object stores cannot append
-            self.write(name, (self.read(name) or "") + text)
+        if self.local:  # owner-only from creation (write_private), then renamed over the old one
+            write_private(f"{path}.tmp", text)
+            fs.move(f"{path}.tmp", path)
             return
-        fs, path = self._path(name)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_append_stream(path) as f:
+        with fs.open_output_stream(path) as f:
             f.write(text.encode())
 
     def delete(self, name: str) -> None:
@@ -218,24 +229,37 @@ class Spool:
     def __init__(self, storage: str, name: str, tracking_uri: str | None = None):
         self.storage, self.name, self.tracking_uri = storage, name, tracking_uri
         self.files = _Files(join(storage, name))
-        self.path = join(storage, name, SPOOL_FILE)  # shown to users
+        self.path = redact(join(storage, name, SPOOL_DIR))  # shown to users: no storage credentials
+
+    def __getstate__(self):  # pickled with the tracker into tuner.pkl: no tracking credentials
+        return {**self.__dict__, "tracking_uri": for_pickle(self.tracking_uri)}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.tracking_uri = from_pickle(self.tracking_uri)
 
     def exists(self) -> bool:
-        return self.files.exists(SPOOL_FILE)
+        return bool(self.segments())
 
-    def read(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The header (the tracking URI it was written for) and the operations, in order."""
+    def segments(self) -> list[str]:
+        """The spool's files, oldest first. Each is written once, never changed, so a replay
+        deletes exactly those it read: a search still running appends new ones meanwhile."""
+        return sorted(n for n in self.files.list(SPOOL_DIR) if n.endswith(".jsonl"))  # not a `.tmp`
+
+    def read(self, segments: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The header (the tracking URI it was written for, redacted) and the operations, in order."""
         header: dict[str, Any] = {}
         ops = []
-        for line in (self.files.read(SPOOL_FILE) or "").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash while appending: its op never returned
-            if "op" in entry:
-                ops.append(entry)
-            else:
-                header = header or entry
+        for segment in self.segments() if segments is None else segments:
+            for line in (self.files.read(f"{SPOOL_DIR}/{segment}") or "").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash while writing: its op never returned
+                if "op" in entry:
+                    ops.append(entry)
+                else:
+                    header = header or entry
         return header, ops
 
     def state(self) -> dict[str, Any]:
@@ -255,22 +279,32 @@ class Spool:
         if payload_dir is not None:
             entry["files"] = uuid.uuid4().hex
             self.files.put_dir(payload_dir, f"{FILES_DIR}/{entry['files']}")
-        head = "" if self.exists() else json.dumps({"raysweep_spool": 1, "tracking_uri": self.tracking_uri}) + "\n"
-        self.files.append(SPOOL_FILE, head + json.dumps(entry) + "\n")
+        head = json.dumps({"raysweep_spool": 1, "tracking_uri": redact(self.tracking_uri)}) + "\n"
+        # The next number after the newest file: this search's driver is the only writer.
+        segments = self.segments()
+        number = int(segments[-1].split(".")[0]) + 1 if segments else 0
+        self.files.write(f"{SPOOL_DIR}/{number:012d}.jsonl", head + json.dumps(entry) + "\n")
 
     def payload(self, entry: dict[str, Any]):
         return self.files.local_dir(f"{FILES_DIR}/{entry['files']}")
 
-    def clear(self, ids: dict[str, str]) -> None:
-        """Delete what was sent; keep the id map for a process restored with placeholder ids
-        (Tune restores its callbacks). Progress is reset first: a crash in between only makes
-        the next replay send everything again, which changes nothing."""
+    def clear(self, ids: dict[str, str], segments: list[str], ops: list[dict[str, Any]]) -> None:
+        """Delete what a replay sent: the `segments` it read and their `ops`' files, not what was
+        spooled since. Keep the id map for a process restored with placeholder ids (Tune restores
+        its callbacks). Progress is reset first: a crash in between only makes the next replay
+        send everything again, which changes nothing. The directories stay (a running search may
+        be writing into them)."""
         self.save_state(0, ids)
-        for name in (SPOOL_FILE, FILES_DIR):
-            self.files.delete(name)
+        for name in segments:
+            self.files.delete(f"{SPOOL_DIR}/{name}")
+        for entry in ops:
+            if "files" in entry:
+                self.files.delete(f"{FILES_DIR}/{entry['files']}")
 
     def sync_command(self, tracking_uri: str) -> str:
-        return shlex.join(["raysweep", "sync", self.name, "--storage", self.storage, "--tracking-uri", tracking_uri])
+        """The `raysweep sync` line to print; credentials in either URI show as `***`."""
+        return shlex.join(["raysweep", "sync", self.name, "--storage", redact(self.storage),
+                           "--tracking-uri", redact(tracking_uri)])
 
 
 # -- operations: each one is a JSON-able `args` dict, applied the same way live and at replay
@@ -317,7 +351,9 @@ def _log_model(client, args, payload, ids, replaying):
     run_id = args["run_id"]
     if replaying and client.get_run(run_id).data.tags.get(MODEL_URI_TAG):
         return None  # logged by an earlier, interrupted replay
-    model_uri = log_pytorch_model(args["tracking_uri"], run_id, resolve_task(args["task"]), args["params"], payload,
+    # The client's own URI: the spooled one is redacted (spools written before it was are not).
+    uri = getattr(client, "tracking_uri", None) or args["tracking_uri"]
+    model_uri = log_pytorch_model(uri, run_id, resolve_task(args["task"]), args["params"], payload,
                                   args["seed"], registered_name=args["registered_name"],
                                   version_tags=args["version_tags"], example=args.get("example"))
     if replaying:  # the run's end, spooled after this, did not know the URI
@@ -374,7 +410,8 @@ def replay(spool: Spool, client, ids: dict[str, str] | None = None,
            progress: Callable[[dict[str, Any]], None] | None = None) -> Replayed:
     """Send the spool's unsent operations in order, then delete it. Raises as the first failing
     operation does, having saved how far it got. `ids` (placeholder -> run id) is updated."""
-    _, ops = spool.read()
+    segments = spool.segments()
+    _, ops = spool.read(segments)
     state = spool.state()
     ids = state["ids"] if ids is None else ids
     ids.update(state["ids"])
@@ -393,7 +430,7 @@ def replay(spool: Spool, client, ids: dict[str, str] | None = None,
     finally:
         if applied > state["applied"]:
             spool.save_state(applied, ids)
-    spool.clear(ids)
+    spool.clear(ids, segments, ops)
     return done
 
 
@@ -449,7 +486,7 @@ class SpoolingClient:
                           example=None):
         """`models.log_pytorch_model` for the spec's task name; the model's URI, or None if spooled
         (replay logs it and tags the run with its URI). `example`: inputs as nested lists."""
-        args = {"run_id": run_id, "tracking_uri": self.tracking_uri, "task": task, "params": params, "seed": seed,
+        args = {"run_id": run_id, "tracking_uri": redact(self.tracking_uri), "task": task, "params": params, "seed": seed,
                 "registered_name": registered_name,
                 "version_tags": {k: str(v) for k, v in (version_tags or {}).items()},
                 "example": None if example is None else example.tolist()}
@@ -466,7 +503,7 @@ class SpoolingClient:
             if self.spool is None or not is_outage(exc):
                 raise
             log.warning("MLflow at %s unreachable (%s): spooling to %s; replayed when it answers",
-                        self.tracking_uri, _root_cause(exc), self.spool.path)
+                        redact(self.tracking_uri), _root_cause(exc, self.tracking_uri), self.spool.path)
             self._spooling, self._last_try = True, time.monotonic()
             return self._enqueue(op, args, payload, placeholder)
 
@@ -496,10 +533,11 @@ class SpoolingClient:
             if not is_outage(exc):
                 self._gave_up = True
                 log.warning("replaying %s failed (%s: %s); the rest stays there for: %s", self.spool.path,
-                            type(exc).__name__, str(exc)[:300], self.spool.sync_command(self.tracking_uri))
+                            type(exc).__name__, redact_text(str(exc)[:300], self.tracking_uri),
+                            self.spool.sync_command(self.tracking_uri))
             return False
         self._spooling = False
-        log.warning("MLflow at %s answers again: sent %s from the spool", self.tracking_uri, done)
+        log.warning("MLflow at %s answers again: sent %s from the spool", redact(self.tracking_uri), done)
         return True
 
     def _answers(self) -> bool:
@@ -516,7 +554,7 @@ class SpoolingClient:
             return True
         if not self._gave_up:  # that one was warned about already
             log.warning("MLflow at %s still unreachable: %d operations wait in %s; send them later with: %s",
-                        self.tracking_uri, self.spool.pending(), self.spool.path,
+                        redact(self.tracking_uri), self.spool.pending(), self.spool.path,
                         self.spool.sync_command(self.tracking_uri))
         return False
 
@@ -527,16 +565,20 @@ def sync(name: str, storage: str | None, tracking_uri: str | None) -> int:
 
     from mlflow import MlflowClient
 
-    from .spec import SpecError
+    from .spec import _NAME, SpecError
     from .storage import resolve
     from .tracking import check_tracking_uri
 
+    # A search's name, as its spec's: the spool is under <storage>/NAME, and replay deletes
+    # files there, so `../x` or `a/b` must not reach outside the search's directory.
+    if not _NAME.fullmatch(name):
+        raise SpecError(f"sync: {name!r} is not a search name (a letter or digit, then letters, digits, '_', '.', '-')")
     spool = Spool(resolve(storage), name)
     if not spool.exists():
-        raise SpecError(f"sync: nothing to send: no MLflow spool of search {name!r} in {spool.storage} "
-                        f"(no {SPOOL_FILE}; --storage is the search's)")
+        raise SpecError(f"sync: nothing to send: no MLflow spool of search {name!r} in {redact(spool.storage)} "
+                        f"(nothing in {SPOOL_DIR}/; --storage is the search's)")
     header, _ = spool.read()
-    uri = check_tracking_uri(tracking_uri or header.get("tracking_uri"))
+    uri = check_tracking_uri(tracking_uri or _stored_uri(header.get("tracking_uri")))
     # What was sent is the one line printed below, not MLflow's link per ended run and its
     # registry chatter (this process does nothing else).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -545,10 +587,33 @@ def sync(name: str, storage: str | None, tracking_uri: str | None) -> int:
     try:
         done = replay(spool, MlflowClient(uri))
     except Exception as exc:  # noqa: BLE001 - one line, and the spool stays for another try
-        why = f"stopped answering ({_root_cause(exc)})" if is_outage(exc) else f"refused it ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+        why = (f"stopped answering ({_root_cause(exc, uri)})" if is_outage(exc) else
+               f"refused it ({type(exc).__name__}: {redact_text(' '.join(str(exc).split())[:300], uri)})")
         sent = pending - spool.pending()
-        print(f"raysweep: MLflow at {uri} {why} after {sent} of {pending} operations; the rest stay in "
+        print(f"raysweep: MLflow at {redact(uri)} {why} after {sent} of {pending} operations; the rest stay in "
               f"{spool.path}", file=sys.stderr)
         return 1
-    print(f"sent {done} of search {name} to {uri}")
+    print(f"sent {done} of search {name} to {redact(uri)}")
     return 0
+
+
+def _stored_uri(stored: str | None) -> str | None:
+    """The tracking URI of a spool's header, for `raysweep sync` without --tracking-uri.
+
+    The header's URI is redacted: its credentials come back from $MLFLOW_TRACKING_URI when
+    that is the same URI, else from MLflow's MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+    (the URI is then used without them); else a `SpecError` asks for them.
+    """
+    from .spec import SpecError
+
+    if not is_redacted(stored):  # none, or a spool written before raysweep redacted it
+        return stored
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and redact(env) == stored:
+        return env
+    bare, _, _, secret_params = strip_credentials(stored)
+    if os.environ.get("MLFLOW_TRACKING_USERNAME") and not secret_params:
+        return bare
+    raise SpecError(f"sync: the spool was written for MLflow at {stored}, whose credentials raysweep does not "
+                    "store: give --tracking-uri with them (or set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD)")

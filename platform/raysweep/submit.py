@@ -7,14 +7,20 @@ cluster (the spec, the auth token, where results and runs would land), then runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from .redact import MASK, redact, redact_text, strip_credentials, write_private
 from .spec import SpecError
 
 _RAY = str(Path(sys.executable).with_name("ray"))
@@ -37,6 +43,8 @@ class Submission:
     submission_id: str | None = None
     wait: bool = True
     warnings: list[str] = field(default_factory=list)
+    # Credentials taken out of the job's URIs, for its runtime env's env_vars (`secret_env`).
+    secret_env: dict[str, str] = field(default_factory=dict)
 
     def entrypoint(self) -> list[str]:
         script = self.working_dir / "jobs" / f"{self.job}.py"
@@ -44,19 +52,47 @@ class Submission:
             return ["python", f"jobs/{self.job}.py", *self.job_args]
         return ["python", "-m", "raysweep.cli", self.job, *self.job_args]
 
-    def runtime_env_args(self) -> list[str]:
+    def runtime_env_dict(self, secrets_shown: bool = False) -> dict:
+        """The runtime env: the file's, or the installed package's; with `secret_env`'s
+        variables added (as `***` unless `secrets_shown`)."""
         if self.runtime_env is not None:
+            env = yaml.safe_load(self.runtime_env.read_text()) or {}
+        else:
+            # Not a checkout: ship the installed raysweep package itself to every node.
+            import raysweep
+
+            env = {"py_modules": [str(Path(raysweep.__file__).parent)], "excludes": EXCLUDES,
+                   "env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}}
+        if self.secret_env:
+            shown = self.secret_env if secrets_shown else {k: MASK for k in self.secret_env}
+            env["env_vars"] = {**(env.get("env_vars") or {}), **shown}
+        return env
+
+    def runtime_env_args(self, runtime_env_file: str | None = None) -> list[str]:
+        if runtime_env_file is not None:
+            return ["--runtime-env", runtime_env_file]
+        if self.runtime_env is not None and not self.secret_env:
             return ["--runtime-env", str(self.runtime_env)]
-        # Not a checkout: ship the installed raysweep package itself to every node.
-        import raysweep
+        return ["--runtime-env-json", json.dumps(self.runtime_env_dict())]
 
-        env = {"py_modules": [str(Path(raysweep.__file__).parent)], "excludes": EXCLUDES,
-               "env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}}
-        return ["--runtime-env-json", json.dumps(env)]
+    @contextlib.contextmanager
+    def runtime_env_file(self) -> Iterator[str | None]:
+        """With `secret_env`: the runtime env, credentials included, in a file only this user
+        can read (0600), for the time of the `ray job submit` call; else None."""
+        if not self.secret_env:
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-submit-") as tmp:
+            path = os.path.join(tmp, "runtime_env.yaml")
+            write_private(path, yaml.safe_dump(self.runtime_env_dict(secrets_shown=True), sort_keys=False))
+            yield path
 
-    def command(self) -> list[str]:
+    def command(self, runtime_env_file: str | None = None) -> list[str]:
+        """The `ray job submit` command line. It never holds a credential: with `secret_env`
+        it names `runtime_env_file` (see `runtime_env_file()`), or shows the runtime env
+        with the credentials as `***` (--dry-run)."""
         cmd = [_RAY, "job", "submit", "--address", self.address, "--working-dir", str(self.working_dir),
-               *self.runtime_env_args()]
+               *self.runtime_env_args(runtime_env_file)]
         if self.submission_id:
             cmd += ["--submission-id", self.submission_id]
         if not self.wait:
@@ -125,6 +161,7 @@ def plan(spec_path: str, job_args: list[str], *, address: str | None, working_di
         tracking_uri = env["MLFLOW_TRACKING_URI"]
     if tracking_uri is not None:
         sub.job_args += ["--tracking-uri", tracking_uri]
+    _move_credentials(sub)
     uri = tracking_uri or _flag(job_args, "--tracking-uri") or ""
     if not uri.startswith(("http://", "https://", "databricks")):
         sub.warnings.append(
@@ -137,6 +174,72 @@ def plan(spec_path: str, job_args: list[str], *, address: str | None, working_di
             "a cluster of several nodes needs --storage on shared storage (an NFS path or s3://bucket/path)"
         )
     return sub
+
+
+# Credentials in the job's URIs never go on its command line: `ray job list`, the dashboard,
+# the job's logs and `ps` on the head all show it. They go to the job as environment variables
+# of its runtime env, in the form the libraries that use them read by themselves, and the URI
+# on the command line keeps everything else:
+#
+# - an MLflow server's `https://user:password@host`: MLFLOW_TRACKING_USERNAME and
+#   MLFLOW_TRACKING_PASSWORD, MLflow's own basic-auth settings. Chosen over passing the whole
+#   URI as MLFLOW_TRACKING_URI: the job's `--tracking-uri` (and so its summary, links and
+#   logged settings) stays a plain URI with no secret in it, the spec's tracking.uri keeps its
+#   precedence over the environment, and a cluster that already sets these variables needs
+#   nothing from the submitter.
+# - an S3 storage's `?access_key=...&secret_key=...&session_token=...` (pyarrow's options):
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, which pyarrow reads when the
+#   URI names none (Ray Train's workers inherit the job's runtime env too).
+#
+# The runtime env is readable, in the dashboard and through the job API, by whoever holds the
+# cluster's Ray token, who can run code in the job and so read its environment anyway; it
+# travels in a 0600 temporary file (`--runtime-env FILE`), not on the local `ray job submit`
+# command line. Credentials of any other kind (a database password in a SQL tracking URI, a
+# token in a query string) have no such variable: they are refused here, to be set on the
+# cluster instead.
+_MLFLOW_USER_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+_S3_ENV = {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
+           "session_token": "AWS_SESSION_TOKEN"}
+
+
+def _move_credentials(sub: Submission) -> None:
+    """Take credentials out of the job's `--tracking-uri` and `--storage` into `sub.secret_env`;
+    a `SpecError` for any that cannot be passed that way, or that sits in another argument."""
+    args = sub.job_args
+    for i, arg in enumerate(args):
+        name, sep, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if not sep:  # `--flag VALUE`: the value is the next argument
+            name, value = (args[i - 1], arg) if i and args[i - 1].startswith("--") else ("", arg)
+        if redact_text(value) == value:  # no URL with credentials in it (`--set tracking.uri=URL` included)
+            continue
+        if name == "--tracking-uri":
+            clean = _tracking_credentials(value, sub.secret_env)
+        elif name == "--storage":
+            clean = _storage_credentials(value, sub.secret_env)
+        else:
+            raise SpecError(f"{name or 'the job'}: {redact_text(value)} holds credentials, which would show on the job's "
+                            "command line; set them on the cluster instead")
+        args[i] = f"{name}={clean}" if sep else clean
+
+
+def _tracking_credentials(uri: str, secret_env: dict[str, str]) -> str:
+    bare, user, password, params = strip_credentials(uri)
+    if not uri.startswith(("http://", "https://")) or params or not user or not password:
+        # MLflow sends basic auth only with both a user and a password.
+        raise SpecError(f"--tracking-uri {redact(uri)}: only an MLflow server's user:password can be passed to the "
+                        "job (as MLFLOW_TRACKING_USERNAME/PASSWORD); set these credentials on the cluster instead")
+    secret_env.update(zip(_MLFLOW_USER_ENV, (user, password)))
+    return bare
+
+
+def _storage_credentials(uri: str, secret_env: dict[str, str]) -> str:
+    bare, user, _, params = strip_credentials(uri)
+    unknown = sorted(set(params) - set(_S3_ENV))
+    if not uri.startswith("s3://") or user is not None or unknown:
+        raise SpecError(f"--storage {redact(uri)}: only S3's access_key, secret_key and session_token can be passed "
+                        "to the job (as AWS_* variables); set these credentials on the cluster instead")
+    secret_env.update({_S3_ENV[k]: v for k, v in params.items()})
+    return bare
 
 
 _CHECK = """
@@ -182,9 +285,11 @@ def run(sub: Submission, env: dict[str, str], echo=print) -> int:
     check_cluster(sub.address, env)
     for warning in sub.warnings:
         print(f"raysweep: warning: {warning}", file=sys.stderr)
-    echo(f"$ {shlex.join(sub.command())}")
     try:
-        return subprocess.call(sub.command(), env=env)
+        with sub.runtime_env_file() as runtime_env_file:
+            cmd = sub.command(runtime_env_file)
+            echo(f"$ {shlex.join(cmd)}")
+            return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:  # Ray stops following the logs; the job goes on
         print(f"raysweep: stopped following; the job goes on (ray job logs --address {sub.address} -f ...)",
               file=sys.stderr)

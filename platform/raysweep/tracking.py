@@ -6,21 +6,29 @@ cluster needs no credentials. The layout is a contract (DESIGN.md, "MLflow layou
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.client
+import contextlib
 import json
 import math
 import os
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 
 from .book import FAILED, RUNNING, STOPPED, TrialBook, TrialRecord
+from .failures import TRACKING
+from .redact import for_pickle, from_pickle, redact, redact_text, scrubbed_spec, spec_yaml, strip_credentials
 from .spec import Spec, SpecError
 from .spool import Spool, SpoolingClient
 
@@ -82,24 +90,51 @@ def check_tracking_uri(flag: str | None = None, spec_uri: str | None = None, *, 
 
 
 def _unreachable(uri: str, tries: int = 2, timeout_s: float = 3.0) -> str | None:
-    """Why an MLflow server at `uri` cannot be reached, or None if something answers there."""
+    """Why an MLflow server at `uri` cannot be reached, or None if something answers there.
+
+    Credentials in the URI (`https://user:token@host`) go in an Authorization header, never in
+    the request's host (urllib would take `user:token@host` for the host, or `token@host`
+    for a port when the URI names none); the message shows the URI redacted.
+    """
+    request = _health_request(uri)
+    if isinstance(request, str):
+        return f"cannot reach MLflow at {redact(uri)}: {request}"
     reason: object = None
     for attempt in range(tries):
         if attempt:
             time.sleep(0.5)
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            with urllib.request.urlopen(request, timeout=timeout_s):
                 return None
         except urllib.error.HTTPError:
             return None  # a server answered (a proxy, an auth wall): MLflow's client takes it from here
         except urllib.error.URLError as exc:
             reason = exc.reason
-        except (OSError, ValueError) as exc:  # a timeout while reading, a malformed URL
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # a read timeout, a malformed URL
             reason = exc
         if isinstance(reason, ssl.SSLError):
             return None  # TLS answered; MLflow applies its own certificate settings
     text = getattr(reason, "strerror", None) or str(reason)
-    return f"cannot reach MLflow at {uri}: {text[:1].lower()}{text[1:]}"
+    text = redact_text(f"{text[:1].lower()}{text[1:]}", uri)
+    return f"cannot reach MLflow at {redact(uri)}: {text}"
+
+
+def _health_request(uri: str) -> urllib.request.Request | str:
+    """The GET of the server's /health, with the URI's credentials as basic auth; or why the
+    URI cannot be requested (a bad port), in words that quote no secret."""
+    bare, user, password, _ = strip_credentials(uri)
+    parts = urllib.parse.urlsplit(bare)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is no number
+    except ValueError:
+        return "its port is not a number"
+    if not parts.hostname:
+        return "it names no host"
+    request = urllib.request.Request(f"{bare.split('?', 1)[0].rstrip('/')}/health")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
 
 
 def _sqlite_problem(path: Path, existing: bool) -> str | None:
@@ -123,7 +158,10 @@ def _sqlite_problem(path: Path, existing: bool) -> str | None:
 
 def runs_url(uri: str, experiment_id: str) -> str:
     """Where the search's runs are in the MLflow UI (the runs tab, not the GenAI overview)."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    if uri.startswith(("http://", "https://")):  # no credentials in a link that is printed and shared
+        base = urllib.parse.urlsplit(strip_credentials(uri)[0])._replace(query="", fragment="").geturl().rstrip("/")
+    else:
+        base = f"http://127.0.0.1:{UI_PORT}"
     return f"{base}/#/experiments/{experiment_id}/runs"
 
 
@@ -139,7 +177,8 @@ def trial_run_name(number: int, config: dict[str, Any], keys: int = 4) -> str:
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
-    return [Param(str(k), str(v)[:_MAX_PARAM]) for k, v in values.items()]
+    # A hyperparameter may be a path or URI (a task's data): logged with its credentials redacted.
+    return [Param(str(k), redact_text(str(v))[:_MAX_PARAM]) for k, v in values.items()]
 
 
 def _now_ms() -> int:
@@ -166,11 +205,14 @@ class Tracker:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
 
     def __getstate__(self):
-        # Tune pickles callbacks with its experiment state; the client is rebuilt from the URI.
-        return {k: v for k, v in self.__dict__.items() if k != "client"}
+        # Tune pickles callbacks with its experiment state (tuner.pkl, in the search's storage);
+        # the client is rebuilt from the URI, which is pickled without its credentials.
+        state = {k: v for k, v in self.__dict__.items() if k != "client"}
+        return {**state, "uri": for_pickle(self.uri)}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.uri = from_pickle(self.uri)
         self.client = self._client()
 
     def _client(self) -> SpoolingClient:
@@ -196,7 +238,7 @@ class Tracker:
             "workers_per_trial": spec.resources.workers_per_trial,
         }
         self.client.log_batch(run_id, params=_params(settings))
-        self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
+        self.client.log_text(run_id, spec_yaml(spec), "spec.yaml")  # tracking.uri, data: paths redacted
         return run_id
 
     def start_trial(self, parent_run_id: str | None, rec: TrialRecord, params: dict[str, Any]) -> str:
@@ -208,7 +250,11 @@ class Tracker:
             name = trial_run_name(rec.number, rec.config)
             tags = {PARENT_TAG: parent_run_id, "raysweep.kind": "trial", "raysweep.trial_id": rec.trial_id}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.client.log_batch(run.info.run_id, params=_params(params))
+        try:
+            self.client.log_batch(run.info.run_id, params=_params(params))
+        except MlflowException as exc:  # refused (not an outage: that is spooled): the run says why
+            self.end_run(run.info.run_id, "FAILED", refused_tags(exc))
+            raise
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -217,7 +263,7 @@ class Tracker:
     def log_points(self, run_id: str, points: list[Point], tags: dict[str, Any] | None = None) -> None:
         """Several epochs' metrics (and tags) in as few `log_batch` calls as MLflow allows."""
         metrics = [Metric(k, v, ts, step) for step, values, ts in points for k, v in values.items()]
-        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        run_tags = [RunTag(k, redact_text(str(v))) for k, v in (tags or {}).items()]  # an error may quote a URL
         while metrics or run_tags:  # tags (a handful) ride with the first batch
             room = _MAX_BATCH - len(run_tags)
             self.client.log_batch(run_id, metrics=metrics[:room], tags=run_tags)
@@ -271,6 +317,8 @@ class Tracker:
             rec.logged_epoch = max([rec.logged_epoch, *steps])
             if rec.status != RUNNING and run.info.status == "RUNNING":
                 self.end_run(rec.run_id, "FAILED" if rec.status == FAILED else "FINISHED")
+            elif rec.status == RUNNING and run.info.status != "RUNNING":  # ended KILLED by a Ctrl-C
+                self.client.update_run(rec.run_id, status="RUNNING")
         return logged_params
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
@@ -281,7 +329,12 @@ class Tracker:
         return self.client.log_pytorch_model(run_id, task, params, state, seed, **registry)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.client.log_text(run_id, redact_text(text), artifact_file)  # a traceback may quote a URL
+
+
+def refused_tags(exc: Exception) -> dict[str, str]:
+    return {"raysweep.error": f"MLflow refused a write: {' '.join(str(exc).split())[:1000]}",
+            "raysweep.failure": TRACKING}
 
 
 class MLflowCallback(Callback):
@@ -308,16 +361,45 @@ class MLflowCallback(Callback):
         self._buffer: dict[str, list[Point]] = {}  # trial id -> epochs not yet written
         self._written: dict[str, float] = {}  # trial id -> time.monotonic() of its last write
 
-    def __getstate__(self):  # Tune pickles its callbacks; a buffer is this driver's alone
-        return {**self.__dict__, "_buffer": {}, "_written": {}}
+    def __getstate__(self):
+        # Tune pickles its callbacks (tuner.pkl, in the search's storage). A buffer is this
+        # driver's alone; the spec goes without its tracking credentials, and `params_of` (a
+        # closure over the spec as given) not at all: unpickled, it is the spec's trial params.
+        return {**self.__dict__, "_buffer": {}, "_written": {}, "spec": scrubbed_spec(self.spec), "_params_of": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._params_of is None:
+            from .trial import trial_params
+
+            self._params_of = functools.partial(trial_params, self.spec)
+
+    @contextlib.contextmanager
+    def _guard(self, rec: TrialRecord):
+        """A write MLflow refuses (a name it rejects, SQLite locked, a full disk) fails this
+        trial only: its run ends FAILED saying why, the book marks it failed (the search's
+        stopper ends it), and nothing more is written for it. Outages never get here: the
+        client spools them."""
+        try:
+            yield
+        except MlflowException as exc:
+            rec.status, rec.failure = FAILED, TRACKING
+            rec.error = refused_tags(exc)["raysweep.error"]
+            self._buffer.pop(rec.trial_id, None)
+            if rec.run_id is not None:
+                with contextlib.suppress(MlflowException):  # the same refusal may stop this write too
+                    self.tracker.end_run(rec.run_id, "FAILED", refused_tags(exc))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
-        if rec.run_id is None:
-            rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
+        if rec.run_id is None and rec.failure != TRACKING:
+            with self._guard(rec):
+                rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.book.records[trial.trial_id]
+        if rec.failure == TRACKING:
+            return
         buffered = self._buffer.setdefault(rec.trial_id, [])
         # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
         # keeps the first report of each epoch, so every metric has one point per epoch.
@@ -325,7 +407,8 @@ class MLflowCallback(Callback):
             return
         buffered.append((rec.epochs, dict(rec.metrics), _now_ms()))
         if time.monotonic() - self._written.get(rec.trial_id, -math.inf) >= FLUSH_INTERVAL_S:
-            self._write(rec)
+            with self._guard(rec):
+                self._write(rec)
 
     def _write(self, rec: TrialRecord) -> None:
         points = self._buffer.pop(rec.trial_id, [])
@@ -339,7 +422,8 @@ class MLflowCallback(Callback):
         for trial_id in list(self._buffer):
             rec = self.book.records.get(trial_id)
             if rec is not None and rec.run_id is not None:
-                self._write(rec)
+                with self._guard(rec):
+                    self._write(rec)
 
     def get_state(self) -> dict | None:
         buffered = {trial_id: list(points) for trial_id, points in self._buffer.items() if points}
@@ -361,11 +445,14 @@ class MLflowCallback(Callback):
                 rec.logged_epoch = points[-1][0]
 
     def _end(self, rec: TrialRecord, status: str, tags: dict[str, Any]) -> None:
+        if rec.failure == TRACKING or rec.run_id is None:  # its run already ended, saying why
+            return
         points = self._buffer.pop(rec.trial_id, [])
         self._written.pop(rec.trial_id, None)
-        self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
-        if points:
-            rec.logged_epoch = points[-1][0]
+        with self._guard(rec):
+            self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
+            if points:
+                rec.logged_epoch = points[-1][0]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end_finished(self.book.records[trial.trial_id])
@@ -375,9 +462,10 @@ class MLflowCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
-        if rec.status == FAILED and rec.run_id is not None:
+        if rec.status == FAILED and rec.run_id is not None and rec.failure != TRACKING:
             if rec.traceback:
-                self.tracker.log_text(rec.run_id, rec.traceback, "error/traceback.txt")
+                with self._guard(rec):
+                    self.tracker.log_text(rec.run_id, rec.traceback, "error/traceback.txt")
             tags = {"raysweep.error": rec.error or "trial failed", "raysweep.failure": rec.failure or "exception"}
             self._end(rec, "FAILED", tags)
 

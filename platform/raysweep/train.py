@@ -19,7 +19,8 @@ from .distributed import slow_poll_warning
 from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .progress import RunProgress, make_console
 from .files import check_data
-from .search import RunFailed, build_tuner, data_kwargs, ensure_ray, load_data, quiet_libraries
+from .interrupt import Interrupt, Interrupted
+from .search import INTERRUPTED_TAG, RunFailed, build_tuner, data_kwargs, ensure_ray, load_data, quiet_libraries
 from .storage import resolve as storage_location
 from .spec import Choice, IntParam, LogUniform, Spec, SpecError
 from .tasks import resolve_task
@@ -41,6 +42,7 @@ class TrainResult:
     model_uri: str | None = None
     wall_s: float = 0.0
     tracking_uri: str | None = None
+    status: str = "finished"  # or "failed", "interrupted" (Ctrl-C)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,28 +104,61 @@ def run_training(
     tracker = Tracker(uri, spec.experiment) if uri else None
     storage = storage_location(storage)
     book = TrialBook(spec, storage)
-    callbacks: list = [book]
+    interrupt = Interrupt()
+    book.interrupt = interrupt
+    callbacks: list = [book, interrupt]  # the book first: resume.py reads its state as callback 0
+    mlflow_callback = None
     if tracker is not None:
-        callbacks.append(MLflowCallback(tracker, book, None, spec, lambda config: config))
+        mlflow_callback = MLflowCallback(tracker, book, None, spec, lambda config: config)
+        callbacks.append(mlflow_callback)
     if not verbose:
         callbacks.append(RunProgress(book, console))
     callbacks += slow_poll_warning(spec, task, console)
-    ensure_ray(log_to_driver=verbose)
-    data = load_data(spec, data_info, console, verbose)
-    build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data).fit()
+    with interrupt:
+        ensure_ray(log_to_driver=verbose)
+        data = load_data(spec, data_info, console, verbose)
+        try:
+            build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data).fit()
+        except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
+            _end_killed(next(iter(book.records.values()), None), mlflow_callback)
+            raise
+        rec = next(iter(book.records.values()), None)  # None: stopped before the trial started
+        result = TrainResult(spec.name, rec and rec.run_id, params, rec.epochs if rec else 0,
+                             dict(rec.metrics) if rec else {}, tracking_uri=uri)
+        if interrupt.after_fit():
+            result.status, result.wall_s = "interrupted", round(time.monotonic() - started, 3)
+            _end_killed(rec, mlflow_callback)
+            raise Interrupted(f"interrupted after {result.epochs} of {spec.max_epochs} epochs", result)
+        if rec.status == FAILED or rec.value is None:
+            result.status = "failed"
+            raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}", result)
+        try:
+            _conclude(spec, task, rec, result, tracker, data)
+        except Exception as exc:  # the trained run stays: its run ends FAILED with the reason
+            result.status = "failed"
+            error = f"after training: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            if tracker is not None:
+                tracker.end_run(rec.run_id, "FAILED", {"raysweep.error": error[:5000]})
+            raise TrainFailed(error, result) from exc
+    result.wall_s = round(time.monotonic() - started, 3)
+    return result
 
-    (rec,) = book.records.values()
-    if rec.status == FAILED or rec.value is None:
-        raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}")
-    result = TrainResult(spec.name, rec.run_id, params, rec.epochs, rec.metrics, tracking_uri=uri)
+
+def _end_killed(rec, mlflow_callback: MLflowCallback | None) -> None:
+    """A Ctrl-C: the run ends KILLED with every epoch it reported."""
+    if mlflow_callback is not None and rec is not None and rec.run_id is not None:
+        mlflow_callback.flush()
+        mlflow_callback.tracker.end_run(rec.run_id, "KILLED", {INTERRUPTED_TAG: "true"})
+
+
+def _conclude(spec: Spec, task, rec, result: TrainResult, tracker: Tracker | None, data) -> None:
+    """The trained model on the test split, logged with MLflow's PyTorch flavor; the run ended."""
     if rec.checkpoint is not None and can_rebuild(task, data):
         state = checkpoint_state(rec.checkpoint)
-        result.test_metrics = task.evaluate(params, state, spec.seed, **data_kwargs(data))
+        result.test_metrics = task.evaluate(result.params, state, spec.seed, **data_kwargs(data))
         if tracker is not None:
             tracker.log_metrics(rec.run_id, result.test_metrics, step=rec.epochs)
-            result.model_uri = log_pytorch_model(uri, rec.run_id, task, params, state, spec.seed,
+            result.model_uri = log_pytorch_model(tracker.uri, rec.run_id, task, result.params, state, spec.seed,
                                                  example=None if data is None else data.example())
-    result.wall_s = round(time.monotonic() - started, 3)
     if tracker is not None:
         tracker.end_run(rec.run_id, "FINISHED", {"raysweep.model_uri": result.model_uri or ""})
-    return result

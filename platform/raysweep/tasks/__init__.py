@@ -22,7 +22,7 @@ import inspect
 from typing import Any
 
 from ..spec import SpecError
-from .base import FunctionTask, Task, TrainLoopTask
+from .base import FunctionTask, Task, TrainLoopTask, check_values
 from .digits import DigitsCNN, DigitsMLP
 from .images import ImageFolder
 from .tabular import Tabular
@@ -80,6 +80,19 @@ def check_task_params(spec: Any) -> None:
         return
     try:
         check(spec.fixed, spec.space)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def check_train_params(spec: Any, params: dict[str, Any]) -> None:
+    """`raysweep train`'s hyperparameters, checked as the task checks its spec's values
+    (`param_rules`); run after check_task_params, a value at fault can only be a `--set` one,
+    which train.train_params takes as given."""
+    rules = getattr(resolve_task(spec.task), "param_rules", None)
+    if not rules:
+        return
+    try:
+        check_values(rules, params, {}, fixed_at="--set ")
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from ..loop import SumMetrics
-from .base import Splits, SupervisedTask, accuracy_sum, mlp
+from .base import COUNT, PROBABILITY, Splits, SupervisedTask, accuracy_sum, mlp
 from .data import stratified_splits
 
 
@@ -29,6 +29,8 @@ class _Digits(SupervisedTask):
 class DigitsMLP(_Digits):
     """64 -> hidden -> hidden -> 10, ReLU and dropout. Config: hidden (128), dropout (0)."""
 
+    param_rules = {**SupervisedTask.param_rules, "hidden": COUNT, "dropout": PROBABILITY}
+
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         return mlp(64, 10, hidden=int(config.get("hidden", 128)), layers=2, dropout=float(config.get("dropout", 0.0)))
 
@@ -39,6 +41,8 @@ class DigitsCNN(_Digits):
     Config: channels (16), hidden (64), dropout (0). Inputs are the flat 64 pixels, as for
     the MLP, so both share data and input examples.
     """
+
+    param_rules = {**SupervisedTask.param_rules, "channels": COUNT, "hidden": COUNT, "dropout": PROBABILITY}
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         c, hidden = int(config.get("channels", 16)), int(config.get("hidden", 64))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..loop import SumMetrics
-from .base import SupervisedTask, accuracy_sum
+from .base import COUNT, PROBABILITY, Bounds, OneOf, SupervisedTask, accuracy_sum
 
 
 class BasicBlock(nn.Module):
@@ -69,6 +69,8 @@ class ImageFolder(SupervisedTask):
     val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
     data_formats: ClassVar[tuple[str, ...]] = ("images",)
     needs_data: ClassVar[bool] = True
+    param_rules = {**SupervisedTask.param_rules, "channels": COUNT, "stages": Bounds(1, 5, integer=True),
+                   "dropout": PROBABILITY, "augment": OneOf((False, True))}
 
     def build_model(self, config: dict[str, Any], info: dict | None = None) -> nn.Module:
         if info is None:

@@ -20,7 +20,7 @@ from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 from torch import nn
 
 from ..loop import SumMetrics
-from .base import Splits, SupervisedTask, accuracy_sum, mlp
+from .base import COUNT, PROBABILITY, Bounds, OneOf, Splits, SupervisedTask, accuracy_sum, mlp
 from .data import standardized, stratified_splits
 
 DATASETS = {"wine": load_wine, "breast_cancer": load_breast_cancer, "iris": load_iris}
@@ -161,6 +161,8 @@ class Tabular(SupervisedTask):
 
     val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
     data_formats: ClassVar[tuple[str, ...]] = ("parquet", "csv", "jsonl")
+    param_rules = {**SupervisedTask.param_rules, "hidden": COUNT, "layers": Bounds(0, integer=True),
+                   "dropout": PROBABILITY, "dataset": OneOf(tuple(DATASETS))}
 
     def splits(self, seed: int) -> Splits:
         return self.splits_for({}, seed)  # no config: the default dataset

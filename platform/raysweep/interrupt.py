@@ -1,0 +1,81 @@
+"""Ctrl-C is the user's "stop": an interrupted run, resumable, never a finished one.
+
+Tune's `fit()` turns the first SIGINT into a graceful return: it stops the trial loop,
+saves its experiment state (the trial book with it) and returns as if the search had
+ended. It installs its handler when `fit()` starts and, on that first SIGINT, puts back
+the handler it found, which is `Interrupt`'s: so after `fit()` returns, our handler being
+installed again means Tune saw a Ctrl-C. A second Ctrl-C reaches our handler and raises
+`KeyboardInterrupt` at once, as does a Ctrl-C before or after `fit()` (Ray starting, the
+data loading, the test evaluation).
+
+The record of it: `happened` (read by the trial book, which then leaves running trials
+running, to be resumed, instead of settling them as stopped early).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from ray.tune import Callback
+
+
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C after Tune saved its state (CLI exit code 130).
+
+    `result` holds what had finished (the CLI writes it as --summary-json).
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class Interrupt(Callback):
+    """Our SIGINT handler around a run, and Tune's callback that sees whether Tune used it."""
+
+    def __init__(self):
+        self._previous = None
+        self._tune_handler = None  # the handler Tune installed for fit(), seen in setup()
+        self._signalled = False
+
+    def __getstate__(self):  # Tune pickles its callbacks; handlers are this process's
+        return {"_previous": None, "_tune_handler": None, "_signalled": self._signalled}
+
+    def _handler(self, signum, frame):
+        self._signalled = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def setup(self, **info):  # called inside fit(), after Tune installed its own handler
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            self._tune_handler = handler if handler != self._handler else None
+
+    @property
+    def happened(self) -> bool:
+        """A Ctrl-C reached Tune's handler (which put ours back) or ours."""
+        if self._signalled:
+            return True
+        if self._tune_handler is None or threading.current_thread() is not threading.main_thread():
+            return False
+        return signal.getsignal(signal.SIGINT) == self._handler
+
+    def after_fit(self) -> bool:
+        """Whether fit() was interrupted; ours is the handler again either way (Tune leaves
+        its own installed after a normal return, which would swallow the next Ctrl-C)."""
+        happened = self.happened
+        self._signalled = happened
+        self._tune_handler = None
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._handler)
+        return happened

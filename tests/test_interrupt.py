@@ -1,0 +1,165 @@
+"""Ctrl-C stops a search or a training run as interrupted (resumable, exit 130), never as
+finished; an error after the trials ran fails the search without losing them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, make_raw
+from tests.test_resume import _finished_children, _steps
+
+
+def _runs(db: Path, kind: str):
+    client = MlflowClient(f"sqlite:///{db}")
+    return [r for r in client.search_runs(["1"], max_results=1000) if r.data.tags.get("raysweep.kind") == kind]
+
+
+def _metric_points(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM metrics WHERE key = 'val_loss'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _start(tmp_path, ray_session, raw, *extra, command="search"):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    db = tmp_path / "mlflow.db"
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    cmd = [sys.executable, "-m", "raysweep.cli", command, str(tmp_path / "spec.yaml"), "--storage",
+           str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}",
+           "--summary-json", str(tmp_path / "summary.json"), *extra]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return driver, cmd, env, db
+
+
+def _wait(driver, condition, what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert driver.poll() is None, f"the driver ended before {what}: {driver.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.2)
+
+
+def test_ctrl_c_stops_a_search_as_interrupted_and_resume_finishes_it(ray_session, tmp_path):
+    raw = make_raw(**{"name": "halt", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
+                      "search.num_samples": 6, "search.max_concurrent": 2, "scheduler.type": "fifo",
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.6}})
+    driver, cmd, env, db = _start(tmp_path, ray_session, raw)
+    _wait(driver, lambda: _finished_children(db) >= 2, "two finished trials")
+    time.sleep(1.0)  # others are mid-way
+    driver.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = driver.communicate(timeout=120)
+    stopped_s = time.monotonic() - sent
+
+    assert driver.returncode == 130, err[-3000:]
+    assert stopped_s < 30  # within seconds, not at the end of the search
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("raysweep:")]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], err[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["model_uri"] is None
+    assert "running" in {t["status"] for t in summary["trials"]}
+    (parent,) = _runs(db, "search")
+    assert parent.info.status == "KILLED" and parent.data.tags["raysweep.interrupted"] == "true"
+    assert parent.data.metrics["trials_finished"] >= 2  # the summary of what finished
+    trials = _runs(db, "trial")
+    assert not [r for r in trials if r.info.status == "RUNNING"]
+    assert any(r.info.status == "KILLED" for r in trials) and not any(r.info.status == "FINISHED"
+                                                                       and r.data.tags.get("raysweep.stopped_early")
+                                                                       for r in trials)
+    assert not MlflowClient(f"sqlite:///{db}").search_registered_models()  # no model from a stopped search
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and len(summary["trials"]) == 6
+    assert {t["status"] for t in summary["trials"]} == {"finished"}
+    (parent,) = _runs(db, "search")
+    assert parent.info.status == "FINISHED"
+    trials = _runs(db, "trial")
+    assert len(trials) == 6 and max(Counter(r.data.tags["raysweep.trial_id"] for r in trials).values()) == 1
+    client = MlflowClient(f"sqlite:///{db}")
+    for run in trials:  # one point per epoch: none lost, none twice
+        assert run.info.status == "FINISHED"
+        assert _steps(client, run.info.run_id) == [1, 2, 3, 4], run.info.run_name
+
+
+def test_a_second_ctrl_c_exits_at_once(ray_session, tmp_path):
+    raw = make_raw(**{"name": "halt2", "task": "tests.user_tasks:SlowDigits", "max_epochs": 20,
+                      "search.num_samples": 2, "scheduler.type": "fifo",
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.5}})
+    driver, _, _, db = _start(tmp_path, ray_session, raw)
+    _wait(driver, lambda: _metric_points(db) >= 1, "a first epoch")
+    driver.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    driver.communicate(timeout=60)
+    assert driver.returncode == 130
+    assert not [r for r in _runs(db, "search") + _runs(db, "trial") if r.info.status == "RUNNING"]
+
+
+def test_ctrl_c_stops_a_training_run_as_killed(ray_session, tmp_path):
+    raw = make_raw(**{"name": "halt-train", "task": "tests.user_tasks:SlowDigits", "max_epochs": 20,
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.5}})
+    driver, _, _, db = _start(tmp_path, ray_session, raw, command="train")
+    _wait(driver, lambda: _metric_points(db) >= 2, "two epochs")
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "interrupted" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 2 <= summary["epochs"] < 20 and summary["model_uri"] is None
+    (run,) = _runs(db, "train")
+    assert run.info.status == "KILLED"
+    assert _steps(MlflowClient(f"sqlite:///{db}"), run.info.run_id) == list(range(1, summary["epochs"] + 1))
+
+
+def test_ctrl_c_before_the_first_epoch_exits_130(ray_session, tmp_path):
+    raw = make_raw(**{"name": "halt-early", "task": "tests.user_tasks:SlowDigits", "max_epochs": 3,
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.1}})
+    driver, _, _, db = _start(tmp_path, ray_session, raw, command="train")
+    _wait(driver, lambda: "training" in (driver.stdout.readline() or ""), "the first line", timeout=60)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert not [r for r in _runs(db, "train") if r.info.status in ("RUNNING", "FINISHED")] if db.exists() else True
+
+
+def test_an_error_after_the_trials_fails_the_search_and_resume_finishes_it(ray_session, tmp_path):
+    flag = tmp_path / "test-split-broken"
+    flag.touch()
+    raw = make_raw(**{"name": "late-fail", "task": "tests.user_tasks:FailsAtTest", "max_epochs": 2,
+                      "search.num_samples": 2, "fixed": {"hidden": 32, "fail_flag": str(flag)}})
+    driver, cmd, env, db = _start(tmp_path, ray_session, raw)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "test data unreadable" in err and "--resume" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "test data unreadable" in summary["error"]
+    assert len(summary["trials"]) == 2 and summary["best"] is not None
+    (parent,) = _runs(db, "search")
+    assert parent.info.status == "FAILED" and "test data unreadable" in parent.data.tags["raysweep.error"]
+
+    flag.unlink()
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["test_metrics"] and len(summary["trials"]) == 2
+    (parent,) = _runs(db, "search")
+    assert parent.info.status == "FINISHED" and len(_runs(db, "trial")) == 2
