@@ -15,6 +15,7 @@ running, to be resumed, instead of settling them as stopped early).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 from ray.tune import Callback
@@ -57,9 +58,19 @@ class Interrupt(Callback):
             self._previous = None
 
     def setup(self, **info):  # called inside fit(), after Tune installed its own handler
-        if threading.current_thread() is threading.main_thread():
-            handler = signal.getsignal(signal.SIGINT)
-            self._tune_handler = handler if handler != self._handler else None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        handler = signal.getsignal(signal.SIGINT)
+        if handler == self._handler or not callable(handler):
+            return
+        self._tune_handler = handler
+
+        def first_ctrl_c(signum, frame):  # said at once: the rest of the stop takes seconds
+            print("raysweep: stopping (saving the search's state); Ctrl-C again to exit at once",
+                  file=sys.stderr, flush=True)
+            handler(signum, frame)  # Tune's: stop the loop, save, put our handler back
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
 
     @property
     def happened(self) -> bool:

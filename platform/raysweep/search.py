@@ -95,6 +95,10 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # After a Ctrl-C Tune explains its own Tuner.restore API and that it could not read the
+    # metrics of trials it stopped: raysweep says what happened and how to --resume instead.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     # Tune warns whenever checkpoints of short epochs force experiment snapshots; it says
     # nothing a user can act on for second-long trials.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
