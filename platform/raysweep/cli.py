@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .jobenv import working_dir
-from .redact import redact, redact_text
+from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .spec import Spec, SpecError, load_spec, parse_yaml
 from .tracking import UI_PORT, check_tracking_uri, resolve_tracking_uri
 
@@ -138,15 +138,15 @@ def _load(args) -> Spec:
     return load_spec(args.spec, overrides)
 
 
-def _preflight(spec: Spec, args) -> None:
+def _preflight(spec: Spec, args, train_params: dict | None = None) -> None:
     """What `search` and `train` would otherwise find out only once Ray runs (or after MLflow's
     minutes of retries): the task, the tracking store and where the summary goes."""
     from .files import check_data
     from .tasks import check_task_params, check_train_params
 
     check_task_params(spec)
-    if args.command == "train":  # `--set dropout=1.5`: the values it trains with, in the task's ranges
-        check_train_params(spec, _train_spec(args)[1])
+    if train_params is not None:  # `--set dropout=1.5`: the values it trains with, in the task's ranges
+        check_train_params(spec, train_params)
     if spec.data is not None:  # before Ray: a bad path is one line, not a failed worker group
         check_data(spec.data)
     if spec.tracking.enabled:
@@ -226,8 +226,6 @@ def _continue_hint(what: str, args) -> str:
 
 def _write_summary(args, result) -> None:
     if args.summary_json and result is not None:
-        from .redact import redact_data, write_private
-
         # Credentials in any URI it holds (tracking_uri, an error quoting one) redacted; 0600.
         summary = redact_data(result.to_dict(), args.tracking_uri, getattr(result, "tracking_uri", None))
         write_private(args.summary_json, json.dumps(summary, indent=2, default=str) + "\n")
@@ -241,8 +239,6 @@ def cmd_validate(args) -> int:
     check_task_params(spec)
     if spec.data is not None:
         check_data(spec.data)
-    from .redact import spec_yaml
-
     sys.stdout.write(spec_yaml(spec))  # tracking.uri and data: URIs with their credentials redacted
     return 0
 
@@ -296,7 +292,7 @@ def cmd_train(args) -> int:
     from .progress import make_console
     from .train import run_training
 
-    _preflight(spec, args)
+    _preflight(spec, args, params)
     console = make_console()
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     console.print(f"training {spec.task} for {spec.max_epochs} epochs on "

@@ -385,22 +385,21 @@ def run_search(
             tuner.fit()
         except BaseException as exc:  # a Ctrl-C before fit() or a second one inside it, a Tune error
             if tracker is not None:
-                ctrl_c = isinstance(exc, KeyboardInterrupt)
-                _end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"} if ctrl_c else {})
-                tracker.end_run(parent_run_id, "KILLED", {INTERRUPTED_TAG: "true"} if ctrl_c else {})
+                tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
+                end_running_killed(book, tracker, mlflow_callback, tags)
+                tracker.end_run(parent_run_id, "KILLED", tags)
             raise
         if interrupt.after_fit():
             raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose)
         try:
-            result = _conclude(spec, task, book, tracker, data, started, uri)
+            result, failure = _conclude(spec, task, book, tracker, data, started, uri)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         round_no = 0 if previous is None else previous.round + (more_samples is not None)
         mark_concluded(join(storage, round_name(spec.name, round_no)))
     if not verbose:
         console.print(leaderboard(book))
-    if result.error is not None:
-        failure = search_failure(spec, book)
+    if failure is not None:
         failure.result = result
         raise failure
     return result
@@ -442,8 +441,9 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
 
 
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
-              started: float, uri: str | None) -> SearchResult:
-    """After the trials: the best trial on the test split, its model, the parent run's summary."""
+              started: float, uri: str | None) -> tuple[SearchResult, SearchFailed | None]:
+    """After the trials: the best trial on the test split, its model, the parent run's summary;
+    and why the search failed (`search_failure`), if it did."""
     best = book.best()
     state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
     if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task, data)):
@@ -465,7 +465,7 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
             )
         _log_summary(tracker, spec, book, result, data)
         _settle_ids(tracker, result)
-    return result
+    return result, failure
 
 
 def _settle_ids(tracker: Tracker, result: SearchResult) -> None:
@@ -484,7 +484,7 @@ def _interrupted(spec: Spec, book: TrialBook, tracker: Tracker | None, mlflow_ca
                f"{counts[FAILED]} failed, {len(running)} running saved at their last checkpoint")
     result = _result(spec, book, tracker, started, uri, status="interrupted", error=message)
     if tracker is not None:
-        _end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
+        end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
         _log_summary(tracker, spec, book, result, status="KILLED", tags={INTERRUPTED_TAG: "true"})
         _settle_ids(tracker, result)
     if not verbose:
@@ -492,7 +492,7 @@ def _interrupted(spec: Spec, book: TrialBook, tracker: Tracker | None, mlflow_ca
     return Interrupted(message, result)
 
 
-def _end_running_killed(book: TrialBook, tracker: Tracker, mlflow_callback, tags: dict) -> None:
+def end_running_killed(book: TrialBook, tracker: Tracker, mlflow_callback, tags: dict) -> None:
     """Running trials' runs end KILLED with every epoch reported so far (Tune saved them to resume)."""
     mlflow_callback.flush()  # epochs the callback still buffers
     for rec in book.records.values():

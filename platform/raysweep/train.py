@@ -20,7 +20,8 @@ from .models import can_rebuild, checkpoint_state, log_pytorch_model
 from .progress import RunProgress, make_console
 from .files import check_data
 from .interrupt import Interrupt, Interrupted
-from .search import INTERRUPTED_TAG, RunFailed, build_tuner, data_kwargs, ensure_ray, load_data, quiet_libraries
+from .search import (INTERRUPTED_TAG, RunFailed, build_tuner, data_kwargs, end_running_killed, ensure_ray, load_data,
+                     quiet_libraries)
 from .storage import resolve as storage_location
 from .spec import Choice, IntParam, LogUniform, Spec, SpecError
 from .tasks import resolve_task
@@ -120,14 +121,16 @@ def run_training(
         try:
             build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data).fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
-            _end_killed(next(iter(book.records.values()), None), mlflow_callback)
+            if tracker is not None:
+                end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
             raise
         rec = next(iter(book.records.values()), None)  # None: stopped before the trial started
         result = TrainResult(spec.name, rec and rec.run_id, params, rec.epochs if rec else 0,
                              dict(rec.metrics) if rec else {}, tracking_uri=uri)
         if interrupt.after_fit():
             result.status, result.wall_s = "interrupted", round(time.monotonic() - started, 3)
-            _end_killed(rec, mlflow_callback)
+            if tracker is not None:
+                end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
             raise Interrupted(f"interrupted after {result.epochs} of {spec.max_epochs} epochs", result)
         if rec.status == FAILED or rec.value is None:
             result.status = "failed"
@@ -142,13 +145,6 @@ def run_training(
             raise TrainFailed(error, result) from exc
     result.wall_s = round(time.monotonic() - started, 3)
     return result
-
-
-def _end_killed(rec, mlflow_callback: MLflowCallback | None) -> None:
-    """A Ctrl-C: the run ends KILLED with every epoch it reported."""
-    if mlflow_callback is not None and rec is not None and rec.run_id is not None:
-        mlflow_callback.flush()
-        mlflow_callback.tracker.end_run(rec.run_id, "KILLED", {INTERRUPTED_TAG: "true"})
 
 
 def _conclude(spec: Spec, task, rec, result: TrainResult, tracker: Tracker | None, data) -> None:
