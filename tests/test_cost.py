@@ -1,4 +1,5 @@
-"""The cost meter: FLOPs against an analytic count, allocation-based device time, restarts."""
+"""The cost meter and ledger: FLOPs against an analytic count, allocation-based device time,
+restarts billed, shared GPUs' energy."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import time
 
 import pytest
 
-from raysweep.cost import Meter
+from mlflow import MlflowClient
+
+from raysweep.book import TrialRecord
+from raysweep.cost import SEGMENT_KEY, Meter
+from raysweep.search import run_search
+from raysweep.spec import validate
 from raysweep.tasks.digits import DigitsMLP, digits_splits
+from tests.conftest import make_raw
 from tests.test_loop import RecordingContext
 
 HIDDEN = 32
@@ -44,18 +51,63 @@ def test_device_hours_and_dollars_come_from_the_allocation():
     assert m["cost_gpu_hours"] == 0 and "energy_j" not in m  # no GPU, no energy figure
 
 
-def test_a_restored_meter_continues_its_totals():
-    first = Meter()
-    first.flops_per_sample = 10.0
-    first.add_epoch(100, 1.0)
-    state = first.state()
-    resumed = Meter()
-    resumed.flops_per_sample = 10.0
-    resumed.restore(state)
-    resumed.add_epoch(100, 1.0)
-    m = resumed.metrics()
-    assert m["samples"] == 200 and m["flops"] == 2000
-    assert m["cost_wall_s"] >= state["wall_s"]
+def test_the_ledger_adds_a_restarted_trials_segments():
+    rec = TrialRecord("t", 1, {})
+    first = {SEGMENT_KEY: 1, "cost_wall_s": 10.0, "samples": 100.0, "epoch": 1}
+    rec.bill(first)
+    assert first == {"cost_wall_s": 10.0, "samples": 100.0, "epoch": 1}  # the segment key is the ledger's
+    rec.bill({SEGMENT_KEY: 1, "cost_wall_s": 20.0, "samples": 200.0})  # cumulative within a segment
+    restarted = {SEGMENT_KEY: 2, "cost_wall_s": 4.0, "samples": 100.0, "epoch": 2}  # from epoch 1's checkpoint
+    rec.bill(restarted)
+    assert restarted["cost_wall_s"] == 24.0 and restarted["samples"] == 300.0  # epoch 2 billed twice
+    plain = {"val_loss": 1.0}  # a plain Ray Train loop's report: no meter, nothing to bill
+    rec.bill(plain)
+    assert plain == {"val_loss": 1.0}
+    # --resume: MLflow got a report the saved book had not (the driver died in between).
+    rec.rebase_bill({"cost_wall_s": 30.0, "samples": 400.0})
+    resumed = {SEGMENT_KEY: 3, "cost_wall_s": 1.0, "samples": 100.0}
+    rec.bill(resumed)
+    assert resumed["cost_wall_s"] == 31.0 and resumed["samples"] == 500.0
+
+
+class _Counter:
+    """A GPU's total-energy counter (no GPU here): 100 J between reads."""
+
+    _handle = object()
+
+    def delta_j(self) -> float:
+        return 100.0
+
+
+@pytest.mark.parametrize("gpus,billed", [(1, 100.0), (0.5, 50.0), (0.25, 25.0)])
+def test_trials_sharing_a_gpu_each_count_their_share_of_its_energy(gpus, billed):
+    meter = Meter(gpus_per_worker=gpus)
+    meter._energy = _Counter()
+    assert meter.local_energy_j() == billed
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "ray-train"])
+def test_a_restart_bills_its_start_up_and_the_epochs_it_repeats(ray_session, tmp_path, tracking_uri, workers):
+    spec = validate(make_raw(**{
+        "name": f"bill-{workers}", "task": "tests.user_tasks:KillOnce", "max_epochs": 4, "search.num_samples": 1,
+        "scheduler.type": "fifo", "failures.max_failures": 1, "checkpoint.every": 2,
+        "resources.workers_per_trial": workers, "space": {"lr": {"type": "choice", "values": [0.01]}},
+        "fixed": {"out_dir": str(tmp_path), "kill_epoch": 3, "kill_rank": workers - 1, "hidden": 16, "batch_size": 64},
+    }))
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    (trial,) = result.trials
+    assert (tmp_path / "killed").exists() and trial["status"] == "finished"
+    client = MlflowClient(tracking_uri)
+    history = {m: {p.step: p.value for p in client.get_metric_history(trial["run_id"], m)}
+               for m in ("samples", "flops", "cost_wall_s", "epoch_time_s")}
+    per_epoch = history["samples"][1]
+    # Epochs 1, 2, 3, the kill, epoch 3 again from the epoch-2 checkpoint, then 4: five billed.
+    assert history["samples"][4] == trial["metrics"]["samples"] == 5 * per_epoch
+    assert history["flops"][4] == pytest.approx(5 * history["flops"][1])
+    assert history["cost_wall_s"][4] > history["cost_wall_s"][3]
+    assert result.totals["samples"] == 5 * per_epoch
+    if workers > 1:  # the worker group's start-up is billed: seconds before its first epoch
+        assert history["cost_wall_s"][1] > history["epoch_time_s"][1] + 1.0
 
 
 def test_every_report_carries_the_cost_metrics():

@@ -13,11 +13,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 from ray.tune.search.optuna import OptunaSearch
 
 from raysweep.cli import main
+from raysweep.report import build_report
 from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import ROOT, make_raw
@@ -56,10 +58,13 @@ def test_extending_a_finished_search_continues_its_sampler_and_parent_run(ray_se
     assert {(round(t.params["lr"], 12), t.value) for t in study[:16]} == earlier
 
 
-def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, tmp_path):
+# In-process trials, and Ray Train trials (a worker group per trial, its checkpoints in Ray
+# Train's own run directory): both die with the driver, both continue from their checkpoints.
+@pytest.mark.parametrize("workers,samples,concurrent", [(1, 6, 2), (2, 4, 1)], ids=["in-process", "ray-train"])
+def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, tmp_path, workers, samples, concurrent):
     raw = make_raw(**{"name": "phoenix", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
-                      "search.num_samples": 6, "search.max_concurrent": 2, "scheduler.type": "fifo",
-                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.6}})
+                      "search.num_samples": samples, "search.max_concurrent": concurrent, "scheduler.type": "fifo",
+                      "resources.workers_per_trial": workers, "fixed": {"hidden": 32, "epoch_sleep_s": 0.6 * workers}})
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
     db = tmp_path / "mlflow.db"
     # Tune saves the search's state at most every 10 s by default; once a second here, so
@@ -70,7 +75,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
            str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}", "--summary-json", str(tmp_path / "summary.json")]
     driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while _finished_children(db) < 2:  # two trials done, others running
+    while _finished_children(db) < 2 or not _running_with_points(db):  # two trials done, another one mid-way
         assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-3000:]
         time.sleep(0.3)
     time.sleep(1.5)  # a state save after they finished
@@ -87,7 +92,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert len(summary["trials"]) == 6 and {t["status"] for t in summary["trials"]} == {"finished"}
+    assert len(summary["trials"]) == samples and {t["status"] for t in summary["trials"]} == {"finished"}
 
     runs = client.search_runs(["1"], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("raysweep.kind") == "search"]
@@ -96,17 +101,37 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     assert not [r for r in trial_runs if r.info.status == "RUNNING"]  # the dead driver's runs put right
     kept = [r for r in trial_runs if "raysweep.orphaned" not in r.data.tags]
     ids = Counter(r.data.tags["raysweep.trial_id"] for r in kept)
-    assert len(kept) == 6 and max(ids.values()) == 1  # each trial one run, reused across the restart
+    assert len(kept) == samples and max(ids.values()) == 1  # each trial one run, reused across the restart
     assert {t["run_id"] for t in summary["trials"]} == {r.info.run_id for r in kept}
     for run in kept:  # one point per epoch: none lost, none twice
         assert _steps(client, run.info.run_id) == [1, 2, 3, 4], run.info.run_name
     for tid in done_before:  # finished trials were not run again
         history = client.get_metric_history(before[tid].info.run_id, "val_loss")
         assert max(m.timestamp for m in history) < killed_at_ms
+    # `raysweep report`, from MLflow alone, agrees with the resumed search's own summary.
+    report = build_report(client, summary["parent_run_id"])
+    assert report["counts"] == {"running": 0, "finished": samples, "stopped": 0, "failed": 0}
+    for key in ("device_hours", "cost_usd", "flops", "samples"):
+        assert report["totals"][key] == pytest.approx(summary["totals"][key], rel=1e-9), key
     # Interrupted trials continued from their checkpoints rather than from epoch 1.
-    for result in glob.glob(str(tmp_path / "results" / "phoenix" / "trial_*" / "result.json")):
+    results = glob.glob(str(tmp_path / "results" / "phoenix" / "trial_*" / "result.json"))
+    assert len(results) == samples
+    for result in results:
         epochs = [json.loads(line)["epoch"] for line in Path(result).read_text().splitlines() if line.strip()]
         assert epochs.count(1) == 1, (result, epochs)
+
+
+def _running_with_points(db: Path) -> bool:
+    """Whether a running trial has logged an epoch."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db) as conn:
+            return bool(conn.execute(
+                "SELECT COUNT(*) FROM runs r JOIN metrics m ON r.run_uuid = m.run_uuid "
+                "WHERE r.status = 'RUNNING' AND m.key = 'val_loss'").fetchone()[0])
+    except sqlite3.OperationalError:  # tables not created yet
+        return False
 
 
 def _finished_children(db: Path) -> int:

@@ -55,9 +55,9 @@ def ddp_sync(config, ctx):
 
 
 class KillOnce:
-    """digits_mlp whose rank-1 worker SIGKILLs itself once, after epoch `kill_epoch`'s report
-    and checkpoint, while rank 0 waits for it in the next epoch. The restarted group records
-    where it resumed.
+    """digits_mlp whose rank-1 worker (`kill_rank`) SIGKILLs itself once, after epoch
+    `kill_epoch`'s report and checkpoint, while rank 0 waits for it in the next epoch. The
+    restarted group records where it resumed.
 
     It waits 5 s before dying: Ray Train registers a reported checkpoint when its controller
     next polls the workers (every 0.05 s under raysweep, 2 s by Ray's default; 5 s leaves a
@@ -78,7 +78,8 @@ class KillOnce:
 
         def report(metrics, checkpoint=None):
             real_report(metrics, checkpoint=checkpoint)
-            if ctx.rank == 1 and metrics["epoch"] == config["kill_epoch"] and not (out / "killed").exists():
+            if ctx.rank == config.get("kill_rank", 1) and metrics["epoch"] == config["kill_epoch"] \
+                    and not (out / "killed").exists():
                 (out / "killed").touch()
                 time.sleep(5)
                 os.kill(os.getpid(), signal.SIGKILL)

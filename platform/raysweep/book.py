@@ -13,6 +13,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from .cost import BILLED, SEGMENT_KEY
 from .failures import NON_FINITE, TRACKING, read_trial_error
 from .spec import Spec
 
@@ -36,6 +37,36 @@ class TrialRecord:
     logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
     # (seconds since the search began, epoch, metric value, cumulative device-hours), one per epoch
     history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
+    # The cost ledger (cost.py): the trial's earlier segments' totals, the current segment (the
+    # process measuring it) and its last report. Plain defaults: a book pickled before these
+    # existed still loads for --resume.
+    billed_before: dict | None = None
+    segment: int | None = None
+    segment_last: dict | None = None
+
+    def bill(self, result: dict[str, Any]) -> None:
+        """Turn a report's per-segment cost figures into the trial's totals, in place (so MLflow,
+        Tune's result.json and the summary all get the totals). A new segment (a restart, a
+        --resume) adds to what the earlier ones were billed, repeated epochs included."""
+        segment = result.pop(SEGMENT_KEY, None)
+        if segment is None:  # a report without raysweep's meter (a plain Ray Train loop)
+            return
+        if segment != self.segment:
+            self.billed_before = self.billed_total()
+            self.segment = segment
+        self.segment_last = {k: float(result[k]) for k in BILLED if k in result}
+        result.update(self.billed_total())
+
+    def billed_total(self) -> dict[str, float]:
+        before, last = self.billed_before or {}, self.segment_last or {}
+        return {k: before.get(k, 0.0) + last.get(k, 0.0) for k in BILLED if k in before or k in last}
+
+    def rebase_bill(self, logged: dict[str, float]) -> None:
+        """--resume: what MLflow holds may be newer than the book Tune last saved (reports
+        between its last save and the driver's death); the next segment adds to the larger."""
+        total = self.billed_total()
+        self.billed_before = {k: max(total.get(k, 0.0), logged.get(k, 0.0)) for k in {*total, *logged}}
+        self.segment, self.segment_last = None, None
 
 
 def numeric_metrics(result: dict[str, Any], reserved: set[str]) -> dict[str, float]:
@@ -65,6 +96,8 @@ class TrialBook(Callback):
         self.parent_params: set[str] = set()  # params that run already had when this driver took it over
         self.target = spec.search.num_samples  # trials the search means to run, all rounds together
         self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled
+        # Billed totals of runs a dead driver left that --resume could not continue (tracking.py).
+        self.orphaned: dict[str, float] = {}
         self.interrupt = None  # interrupt.Interrupt of the run: after a Ctrl-C running trials stay running
         self.started = time.monotonic()
         self._reserved = _tune_keys()
@@ -78,6 +111,7 @@ class TrialBook(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.records[trial.trial_id]
+        rec.bill(result)  # before the other callbacks (MLflow's) see the result: it goes first
         rec.metrics = numeric_metrics(result, self._reserved)
         rec.epochs = int(rec.metrics.get("epoch", result.get("training_iteration", rec.epochs + 1)))
         if result.get("checkpoint_path"):  # a Ray Train trial's checkpoint, via TuneReportCallback

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .cost import METER_STATE_KEY, Meter
+from .cost import Meter
 from .failures import check_finite
 
 CHECKPOINT_FILE = "state.pt"
@@ -212,8 +212,6 @@ class RayContext(TrainContext):
 
     def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
         metrics = self._complete(metrics)
-        if checkpoint is not None:  # cost totals survive a restart with the checkpoint
-            checkpoint = {**checkpoint, METER_STATE_KEY: self.meter.state()}
         if checkpoint is None or not self._writes_checkpoints():
             self._ray_report(metrics, None)
             return
@@ -229,7 +227,6 @@ class RayContext(TrainContext):
             if ckpt is not None:
                 with ckpt.as_directory() as directory:
                     self._resume = load_state(directory, map_location=self.device)
-                self.meter.restore(self._resume.get(METER_STATE_KEY))
         return self._resume
 
 

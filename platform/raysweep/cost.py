@@ -1,9 +1,13 @@
 """The cost and compute meter: what a trial used, reported with its metrics every epoch.
 
-Cumulative per trial, all workers together (and over restarts, through the checkpoint):
+A trial's meter measures one *segment*: one process (or worker group) running the trial, from
+the moment its trial function started (a worker group's start-up, data loading and model
+building are billed, as a cluster bills them) to each report. The driver's ledger
+(`book.TrialBook`) adds up a trial's segments: a restart from an older checkpoint repeats
+epochs, and those repeated epochs were paid for, so they are billed again. What it reports,
+all workers together:
 
-- `cost_wall_s`: wall time the trial's workers have held their resources, from the moment the
-  training loop starts to each report;
+- `cost_wall_s`: wall time the trial's workers have held their resources;
 - `cost_cpu_core_hours`, `cost_gpu_hours`: the *allocation*, workers x cpus_per_worker (or
   gpus_per_worker) x wall / 3600: what a cluster bills, whether the cores compute or wait;
 - `cost_device_hours`: GPU-hours for a trial that holds GPUs, else CPU core-hours;
@@ -12,23 +16,31 @@ Cumulative per trial, all workers together (and over restarts, through the check
 - `flops`: training FLOPs, forward + backward of one batch counted by
   `torch.utils.flop_counter.FlopCounterMode` (matrix multiplies and convolutions; elementwise
   ops, optimizer steps and validation are not counted), per sample, times `samples`;
-- `energy_j`: NVML's total-energy counter, deltas summed over the GPUs the trial holds (GPU only);
+- `energy_j`: NVML's total-energy counter, deltas summed over the GPUs the trial holds, times
+  the trial's share of each (gpus_per_worker below 1: trials sharing a GPU each count their
+  allocation's share of its energy, not all of it) (GPU only);
 - `mfu`: achieved training FLOP/s over the GPUs' peak (GPU only, known devices, see PEAK_FLOPS);
 - `peak_host_mem_mb` (RSS of rank 0's process) and `peak_cuda_mem_mb` (GPU only).
 
-Epochs repeated after a restart from an older checkpoint are not counted twice.
+Every one of the summed metrics (`BILLED`) is linear in its segment's use, so a trial's total
+is the sum of its segments' last reports. Work after a segment's last report (the epoch a
+crash cut short) is not known to anyone and is not billed.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 import resource
 import time
 from typing import Any, Callable
 
 import torch
 
-METER_STATE_KEY = "raysweep_meter"  # what the meter keeps in a checkpoint
+# Summed over a trial's segments by the driver's ledger (book.py).
+BILLED = ("cost_wall_s", "cost_cpu_core_hours", "cost_gpu_hours", "cost_device_hours", "cost_usd",
+          "samples", "flops", "energy_j")
+SEGMENT_KEY = "cost_segment"  # which process measured a report: the ledger's, not logged
 
 # Dense bf16 peak FLOP/s by device name fragment (vendor datasheets, no sparsity).
 PEAK_FLOPS = {"H200": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12,
@@ -86,13 +98,17 @@ class Meter:
         gpus_per_worker: float = 0,
         cpu_hour_usd: float = 0.0,
         gpu_hour_usd: float = 0.0,
+        started_at: float | None = None,
     ):
+        """`started_at`: time.time() when the trial function began (its process or worker
+        group starting is billed too); None: now."""
         self.workers, self.cpus, self.gpus = workers, cpus_per_worker, gpus_per_worker
         self.cpu_hour_usd, self.gpu_hour_usd = cpu_hour_usd, gpu_hour_usd
         self.device = torch.device("cpu")
         self._energy: _Energy | None = None
-        self._started = time.monotonic()
-        self._wall_before = 0.0  # restored from a checkpoint
+        # Wall clock, not monotonic: a worker group's clock starts in the trial's process.
+        self._started = time.time() if started_at is None else started_at
+        self.segment = random.getrandbits(48)  # exact as a float: Tune's results may pass through JSON
         self.samples = 0.0
         self.flops = 0.0
         self.flops_per_sample: float | None = None
@@ -111,9 +127,11 @@ class Meter:
             self.flops_per_sample = flops_per_sample(model, x, y, loss_fn)
 
     def local_energy_j(self) -> float:
-        """This worker's GPU energy since the last call (0 without NVML): summed over workers by the loop."""
+        """This worker's share of its GPU's energy since the last call (0 without NVML): summed
+        over workers by the loop. The counter is the whole device's: a worker holding half of
+        it is billed half."""
         delta = self._energy.delta_j() if self._energy is not None else None
-        return 0.0 if delta is None else delta
+        return 0.0 if delta is None else delta * min(1.0, self.gpus)
 
     def add_epoch(self, samples: float, seconds: float, energy_j: float | None = None) -> None:
         """One epoch of `samples` (all workers) in `seconds`; `energy_j` summed over workers."""
@@ -127,13 +145,14 @@ class Meter:
     # -- read at each report
     @property
     def wall_s(self) -> float:
-        return self._wall_before + time.monotonic() - self._started
+        return max(0.0, time.time() - self._started)
 
     def metrics(self) -> dict[str, float]:
         wall = self.wall_s
         core_h = self.workers * self.cpus * wall / 3600
         gpu_h = self.workers * self.gpus * wall / 3600
         out = {
+            SEGMENT_KEY: self.segment,
             "cost_wall_s": wall,
             "cost_cpu_core_hours": core_h,
             "cost_gpu_hours": gpu_h,
@@ -156,15 +175,3 @@ class Meter:
                 gpus = max(1.0, self.workers * self.gpus)
                 out["mfu"] = self.flops_per_sample * self._samples_per_s / (peak * gpus)
         return out
-
-    # -- checkpoint round trip
-    def state(self) -> dict[str, Any]:
-        return {"wall_s": self.wall_s, "samples": self.samples, "flops": self.flops, "energy_j": self.energy_j}
-
-    def restore(self, state: dict[str, Any] | None) -> None:
-        if not state:
-            return
-        self._wall_before = float(state["wall_s"])
-        self._started = time.monotonic()
-        self.samples, self.flops = float(state["samples"]), float(state["flops"])
-        self.energy_j = state.get("energy_j")

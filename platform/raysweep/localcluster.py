@@ -59,6 +59,7 @@ class LocalCluster:
         # Short paths: Ray's unix sockets live under the temp dir (108-byte limit).
         self._own_workdir = self.workdir is None
         self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.dashboard_port = free_port(), free_port()
         self.mlflow_port = free_port() if self.mlflow else None
         self._procs: list[tuple[str, subprocess.Popen]] = []
@@ -129,8 +130,8 @@ class LocalCluster:
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                 "--ray-client-server-port", str(free_port()),
             ], self.head_cpus)
-            for i, cpus in enumerate(self.worker_cpus, start=1):
-                self._ray_node(f"worker{i}", [f"--address={self.address}"], cpus)
+            for cpus in self.worker_cpus:
+                self._add_worker(cpus)
             if self.mlflow:
                 proc, log = self._spawn("mlflow", [
                     sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.mlflow_port),
@@ -142,6 +143,18 @@ class LocalCluster:
             self.stop()
             raise
         return self
+
+    def _add_worker(self, cpus: int) -> None:
+        workers = sum(name.startswith("worker") for name, _ in self._procs)
+        self._ray_node(f"worker{workers + 1}", [f"--address={self.address}"], cpus)
+
+    def add_worker(self, cpus: int) -> None:
+        """Join one more node of `cpus` CPUs to the running cluster (a node joining a search)."""
+        try:
+            self._add_worker(cpus)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM each started process group, SIGKILL what is left after `grace_s`."""

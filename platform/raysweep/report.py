@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .spec import SpecError
-from .tracking import PARENT_TAG
+from .tracking import ORPHANED_TAG, PARENT_TAG
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 COST_KEYS = ("cost_device_hours", "cost_usd", "flops", "samples", "energy_j")
@@ -57,8 +57,11 @@ def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=50_000
     )
+    # Runs a dead driver left that --resume could not continue are no trials of the search,
+    # but their compute was spent: in the totals, as in the search's own summary.
+    kept = [run for run in children if ORPHANED_TAG not in run.data.tags]
     trials = []
-    for run in children:
+    for run in kept:
         m = run.data.metrics
         trials.append({
             "run_id": run.info.run_id, "trial_id": run.data.tags.get("raysweep.trial_id"), "name": run.info.run_name,

@@ -18,6 +18,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
+from .capacity import CapacityLimiter, CapacityWait, check as check_capacity, trial_need
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .distributed import run_distributed, slow_poll_warning
 from .failures import TRACKING
@@ -97,7 +98,9 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # After a Ctrl-C Tune explains its own Tuner.restore API and that it could not read the
     # metrics of trials it stopped: raysweep says what happened and how to --resume instead.
-    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis",
+                 # "Token authentication is enabled" at every start: raysweep keeps it on (README)
+                 "ray._private.authentication.authentication_token_setup"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Tune warns whenever checkpoints of short epochs force experiment snapshots; it says
     # nothing a user can act on for second-long trials.
@@ -129,33 +132,39 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     return True
 
 
-def max_concurrent_trials(spec: Spec, data: TrialData | None = None) -> int:
-    """The spec's limit, else as many trials as the cluster's CPUs and GPUs hold at once.
+def concurrency(spec: Spec, search_alg, data: TrialData | None = None) -> tuple:
+    """The round's searcher and Tune's `max_concurrent_trials`.
 
-    Data streamed from files by every trial (not read once, ingest.py) needs Ray Data tasks
-    to read and preprocess it while trials run: a CPU is left free for them, or trials
-    holding every CPU would wait for batches no task can produce.
+    Without `search.max_concurrent`, trials run as many at once as the cluster holds now, and
+    more as nodes join (capacity.CapacityLimiter). Data streamed from files by every trial (not
+    read once, ingest.py) needs Ray Data tasks to read and preprocess it while trials run: a
+    CPU is left free for them, and `search.max_concurrent` cannot go past that either, or
+    trials holding every CPU would wait for batches no task can produce.
     """
-    res = spec.resources
-    total = ray.cluster_resources()
-    trial_cpus = res.cpus_per_worker * res.workers_per_trial
+    need, streamed = _need(spec, data)
+    if spec.search.max_concurrent is not None and not streamed:
+        return search_alg, spec.search.max_concurrent
+    return CapacityLimiter(search_alg, need, spec.search.max_concurrent), None
+
+
+def _need(spec: Spec, data: TrialData | None) -> tuple:
+    """A trial's resources (capacity.Need), and whether it streams its data; refused if the
+    data's read tasks would find no CPU beside the trial."""
     streamed = data is not None and not data.info.get("cached", False)
-    cpus = total.get("CPU", 1) - (1 if streamed else 0)
-    if streamed and trial_cpus > cpus:
-        raise SpecError(
-            f"data.cache: the data streams from its files while trials train (cache: {spec.data.cache}), and a "
-            f"trial's {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU leave none of this cluster's "
-            f"{total.get('CPU', 0):g} for Ray Data to read with; set data.cache: memory, or fewer CPUs per trial"
-        )
-    fits = [cpus // trial_cpus]
-    if res.gpus_per_worker > 0:
-        fits.append(total.get("GPU", 0) // (res.gpus_per_worker * res.workers_per_trial))
-    fit = max(1, int(min(fits)))
-    if spec.search.max_concurrent is None:
-        return fit
-    # A streamed search never runs so many trials that Ray Data has no CPU left: they would
-    # all wait for batches no read task can produce.
-    return min(spec.search.max_concurrent, fit) if streamed else spec.search.max_concurrent
+    need = trial_need(spec, needs_ray_train(spec, resolve_task(spec.task)), streamed)
+    if streamed:
+        check_capacity(need, cache=spec.data.cache)
+    return need, streamed
+
+
+def wait_for_capacity(spec: Spec, task, console: Console) -> CapacityWait | None:
+    """Refuse a trial no node of a fixed cluster can hold (SpecError); on an autoscaling
+    cluster not yet big enough, warn and return the stopper that gives up after
+    `resources.scale_wait_s`."""
+    need = trial_need(spec, needs_ray_train(spec, task))
+    if check_capacity(need, say=lambda line: console.print(f"[yellow]{line}[/yellow]")):
+        return CapacityWait(need, spec.resources.scale_wait_s)
+    return None
 
 
 def load_data(spec: Spec, info: dict | None, console: Console, verbose: bool) -> TrialData | None:
@@ -202,21 +211,29 @@ class KeepWorkingDir(tune.Callback):
 
 
 class StopAfterFailures(tune.Stopper):
-    """Stops the whole search once `limit` trials have failed (search.max_failed_trials), and
-    a trial whose MLflow writes were refused (the book marked it failed: tracking.py).
+    """Stops the whole search once `limit` trials have failed (search.max_failed_trials), or
+    when an autoscaling cluster has not grown to hold a trial in time (`wait`); and a trial
+    whose MLflow writes were refused (the book marked it failed: tracking.py).
 
     Reads the driver's `TrialBook`, which counts a trial only when Tune gives up on it.
     """
 
-    def __init__(self, book: TrialBook, limit: int | None):
-        self.book, self.limit = book, limit
+    def __init__(self, book: TrialBook, limit: int | None, wait: CapacityWait | None = None):
+        self.book, self.limit, self.wait = book, limit, wait
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         rec = self.book.records.get(trial_id)
         return rec is not None and rec.failure == TRACKING
 
     def stop_all(self) -> bool:
+        if self.wait is not None and self.wait.stop_all():
+            return True
         return self.limit is not None and self.book.counts()[FAILED] >= self.limit
+
+    @property
+    def failure(self) -> str | None:
+        """Why the search stopped before its trials could run, if it did."""
+        return None if self.wait is None else self.wait.failure
 
 
 def _trainable(spec: Spec, storage: str, data: TrialData | None = None):
@@ -263,13 +280,14 @@ def build_tuner(
     """
     train_path = needs_ray_train(spec, resolve_task(spec.task))
     if fixed_config is not None:  # one run: nothing to sample, nothing to stop early
-        search_alg, scheduler, num_samples = None, FIFOScheduler(), 1
+        search_alg, scheduler, num_samples, limit = None, FIFOScheduler(), 1, None
+        _need(spec, data)
     else:
         points, rewards = prior_points(prior or {}, spec)
-        search_alg = OptunaSearch(
+        search_alg, limit = concurrency(spec, OptunaSearch(
             space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec, round_no),
             points_to_evaluate=points or None, evaluated_rewards=rewards or None,
-        )
+        ), data)
         scheduler = _scheduler(spec, prior)
         num_samples = num_samples or spec.search.num_samples
     return tune.Tuner(
@@ -281,7 +299,7 @@ def build_tuner(
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=num_samples,
-            max_concurrent_trials=max_concurrent_trials(spec, data),
+            max_concurrent_trials=limit,
             # One process serves many in-process trials: ~0.005 s per trial, not a new actor.
             # A Ray Train trial's process only drives its worker group: nothing to gain.
             reuse_actors=not train_path,
@@ -353,10 +371,15 @@ def run_search(
     if uri is not None:
         # MLflow down mid-search: its writes wait in the search's storage (spool.py).
         tracker = Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri))
+    # Ray before the parent run: a cluster that can never hold a trial is refused first.
+    # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+    ensure_ray(log_to_driver=verbose)
+    wait = wait_for_capacity(spec, task, console)
+    if tracker is not None:
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            book.parent_params = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
+            book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
     parent_run_id = book.parent_run_id
 
     interrupt = Interrupt()
@@ -371,10 +394,8 @@ def run_search(
     callbacks += slow_poll_warning(spec, task, console)
     with interrupt:
         try:
-            # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
-            ensure_ray(log_to_driver=verbose)
             data = load_data(spec, data_info, console, verbose)
-            stop = StopAfterFailures(book, spec.search.max_failed_trials or None)
+            stop = StopAfterFailures(book, spec.search.max_failed_trials or None, wait)
             if previous is None:
                 tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data)
             elif more_samples is None:
@@ -392,7 +413,7 @@ def run_search(
         if interrupt.after_fit():
             raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose)
         try:
-            result, failure = _conclude(spec, task, book, tracker, data, started, uri)
+            result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         round_no = 0 if previous is None else previous.round + (more_samples is not None)
@@ -441,9 +462,9 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
 
 
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
-              started: float, uri: str | None) -> tuple[SearchResult, SearchFailed | None]:
+              started: float, uri: str | None, stopped: str | None = None) -> tuple[SearchResult, SearchFailed | None]:
     """After the trials: the best trial on the test split, its model, the parent run's summary;
-    and why the search failed (`search_failure`), if it did."""
+    and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did."""
     best = book.best()
     state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
     if best is not None and best.checkpoint is not None and (hasattr(task, "evaluate") or can_rebuild(task, data)):
@@ -451,7 +472,7 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     test_metrics: dict[str, float] = {}
     if state is not None and hasattr(task, "evaluate"):
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
-    failure = search_failure(spec, book)
+    failure = search_failure(spec, book, stopped)
     result = _result(spec, book, tracker, started, uri, test_metrics=test_metrics,
                      error=None if failure is None else str(failure),
                      status="finished" if failure is None else "failed")
@@ -518,8 +539,11 @@ def _failed_after_trials(exc: Exception, spec: Spec, book: TrialBook, tracker: T
     return SearchFailed(f"{result.error}; the trials are saved: --resume runs these last steps again", result)
 
 
-def search_failure(spec: Spec, book: TrialBook) -> SearchFailed | None:
-    """Why the search failed, as the exception `run_search` raises once it has logged what finished."""
+def search_failure(spec: Spec, book: TrialBook, stopped: str | None = None) -> SearchFailed | None:
+    """Why the search failed, as the exception `run_search` raises once it has logged what finished.
+    `stopped`: why the search stopped before its trials could run (capacity.CapacityWait)."""
+    if stopped is not None:
+        return SearchFailed(stopped)
     counts, best, limit = book.counts(), book.best(), spec.search.max_failed_trials
     errors = [r.error for r in book.records.values() if r.error]
     first_error = f"; first error: {errors[0]}" if errors else ""
@@ -539,8 +563,9 @@ SUMMED = ("cost_device_hours", "cost_cpu_core_hours", "cost_gpu_hours", "cost_us
 
 
 def cost_sums(book: TrialBook) -> dict[str, float]:
-    """Each cost metric summed over the trials that reported it (the last report holds the total)."""
-    sums: dict[str, float] = {}
+    """Each cost metric summed over the trials that reported it (the last report holds the
+    total), and over runs a dead driver left behind (book.orphaned)."""
+    sums: dict[str, float] = {k: v for k, v in book.orphaned.items() if k in SUMMED}
     for rec in book.records.values():
         for key in SUMMED:
             if key in rec.metrics:

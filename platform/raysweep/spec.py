@@ -327,6 +327,9 @@ class ResourcesSection(_Frozen):
     # How often Ray Train's controller collects worker groups' reports (distributed.py);
     # None: $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, else 0.05 s.
     poll_interval_s: float | None = Field(None, gt=0, le=60)
+    # On an autoscaling cluster whose nodes cannot yet hold a trial: seconds to wait for the
+    # autoscaler before the search fails (capacity.py). A fixed cluster is refused at once.
+    scale_wait_s: float = Field(900, gt=0)
 
     @model_validator(mode="after")
     def _whole_gpus_for_ddp(self):

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 
 from .book import FAILED, RUNNING, STOPPED, TrialBook, TrialRecord
+from .cost import BILLED
 from .failures import TRACKING
 from .redact import for_pickle, from_pickle, redact, redact_text, scrubbed_spec, spec_yaml, strip_credentials
 from .spec import Spec, SpecError
@@ -37,6 +38,7 @@ _SQLITE = "sqlite:///"
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
 UI_PORT = 5000
 PARENT_TAG = "mlflow.parentRunId"
+ORPHANED_TAG = "raysweep.orphaned"  # a dead driver's run of a trial --resume could not continue
 # Without it MLflow 3's UI opens an experiment on its GenAI overview, hiding training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
@@ -292,26 +294,36 @@ class Tracker:
         self.log_params(run_id, {k: v for k, v in params.items() if k not in logged})
         self.set_tags(run_id, {"raysweep.best_config": json.dumps(params, default=str)[:_MAX_PARAM]})
 
-    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord], metric: str) -> set[str]:
+    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord],
+                      metric: str) -> tuple[set[str], dict[str, float]]:
         """Pick a resumed search's MLflow runs up again, and put right what its dead driver left.
 
         Each trial's run is found by its `raysweep.trial_id` tag (the saved book may predate
         it) and the last epoch it holds is read back, so no run is created twice and no epoch
         logged twice. Runs still RUNNING of trials that had ended get their status; runs of
         trials Tune never saved (the driver died first) end KILLED, tagged as orphans.
+
+        Each trial's cost ledger continues from what MLflow last got (`TrialRecord.rebase_bill`).
+        Returns the parent's param names, and the orphans' billed totals (their compute was spent).
         """
         self.client.update_run(parent_run_id, status="RUNNING")
         logged_params = set(self.client.get_run(parent_run_id).data.params)
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000,
         )
+        orphaned: dict[str, float] = {}
         for run in runs:
             rec = records.get(run.data.tags.get("raysweep.trial_id", ""))
+            logged = {k: v for k, v in run.data.metrics.items() if k in BILLED}  # the latest values
             if rec is None:
                 if run.info.status == "RUNNING":
-                    self.end_run(run.info.run_id, "KILLED", {"raysweep.orphaned": "the search's driver died "
+                    self.end_run(run.info.run_id, "KILLED", {ORPHANED_TAG: "the search's driver died "
                                                               "before this trial was saved; it was not resumed"})
+                for key, value in logged.items():  # its compute was spent: still billed
+                    orphaned[key] = orphaned.get(key, 0.0) + value
                 continue
+            if rec.run_id in (None, run.info.run_id):
+                rec.rebase_bill(logged)
             rec.run_id = rec.run_id or run.info.run_id
             steps = [m.step for m in self.client.get_metric_history(rec.run_id, metric)]
             rec.logged_epoch = max([rec.logged_epoch, *steps])
@@ -319,7 +331,7 @@ class Tracker:
                 self.end_run(rec.run_id, "FAILED" if rec.status == FAILED else "FINISHED")
             elif rec.status == RUNNING and run.info.status != "RUNNING":  # ended KILLED by a Ctrl-C
                 self.client.update_run(rec.run_id, status="RUNNING")
-        return logged_params
+        return logged_params, orphaned
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)

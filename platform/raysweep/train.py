@@ -21,7 +21,7 @@ from .progress import RunProgress, make_console
 from .files import check_data
 from .interrupt import Interrupt, Interrupted
 from .search import (INTERRUPTED_TAG, RunFailed, build_tuner, data_kwargs, end_running_killed, ensure_ray, load_data,
-                     quiet_libraries)
+                     quiet_libraries, wait_for_capacity)
 from .storage import resolve as storage_location
 from .spec import Choice, IntParam, LogUniform, Spec, SpecError
 from .tasks import resolve_task
@@ -115,11 +115,12 @@ def run_training(
     if not verbose:
         callbacks.append(RunProgress(book, console))
     callbacks += slow_poll_warning(spec, task, console)
+    ensure_ray(log_to_driver=verbose)
+    wait = wait_for_capacity(spec, task, console)  # a cluster that can never hold the run: exit 2
     with interrupt:
-        ensure_ray(log_to_driver=verbose)
         data = load_data(spec, data_info, console, verbose)
         try:
-            build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data).fit()
+            build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait).fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
             if tracker is not None:
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
@@ -132,6 +133,9 @@ def run_training(
             if tracker is not None:
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
             raise Interrupted(f"interrupted after {result.epochs} of {spec.max_epochs} epochs", result)
+        if wait is not None and wait.failure is not None:
+            result.status = "failed"
+            raise TrainFailed(wait.failure, result)
         if rec.status == FAILED or rec.value is None:
             result.status = "failed"
             raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}", result)

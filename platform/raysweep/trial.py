@@ -6,6 +6,7 @@ Train-in-Tune pattern costs ~15 s per trial before its first epoch; this path ~0
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -20,8 +21,9 @@ def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     return {**spec.fixed, **config}
 
 
-def context_kwargs(spec: Spec) -> dict[str, Any]:
-    """What both paths' contexts take from the spec."""
+def context_kwargs(spec: Spec, started_at: float | None = None) -> dict[str, Any]:
+    """What both paths' contexts take from the spec; `started_at`: time.time() when the trial
+    function began, where the cost meter's clock starts (cost.py)."""
     return {
         "max_epochs": spec.max_epochs,
         "seed": spec.seed,
@@ -34,6 +36,7 @@ def context_kwargs(spec: Spec) -> dict[str, Any]:
             "gpus_per_worker": spec.resources.gpus_per_worker,
             "cpu_hour_usd": spec.cost.cpu_hour_usd,
             "gpu_hour_usd": spec.cost.gpu_hour_usd,
+            "started_at": started_at,
         },
     }
 
@@ -41,9 +44,11 @@ def context_kwargs(spec: Spec) -> dict[str, Any]:
 def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None) -> None:
     """Tune function trainable for a one-worker trial; `data`: the spec's data: splits
     (ingest.TrialData), streamed whole."""
+    started_at = time.time()
     res = spec.resources
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch reads it only at import, and a
     # reused actor may have imported torch for another spec.
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
-    ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", data=data, **context_kwargs(spec))
+    ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", data=data,
+                           **context_kwargs(spec, started_at))
     resolve_task(spec.task).train(trial_params(spec, config), ctx)
