@@ -1,7 +1,7 @@
 """MLflow: one parent run per search, one child run per trial, all written by the driver.
 
-Workers never talk to MLflow (DESIGN.md, point 4): one writer keeps SQLite safe and the
-cluster needs no credentials. The layout is a contract (DESIGN.md, "MLflow layout").
+Workers never talk to MLflow (docs/design.md, point 4): one writer keeps SQLite safe and the
+cluster needs no credentials. The layout is a contract (docs/design.md, "MLflow layout").
 """
 
 from __future__ import annotations
