@@ -166,3 +166,105 @@ def mlflow_server(tmp_path_factory):
         yield server.start()
     finally:
         server.stop()
+
+
+# --- Test tiers (docs/contributing.md) ----------------------------------------------------
+# Every test is in exactly one tier: the fast tier (no marker) starts nothing; `integration`
+# starts a real Ray and/or a real `mlflow server` or runs Ray trials; `cluster` starts a
+# multi-node `ray start` cluster or submits jobs to one; `benchmark` is a benchmark smoke run.
+# Markers are registered in pyproject.toml (--strict-markers) and mostly applied here.
+
+# Fixtures that start Ray or an MLflow server (module_server: test_spool.py's outage server).
+INTEGRATION_FIXTURES = {"ray_session", "mlflow_server", "module_server"}
+# Fixtures that start a multi-node LocalCluster.
+CLUSTER_FIXTURES = {"two_node_cluster"}
+TIERS = ("integration", "cluster", "benchmark")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if item.path.name.startswith("test_benchmark_"):
+            item.add_marker(pytest.mark.benchmark)
+        elif names & CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.cluster)
+        # A fixture's closure counts (e.g. test_search.py's `searched` uses ray_session).
+        if names & INTEGRATION_FIXTURES and not any(item.get_closest_marker(m) for m in ("cluster", "benchmark")):
+            item.add_marker(pytest.mark.integration)
+    # The shared two-node cluster's users run last, one after the other: the cluster (a session
+    # fixture) is then up only while they run, not beside every test in between.
+    items.sort(key=lambda item: bool(CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster():
+    """One two-node `ray start` cluster (2 + 2 CPUs) with an `mlflow server`, shared by
+    test_cluster.py and test_jobs.py (each started its own). Tests that need a cluster of
+    another shape (test_capacity.py's growing one) start their own."""
+    from raysweep.localcluster import LocalCluster
+
+    with LocalCluster(head_cpus=2, worker_cpus=[2], mlflow=True) as cluster:
+        yield cluster
+
+
+class TierError(RuntimeError):
+    pass
+
+
+def _refuse(what: str, nodeid: str):
+    def refuse(*args, **kwargs):
+        raise TierError(f"{nodeid} {what} but has no tier marker: use the fixture that does it "
+                        "(ray_session, mlflow_server, two_node_cluster) or mark it integration/cluster "
+                        "(docs/contributing.md)")
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(request, monkeypatch):
+    """A test with no tier marker must start nothing. Starting Ray (ray.init, raysweep's
+    ensure_ray, even with the session's Ray already up), an `mlflow server`, a LocalCluster,
+    `ray start` or `ray job` raises TierError; a child process that starts its own Ray (its
+    session directory appears under the RAY_TMPDIR given here) fails the test afterwards."""
+    if any(request.node.get_closest_marker(m) for m in TIERS):
+        yield
+        return
+    import shutil
+    import subprocess
+    import tempfile
+
+    import ray
+    import ray._private.worker
+
+    from raysweep import localcluster, search, train
+
+    nodeid = request.node.nodeid
+    monkeypatch.setattr(ray, "init", _refuse("starts Ray", nodeid))
+    monkeypatch.setattr(ray._private.worker, "init", _refuse("starts Ray", nodeid))
+    for module in (search, train):
+        if hasattr(module, "ensure_ray"):
+            monkeypatch.setattr(module, "ensure_ray", _refuse("uses Ray", nodeid))
+    monkeypatch.setattr(MlflowServer, "start", _refuse("starts an mlflow server", nodeid))
+    monkeypatch.setattr(localcluster.LocalCluster, "start", _refuse("starts a LocalCluster", nodeid))
+
+    class GuardedPopen(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            words = [os.path.basename(str(a)) for a in ([args] if isinstance(args, (str, bytes)) else args)]
+            for pair in zip(words, words[1:]):
+                if pair in {("mlflow", "server"), ("mlflow", "ui"), ("ray", "start"), ("ray", "job")}:
+                    _refuse(f"runs `{' '.join(pair)}`", nodeid)()
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", GuardedPopen)
+    # A child `raysweep search` would join a Ray named in RAY_ADDRESS (distributed.py sets it
+    # in-process once a Ray Train trial ran) or start its own under RAY_TMPDIR: neither here.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_tmp = tempfile.mkdtemp(prefix="rs-tier-", dir="/tmp")  # short: Ray's socket paths
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    try:
+        yield
+        started = list(Path(ray_tmp).glob("ray/session_*"))
+        if started:
+            pytest.fail(f"{nodeid} started Ray in a child process ({started[0]}) but has no tier marker: "
+                        "mark it integration (docs/contributing.md)", pytrace=False)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -100,6 +100,7 @@ def test_an_autoscaling_cluster_too_small_at_its_largest_is_refused(ray_session,
     assert "resources.gpus_per_worker" in out.err and "this cluster at its autoscaler's largest" in out.err
 
 
+@pytest.mark.cluster  # its own LocalCluster: one 1-CPU node, then a second joins
 def test_concurrency_follows_the_cluster_as_nodes_join(tmp_path):
     raw = make_raw(**{"name": "grows", "task": "tests.user_tasks:SlowDigits", "max_epochs": 3,
                       "search.num_samples": 6, "search.max_concurrent": None, "scheduler.type": "fifo",

@@ -15,9 +15,9 @@ from tests.conftest import ROOT, make_raw
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    with LocalCluster(head_cpus=2, worker_cpus=[2]) as cluster:
-        yield cluster
+def two_nodes(two_node_cluster):
+    """conftest's session cluster (2 + 2 CPUs, shared with test_jobs.py; its mlflow server is not used here)."""
+    return two_node_cluster
 
 
 def test_a_two_worker_trial_puts_one_worker_on_each_node(two_nodes, tmp_path):

@@ -18,9 +18,9 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(head_cpus=2, worker_cpus=[2], mlflow=True) as c:
-        yield c
+def cluster(two_node_cluster):
+    """conftest's session cluster (2 + 2 CPUs and an mlflow server, shared with test_cluster.py)."""
+    return two_node_cluster
 
 
 def _submit(cluster, tmp_path, entrypoint: list[str], name: str) -> tuple[str, str]:
