@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from raysweep.search import run_search
-from raysweep.spec import SpecError, validate
+from raysweep.errors import SpecError
+from raysweep.spec import validate
 from raysweep.tasks import FunctionTask, TrainLoopTask, resolve_task
 from raysweep.tasks.digits import digits_splits
 from tests.conftest import ROOT, make_raw
