@@ -1,7 +1,7 @@
 """The driver's record of every trial, kept as Tune reports it.
 
 Results are collected as they arrive rather than read from Tune's final `Result`s
-(DESIGN.md, point 1: a Train trial's final `Result.metrics` can be None).
+(docs/design.md, point 1: a Train trial's final `Result.metrics` can be None).
 """
 
 from __future__ import annotations

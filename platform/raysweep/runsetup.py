@@ -116,7 +116,7 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
 
     Returns whether this call started Ray. Tests share one instance, so an initialised
     Ray is left as it is. The dashboard stays on: Train V2 needs it to free finished
-    trials' resources (DESIGN.md, point 2).
+    trials' resources (docs/design.md, point 2).
     """
     if ray.is_initialized():
         return False

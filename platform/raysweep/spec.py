@@ -234,8 +234,8 @@ class _Param(BaseModel):
 
 
 class _Range(_Param):
-    low: float
-    high: float
+    low: float = Field(description="lower end of the range")
+    high: float = Field(description="upper end of the range (above `low`)")
 
     @model_validator(mode="after")
     def _ordered(self):  # finite already: allow_inf_nan=False
@@ -245,10 +245,14 @@ class _Range(_Param):
 
 
 class Uniform(_Range):
+    """A number drawn uniformly between `low` and `high`."""
+
     type: Literal["uniform"]
 
 
 class LogUniform(_Range):
+    """A number drawn between `low` and `high` on a log scale (learning rates); `low` > 0."""
+
     type: Literal["loguniform"]
 
     @model_validator(mode="after")
@@ -259,11 +263,14 @@ class LogUniform(_Range):
 
 
 class IntParam(_Param):
+    """An integer from `low` to `high` (both included)."""
+
     type: Literal["int"]
-    low: int
-    high: int
-    step: int = 1
-    log: bool = False  # sample on a log scale (e.g. hidden sizes 16..1024)
+    low: int = Field(description="lowest value")
+    high: int = Field(description="highest value (above `low`)")
+    step: int = Field(1, description="spacing of the values (at least 1)")
+    log: bool = Field(
+        False, description="sample on a log scale (e.g. hidden sizes 16..1024); needs `low` >= 1 and `step` 1")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -280,8 +287,10 @@ Scalar = Union[bool, int, float, str]
 
 
 class Choice(_Param):
+    """One of a list of values."""
+
     type: Literal["choice"]
-    values: list[Scalar]
+    values: list[Scalar] = Field(description="the options: numbers, strings or booleans, at least one, no duplicates")
 
     @field_validator("values")
     @classmethod
@@ -301,33 +310,46 @@ PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 
 
 class SearchSection(_Frozen):
-    algorithm: Literal["tpe", "random"] = "tpe"
-    num_samples: int = Field(32, ge=1)
-    # None: as many as the cluster's free resources allow.
-    max_concurrent: int | None = Field(None, ge=1)
-    # TPE samples this many random trials before it models the space (Optuna's default is 10).
-    n_startup_trials: int = Field(8, ge=1)
-    # This many FAILED trials stop the search, which then fails; None: no limit. A trial
-    # counts once its retries (failures.max_failures) are spent.
-    max_failed_trials: int | None = Field(None, ge=1)
+    algorithm: Literal["tpe", "random"] = Field(
+        "tpe", description="`tpe`: Optuna's TPE sampler (multivariate, constant liar, built with `seed`); "
+                           "`random`: Optuna's random sampler")
+    num_samples: int = Field(32, ge=1, description="trials")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="trials at once; null: as many as the cluster's nodes hold, looked at again as "
+                                "nodes join or leave")
+    # Optuna's default is 10.
+    n_startup_trials: int = Field(8, ge=1, description="random trials before TPE starts modelling")
+    max_failed_trials: int | None = Field(
+        None, ge=1, description="this many FAILED trials stop the search, which then fails (exit code 1) after "
+                                "logging what finished; a trial counts once its retries (`failures.max_failures`) "
+                                "are spent; null: no limit")
 
 
 class SchedulerSection(_Frozen):
-    type: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3, gt=1)
+    type: Literal["asha", "fifo"] = Field(
+        "asha", description="`asha`: stop weak trials at rungs grace x rf^k epochs; `fifo`: every trial runs "
+                            "`max_epochs`")
+    grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped (at most `max_epochs`)")
+    reduction_factor: float = Field(3, gt=1, description="keep the best 1/rf at each rung")
 
 
 class ResourcesSection(_Frozen):
-    workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1, gt=0)
-    gpus_per_worker: float = Field(0, ge=0)
-    # How often Ray Train's controller collects worker groups' reports (distributed.py);
-    # None: $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, else 0.05 s.
-    poll_interval_s: float | None = Field(None, gt=0, le=60)
-    # On an autoscaling cluster whose nodes cannot yet hold a trial: seconds to wait for the
-    # autoscaler before the search fails (capacity.py). A fixed cluster is refused at once.
-    scale_wait_s: float = Field(900, gt=0)
+    workers_per_trial: int = Field(
+        1, ge=1, description="1: the trial trains inside its Tune process; more: a Ray Train DDP worker group per "
+                             "trial")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (and torch's thread count)")
+    gpus_per_worker: float = Field(
+        0, ge=0, description="GPUs per worker; a fraction (0.25) lets one-worker trials share a GPU (worker groups: "
+                             "whole GPUs only)")
+    # Read by distributed.py.
+    poll_interval_s: float | None = Field(
+        None, gt=0, le=60, description="worker groups only: seconds between Ray Train's polls of the workers, which "
+                                       "collect their reports; null: `$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`, else 0.05")
+    # Read by capacity.py.
+    scale_wait_s: float = Field(
+        900, gt=0, description="an autoscaling cluster whose nodes cannot yet hold a trial: seconds to wait for the "
+                               "autoscaler before the search fails (a fixed cluster that can never hold one is "
+                               "refused at once, exit 2)")
 
     @model_validator(mode="after")
     def _whole_gpus_for_ddp(self):
@@ -344,11 +366,16 @@ _NOT_IN_MODEL_NAMES = re.compile(r"[/:]+")
 
 
 class TrackingSection(_Frozen):
-    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
-    experiment: str | None = None  # None: the spec's name
-    enabled: bool = True
-    log_model: bool = True  # the best trial's model, MLflow PyTorch flavor, on the parent run
-    registered_model: str | None = None  # Model Registry name for it; None: the experiment's name
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (`--tracking-uri` overrides it); null: `$MLFLOW_TRACKING_URI`, else "
+                          "`sqlite:///mlflow.db` in the working directory")
+    experiment: str | None = Field(None, description="MLflow experiment name; null: `name`")
+    enabled: bool = Field(True, description="false: no MLflow at all (benchmarks)")
+    log_model: bool = Field(
+        True, description="log the best trial's model (PyTorch flavor) on the parent run and register it")
+    registered_model: str | None = Field(
+        None, description="Model Registry name, without `/` or `:` (MLflow refuses them); null: the experiment's "
+                          "name with each run of `/` and `:` made `-`")
 
     @field_validator("registered_model")
     @classmethod
@@ -359,21 +386,22 @@ class TrackingSection(_Frozen):
 
 
 class CheckpointSection(_Frozen):
-    every: int = Field(1, ge=1)  # epochs between checkpoints; the last epoch always saves one
-    keep: int = Field(2, ge=1)  # checkpoints kept per trial
+    every: int = Field(1, ge=1, description="epochs between checkpoints; the last epoch always saves one")
+    keep: int = Field(2, ge=1, description="checkpoints kept per trial")
 
 
 class CostSection(_Frozen):
     # Rough on-demand list prices (2026): a vCPU-hour of a general-purpose cloud VM, an
     # H100-class GPU-hour. Set your own: they only scale `cost_usd`.
-    cpu_hour_usd: float = Field(0.05, ge=0)
-    gpu_hour_usd: float = Field(3.0, ge=0)
+    cpu_hour_usd: float = Field(0.05, ge=0, description="price of a CPU core-hour, for `cost_usd`")
+    gpu_hour_usd: float = Field(3.0, ge=0, description="price of a GPU-hour, for `cost_usd`")
 
 
 class FailuresSection(_Frozen):
-    # Restarts of a trial after a worker or trial process dies (Ray Train / Tune
-    # FailureConfig); each resumes from the trial's latest checkpoint. -1: no limit.
-    max_failures: int = Field(0, ge=-1)
+    # Ray Train's / Tune's FailureConfig.
+    max_failures: int = Field(
+        0, ge=-1, description="restarts of a trial whose worker (or trial process) died or raised, each from the "
+                              "trial's latest checkpoint; never after a NaN or infinite loss; -1: no limit")
 
 
 DATA_FORMATS = ("parquet", "csv", "jsonl", "images")
@@ -386,22 +414,27 @@ class DataSection(_Frozen):
     with pyarrow's options in the query: `?endpoint_override=host:port&scheme=http`).
     """
 
-    train: str = Field(min_length=1)
-    val: str = Field(min_length=1)
-    test: str | None = Field(None, min_length=1)  # None: no test metrics for the chosen trial
-    format: Literal["parquet", "csv", "jsonl", "images"]
-    # Tabular formats: the class column, and the feature columns (None: every other column).
-    label: str = Field("label", min_length=1)
-    features: list[str] | None = None
-    # images: one subfolder per class; every image resized to image_size x image_size
-    # (None: the first image's size) and converted to image_mode.
-    image_size: int | None = Field(None, ge=4, le=4096)
-    image_mode: Literal["RGB", "L"] = "RGB"
-    # auto: read and preprocess once per search into Ray's object store when the data takes
-    # at most half of it, else every trial streams from the files; memory / none force it.
-    cache: Literal["auto", "memory", "none"] = "auto"
-    # Rows a training stream shuffles among (per worker, reseeded every epoch); 0: file order.
-    shuffle_buffer: int = Field(2048, ge=0)
+    train: str = Field(min_length=1, description="the training split: a file, a folder of files, or "
+                                                 "`s3://bucket/prefix`")
+    val: str = Field(min_length=1, description="the validation split, as `train`")
+    test: str | None = Field(None, min_length=1, description="the test split, for the chosen trial's test "
+                                                             "metrics; null: no test metrics")
+    format: Literal["parquet", "csv", "jsonl", "images"] = Field(
+        description="`images`: one subfolder per class; `parquet`, `csv`, `jsonl`: tables")
+    label: str = Field("label", min_length=1, description="parquet / csv / jsonl: the class column")
+    features: list[str] | None = Field(
+        None, description="parquet / csv / jsonl: the feature columns; null: every column but the label")
+    image_size: int | None = Field(
+        None, ge=4, le=4096, description="images: every image resized to image_size x image_size; null: the first "
+                                         "image's size")
+    image_mode: Literal["RGB", "L"] = Field("RGB", description="images: every image converted to this mode")
+    cache: Literal["auto", "memory", "none"] = Field(
+        "auto", description="`auto`: read and preprocess every split once per search into Ray's object store when "
+                            "they take at most half of it, else every trial streams from the files; `memory` / "
+                            "`none` force one or the other")
+    shuffle_buffer: int = Field(
+        2048, ge=0, description="rows a training stream shuffles among (per worker, reseeded every epoch); 0: file "
+                                "order")
 
     @field_validator("features")
     @classmethod
@@ -422,24 +455,33 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Spec(_Frozen):
-    name: str
-    task: str
-    metric: str = Field("val_loss", min_length=1)
-    mode: Literal["min", "max"] = "min"
-    max_epochs: int = Field(ge=1)
-    seed: int = Field(0, ge=0, lt=2**32)  # NumPy's (and so Optuna's samplers') seed range
+    name: str = Field(description="letters, digits, `_ . -`: the MLflow experiment and parent run, and Ray's "
+                                  "results folder")
+    task: str = Field(description="built-in (`digits_mlp`, `digits_cnn`, `tabular`, `image_folder`) or "
+                                  "`package.module:object`")
+    metric: str = Field("val_loss", min_length=1, description="what ASHA and the sampler optimise; any metric the "
+                                                              "task reports")
+    mode: Literal["min", "max"] = Field("min", description="whether `metric` is minimised or maximised")
+    max_epochs: int = Field(ge=1, description="the most epochs a trial trains (ASHA's max_t)")
+    # NumPy's (and so Optuna's samplers') seed range.
+    seed: int = Field(0, ge=0, lt=2**32, description="sampler seed, data split, `torch.manual_seed` in every "
+                                                     "trial")
     search: SearchSection = SearchSection()
     scheduler: SchedulerSection = SchedulerSection()
-    space: dict[str, Param]
-    fixed: dict[str, Any] = {}
+    space: dict[str, Param] = Field(description="the hyperparameters to search, at least one: name -> "
+                                                  "parameter (types below)")
+    fixed: dict[str, Any] = Field({}, description="hyperparameters passed to every trial unchanged (not also in "
+                                                  "`space`)")
     resources: ResourcesSection = ResourcesSection()
     tracking: TrackingSection = TrackingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     failures: FailuresSection = FailuresSection()
     cost: CostSection = CostSection()
-    # bf16: forward passes under torch.autocast(bfloat16); weights and optimizer stay fp32.
-    precision: Literal["fp32", "bf16"] = "fp32"
-    data: DataSection | None = None  # datasets in files, streamed by Ray Data (None: the task's own)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="`bf16`: forward passes under `torch.autocast(bfloat16)` (weights and optimizer stay "
+                            "fp32)")
+    data: DataSection | None = Field(
+        None, description="datasets in files, read, preprocessed and streamed by Ray Data; null: the task's own data")
 
     @field_validator("name")
     @classmethod

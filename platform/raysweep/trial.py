@@ -1,6 +1,6 @@
 """One trial: the function Tune runs for each sampled configuration.
 
-A one-worker trial runs its task inside the Tune trial process (DESIGN.md, point 1: the
+A one-worker trial runs its task inside the Tune trial process (docs/design.md, point 1: the
 Train-in-Tune pattern costs ~15 s per trial before its first epoch; this path ~0.005 s).
 """
 

@@ -1,8 +1,8 @@
 """The handful of MLflow operations raysweep needs: one parent run per search, one child run
 per trial, all written by the driver.
 
-Workers never talk to MLflow (DESIGN.md, point 4): one writer keeps SQLite safe and the
-cluster needs no credentials. The layout's names are in `names.py` (DESIGN.md, "MLflow layout").
+Workers never talk to MLflow (docs/design.md, point 4): one writer keeps SQLite safe and the
+cluster needs no credentials. The layout's names are in `names.py` (docs/design.md, "MLflow layout").
 """
 
 from __future__ import annotations
