@@ -65,3 +65,18 @@ def test_validate_and_search_print_the_gap_before_anything_runs(tmp_path, capsys
         pass
     err = capsys.readouterr().err
     assert err.count("raysweep: note: task 'tests.test_contract:OnlyBuildsModels' has build_model but no load_model") == 1
+
+
+def test_the_guides_local_context_example_runs():
+    """docs/guides/own-task.md's `LocalContext` block, as written: a task run by hand, no Ray."""
+    import re
+
+    from tests.conftest import ROOT
+
+    guide = (ROOT / "docs" / "guides" / "own-task.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "LocalContext(" in b]
+    scope: dict = {}
+    exec(compile(block.replace("print(", "_shown = ("), "own-task.md", "exec"), scope)  # noqa: S102
+    ctx = scope["ctx"]
+    assert [r["epoch"] for r in ctx.reports] == [1, 2, 3] and ctx.reports[-1]["val_accuracy"] > 0.8
+    assert ctx.reports[-1]["cost_wall_s"] > 0

@@ -14,12 +14,12 @@ when the task is resolved:
 
 | capability | method or attribute | what it enables |
 |---|---|---|
-| `evaluate` | ``evaluate(config, state, seed)``, with ``data=`` when the spec has a ``data:`` section | test metrics of the best checkpoint, on the search's parent run |
-| `rebuild` | ``load_model(config, state)`` returning the `nn.Module` | the best model logged to MLflow (PyTorch flavor) and registered |
-| `examples` | ``splits_for(config, seed)`` or ``splits(seed)`` (a `Splits`) | the logged model's input example (with a ``data:`` section, the data's own are used) |
-| `check_params` | ``check_params(fixed, space)`` raising `ValueError` naming the key | bad hyperparameters refused before Ray starts |
-| `param_rules` | ``param_rules``: name -> `Bounds` / `OneOf` | `raysweep train --set` values range-checked |
-| `data_formats` | ``data_formats``: the ``data.format`` values it trains on (``()``: its own data only) and ``needs_data`` | a spec's ``data:`` section checked against the task |
+| `evaluate` | `evaluate(config, state, seed)`, with `data=` when the spec has a `data:` section | test metrics of the best checkpoint, on the search's parent run |
+| `rebuild` | `load_model(config, state)` returning the `nn.Module` | the best model logged to MLflow (PyTorch flavor) and registered |
+| `examples` | `splits_for(config, seed)` or `splits(seed)` (a `Splits`) | the logged model's input example (with a `data:` section, the data's own are used) |
+| `check_params` | `check_params(fixed, space)` raising `ValueError` naming the key | bad hyperparameters refused before Ray starts |
+| `param_rules` | `param_rules`: name -> `Bounds` / `OneOf` | `raysweep train --set` values range-checked |
+| `data_formats` | `data_formats`: the `data.format` values it trains on (`()`: its own data only) and `needs_data` | a spec's `data:` section checked against the task |
 
 `SupervisedTask` (tasks/base.py) has them all. A capability half there (``load_model`` with no
 examples and no ``data:``; ``build_model`` without ``load_model``) is named in one line by
