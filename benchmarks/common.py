@@ -36,33 +36,16 @@ def command(script: str, argv: list[str] | None) -> str:
 
 
 def local_context(max_epochs: int, seed: int = 0, on_report=None):
-    """A `TrainContext` that runs a task's `train(config, ctx)` in this process, with no Ray.
+    """raysweep's `LocalContext`: a task's `train(config, ctx)` in this process, with no Ray.
 
     Reports are kept in `ctx.reports` (metrics as Tune would get them, cost meter included) and
-    passed to `on_report` if given; nothing is checkpointed.
+    passed to `on_report(metrics)` if given; nothing is checkpointed (no state dict copied per
+    epoch: nothing would read it).
     """
-    from raysweep.context import TrainContext
+    from raysweep.context import LocalContext
 
-    class _Local(TrainContext):
-        def __init__(self):
-            super().__init__(max_epochs=max_epochs, seed=seed, checkpoint_every=10**9,
-                             meter={"cpus_per_worker": 1})
-            self.reports: list[dict] = []
-
-        def should_checkpoint(self, epoch: int) -> bool:
-            return False  # no state dict copied per epoch: nothing would read it
-
-        def report(self, metrics, checkpoint=None):
-            metrics = self._complete(metrics)
-            self.reports.append(metrics)
-            if on_report is not None:
-                on_report(metrics)
-
-        @property
-        def resume_state(self):
-            return None
-
-    return _Local()
+    return LocalContext(max_epochs=max_epochs, seed=seed, checkpoints=False, meter={"cpus_per_worker": 1},
+                        on_report=None if on_report is None else (lambda metrics, _: on_report(metrics)))
 
 
 def train_task_in_process(task: str, params: dict, *, max_epochs: int, seed: int = 0, on_report=None) -> list[dict]:

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from raysweep.context import TrainContext
+from raysweep.context import LocalContext
 from raysweep.cost import Meter
 from raysweep.tasks.digits import DigitsCNN, digits_splits
 
@@ -37,23 +37,9 @@ class NullMeter(Meter):
         return {}
 
 
-class BenchContext(TrainContext):
-    def __init__(self, null: bool, **kwargs):
-        super().__init__(**kwargs)
-        if null:
-            self._meter = NullMeter()
-
-    def report(self, metrics, checkpoint=None):
-        self._complete(metrics)
-
-    @property
-    def resume_state(self):
-        return None
-
-
 def run(null: bool, epochs: int) -> float:
-    ctx = BenchContext(null, max_epochs=epochs, seed=0, checkpoint_every=10**6,
-                       meter={"cpus_per_worker": 1, "cpu_hour_usd": 0.05})
+    meter = {"cpus_per_worker": 1, "cpu_hour_usd": 0.05}
+    ctx = LocalContext(max_epochs=epochs, seed=0, checkpoints=False, meter=NullMeter() if null else meter)
     started = time.perf_counter()
     DigitsCNN().train({"lr": 1e-3, "batch_size": 64, "channels": 16}, ctx)
     return (time.perf_counter() - started) / epochs

@@ -36,8 +36,9 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
-from raysweep.context import TrainContext
-from raysweep.search import quiet_libraries, run_search
+from raysweep.context import LocalContext
+from raysweep.runsetup import quiet_libraries
+from raysweep.search import run_search
 from raysweep.space import optuna_space
 from raysweep.spec import Spec, SpecError, load_spec
 from raysweep.tasks import resolve_task
@@ -99,23 +100,23 @@ def run_raysweep(spec: Spec) -> dict:
     }
 
 
-class OptunaContext(TrainContext):
-    """The fit loop's context for a trial run by a plain Optuna study, in this process.
+class OptunaTrial:
+    """What a trial run by a plain Optuna study keeps, fed by `LocalContext`'s reports.
 
     Each epoch's report goes to `trial.report`; `should_prune()` raises `TrialPruned` out of the
-    loop, as Optuna's pruning integrations do. The last epoch's model state is kept, so the
+    loop, as Optuna's pruning integrations do. The last checkpoint's model state is kept, so the
     chosen trial's model can be tested afterwards.
     """
 
     def __init__(self, trial: optuna.Trial, spec: Spec, started: float, events: list):
-        super().__init__(max_epochs=spec.max_epochs, seed=spec.seed, checkpoint_every=1, metric=spec.metric)
         self.trial, self.spec, self.started, self.events = trial, spec, started, events
         self.value: float | None = None
         self.epochs = 0
         self.state: dict | None = None
+        self.ctx = LocalContext(max_epochs=spec.max_epochs, seed=spec.seed, checkpoint_every=1, metric=spec.metric,
+                                on_report=self.on_report)
 
-    def report(self, metrics, checkpoint=None):
-        metrics = self._complete(metrics)
+    def on_report(self, metrics, checkpoint):
         self.epochs, self.value = int(metrics["epoch"]), metrics[self.spec.metric]
         if checkpoint is not None:
             self.state = checkpoint
@@ -123,10 +124,6 @@ class OptunaContext(TrainContext):
         self.trial.report(self.value, self.epochs)
         if self.trial.should_prune():
             raise optuna.TrialPruned()
-
-    @property
-    def resume_state(self):
-        return None
 
 
 def run_optuna(spec: Spec) -> dict:
@@ -144,9 +141,9 @@ def run_optuna(spec: Spec) -> dict:
     # Ask and tell: the study samples from the spec's space itself (`ask(fixed_distributions)`).
     for _ in range(spec.search.num_samples):
         trial = study.ask(space)
-        ctx = OptunaContext(trial, spec, started, events)
+        ctx = OptunaTrial(trial, spec, started, events)
         try:
-            task.train(trial_params(spec, trial.params), ctx)
+            task.train(trial_params(spec, trial.params), ctx.ctx)
             study.tell(trial, ctx.value)
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from raysweep.localcluster import LocalCluster  # noqa: E402
+from raysweep.testing import LocalCluster  # noqa: E402
 
 
 def main() -> int:

@@ -74,7 +74,7 @@ def s3_server():
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from raysweep.localcluster import free_port
+    from raysweep.testing import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     port = free_port()

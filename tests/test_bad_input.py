@@ -15,8 +15,7 @@ import pytest
 import ray
 import yaml
 from raysweep import jobenv
-from raysweep import search as search_module
-from raysweep import train as train_module
+from raysweep import runsetup
 from raysweep.cli import _load, build_parser, main
 
 from tests.conftest import _free_port, make_raw
@@ -439,8 +438,7 @@ def scratch(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # Ray may already run in this pytest session (other test files share one), so
     # `ray.is_initialized()` alone cannot tell; both ways into Ray trip instead.
-    for module in (search_module, train_module):
-        monkeypatch.setattr(module, "ensure_ray", _ray_tripwire)
+    monkeypatch.setattr(runsetup, "ensure_ray", _ray_tripwire)
     (tmp_path / "good.yaml").write_text(spec())
     return tmp_path
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from raysweep.localcluster import LocalCluster
+from raysweep.testing import LocalCluster
 from tests.conftest import ROOT, make_raw
 
 

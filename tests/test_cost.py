@@ -15,7 +15,7 @@ from raysweep.search import run_search
 from raysweep.spec import validate
 from raysweep.tasks.digits import DigitsMLP, digits_splits
 from tests.conftest import make_raw
-from tests.test_loop import RecordingContext
+from raysweep.context import LocalContext
 
 HIDDEN = 32
 
@@ -31,7 +31,7 @@ def analytic_training_flops_per_sample(hidden: int) -> int:
 
 
 def test_measured_flops_match_the_analytic_count_within_5_percent():
-    ctx = RecordingContext(max_epochs=2, seed=0)
+    ctx = LocalContext(max_epochs=2, seed=0)
     DigitsMLP().train({"lr": 0.01, "batch_size": 64, "hidden": HIDDEN}, ctx)
     n_train = len(digits_splits(0).train[0])
     last = ctx.reports[-1]
@@ -111,7 +111,7 @@ def test_a_restart_bills_its_start_up_and_the_epochs_it_repeats(ray_session, tmp
 
 
 def test_every_report_carries_the_cost_metrics():
-    ctx = RecordingContext(max_epochs=1, seed=0, meter={"cpu_hour_usd": 0.05})
+    ctx = LocalContext(max_epochs=1, seed=0, meter={"cpu_hour_usd": 0.05})
     DigitsMLP().train({"lr": 0.01, "batch_size": 64, "hidden": HIDDEN}, ctx)
     (report,) = ctx.reports
     for key in ("cost_wall_s", "cost_device_hours", "cost_usd", "samples", "samples_per_s", "flops", "peak_host_mem_mb"):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from raysweep.search import SearchFailed, run_search
+from raysweep.errors import SearchFailed
+from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import make_raw
 

@@ -20,11 +20,12 @@ from raysweep.failures import (
     NonFiniteLoss,
     read_trial_error,
 )
-from raysweep.search import SearchFailed, TooManyFailures, run_search, search_failure
+from raysweep.errors import SearchFailed, TooManyFailures
+from raysweep.search import run_search, search_failure
 from raysweep.spec import validate
 
 from tests.conftest import make_raw
-from tests.test_loop import RecordingContext
+from raysweep.context import LocalContext
 from tests.user_tasks import starts
 
 DIVERGED = "NonFiniteLoss: train_loss became nan at epoch 2"
@@ -56,7 +57,7 @@ def test_a_nan_loss_raises_before_its_epoch_is_reported():
 
     task = DigitsMLP()
     task.loss_fn = lambda out, y, reduction="mean": torch.nn.functional.cross_entropy(out, y, reduction=reduction) * torch.nan
-    ctx = RecordingContext(max_epochs=3, seed=0, metric="val_loss")
+    ctx = LocalContext(max_epochs=3, seed=0, metric="val_loss")
     with pytest.raises(NonFiniteLoss, match="^train_loss became nan at epoch 1$"):
         task.train({"lr": 0.01, "batch_size": 256, "hidden": 8}, ctx)
     assert ctx.reports == []
@@ -68,13 +69,13 @@ def test_a_nan_loss_raises_before_its_epoch_is_reported():
     ({"val_accuracy": float("nan")}, "val_accuracy became nan at epoch 1"),  # the spec's metric
 ])
 def test_non_finite_losses_and_spec_metric_are_refused(metrics, message):
-    ctx = RecordingContext(max_epochs=4, seed=0, metric="val_accuracy")
+    ctx = LocalContext(max_epochs=4, seed=0, metric="val_accuracy")
     with pytest.raises(NonFiniteLoss, match=f"^{re.escape(message)}$"):
         ctx.report({"val_accuracy": 0.5, **metrics})
 
 
 def test_other_non_finite_metrics_are_reported():
-    ctx = RecordingContext(max_epochs=4, seed=0, metric="val_loss")
+    ctx = LocalContext(max_epochs=4, seed=0, metric="val_loss")
     ctx.report({"val_loss": 0.5, "grad_norm": float("inf")})
     assert ctx.reports[0]["grad_norm"] == float("inf")
 

@@ -103,7 +103,7 @@ def test_every_reader_gives_standardised_features_and_class_indices(ray_session,
 
 def test_a_label_val_has_and_train_has_not_is_named(ray_session, table, tmp_path):
     from raysweep.ingest import load
-    from raysweep.spec import SpecError
+    from raysweep.errors import SpecError
 
     table_dir, _, val, _ = table
     odd = val.copy()
@@ -140,7 +140,7 @@ def test_image_folder_search_from_a_local_folder(ray_session, images, tmp_path, 
     # The registered model takes what the data section makes (preprocessed 3x16x16 inputs).
     import mlflow.pytorch
 
-    from raysweep.models import using_tracking_uri
+    from raysweep.tracking.models import using_tracking_uri
 
     with using_tracking_uri(tracking_uri):
         model = mlflow.pytorch.load_model(result.model_uri)

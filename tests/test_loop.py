@@ -1,33 +1,13 @@
-"""The shared fit loop, driven through a real `TrainContext` implementation outside Ray."""
+"""The shared fit loop, driven through `LocalContext`: the real loop, outside Ray."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from raysweep.context import TrainContext
+from raysweep.context import LocalContext
 from raysweep.models import best_epoch_state
 from raysweep.tasks.digits import DigitsCNN, DigitsMLP
-
-
-class RecordingContext(TrainContext):
-    """Keeps reports and checkpoints in memory: the in-process path without Tune."""
-
-    def __init__(self, resume=None, **kwargs):
-        super().__init__(**kwargs)
-        self.reports, self.checkpoints, self._resume_state = [], [], resume
-
-    def report(self, metrics, checkpoint=None):
-        self.reports.append(self._complete(metrics))
-        if checkpoint is not None:
-            self.checkpoints.append(
-                {k: (v if not isinstance(v, dict) else {n: t.clone() if torch.is_tensor(t) else t for n, t in v.items()})
-                 for k, v in checkpoint.items()}
-            )
-
-    @property
-    def resume_state(self):
-        return self._resume_state
 
 
 COST_KEYS = {"samples", "samples_per_s", "flops", "peak_host_mem_mb"}  # and cost_*: cost.py
@@ -36,7 +16,7 @@ CONFIG = {"lr": 1e-2, "batch_size": 64, "hidden": 32, "dropout": 0.0}
 
 @pytest.mark.parametrize("task", [DigitsMLP(), DigitsCNN()], ids=["mlp", "cnn"])
 def test_reports_the_metric_contract_every_epoch(task):
-    ctx = RecordingContext(max_epochs=3, seed=0, metric="val_loss")
+    ctx = LocalContext(max_epochs=3, seed=0, metric="val_loss")
     task.train({**CONFIG, "channels": 8}, ctx)
     assert [r["epoch"] for r in ctx.reports] == [1, 2, 3]
     for r in ctx.reports:
@@ -50,17 +30,17 @@ def test_reports_the_metric_contract_every_epoch(task):
 
 
 def test_checkpoints_every_k_epochs_and_always_the_last():
-    ctx = RecordingContext(max_epochs=5, seed=0, checkpoint_every=2)
+    ctx = LocalContext(max_epochs=5, seed=0, checkpoint_every=2)
     DigitsMLP().train(CONFIG, ctx)
     assert [c["epoch"] for c in ctx.checkpoints] == [2, 4, 5]
 
 
 def test_resume_continues_exactly_where_the_checkpoint_left_off():
-    full = RecordingContext(max_epochs=4, seed=0)
+    full = LocalContext(max_epochs=4, seed=0)
     DigitsMLP().train(CONFIG, full)
-    first = RecordingContext(max_epochs=2, seed=0)
+    first = LocalContext(max_epochs=2, seed=0)
     DigitsMLP().train(CONFIG, first)
-    resumed = RecordingContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
+    resumed = LocalContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
     DigitsMLP().train(CONFIG, resumed)
     assert [r["epoch"] for r in resumed.reports] == [3, 4]
     assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
@@ -68,7 +48,7 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off():
 
 
 def test_a_report_without_the_specs_metric_is_refused():
-    ctx = RecordingContext(max_epochs=1, seed=0, metric="val_f1")
+    ctx = LocalContext(max_epochs=1, seed=0, metric="val_f1")
     with pytest.raises(KeyError, match="got no 'val_f1'"):
         DigitsMLP().train(CONFIG, ctx)
 
@@ -84,12 +64,12 @@ def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns():
         return model
 
     task.build_model = build_with_probe
-    ctx = RecordingContext(max_epochs=3, seed=0, precision="bf16")
+    ctx = LocalContext(max_epochs=3, seed=0, precision="bf16")
     task.train(CONFIG, ctx)
     assert set(dtypes) == {torch.bfloat16}  # training and validation batches alike
     assert ctx.checkpoints[-1]["model"]["0.weight"].dtype == torch.float32  # weights stay fp32
     assert ctx.reports[-1]["val_accuracy"] > 0.85
-    fp32 = RecordingContext(max_epochs=1, seed=0)
+    fp32 = LocalContext(max_epochs=1, seed=0)
     dtypes.clear()
     task.train(CONFIG, fp32)
     assert set(dtypes) == {torch.float32}
@@ -97,25 +77,23 @@ def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns():
 
 def test_a_missing_hyperparameter_is_named():
     with pytest.raises(ValueError, match="DigitsMLP needs 'batch_size': put it in the spec's space or fixed"):
-        DigitsMLP().train({"lr": 0.01}, RecordingContext(max_epochs=1, seed=0))
+        DigitsMLP().train({"lr": 0.01}, LocalContext(max_epochs=1, seed=0))
 
 
 def test_cosine_schedule_anneals_the_rate_and_resumes_on_it():
     config = {**CONFIG, "lr_schedule": "cosine"}
-    full = RecordingContext(max_epochs=4, seed=0)
+    full = LocalContext(max_epochs=4, seed=0)
     DigitsMLP().train(config, full)
     assert full.checkpoints[-1]["lr_scheduler"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
 
-    class Interrupted(RecordingContext):  # the trial dies after epoch 2 of its 4-epoch schedule
-        def report(self, metrics, checkpoint=None):
-            super().report(metrics, checkpoint)
-            if len(self.reports) == 2:
-                raise KeyboardInterrupt
+    def die_after_epoch_2(metrics, checkpoint):  # the trial dies after epoch 2 of its 4-epoch schedule
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
 
-    first = Interrupted(max_epochs=4, seed=0)
+    first = LocalContext(max_epochs=4, seed=0, on_report=die_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         DigitsMLP().train(config, first)
-    resumed = RecordingContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
+    resumed = LocalContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
     DigitsMLP().train(config, resumed)
     assert [r["epoch"] for r in resumed.reports] == [3, 4]
     assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
@@ -123,7 +101,7 @@ def test_cosine_schedule_anneals_the_rate_and_resumes_on_it():
 
 def test_an_unknown_lr_schedule_is_refused():
     with pytest.raises(ValueError, match="lr_schedule 'step'"):
-        DigitsMLP().train({**CONFIG, "lr_schedule": "step"}, RecordingContext(max_epochs=1, seed=0))
+        DigitsMLP().train({**CONFIG, "lr_schedule": "step"}, LocalContext(max_epochs=1, seed=0))
 
 
 def _rate_jumps_after_epoch_3(monkeypatch):
@@ -139,7 +117,7 @@ def _rate_jumps_after_epoch_3(monkeypatch):
 def test_ranked_by_val_loss_best_checkpoints_carry_the_best_epochs_weights(monkeypatch):
     _rate_jumps_after_epoch_3(monkeypatch)
     task, config = DigitsMLP(), CONFIG
-    full = RecordingContext(max_epochs=8, seed=0, metric="val_loss_best")
+    full = LocalContext(max_epochs=8, seed=0, metric="val_loss_best")
     task.train(config, full)
     losses = [r["val_loss"] for r in full.reports]
     best_epoch = losses.index(min(losses)) + 1
@@ -154,15 +132,15 @@ def test_ranked_by_val_loss_best_checkpoints_carry_the_best_epochs_weights(monke
 
     # Resumed after the best epoch, a trial keeps it. (From a run that ended there: the
     # recorded optimizer state is the live one, which later epochs change.)
-    first = RecordingContext(max_epochs=best_epoch, seed=0, metric="val_loss_best")
+    first = LocalContext(max_epochs=best_epoch, seed=0, metric="val_loss_best")
     task.train(config, first)
-    resumed = RecordingContext(max_epochs=8, seed=0, metric="val_loss_best", resume=first.checkpoints[-1])
+    resumed = LocalContext(max_epochs=8, seed=0, metric="val_loss_best", resume=first.checkpoints[-1])
     task.train(config, resumed)
     assert [r["epoch"] for r in resumed.reports] == list(range(best_epoch + 1, 9))
     assert resumed.checkpoints[-1]["best_epoch"] == best_epoch
 
     # Ranked by anything else, a checkpoint holds only the last epoch's weights.
-    last = RecordingContext(max_epochs=2, seed=0, metric="val_loss")
+    last = LocalContext(max_epochs=2, seed=0, metric="val_loss")
     task.train(config, last)
     assert "best_model" not in last.checkpoints[-1]
     assert best_epoch_state(last.checkpoints[-1]) is last.checkpoints[-1]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from raysweep.models import using_tracking_uri
-from raysweep.search import SearchFailed, run_search
+from raysweep.tracking.models import using_tracking_uri
+from raysweep.errors import SearchFailed
+from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import make_raw
 

@@ -22,11 +22,12 @@ from mlflow import MlflowClient
 
 from raysweep import submit
 from raysweep.cli import build_parser, main
-from raysweep.context import CHECKPOINT_FILE, load_state
+from raysweep.statefile import CHECKPOINT_FILE, load_state
 from raysweep.redact import redact, redact_text
 from raysweep.search import run_search
-from raysweep.spec import SpecError, load_spec, validate
-from raysweep.tracking import _unreachable, check_tracking_uri
+from raysweep.errors import SpecError
+from raysweep.spec import load_spec, validate
+from raysweep.tracking.uri import check_tracking_uri, unreachable
 from tests.conftest import ROOT, make_raw
 
 
@@ -187,7 +188,7 @@ def test_an_unreachable_server_is_reported_without_its_password(capsys):
 
 
 def test_a_uri_with_credentials_and_no_port_is_parsed_right(mlflow_server):
-    from raysweep.tracking import _health_request
+    from raysweep.tracking.uri import _health_request
 
     # The host is the host, not `user:password@host`; the password is no port; the
     # credentials go as basic auth.
@@ -195,7 +196,7 @@ def test_a_uri_with_credentials_and_no_port_is_parsed_right(mlflow_server):
     assert request.full_url == "https://mlflow.example.com/prefix/health"
     assert request.host == "mlflow.example.com"
     assert request.get_header("Authorization") == "Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode()
-    problem = _unreachable(f"http://user:{SECRET}@127.0.0.1", tries=1)  # port 80: refused, not a crash
+    problem = unreachable(f"http://user:{SECRET}@127.0.0.1", tries=1)  # port 80: refused, not a crash
     assert problem is None or (SECRET not in problem and "127.0.0.1" in problem)
     # With a port, a server that answers is reachable (before: `user:password@127.0.0.1` was
     # taken for the host name, and the server reported unreachable).
@@ -250,7 +251,7 @@ def test_an_outage_spool_holds_no_credential_and_sync_asks_for_it(mlflow_server,
     import logging
 
     from raysweep.book import TrialRecord
-    from raysweep.spool import Spool
+    from raysweep.tracking.spool import Spool
     from raysweep.tasks import resolve_task
     from raysweep.tracking import Tracker
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from raysweep.context import TrainContext
+from raysweep.context import LocalContext
 from raysweep.sharding import ShardSampler, shard_indices, shard_loader
 from tests.conftest import make_raw
 
@@ -58,20 +58,9 @@ def test_sharded_loader_gives_every_rank_the_same_number_of_batches(world, n, ba
     assert set(sum(first, [])) == set(range(n))
 
 
-class _Rank(TrainContext):
+def _Rank(rank, world):
     """A context that says it is rank `rank` of `world` (no collectives are run here)."""
-
-    def __init__(self, rank, world, **kwargs):
-        super().__init__(max_epochs=2, seed=0, **kwargs)
-        self._rank, self._world, self.reports = rank, world, []
-
-    rank = property(lambda self: self._rank)
-    world_size = property(lambda self: self._world)
-
-    def report(self, metrics, checkpoint=None):
-        self.reports.append(self._complete(metrics))
-
-    resume_state = None
+    return LocalContext(max_epochs=2, seed=0, rank=rank, world_size=world)
 
 
 def test_prepare_data_loader_reshuffles_per_epoch_and_keeps_the_loaders_settings():

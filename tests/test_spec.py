@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.spec import Spec, SpecError, apply_override, load_spec, parse_yaml, validate
+from raysweep.errors import SpecError
+from raysweep.spec import Spec, apply_override, load_spec, parse_yaml, validate
 from tests.conftest import BASE_SPEC, ROOT, make_raw
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from raysweep import spool as spool_module
+from raysweep.tracking import spool as spool_module
 from raysweep.book import TrialRecord
 from raysweep.cli import main
 from raysweep.spec import validate
-from raysweep.spool import FILES_DIR, PENDING, RUN_KEY_TAG, Spool, replay
+from raysweep.tracking.models import log_task_model
+from raysweep.tracking.names import RUN_KEY_TAG
+from raysweep.tracking.spool import FILES_DIR, PENDING, Spool, replay
 from raysweep.tracking import PARENT_TAG, Tracker
 
 from tests.conftest import MlflowServer, make_raw
@@ -130,16 +132,16 @@ def test_an_interrupted_replay_resumes_and_a_repeated_one_duplicates_nothing(ser
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        replay(spool, MlflowClient(server.url), progress=interrupt_after_three)
+        replay(spool, MlflowClient(server.url), progress=interrupt_after_three, log_model=log_task_model)
     assert spool.state()["applied"] == 3 and spool.pending() == 4
-    replay(spool, MlflowClient(server.url))  # a new process: the id map comes from the state file
+    replay(spool, MlflowClient(server.url), log_model=log_task_model)  # a new process: the id map comes from the state file
     assert not spool.exists()
 
     # As if a replay had sent everything and died before saving any progress: all again.
     shutil.rmtree(tmp_path / spec.name)
     shutil.copytree(untouched, tmp_path / spec.name)
     assert Spool(str(tmp_path), spec.name).state()["applied"] == 0
-    again = replay(Spool(str(tmp_path), spec.name), MlflowClient(server.url))
+    again = replay(Spool(str(tmp_path), spec.name), MlflowClient(server.url), log_model=log_task_model)
     assert again.operations == 7
 
     client = MlflowClient(server.url)

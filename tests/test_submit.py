@@ -10,7 +10,7 @@ import pytest
 import raysweep
 from raysweep import submit
 from raysweep.cli import main
-from raysweep.spec import SpecError
+from raysweep.errors import SpecError
 from tests.conftest import ROOT
 
 SPEC = "search_spaces/digits_mlp.yaml"

@@ -13,7 +13,7 @@ from raysweep.tasks.data import stratified_splits
 from raysweep.tasks.tabular import Tabular, load_table, source_of
 from sklearn.datasets import load_breast_cancer, load_wine
 
-from tests.test_loop import RecordingContext
+from raysweep.context import LocalContext
 
 CONFIG = {"lr": 1e-2, "batch_size": 32, "hidden": 32}
 
@@ -48,7 +48,7 @@ def test_standardized_with_train_statistics_only():
 
 def test_wine_trains_past_80_percent_deterministically():
     def run():
-        ctx = RecordingContext(max_epochs=5, seed=0, metric="val_accuracy")
+        ctx = LocalContext(max_epochs=5, seed=0, metric="val_accuracy")
         Tabular().train({**CONFIG, "dataset": "wine"}, ctx)
         return ctx
 
@@ -76,7 +76,7 @@ def test_csv_with_string_labels_trains_evaluates_and_reloads(tmp_path, monkeypat
     table = load_table(source_of(config))
     assert table.classes == ("benign", "malignant") and table.x.shape == (569, 30)
 
-    ctx = RecordingContext(max_epochs=3, seed=0, metric="val_accuracy")
+    ctx = LocalContext(max_epochs=3, seed=0, metric="val_accuracy")
     task.train(config, ctx)
     assert ctx.reports[-1]["val_accuracy"] > 0.8  # chance: 0.63 (always "benign")
     test = task.evaluate(config, ctx.checkpoints[-1], seed=0)
@@ -137,11 +137,11 @@ def test_file_errors_name_the_column(frame, message, tmp_path):
 def test_a_csv_model_is_logged_to_mlflow_with_an_example_from_its_own_file(tmp_path, tracking_uri):
     import mlflow
     import mlflow.pytorch
-    from raysweep.models import log_pytorch_model, using_tracking_uri
+    from raysweep.tracking.models import log_pytorch_model, using_tracking_uri
 
     write_breast_cancer(tmp_path / "cancer.csv")
     config = {**CONFIG, "data": str(tmp_path / "cancer.csv"), "target": "target"}
-    ctx = RecordingContext(max_epochs=1, seed=0)
+    ctx = LocalContext(max_epochs=1, seed=0)
     Tabular().train(config, ctx)
     client = mlflow.MlflowClient(tracking_uri)
     run_id = client.create_run(client.create_experiment("tabular")).info.run_id

@@ -1,4 +1,4 @@
-"""Tasks: built-in digits data, user tasks by import path, and the README's example task."""
+"""Tasks: built-in digits data, user tasks by import path, and the guide's example task."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from raysweep.search import run_search
-from raysweep.spec import SpecError, validate
+from raysweep.errors import SpecError
+from raysweep.spec import validate
 from raysweep.tasks import FunctionTask, TrainLoopTask, resolve_task
 from raysweep.tasks.digits import digits_splits
 from tests.conftest import ROOT, make_raw
@@ -56,11 +57,11 @@ def test_class_task_without_torch_is_searched(ray_session, tmp_path, tracking_ur
     assert abs(result.best["config"]["x"] - 0.3) < 0.15
 
 
-def test_readme_user_task_is_the_shipped_example_and_runs(ray_session, tmp_path, tracking_uri):
-    readme = (ROOT / "README.md").read_text()
+def test_the_guides_user_task_is_the_shipped_example_and_runs(ray_session, tmp_path, tracking_uri):
+    guide = (ROOT / "docs" / "guides" / "own-task.md").read_text()
     example = (ROOT / "examples" / "wine_task.py").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert example in blocks, "README's user task must be examples/wine_task.py verbatim"
+    blocks = re.findall(r"```python\n(.*?)```", guide, re.S)
+    assert example in blocks, "docs/guides/own-task.md's user task must be examples/wine_task.py verbatim"
     assert len(example.strip().splitlines()) <= 40
 
     from raysweep.spec import load_spec

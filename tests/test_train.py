@@ -10,9 +10,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from raysweep.models import using_tracking_uri
+from raysweep.tracking.models import using_tracking_uri
 from raysweep.cli import main
-from raysweep.spec import SpecError, validate
+from raysweep.errors import SpecError
+from raysweep.spec import validate
 from raysweep.tasks.digits import digits_splits
 from raysweep.train import train_params
 from tests.conftest import make_raw

@@ -14,6 +14,7 @@ from typing import Any
 from ray.tune import Callback
 
 from .cost import BILLED, SEGMENT_KEY
+from .ray_internals import stop_retrying
 from .failures import NON_FINITE, TRACKING, read_trial_error
 from .spec import Spec
 
@@ -179,7 +180,7 @@ class TrialBook(Callback):
         the trial FAILED. `max_failures` is the attribute Tune's retry check reads.
         """
         if read_trial_error(trial).kind == NON_FINITE:
-            trial.max_failures = 0
+            stop_retrying(trial)
 
     def on_experiment_end(self, trials, **info):
         # Ctrl-C: Tune saved the running trials to be resumed (--resume); they are not stopped early.

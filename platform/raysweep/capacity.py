@@ -25,7 +25,8 @@ import ray
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.stopper import Stopper
 
-from .spec import Spec, SpecError
+from .errors import SpecError
+from .spec import Spec
 
 # How often the limiter and the wait look at the cluster again (a GCS call each).
 RECHECK_S = 5.0
@@ -81,10 +82,10 @@ def live_nodes() -> list[dict]:
 def autoscaler_node_types() -> Optional[list[tuple[dict, int]]]:
     """(resources, max count) of each node type the cluster's autoscaler may start; None
     where no autoscaler runs (a local Ray, `ray start` nodes: a fixed cluster)."""
-    from ray._private.state import state
+    from .ray_internals import autoscaler_cluster_config
 
     try:
-        config = state.get_cluster_config()
+        config = autoscaler_cluster_config()
     except Exception:  # an older GCS without the record: treat as fixed
         return None
     if config is None or not config.node_group_configs:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .jobenv import working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
-from .spec import Spec, SpecError, load_spec, parse_yaml
-from .tracking import UI_PORT, check_tracking_uri, resolve_tracking_uri
+from .errors import SpecError
+from .spec import Spec, load_spec, parse_yaml
+from .tracking.uri import UI_PORT, check_tracking_uri, resolve_tracking_uri
 
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -62,6 +63,14 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
                    help="override a spec field, e.g. --set search.num_samples=8 (repeatable)")
 
 
+def _run_args(p: argparse.ArgumentParser, tracking: str, summary: str, verbose: str) -> None:
+    """The flags `search` and `train` share: where results go, and how much is printed."""
+    p.add_argument("--tracking-uri", help=tracking)
+    p.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
+    p.add_argument("--summary-json", metavar="PATH", help=summary)
+    p.add_argument("--verbose", action="store_true", help=verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="raysweep", description="Hyperparameter search for PyTorch on Ray, tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -73,10 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue the search of this name and --storage whose driver stopped; with --samples +N, extend it")
     s.add_argument("--name", help="search name: MLflow experiment and parent run (spec's name)")
-    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
-    s.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
-    s.add_argument("--summary-json", metavar="PATH", help="write the search summary as JSON")
-    s.add_argument("--verbose", action="store_true", help="Ray Tune's full trial tables instead of the progress line")
+    _run_args(s, "MLflow tracking URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)",
+              "write the search summary as JSON", "Ray Tune's full trial tables instead of the progress line")
 
     t = sub.add_parser("train", help="one training run at a fixed configuration (e.g. a search's winner)")
     t.add_argument("spec", help="search space YAML (see search_spaces/)")
@@ -85,10 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a spec field (--set max_epochs=50); repeatable")
     t.add_argument("--workers", type=int, metavar="N", help="data-parallel workers (resources.workers_per_trial)")
     t.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs per worker (resources.gpus_per_worker)")
-    t.add_argument("--tracking-uri", help="MLflow tracking URI (as for search)")
-    t.add_argument("--storage", help="Ray results and checkpoints: a directory or s3:// URI (./raysweep_results)")
-    t.add_argument("--summary-json", metavar="PATH", help="write the run's summary as JSON")
-    t.add_argument("--verbose", action="store_true", help="Ray's own output instead of a line per epoch")
+    _run_args(t, "MLflow tracking URI (as for search)", "write the run's summary as JSON",
+              "Ray's own output instead of a line per epoch")
 
     r = sub.add_parser("report", help="a search's leaderboard, counts and cost, read from MLflow (finished or running)")
     r.add_argument("search", metavar="NAME_OR_PARENT_RUN_ID", help="experiment name (its latest search) or parent run id")
@@ -142,9 +147,11 @@ def _preflight(spec: Spec, args, train_params: dict | None = None) -> None:
     """What `search` and `train` would otherwise find out only once Ray runs (or after MLflow's
     minutes of retries): the task, the tracking store and where the summary goes."""
     from .files import check_data
-    from .tasks import check_task_params, check_train_params
+    from .tasks import check_task_params, check_train_params, task_gaps
 
     check_task_params(spec)
+    for line in task_gaps(spec):  # not an error: the run is still worth having
+        print(f"raysweep: note: {line}", file=sys.stderr)
     if train_params is not None:  # `--set dropout=1.5`: the values it trains with, in the task's ranges
         check_train_params(spec, train_params)
     if spec.data is not None:  # before Ray: a bad path is one line, not a failed worker group
@@ -191,8 +198,7 @@ def _run(what: str, args, console, call):
 
     Returns the result, or the exit code when it failed (1) or Ctrl-C stopped it (130).
     """
-    from .interrupt import Interrupted
-    from .search import RunFailed
+    from .errors import Interrupted, RunFailed
 
     try:
         result = call()
@@ -344,7 +350,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from .spool import sync
+    from .tracking.sync import sync
 
     return sync(args.name, args.storage, args.tracking_uri)
 

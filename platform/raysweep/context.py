@@ -7,28 +7,17 @@ inside the Tune trial process (`InProcessContext`) or as a Ray Train worker grou
 from __future__ import annotations
 
 import contextlib
-import os
+import copy
 import tempfile
 from abc import ABC, abstractmethod
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from .cost import Meter
 from .failures import check_finite
 
-CHECKPOINT_FILE = "state.pt"
-
-
-def save_state(state: dict, directory: str) -> str:
-    path = os.path.join(directory, CHECKPOINT_FILE)
-    torch.save(state, path)
-    return path
-
-
-def load_state(directory: str, map_location: Any = "cpu") -> dict:
-    # weights_only: a checkpoint is data, never code to execute.
-    return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=map_location, weights_only=True)
+from .statefile import load_state, save_state
 
 
 class TrainContext(ABC):
@@ -52,7 +41,8 @@ class TrainContext(ABC):
         self.precision = precision
         self._reports = 0
         # Created now, so its clock starts with the trial; the device is known only later.
-        self._meter = Meter(**(meter or {}))
+        # A dict: the Meter's settings; anything else: a meter of one's own (benchmarks).
+        self._meter = Meter(**(meter or {})) if meter is None or isinstance(meter, dict) else meter
         self._meter_attached = False
         # The spec's `data:` section as Ray Data datasets (ingest.TrialData), or None.
         self._data = data
@@ -190,6 +180,57 @@ class TrainContext(ABC):
     @abstractmethod
     def resume_state(self) -> dict | None:
         """The state saved with the latest checkpoint of this trial, or None on a fresh start."""
+
+
+class LocalContext(TrainContext):
+    """A `TrainContext` in this process, without Ray: run a task by hand (a notebook, a
+    debugger), or in tests and benchmarks.
+
+    Every report (metrics as Tune would get them, the cost meter's included) is kept in
+    `reports` and passed to `on_report(metrics, checkpoint)`, which may raise to stop the
+    training (as a pruner does). Checkpoint state dicts are kept, copied, in `checkpoints`;
+    `checkpoints=False` asks the loop for none. `resume`: a state dict to continue from.
+    `rank` and `world_size` make it one rank of a pretended group: sharding follows them,
+    collectives are not run.
+    """
+
+    def __init__(self, *, max_epochs: int = 1, seed: int = 0, resume: dict | None = None,
+                 on_report: Callable[[dict, dict | None], None] | None = None, checkpoints: bool = True,
+                 rank: int = 0, world_size: int = 1, device: str = "cpu", **kwargs):
+        super().__init__(max_epochs=max_epochs, seed=seed, **kwargs)
+        self.reports: list[dict[str, float]] = []
+        self.checkpoints: list[dict] = []
+        self._resume, self._on_report, self._keep = resume, on_report, checkpoints
+        self._rank, self._world_size, self._device = rank, world_size, torch.device(device)
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def should_checkpoint(self, epoch: int) -> bool:
+        return self._keep and super().should_checkpoint(epoch)
+
+    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+        metrics = self._complete(metrics)
+        self.reports.append(metrics)
+        if checkpoint is not None:
+            # A copy: the loop goes on training the tensors the state dict shares.
+            checkpoint = copy.deepcopy(checkpoint)
+            self.checkpoints.append(checkpoint)
+        if self._on_report is not None:
+            self._on_report(metrics, checkpoint)
+
+    @property
+    def resume_state(self) -> dict | None:
+        return self._resume
 
 
 class RayContext(TrainContext):

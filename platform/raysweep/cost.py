@@ -33,7 +33,7 @@ import copy
 import random
 import resource
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 

@@ -8,15 +8,15 @@ Metrics reach Tune (and so ASHA and MLflow) through `TuneReportCallback`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from .context import RayContext
-from .failures import NonFiniteLoss
+from .jobenv import scoped_env
+from .errors import MissingMetric, NonFiniteLoss
 from .spec import Spec
 from .storage import join as join_storage
 
@@ -47,24 +47,6 @@ def slow_poll_warning(spec: Spec, task: Any, console) -> list:
     from .tasks import needs_ray_train
 
     return [SlowPollWarning(poll_interval(spec), console)] if needs_ray_train(spec, task) else []
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    """`name=value` while the block runs (the Tune trial process is reused by later trials)."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
-class MissingMetric(ValueError):
-    """A plain Ray Train loop reported without the spec's metric: its trial fails."""
 
 
 class RayTrainContext(RayContext):
@@ -183,7 +165,7 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any 
 
     trial_id = tune.get_context().get_trial_id()
     _pin_cluster_address()
-    with _environ(POLL_ENV, str(poll_interval(spec))):  # read as each controller starts
+    with scoped_env(POLL_ENV, str(poll_interval(spec))):  # read as each controller starts
         _fit_with_restarts(config, spec, storage, trial_id, data)
     _drain_reports()
 
@@ -214,8 +196,9 @@ def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_i
 def worker_error(exc: BaseException) -> BaseException:
     """The exception a worker raised, out of Ray Train's group error: a `NonFiniteLoss` if any
     rank raised one (every rank does), else the lowest rank's."""
-    # Ray Train wraps each worker's exception with its traceback text (`_base_exc` holds it).
-    failures = [getattr(f, "_base_exc", f) for _, f in sorted(getattr(exc, "worker_failures", {}).items())]
+    from .ray_internals import worker_exceptions
+
+    failures = worker_exceptions(exc)
     return next((f for f in failures if isinstance(f, NonFiniteLoss)), failures[0] if failures else exc)
 
 
@@ -270,10 +253,10 @@ def _pin_cluster_address() -> None:
     cleaner inherits the controller's.
     """
     import ray
-    from ray.train.v2._internal import constants
 
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+    from .ray_internals import propagate_to_train_controller
+
+    propagate_to_train_controller("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def _drain_reports(timeout_s: float = 60.0) -> None:
@@ -283,9 +266,9 @@ def _drain_reports(timeout_s: float = 60.0) -> None:
     queued then (the last epoch's, on a busy machine) was lost: the trial ended an epoch
     short. The queue is the one Ray's `TuneReportCallback` writes to.
     """
-    from ray.train._internal.session import get_session
+    from .ray_internals import tune_report_queue
 
-    queue = get_session()._get_or_create_inter_actor_queue()
+    queue = tune_report_queue()
     deadline = time.monotonic() + timeout_s
     while not queue.empty() and time.monotonic() < deadline:
         time.sleep(0.05)

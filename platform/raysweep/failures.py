@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import NonFiniteLoss
+
 NON_FINITE, OOM, EXCEPTION = "non_finite", "oom", "exception"
 TRACKING = "tracking"  # MLflow refused a write for the trial's run (tracking.MLflowCallback)
 
@@ -25,14 +27,6 @@ OOM_HINT = "out of GPU memory: reduce batch_size, or raise resources.gpus_per_wo
 # allocations inside CUDA libraries (cuBLAS, NCCL) say the second.
 _OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory")
 _MAX_LINE = 500
-
-
-class NonFiniteLoss(ValueError):
-    """A loss or the spec's metric became NaN or infinite: the trial diverged.
-
-    Never retried under `failures.max_failures`: resumed from its last checkpoint, a
-    deterministic divergence would only happen again.
-    """
 
 
 def watched(name: str, metric: str | None) -> bool:

@@ -25,7 +25,8 @@ import numpy as np
 
 from .files import SPLITS, check_data, list_split
 from .sharding import epoch_seed
-from .spec import DataSection, SpecError
+from .errors import SpecError
+from .spec import DataSection
 
 CACHE_FRACTION = 0.5  # of the object store, at most, for data read once per search
 # Blocks of data streamed from files. A fresh process streaming 2.9 GB of 64x64 images

@@ -21,15 +21,6 @@ import threading
 from ray.tune import Callback
 
 
-class Interrupted(Exception):
-    """The run was stopped by Ctrl-C after Tune saved its state (CLI exit code 130).
-
-    `result` holds what had finished (the CLI writes it as --summary-json).
-    """
-
-    def __init__(self, message: str, result=None):
-        super().__init__(message)
-        self.result = result
 
 
 class Interrupt(Callback):

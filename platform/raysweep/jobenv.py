@@ -1,5 +1,6 @@
-"""The driver's working directory under `ray job submit --working-dir`.
+"""The driver process's surroundings: its working directory, and variables set for a while.
 
+The working directory under `ray job submit --working-dir`:
 There the directory is Ray's unpacked copy of the upload, and Ray unpacks it again (deletes
 and recreates it, same path) whenever it starts a new worker process on that node. The driver
 is then left in a deleted directory: `os.getcwd()` raises, in raysweep or in Tune. Entering
@@ -8,7 +9,9 @@ the same path again is enough.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 _path: str | None = None
 
@@ -28,3 +31,18 @@ def working_dir() -> str:
         except OSError:  # being unpacked right now: the next call tries again
             pass
     return _path
+
+
+@contextlib.contextmanager
+def scoped_env(name: str, value: str) -> Iterator[None]:
+    """`name=value` in this process's environment while the block runs, then as it was (a
+    notebook's next Tune run, or a reused Tune trial process, must not inherit it)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

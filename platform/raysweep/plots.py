@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+# Figures drawn straight to files with matplotlib's object API: no pyplot, so no backend is
+# chosen for the whole process (a notebook importing raysweep keeps its own).
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: the driver may have no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .book import STOPPED, TrialBook  # noqa: E402
+from .book import STOPPED, TrialBook
 
 
 def learning_curves(book: TrialBook, path: str) -> None:
     """The metric against epoch for every trial; early-stopped trials end in a red cross."""
     spec = book.spec
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for rec in book.records.values():
         points = [(e, v) for _, e, v, _ in rec.history if v is not None]
         if not points:
@@ -31,7 +31,6 @@ def learning_curves(book: TrialBook, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def best_vs_cost(book: TrialBook, path: str) -> None:
@@ -52,12 +51,12 @@ def best_vs_cost(book: TrialBook, path: str) -> None:
         if best is not None:
             xs.append(spent)
             ys.append(best)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     ax.step(xs, ys, where="post")
     ax.set(xlabel="cumulative device-hours", ylabel=f"best {spec.metric} so far", title=f"{spec.name}: anytime performance")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_plots(book: TrialBook, directory: str) -> list[str]:

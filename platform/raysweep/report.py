@@ -13,11 +13,11 @@ from mlflow import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
-from .spec import SpecError
-from .tracking import ORPHANED_TAG, PARENT_TAG
+from .errors import SpecError
+from .totals import cost_sums, search_totals
+from .tracking.names import ERROR_TAG, KIND_TAG, METRIC_TAG, ORPHANED_TAG, PARENT_TAG, STOPPED_EARLY_TAG, TRIAL_ID_TAG
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-COST_KEYS = ("cost_device_hours", "cost_usd", "flops", "samples", "energy_j")
 
 
 def find_parent(client: MlflowClient, name_or_run_id: str):
@@ -27,7 +27,7 @@ def find_parent(client: MlflowClient, name_or_run_id: str):
             run = client.get_run(name_or_run_id)
         except Exception:  # noqa: BLE001 - MLflow raises its own types per store
             raise SpecError(f"report: no run {name_or_run_id!r} in this tracking store") from None
-        if run.data.tags.get("raysweep.kind") != "search":
+        if run.data.tags.get(KIND_TAG) != "search":
             raise SpecError(f"report: run {name_or_run_id} is not a raysweep search (no raysweep.kind=search tag)")
         return run
     experiment = client.get_experiment_by_name(name_or_run_id)
@@ -46,12 +46,12 @@ def _status(run) -> str:
         return "running"
     if run.info.status in ("FAILED", "KILLED"):
         return "failed"
-    return "stopped" if run.data.tags.get("raysweep.stopped_early") == "true" else "finished"
+    return "stopped" if run.data.tags.get(STOPPED_EARLY_TAG) == "true" else "finished"
 
 
 def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
     parent = find_parent(client, name_or_run_id)
-    metric = parent.data.tags.get("raysweep.metric") or parent.data.params.get("metric", "val_loss")
+    metric = parent.data.tags.get(METRIC_TAG) or parent.data.params.get("metric", "val_loss")
     mode = parent.data.params.get("mode", "min")
     max_epochs = int(parent.data.params.get("max_epochs", 0))
     children = client.search_runs(
@@ -64,24 +64,18 @@ def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
     for run in kept:
         m = run.data.metrics
         trials.append({
-            "run_id": run.info.run_id, "trial_id": run.data.tags.get("raysweep.trial_id"), "name": run.info.run_name,
+            "run_id": run.info.run_id, "trial_id": run.data.tags.get(TRIAL_ID_TAG), "name": run.info.run_name,
             "status": _status(run), "value": m.get(metric), "epochs": int(m.get("epoch", 0)),
             "cost_usd": m.get("cost_usd"), "cost_device_hours": m.get("cost_device_hours"),
-            "params": dict(run.data.params), "error": run.data.tags.get("raysweep.error"),
+            "params": dict(run.data.params), "error": run.data.tags.get(ERROR_TAG),
         })
     scored = [t for t in trials if t["value"] is not None and t["status"] != "failed"]
     ranked = sorted(scored, key=lambda t: t["value"] if mode == "min" else -t["value"])
     counts = {s: sum(t["status"] == s for t in trials) for s in ("running", "finished", "stopped", "failed")}
-    sums = {k: sum(r.data.metrics[k] for r in children if k in r.data.metrics) for k in COST_KEYS}
     epochs_run = sum(t["epochs"] for t in trials)
-    budget = len(trials) * max_epochs
-    totals = {
-        "device_hours": sums["cost_device_hours"], "cost_usd": sums["cost_usd"], "flops": sums["flops"],
-        "samples": sums["samples"],
-        "energy_j": sums["energy_j"] if any("energy_j" in r.data.metrics for r in children) else None,
-        "compute_saved_fraction": 1 - epochs_run / budget if budget else 0.0,
-        "epochs_run": epochs_run, "epochs_budget": budget,
-    }
+    orphans = [run.data.metrics for run in children if ORPHANED_TAG in run.data.tags]
+    totals = search_totals([run.data.metrics for run in kept], epochs_run=epochs_run,
+                           epochs_budget=len(trials) * max_epochs, orphaned=cost_sums(orphans))
     return {
         "name": parent.info.run_name, "parent_run_id": parent.info.run_id, "status": parent.info.status,
         "metric": metric, "mode": mode, "best": ranked[0] if ranked else None, "counts": counts,

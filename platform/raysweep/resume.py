@@ -23,7 +23,8 @@ from typing import Any
 
 from .book import FAILED, RUNNING, TrialRecord
 from .space import optuna_space
-from .spec import Spec, SpecError
+from .errors import SpecError
+from .spec import Spec
 from .storage import join
 
 
@@ -164,12 +165,12 @@ def seed_asha(scheduler, records: dict[str, TrialRecord]) -> None:
     """Put earlier trials' values back into ASHA's rungs (Tune restores the scheduler empty).
 
     ASHA records a trial's value at the first report at or past each rung's epoch; the
-    history holds every epoch's value, so the same value goes in. Private attributes of
-    Ray 2.60's `ASHAScheduler`: there is no public way to give it past results.
+    history holds every epoch's value, so the same value goes in (ray_internals.asha_rungs).
     """
-    for bracket in scheduler._brackets:
-        for milestone, recorded in bracket._rungs:
-            for rec in records.values():
-                value = next((v for _, epoch, v, _ in rec.history if epoch >= milestone and v is not None), None)
-                if value is not None:
-                    recorded[rec.trial_id] = scheduler._metric_op * value
+    from .ray_internals import asha_rungs, asha_sign
+
+    for milestone, recorded in asha_rungs(scheduler):
+        for rec in records.values():
+            value = next((v for _, epoch, v, _ in rec.history if epoch >= milestone and v is not None), None)
+            if value is not None:
+                recorded[rec.trial_id] = asha_sign(scheduler) * value

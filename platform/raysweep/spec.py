@@ -16,9 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class SpecError(ValueError):
-    """A spec (file, key or override) is invalid. The message is one line, ready to print."""
+from .errors import SpecError
 
 
 # --------------------------------------------------------------------------- YAML loading
@@ -452,7 +450,7 @@ class DataSection(_Frozen):
         return features
 
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a search name (and a directory under --storage)
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -488,7 +486,7 @@ class Spec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, name):
-        if not _NAME.fullmatch(name):  # fullmatch: `$` alone would let a trailing newline through
+        if not NAME_PATTERN.fullmatch(name):  # fullmatch: `$` alone would let a trailing newline through
             raise ValueError(
                 f"{name!r} must start with a letter or digit and use only letters, digits, '_', '.', '-'"
             )

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from .redact import MASK, redact, redact_text, strip_credentials, write_private
-from .spec import SpecError
+from .errors import SpecError
 
 _RAY = str(Path(sys.executable).with_name("ray"))
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"

@@ -14,22 +14,17 @@ from typing import Any
 
 from rich.console import Console
 
-from .book import FAILED, TrialBook
-from .distributed import slow_poll_warning
-from .models import can_rebuild, checkpoint_state, log_pytorch_model
-from .progress import RunProgress, make_console
-from .files import check_data
-from .interrupt import Interrupt, Interrupted
-from .search import (INTERRUPTED_TAG, RunFailed, build_tuner, data_kwargs, end_running_killed, ensure_ray, load_data,
-                     quiet_libraries, wait_for_capacity)
-from .storage import resolve as storage_location
-from .spec import Choice, IntParam, LogUniform, Spec, SpecError
-from .tasks import resolve_task
-from .tracking import MLflowCallback, Tracker, resolve_tracking_uri
-
-
-class TrainFailed(RunFailed):
-    """The training run raised or never reported its metric."""
+from .book import FAILED
+from .errors import Interrupted, SpecError, TrainFailed
+from .models import checkpoint_state
+from .progress import RunProgress
+from .runsetup import begin, data_kwargs, end_running_killed
+from .spec import Choice, IntParam, LogUniform, Spec
+from .tasks.contract import can_log_model, capabilities
+from .tracking.models import log_pytorch_model
+from .tracking.names import ERROR_TAG, INTERRUPTED_TAG, MODEL_URI_TAG
+from .tracking.tracker import Tracker
+from .tuner import build_tuner
 
 
 @dataclass
@@ -95,30 +90,15 @@ def run_training(
     verbose: bool = False,
     console: Console | None = None,
 ) -> TrainResult:
-    started = time.monotonic()
-    console = console or make_console()
-    if not verbose:
-        quiet_libraries()
-    task = resolve_task(spec.task)
-    data_info = check_data(spec.data) if spec.data is not None else None
-    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
-    tracker = Tracker(uri, spec.experiment) if uri else None
-    storage = storage_location(storage)
-    book = TrialBook(spec, storage)
-    interrupt = Interrupt()
-    book.interrupt = interrupt
-    callbacks: list = [book, interrupt]  # the book first: resume.py reads its state as callback 0
-    mlflow_callback = None
-    if tracker is not None:
-        mlflow_callback = MLflowCallback(tracker, book, None, spec, lambda config: config)
-        callbacks.append(mlflow_callback)
-    if not verbose:
-        callbacks.append(RunProgress(book, console))
-    callbacks += slow_poll_warning(spec, task, console)
-    ensure_ray(log_to_driver=verbose)
-    wait = wait_for_capacity(spec, task, console)  # a cluster that can never hold the run: exit 2
+    run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console)
+    book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
+    run.tracker = tracker = Tracker(uri, spec.experiment) if uri else None
+    callbacks = run.callbacks(None, lambda config: config, RunProgress(book, console))
+    task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
+    run.start_ray()  # a cluster that can never hold the run: exit 2
+    wait = run.wait
     with interrupt:
-        data = load_data(spec, data_info, console, verbose)
+        data = run.load_data()
         try:
             build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait).fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
@@ -145,7 +125,7 @@ def run_training(
             result.status = "failed"
             error = f"after training: {type(exc).__name__}: {' '.join(str(exc).split())}"
             if tracker is not None:
-                tracker.end_run(rec.run_id, "FAILED", {"raysweep.error": error[:5000]})
+                tracker.end_run(rec.run_id, "FAILED", {ERROR_TAG: error[:5000]})
             raise TrainFailed(error, result) from exc
     result.wall_s = round(time.monotonic() - started, 3)
     return result
@@ -153,12 +133,15 @@ def run_training(
 
 def _conclude(spec: Spec, task, rec, result: TrainResult, tracker: Tracker | None, data) -> None:
     """The trained model on the test split, logged with MLflow's PyTorch flavor; the run ended."""
-    if rec.checkpoint is not None and can_rebuild(task, data):
+    evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
+    if rec.checkpoint is not None and (evaluates or logs_model):
         state = checkpoint_state(rec.checkpoint)
-        result.test_metrics = task.evaluate(result.params, state, spec.seed, **data_kwargs(data))
+        if evaluates:
+            result.test_metrics = task.evaluate(result.params, state, spec.seed, **data_kwargs(data))
         if tracker is not None:
             tracker.log_metrics(rec.run_id, result.test_metrics, step=rec.epochs)
-            result.model_uri = log_pytorch_model(tracker.uri, rec.run_id, task, result.params, state, spec.seed,
-                                                 example=None if data is None else data.example())
+            if logs_model and spec.tracking.log_model:
+                result.model_uri = log_pytorch_model(tracker.uri, rec.run_id, task, result.params, state, spec.seed,
+                                                     example=None if data is None else data.example())
     if tracker is not None:
-        tracker.end_run(rec.run_id, "FINISHED", {"raysweep.model_uri": result.model_uri or ""})
+        tracker.end_run(rec.run_id, "FINISHED", {MODEL_URI_TAG: result.model_uri or ""})

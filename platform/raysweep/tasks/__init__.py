@@ -1,18 +1,6 @@
 """Tasks: what a trial trains. Built-in ones by name, user ones by import path.
 
-A task is either
-
-* a function ``train(config, ctx)`` that trains with the `TrainContext` and calls
-  ``ctx.report(metrics)`` once per epoch,
-* a Ray Train function ``train_loop_per_worker(config)`` (one parameter) that calls
-  ``ray.train.report(metrics, checkpoint=...)`` itself: it runs on a `TorchTrainer`, or
-* an object with that ``train`` method and, optionally, ``evaluate(config, state, seed)`` (test
-  metrics of a checkpoint state, logged on the search's parent run; with a spec ``data:``
-  section it is called with ``data=`` too, see ingest.TrialData) and ``load_model(config,
-  state)`` with ``splits(seed)`` (the model rebuilt from a checkpoint, and input examples, so
-  the best one can be logged to MLflow).
-
-A class is instantiated with no arguments.
+What a task is and which optional capabilities raysweep uses is defined in `contract.py`.
 """
 
 from __future__ import annotations
@@ -21,8 +9,9 @@ import importlib
 import inspect
 from typing import Any
 
-from ..spec import SpecError
+from ..errors import SpecError
 from .base import FunctionTask, Task, TrainLoopTask, check_values
+from .contract import capabilities, gaps
 from .digits import DigitsCNN, DigitsMLP
 from .images import ImageFolder
 from .tabular import Tabular
@@ -65,34 +54,40 @@ def check_task_params(spec: Any) -> None:
     `check_params(fixed, space)` and `data_formats` / `needs_data` (SupervisedTask): a
     `SpecError` naming the key, not a failure per trial."""
     task = resolve_task(spec.task)
-    formats = getattr(task, "data_formats", None)  # None: a user task, which may read any data
+    caps = capabilities(task)
+    formats = caps.data_formats  # None: a user task, which may read any data
     if spec.data is not None and formats is not None and spec.data.format not in formats:
         trains_on = f"data: format {' or '.join(formats)}" if formats else "its own data only"
         raise SpecError(f"data.format: task {spec.task!r} trains on {trains_on}, not {spec.data.format}")
-    if spec.data is None and getattr(task, "needs_data", False):
+    if spec.data is None and caps.needs_data:
         raise SpecError(f"data: task {spec.task!r} needs a data: section (format: {' or '.join(formats)})")
     if spec.data is not None:
         own = sorted(k for k in ("dataset", "data", "target") if k in spec.fixed)
         if own and formats is not None:
             raise SpecError(f"fixed.{own[0]}: the spec's data: section already names the data; keep one")
-    check = getattr(task, "check_params", None)
-    if check is None:
+    if not caps.check_params:
         return
     try:
-        check(spec.fixed, spec.space)
+        task.check_params(spec.fixed, spec.space)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+
+
+def task_gaps(spec: Any) -> list[str]:
+    """A line per feature the spec asks of its task that the task lacks (contract.gaps)."""
+    return gaps(spec.task, resolve_task(spec.task), has_data=spec.data is not None,
+                log_model=spec.tracking.enabled and spec.tracking.log_model)
 
 
 def check_train_params(spec: Any, params: dict[str, Any]) -> None:
     """`raysweep train`'s hyperparameters, checked as the task checks its spec's values
     (`param_rules`); run after check_task_params, a value at fault can only be a `--set` one,
     which train.train_params takes as given."""
-    rules = getattr(resolve_task(spec.task), "param_rules", None)
-    if not rules:
+    task = resolve_task(spec.task)
+    if not capabilities(task).param_rules:
         return
     try:
-        check_values(rules, params, {}, fixed_at="--set ")
+        check_values(task.param_rules, params, {}, fixed_at="--set ")
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 
@@ -127,4 +122,4 @@ def needs_ray_train(spec, task: Any) -> bool:
     return spec.resources.workers_per_trial > 1 or isinstance(task, TrainLoopTask)
 
 
-__all__ = ["BUILTIN", "FunctionTask", "Task", "TrainLoopTask", "needs_ray_train", "resolve_task"]
+__all__ = ["BUILTIN", "FunctionTask", "Task", "TrainLoopTask", "needs_ray_train", "resolve_task", "task_gaps"]

@@ -56,14 +56,20 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
-from .redact import for_pickle, from_pickle, is_redacted, redact, redact_text, strip_credentials, write_private
-from .storage import join
+from ..redact import for_pickle, from_pickle, redact, redact_text, write_private
+from ..statefile import load_state, save_state
+from ..storage import join
+from .names import MODEL_URI_TAG, RUN_KEY_TAG
+from .uri import unreachable
+
+# What logs a spooled model: `(tracking_uri, run_id, task, params, state, seed, **registry)`
+# -> the model's URI (tracking/models.log_task_model). Handed in by the tracker, so this layer
+# imports no task or model code.
+ModelLogger = Callable[..., str]
 
 SPOOL_DIR = "mlflow-spool"  # a file per operation, numbered in order (Spool.segments)
 STATE_FILE = "mlflow-spool.state.json"
 FILES_DIR = "mlflow-spool.files"
-RUN_KEY_TAG = "raysweep.run_key"
-MODEL_URI_TAG = "raysweep.model_uri"
 PENDING = "pending-"
 RETRY_INTERVAL_S = 30.0
 _SAVE_EVERY = 25  # replayed operations between state saves (each re-applies harmlessly)
@@ -310,7 +316,7 @@ class Spool:
 # -- operations: each one is a JSON-able `args` dict, applied the same way live and at replay
 
 
-def _create_run(client, args, payload, ids, replaying):
+def _create_run(client, args, payload, ids, replaying, log_model=None):
     if replaying:  # a run of this key may exist already: an interrupted replay, a lost answer
         found = client.search_runs([args["experiment_id"]], f"tags.`{RUN_KEY_TAG}` = '{args['key']}'", max_results=1)
         if found:
@@ -323,7 +329,7 @@ def _create_run(client, args, payload, ids, replaying):
     return run.info.run_id
 
 
-def _log_batch(client, args, payload, ids, replaying):
+def _log_batch(client, args, payload, ids, replaying, log_model=None):
     client.log_batch(
         args["run_id"],
         metrics=[Metric(k, v, ts, step) for k, v, ts, step in args["metrics"]],
@@ -332,30 +338,27 @@ def _log_batch(client, args, payload, ids, replaying):
     )
 
 
-def _log_text(client, args, payload, ids, replaying):
+def _log_text(client, args, payload, ids, replaying, log_model=None):
     client.log_text(args["run_id"], args["text"], args["artifact_file"])
 
 
-def _log_artifacts(client, args, payload, ids, replaying):
+def _log_artifacts(client, args, payload, ids, replaying, log_model=None):
     client.log_artifacts(args["run_id"], payload, args["artifact_path"])
 
 
-def _set_terminated(client, args, payload, ids, replaying):
+def _set_terminated(client, args, payload, ids, replaying, log_model=None):
     client.set_terminated(args["run_id"], status=args["status"], end_time=args["end_time"])
 
 
-def _log_model(client, args, payload, ids, replaying):
-    from .models import log_pytorch_model
-    from .tasks import resolve_task
-
+def _log_model(client, args, payload, ids, replaying, log_model: ModelLogger | None = None):
     run_id = args["run_id"]
     if replaying and client.get_run(run_id).data.tags.get(MODEL_URI_TAG):
         return None  # logged by an earlier, interrupted replay
     # The client's own URI: the spooled one is redacted (spools written before it was are not).
     uri = getattr(client, "tracking_uri", None) or args["tracking_uri"]
-    model_uri = log_pytorch_model(uri, run_id, resolve_task(args["task"]), args["params"], payload,
-                                  args["seed"], registered_name=args["registered_name"],
-                                  version_tags=args["version_tags"], example=args.get("example"))
+    model_uri = log_model(uri, run_id, args["task"], args["params"], payload, args["seed"],
+                          registered_name=args["registered_name"], version_tags=args["version_tags"],
+                          example=args.get("example"))
     if replaying:  # the run's end, spooled after this, did not know the URI
         client.set_tag(run_id, MODEL_URI_TAG, model_uri)
     return model_uri
@@ -375,8 +378,6 @@ def _payload(spool: Spool, entry: dict[str, Any]):
         return
     with spool.payload(entry) as directory:
         if entry["op"] == "log_model":
-            from .context import load_state
-
             yield load_state(directory)
         else:
             yield directory
@@ -407,9 +408,10 @@ class Replayed:
 
 
 def replay(spool: Spool, client, ids: dict[str, str] | None = None,
-           progress: Callable[[dict[str, Any]], None] | None = None) -> Replayed:
+           progress: Callable[[dict[str, Any]], None] | None = None, log_model: ModelLogger | None = None) -> Replayed:
     """Send the spool's unsent operations in order, then delete it. Raises as the first failing
-    operation does, having saved how far it got. `ids` (placeholder -> run id) is updated."""
+    operation does, having saved how far it got. `ids` (placeholder -> run id) is updated;
+    `log_model` logs a spooled model."""
     segments = spool.segments()
     _, ops = spool.read(segments)
     state = spool.state()
@@ -420,7 +422,7 @@ def replay(spool: Spool, client, ids: dict[str, str] | None = None,
         with fail_fast():
             for entry in ops[applied:]:
                 with _payload(spool, entry) as payload:
-                    OPERATIONS[entry["op"]](client, substitute(entry["args"], ids), payload, ids, True)
+                    OPERATIONS[entry["op"]](client, substitute(entry["args"], ids), payload, ids, True, log_model)
                 applied += 1
                 done.add(entry)
                 if entry["op"] in ("create_run", "log_model") or done.operations % _SAVE_EVERY == 0:
@@ -441,8 +443,8 @@ class SpoolingClient:
     an unreachable server raises, as MlflowClient does.
     """
 
-    def __init__(self, client, tracking_uri: str, spool: Spool | None):
-        self.client, self.tracking_uri, self.spool = client, tracking_uri, spool
+    def __init__(self, client, tracking_uri: str, spool: Spool | None, log_model: ModelLogger | None = None):
+        self.client, self.tracking_uri, self.spool, self.log_model = client, tracking_uri, spool, log_model
         self.ids: dict[str, str] = {}  # placeholder -> real run id, once replayed
         self._spooling = False
         self._gave_up = False  # replay hit an error that is no outage: left to `raysweep sync`
@@ -498,7 +500,7 @@ class SpoolingClient:
             return self._enqueue(op, args, payload, placeholder)
         try:
             with fail_fast() if self.spool is not None else contextlib.nullcontext():
-                return OPERATIONS[op](self.client, substitute(args, self.ids), payload, self.ids, False)
+                return OPERATIONS[op](self.client, substitute(args, self.ids), payload, self.ids, False, self.log_model)
         except Exception as exc:
             if self.spool is None or not is_outage(exc):
                 raise
@@ -511,8 +513,6 @@ class SpoolingClient:
         # Ids mapped by an earlier replay are written as real ones: that replay's state is gone.
         args = substitute(args, self.ids)
         if op == "log_model":  # the state dict goes to a file, as a checkpoint would
-            from .context import save_state
-
             with tempfile.TemporaryDirectory(prefix="raysweep-spool-") as tmp:
                 save_state(payload, tmp)
                 self.spool.append(op, args, tmp)
@@ -528,7 +528,7 @@ class SpoolingClient:
         if not self._answers():
             return False
         try:
-            done = replay(self.spool, self.client, self.ids)
+            done = replay(self.spool, self.client, self.ids, log_model=self.log_model)
         except Exception as exc:  # noqa: BLE001 - training goes on; `raysweep sync` can retry
             if not is_outage(exc):
                 self._gave_up = True
@@ -543,9 +543,7 @@ class SpoolingClient:
     def _answers(self) -> bool:
         if not self.tracking_uri.startswith(("http://", "https://")):
             return True
-        from .tracking import _unreachable
-
-        return _unreachable(self.tracking_uri, tries=1, timeout_s=2.0) is None
+        return unreachable(self.tracking_uri, tries=1, timeout_s=2.0) is None
 
     def flush(self) -> bool:
         """Send what waits in the spool now (the search's end); False, with a warning naming
@@ -557,63 +555,3 @@ class SpoolingClient:
                         redact(self.tracking_uri), self.spool.pending(), self.spool.path,
                         self.spool.sync_command(self.tracking_uri))
         return False
-
-
-def sync(name: str, storage: str | None, tracking_uri: str | None) -> int:
-    """`raysweep sync`: replay a search's spool; exit code 0 sent, 1 MLflow failed midway."""
-    import sys
-
-    from mlflow import MlflowClient
-
-    from .spec import _NAME, SpecError
-    from .storage import resolve
-    from .tracking import check_tracking_uri
-
-    # A search's name, as its spec's: the spool is under <storage>/NAME, and replay deletes
-    # files there, so `../x` or `a/b` must not reach outside the search's directory.
-    if not _NAME.fullmatch(name):
-        raise SpecError(f"sync: {name!r} is not a search name (a letter or digit, then letters, digits, '_', '.', '-')")
-    spool = Spool(resolve(storage), name)
-    if not spool.exists():
-        raise SpecError(f"sync: nothing to send: no MLflow spool of search {name!r} in {redact(spool.storage)} "
-                        f"(nothing in {SPOOL_DIR}/; --storage is the search's)")
-    header, _ = spool.read()
-    uri = check_tracking_uri(tracking_uri or _stored_uri(header.get("tracking_uri")))
-    # What was sent is the one line printed below, not MLflow's link per ended run and its
-    # registry chatter (this process does nothing else).
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    pending = spool.pending()
-    try:
-        done = replay(spool, MlflowClient(uri))
-    except Exception as exc:  # noqa: BLE001 - one line, and the spool stays for another try
-        why = (f"stopped answering ({_root_cause(exc, uri)})" if is_outage(exc) else
-               f"refused it ({type(exc).__name__}: {redact_text(' '.join(str(exc).split())[:300], uri)})")
-        sent = pending - spool.pending()
-        print(f"raysweep: MLflow at {redact(uri)} {why} after {sent} of {pending} operations; the rest stay in "
-              f"{spool.path}", file=sys.stderr)
-        return 1
-    print(f"sent {done} of search {name} to {redact(uri)}")
-    return 0
-
-
-def _stored_uri(stored: str | None) -> str | None:
-    """The tracking URI of a spool's header, for `raysweep sync` without --tracking-uri.
-
-    The header's URI is redacted: its credentials come back from $MLFLOW_TRACKING_URI when
-    that is the same URI, else from MLflow's MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
-    (the URI is then used without them); else a `SpecError` asks for them.
-    """
-    from .spec import SpecError
-
-    if not is_redacted(stored):  # none, or a spool written before raysweep redacted it
-        return stored
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and redact(env) == stored:
-        return env
-    bare, _, _, secret_params = strip_credentials(stored)
-    if os.environ.get("MLFLOW_TRACKING_USERNAME") and not secret_params:
-        return bare
-    raise SpecError(f"sync: the spool was written for MLflow at {stored}, whose credentials raysweep does not "
-                    "store: give --tracking-uri with them (or set MLFLOW_TRACKING_USERNAME and "
-                    "MLFLOW_TRACKING_PASSWORD)")

@@ -1,0 +1,58 @@
+"""Every exception raysweep raises to its callers, and the CLI exit code each one means.
+
+No imports: the lowest layer. Modules raise these; the CLI maps them to exit codes (2 for
+bad input, 1 for a failed run, 130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """Bad input (a spec file, key, override, flag or cluster that cannot hold it). The message
+    is one line, ready to print (CLI exit code 2)."""
+
+
+class RunFailed(RuntimeError):
+    """A search or training run failed (CLI exit code 1).
+
+    `result` holds what it did record (the CLI still writes it as --summary-json).
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class SearchFailed(RunFailed):
+    """No trial of the search produced a value of its metric, or its last steps failed."""
+
+
+class TooManyFailures(SearchFailed):
+    """`search.max_failed_trials` trials failed, so the search stopped before its end."""
+
+
+class TrainFailed(RunFailed):
+    """The training run raised or never reported its metric."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C after Tune saved its state (CLI exit code 130).
+
+    `result` holds what had finished (the CLI writes it as --summary-json).
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class NonFiniteLoss(ValueError):
+    """A loss or the spec's metric became NaN or infinite: the trial diverged.
+
+    Never retried under `failures.max_failures`: resumed from its last checkpoint, a
+    deterministic divergence would only happen again.
+    """
+
+
+class MissingMetric(ValueError):
+    """A plain Ray Train loop reported without the spec's metric: its trial fails."""

@@ -1,0 +1,83 @@
+"""Every use of Ray's private API, behind one door.
+
+Each function names what it reaches into and why no public API does it; all were checked on
+Ray 2.60 (`CHECKED_ON`). `tests/test_ray_internals.py` fails when an installed Ray moves any
+of them, rather than a search failing on a user's cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+CHECKED_ON = "2.60"
+
+# Ray logs "Token authentication is enabled" at every start; raysweep keeps token auth on
+# and says so in its docs, so in quiet mode the line is noise.
+AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def autoscaler_cluster_config():
+    """The autoscaler's node types and their maximum counts, as it publishes them in the GCS
+    (`ray._private.state.state.get_cluster_config()`, what Ray Train reads to refuse worker
+    groups no cluster size can hold); None where no autoscaler runs."""
+    from ray._private.state import state
+
+    return state.get_cluster_config()
+
+
+def set_restored_tuner(tuner, *, callbacks: list, stop, scheduler) -> None:
+    """Give a restored `Tuner` fresh callbacks, stopper and scheduler. `Tuner.restore` brings
+    back the ones pickled when the round first started (holding a dead driver's book and
+    tracker, and ASHA without its rungs), and takes no replacements for them."""
+    internal = tuner._local_tuner
+    internal.get_run_config().callbacks = callbacks
+    internal.get_run_config().stop = stop
+    internal._tune_config.scheduler = scheduler
+
+
+def asha_rungs(scheduler) -> list[tuple[int, dict]]:
+    """(milestone epoch, {trial id: recorded value}) of every rung of an `ASHAScheduler`, to
+    fill with earlier trials' values (Tune restores the scheduler empty; no public API takes
+    past results)."""
+    return [(milestone, recorded) for bracket in scheduler._brackets for milestone, recorded in bracket._rungs]
+
+
+def asha_sign(scheduler) -> float:
+    """ASHA records `sign x value` (+1 for mode max, -1 for min)."""
+    return scheduler._metric_op
+
+
+def propagate_to_train_controller(name: str, value: str) -> None:
+    """Set `name` here and have Ray Train pass it on to the controllers this process starts
+    (and the placement-group cleaner they start): `ENV_VARS_TO_PROPAGATE`, Train V2."""
+    from ray.train.v2._internal import constants
+
+    os.environ[name] = value
+    constants.ENV_VARS_TO_PROPAGATE.add(name)
+
+
+def tune_report_queue():
+    """The queue Ray's `TuneReportCallback` puts a Ray Train trial's reports on, in the Tune
+    trial's process (for waiting until Tune has taken them all)."""
+    from ray.train._internal.session import get_session
+
+    return get_session()._get_or_create_inter_actor_queue()
+
+
+def worker_exceptions(group_error: BaseException) -> list[BaseException]:
+    """The exception each worker raised, by rank, out of Ray Train's `WorkerGroupError`
+    (each wrapped with its traceback text; `_base_exc` holds the original)."""
+    failures = getattr(group_error, "worker_failures", {}) or {}
+    return [getattr(f, "_base_exc", f) for _, f in sorted(failures.items())]
+
+
+def stop_retrying(trial: Any) -> None:
+    """No more retries for a Tune trial whose retry is being decided: `Trial.max_failures` is
+    what Tune's retry check reads (no public setter)."""
+    trial.max_failures = 0
+
+
+def quiet_auth_warning() -> None:
+    logging.getLogger(AUTH_SETUP_LOGGER).setLevel(logging.ERROR)

@@ -1,0 +1,171 @@
+"""What `raysweep search` and `raysweep train` set up alike: the task and data checked, the
+storage and tracking store chosen, the driver's book, Ctrl-C handling, Ray (and whether the
+cluster can hold a trial at all), the spec's data read, and the Tune callbacks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+from rich.console import Console
+
+from .book import RUNNING, TrialBook
+from .capacity import CapacityWait, check as check_capacity, trial_need
+from .distributed import slow_poll_warning
+from .files import check_data
+from .ingest import TrialData
+from .interrupt import Interrupt
+from .progress import make_console
+from .ray_internals import quiet_auth_warning
+from .spec import Spec
+from .storage import resolve as storage_location
+from .tasks import needs_ray_train, resolve_task
+from .tracking.callback import MLflowCallback
+from .tracking.tracker import Tracker
+from .tracking.uri import resolve_tracking_uri
+
+
+@dataclass
+class RunSetup:
+    """A run's pieces, from `begin` on; `tracker` is the caller's (a search's spools)."""
+
+    spec: Spec
+    task: Any
+    data_info: dict | None
+    storage: str
+    uri: str | None  # the tracking store; None: tracking.enabled is false
+    console: Console
+    verbose: bool
+    book: TrialBook
+    interrupt: Interrupt
+    started: float = field(default_factory=time.monotonic)
+    tracker: Tracker | None = None
+    mlflow_callback: MLflowCallback | None = None
+    wait: CapacityWait | None = None  # an autoscaling cluster not yet big enough (capacity.py)
+
+    def start_ray(self) -> None:
+        """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError)."""
+        # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+        ensure_ray(log_to_driver=self.verbose)
+        self.wait = wait_for_capacity(self.spec, self.task, self.console)
+
+    def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress) -> list:
+        """The run's Tune callbacks: the book first (resume.py reads its state as callback 0,
+        and it bills each report before MLflow sees it), Ctrl-C, MLflow, progress."""
+        callbacks: list = [self.book, self.interrupt]
+        if self.tracker is not None:
+            self.mlflow_callback = MLflowCallback(self.tracker, self.book, parent_run_id, self.spec, params_of)
+            callbacks.append(self.mlflow_callback)
+        if not self.verbose:
+            callbacks.append(progress)
+        return callbacks + slow_poll_warning(self.spec, self.task, self.console)
+
+    def load_data(self) -> TrialData | None:
+        return load_data(self.spec, self.data_info, self.console, self.verbose)
+
+
+def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose: bool,
+          console: Console | None) -> RunSetup:
+    """Everything checked that can be before Ray starts: an unknown or broken task, bad
+    `data:` paths; the storage and tracking store chosen."""
+    console = console or make_console()
+    if not verbose:
+        quiet_libraries()
+    task = resolve_task(spec.task)
+    data_info = check_data(spec.data) if spec.data is not None else None
+    storage = storage_location(storage)
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
+    book = TrialBook(spec, storage)
+    interrupt = Interrupt()
+    book.interrupt = interrupt
+    return RunSetup(spec, task, data_info, storage, uri, console, verbose, book, interrupt)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (schema migrations, study creation) out of the progress display."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # After a Ctrl-C Tune explains its own Tuner.restore API and that it could not read the
+    # metrics of trials it stopped: raysweep says what happened and how to --resume instead.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_auth_warning()
+    # Tune warns whenever checkpoints of short epochs force experiment snapshots; it says
+    # nothing a user can act on for second-long trials.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output prints an experiment banner even at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # MLflow prints a "View run" link to stdout whenever a run on a server ends: one per
+    # trial between the progress lines. raysweep prints the runs' link once, at the end.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Tune's own CSV and TensorBoard loggers: every epoch of every trial written twice more on
+    # the driver, while the trial waits (MLflow has the metrics). Its result.json stays
+    # (tune_callbacks); "0" brings the others back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def ensure_ray(log_to_driver: bool = True) -> bool:
+    """Join the Ray cluster in $RAY_ADDRESS (set inside a `ray job submit` job), else start a local one.
+
+    Returns whether this call started Ray. Tests share one instance, so an initialised
+    Ray is left as it is. The dashboard stays on: Train V2 needs it to free finished
+    trials' resources (docs/design.md, point 2).
+    """
+    if ray.is_initialized():
+        return False
+    # "local", not None: Ray would otherwise join whatever `ray start` cluster it last saw on
+    # this machine (/tmp/ray/ray_current_cluster), even a dead one.
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+    return True
+
+
+def wait_for_capacity(spec: Spec, task, console: Console) -> CapacityWait | None:
+    """Refuse a trial no node of a fixed cluster can hold (SpecError); on an autoscaling
+    cluster not yet big enough, warn and return the stopper that gives up after
+    `resources.scale_wait_s`."""
+    need = trial_need(spec, needs_ray_train(spec, task))
+    if check_capacity(need, say=lambda line: console.print(f"[yellow]{line}[/yellow]")):
+        return CapacityWait(need, spec.resources.scale_wait_s)
+    return None
+
+
+def load_data(spec: Spec, info: dict | None, console: Console, verbose: bool) -> TrialData | None:
+    """The spec's data: splits as Ray Datasets (ingest.py), read once here if they fit."""
+    if spec.data is None:
+        return None
+    from ray.data import DataContext
+
+    from .ingest import load
+
+    # Ray Data's progress bars and execution-plan lines would interleave with raysweep's
+    # progress line (its logs stay in Ray's session folder).
+    DataContext.get_current().enable_progress_bars = verbose
+    if not verbose:  # Ray Data's own console handler (its file handler keeps everything)
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.WARNING)
+                # ... which would say, once, that the bars just turned off are off.
+                handler.addFilter(lambda record: not str(record.msg).startswith("Progress bars disabled"))
+    console.print(f"data: reading {spec.data.format} from {spec.data.train} ...")
+    return load(spec.data, info, say=console.print)
+
+
+def data_kwargs(data: TrialData | None) -> dict:
+    """`evaluate`'s extra argument when the spec streams its data (tasks/__init__.py)."""
+    return {} if data is None else {"data": data}
+
+
+def end_running_killed(book: TrialBook, tracker: Tracker, mlflow_callback, tags: dict) -> None:
+    """Running trials' runs end KILLED with every epoch reported so far (Tune saved them to resume)."""
+    mlflow_callback.flush()  # epochs the callback still buffers
+    for rec in book.records.values():
+        if rec.status == RUNNING and rec.run_id is not None:
+            tracker.end_run(rec.run_id, "KILLED", tags)

@@ -1,0 +1,21 @@
+"""A trial's state dict on disk: one file per checkpoint directory, loaded as data only."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def save_state(state: dict, directory: str) -> str:
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    torch.save(state, path)
+    return path
+
+
+def load_state(directory: str, map_location: Any = "cpu") -> dict:
+    # weights_only: a checkpoint is data, never code to execute.
+    return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=map_location, weights_only=True)

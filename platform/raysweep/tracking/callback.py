@@ -1,0 +1,163 @@
+"""The Tune callback that mirrors the driver's `TrialBook` into MLflow as trials report."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from ray.tune import Callback
+
+from ..book import FAILED, STOPPED, TrialBook, TrialRecord
+from ..failures import TRACKING
+from ..redact import scrubbed_spec
+from ..spec import Spec
+from .names import ERROR_TAG, FAILURE_TAG, STOPPED_EARLY_TAG
+from .tracker import Point, Tracker, _now_ms, refused_tags
+
+# A trial's epoch metrics are written at most this often (the rest wait in the driver): each
+# write is a synchronous SQLite transaction (~20 ms) in Tune's event loop, during which no
+# trial's report is taken. See MLflowCallback.
+FLUSH_INTERVAL_S = 1.0
+
+
+class MLflowCallback(Callback):
+    """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list.
+
+    A trial's epochs are written at most once per `FLUSH_INTERVAL_S` (the first at once, the
+    rest buffered here, each point with the time it arrived); the buffer is written when the
+    trial ends, fails or is cut off, and when the search ends or is interrupted (`flush`, from
+    run_search). All writes still go through the tracker's `SpoolingClient`, in order: during
+    an outage buffered points are spooled like any other write.
+
+    `TrialRecord.logged_epoch` counts only epochs written (sent or spooled), never ones still
+    buffered: `--resume` must not take a point lost with a dead driver's buffer for one MLflow
+    holds. The buffer is saved with Tune's experiment state (`get_state`) and written when a
+    resumed search restores it (`set_state`); epochs reported after Tune's last save are
+    reported again by the resumed trials, which restart from a checkpoint of that save or
+    older. So a dead driver loses no point, and no epoch gets two. (Flushing at each save
+    instead would undo the batching: Tune saves every other checkpoint of any trial.)
+    """
+
+    def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str | None, spec: Spec, params_of):
+        self.tracker, self.book, self.parent_run_id, self.spec = tracker, book, parent_run_id, spec
+        self._params_of = params_of
+        self._buffer: dict[str, list[Point]] = {}  # trial id -> epochs not yet written
+        self._written: dict[str, float] = {}  # trial id -> time.monotonic() of its last write
+
+    def __getstate__(self):
+        # Tune pickles its callbacks (tuner.pkl, in the search's storage). A buffer is this
+        # driver's alone; the spec goes without its tracking credentials, and `params_of` (a
+        # closure over the spec as given) not at all: unpickled, it is the spec's trial params.
+        return {**self.__dict__, "_buffer": {}, "_written": {}, "spec": scrubbed_spec(self.spec), "_params_of": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._params_of is None:
+            from ..trial import trial_params
+
+            self._params_of = functools.partial(trial_params, self.spec)
+
+    @contextlib.contextmanager
+    def _guard(self, rec: TrialRecord):
+        """A write MLflow refuses (a name it rejects, SQLite locked, a full disk) fails this
+        trial only: its run ends FAILED saying why, the book marks it failed (the search's
+        stopper ends it), and nothing more is written for it. Outages never get here: the
+        client spools them."""
+        try:
+            yield
+        except MlflowException as exc:
+            rec.status, rec.failure = FAILED, TRACKING
+            rec.error = refused_tags(exc)[ERROR_TAG]
+            self._buffer.pop(rec.trial_id, None)
+            if rec.run_id is not None:
+                with contextlib.suppress(MlflowException):  # the same refusal may stop this write too
+                    self.tracker.end_run(rec.run_id, "FAILED", refused_tags(exc))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rec = self.book.records[trial.trial_id]
+        if rec.run_id is None and rec.failure != TRACKING:
+            with self._guard(rec):
+                rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self.book.records[trial.trial_id]
+        if rec.failure == TRACKING:
+            return
+        buffered = self._buffer.setdefault(rec.trial_id, [])
+        # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
+        # keeps the first report of each epoch, so every metric has one point per epoch.
+        if rec.epochs <= max(rec.logged_epoch, buffered[-1][0] if buffered else 0):
+            return
+        buffered.append((rec.epochs, dict(rec.metrics), _now_ms()))
+        if time.monotonic() - self._written.get(rec.trial_id, -math.inf) >= FLUSH_INTERVAL_S:
+            with self._guard(rec):
+                self._write(rec)
+
+    def _write(self, rec: TrialRecord) -> None:
+        points = self._buffer.pop(rec.trial_id, [])
+        if points:
+            self.tracker.log_points(rec.run_id, points)
+            self._written[rec.trial_id] = time.monotonic()
+            rec.logged_epoch = points[-1][0]
+
+    def flush(self) -> None:
+        """Write every buffered epoch now (the search is interrupted, Tune saves its state)."""
+        for trial_id in list(self._buffer):
+            rec = self.book.records.get(trial_id)
+            if rec is not None and rec.run_id is not None:
+                with self._guard(rec):
+                    self._write(rec)
+
+    def get_state(self) -> dict | None:
+        buffered = {trial_id: list(points) for trial_id, points in self._buffer.items() if points}
+        return {"buffer": buffered} if buffered else None
+
+    def set_state(self, state: dict) -> None:
+        """A resumed search: write what the dead driver had buffered at Tune's last save.
+
+        Called after the book's set_state; run_search has already set each record's
+        logged_epoch from the MLflow history (`Tracker.reopen_search`), so nothing is logged twice.
+        """
+        for trial_id, points in state.get("buffer", {}).items():
+            rec = self.book.records.get(trial_id)
+            if rec is None or rec.run_id is None:
+                continue
+            points = [p for p in points if p[0] > rec.logged_epoch]
+            if points:
+                self.tracker.log_points(rec.run_id, points)
+                rec.logged_epoch = points[-1][0]
+
+    def _end(self, rec: TrialRecord, status: str, tags: dict[str, Any]) -> None:
+        if rec.failure == TRACKING or rec.run_id is None:  # its run already ended, saying why
+            return
+        points = self._buffer.pop(rec.trial_id, [])
+        self._written.pop(rec.trial_id, None)
+        with self._guard(rec):
+            self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
+            if points:
+                rec.logged_epoch = points[-1][0]
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end_finished(self.book.records[trial.trial_id])
+
+    def _end_finished(self, rec: TrialRecord) -> None:
+        self._end(rec, "FINISHED", {STOPPED_EARLY_TAG: "true"} if rec.status == STOPPED else {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        rec = self.book.records[trial.trial_id]
+        if rec.status == FAILED and rec.run_id is not None and rec.failure != TRACKING:
+            if rec.traceback:
+                with self._guard(rec):
+                    self.tracker.log_text(rec.run_id, rec.traceback, "error/traceback.txt")
+            tags = {ERROR_TAG: rec.error or "trial failed", FAILURE_TAG: rec.failure or "exception"}
+            self._end(rec, "FAILED", tags)
+
+    def on_experiment_end(self, trials, **info):
+        for rec in self.book.cut_off:  # settled by the book, which runs first
+            if rec.run_id is not None:
+                self._end_finished(rec)
+        self.flush()

@@ -1,0 +1,22 @@
+"""The MLflow layout's names: what a search leaves in MLflow is a contract (docs: the MLflow
+layout), read back by `raysweep report`, `--resume` and users' own queries. No imports."""
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a trial's run under its search's
+# Without it MLflow 3's UI opens an experiment on its GenAI overview, hiding training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+KIND_TAG = "raysweep.kind"  # "search" (the parent run), "trial" (a child), "train" (raysweep train)
+TASK_TAG = "raysweep.task"
+METRIC_TAG = "raysweep.metric"
+TRIAL_ID_TAG = "raysweep.trial_id"  # Tune's trial id: how --resume finds a trial's run again
+ERROR_TAG = "raysweep.error"  # one line: why a run failed
+FAILURE_TAG = "raysweep.failure"  # its kind (failures.py)
+STOPPED_EARLY_TAG = "raysweep.stopped_early"  # "true": ASHA (or the search's end) stopped the trial
+INTERRUPTED_TAG = "raysweep.interrupted"  # "true": ended by Ctrl-C
+ORPHANED_TAG = "raysweep.orphaned"  # a dead driver's run of a trial --resume could not continue
+BEST_CONFIG_TAG = "raysweep.best_config"  # the parent's: the best trial's hyperparameters, as JSON
+BEST_TRIAL_ID_TAG = "raysweep.best_trial_id"
+BEST_RUN_ID_TAG = "raysweep.best_run_id"
+BEST_TAG = "raysweep.best"  # "true" on the best trial's run
+MODEL_URI_TAG = "raysweep.model_uri"  # the parent's: the logged model
+RUN_KEY_TAG = "raysweep.run_key"  # every run's: how a replayed spool finds a run it created (spool.py)

@@ -1,0 +1,196 @@
+"""The Tune side of a search: the trainable and its resources, Optuna's searcher, ASHA, how many
+trials run at once, when the whole search stops, and a restored round's Tuner."""
+
+from __future__ import annotations
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from .book import FAILED, TrialBook
+from .capacity import CapacityLimiter, CapacityWait, check as check_capacity, trial_need
+from .distributed import run_distributed
+from .failures import TRACKING
+from .ingest import TrialData
+from .jobenv import scoped_env, working_dir
+from .ray_internals import set_restored_tuner
+from .resume import prior_points, round_name, seed_asha
+from .space import build_sampler, optuna_space
+from .spec import Spec
+from .tasks import needs_ray_train, resolve_task
+from .trial import run_in_process
+
+
+def concurrency(spec: Spec, search_alg, data: TrialData | None = None) -> tuple:
+    """The round's searcher and Tune's `max_concurrent_trials`.
+
+    Without `search.max_concurrent`, trials run as many at once as the cluster holds now, and
+    more as nodes join (capacity.CapacityLimiter). Data streamed from files by every trial (not
+    read once, ingest.py) needs Ray Data tasks to read and preprocess it while trials run: a
+    CPU is left free for them, and `search.max_concurrent` cannot go past that either, or
+    trials holding every CPU would wait for batches no task can produce.
+    """
+    need, streamed = _need(spec, data)
+    if spec.search.max_concurrent is not None and not streamed:
+        return search_alg, spec.search.max_concurrent
+    return CapacityLimiter(search_alg, need, spec.search.max_concurrent), None
+
+
+def _need(spec: Spec, data: TrialData | None) -> tuple:
+    """A trial's resources (capacity.Need), and whether it streams its data; refused if the
+    data's read tasks would find no CPU beside the trial."""
+    streamed = data is not None and not data.info.get("cached", False)
+    need = trial_need(spec, needs_ray_train(spec, resolve_task(spec.task)), streamed)
+    if streamed:
+        check_capacity(need, cache=spec.data.cache)
+    return need, streamed
+
+
+def tune_callbacks(callbacks: list) -> list:
+    """A round's Tune callbacks: raysweep's, then the working-directory keeper and Tune's JSON
+    result log (each trial's `result.json`, every report; the other loggers are off)."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    return [*callbacks, KeepWorkingDir(), JsonLoggerCallback()]
+
+
+class KeepWorkingDir(tune.Callback):
+    """Re-enter the driver's working directory as trials start and end (jobenv.py)."""
+
+    def _enter(self, *args, **info):
+        working_dir()
+
+    on_trial_start = on_trial_complete = on_trial_error = on_experiment_end = _enter
+
+
+class StopAfterFailures(tune.Stopper):
+    """Stops the whole search once `limit` trials have failed (search.max_failed_trials), or
+    when an autoscaling cluster has not grown to hold a trial in time (`wait`); and a trial
+    whose MLflow writes were refused (the book marked it failed: tracking.py).
+
+    Reads the driver's `TrialBook`, which counts a trial only when Tune gives up on it.
+    """
+
+    def __init__(self, book: TrialBook, limit: int | None, wait: CapacityWait | None = None):
+        self.book, self.limit, self.wait = book, limit, wait
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        rec = self.book.records.get(trial_id)
+        return rec is not None and rec.failure == TRACKING
+
+    def stop_all(self) -> bool:
+        if self.wait is not None and self.wait.stop_all():
+            return True
+        return self.limit is not None and self.book.counts()[FAILED] >= self.limit
+
+    @property
+    def failure(self) -> str | None:
+        """Why the search stopped before its trials could run, if it did."""
+        return None if self.wait is None else self.wait.failure
+
+
+def _trainable(spec: Spec, storage: str, data: TrialData | None = None):
+    res = spec.resources
+    if not needs_ray_train(spec, resolve_task(spec.task)):
+        return tune.with_resources(
+            tune.with_parameters(run_in_process, spec=spec, data=data),
+            {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
+        )
+    # The trial itself only drives a Ray Train worker group, which holds the resources.
+    # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
+    # more than N worker groups, so the last one would wait. One byte of memory it is.
+    return tune.with_resources(
+        tune.with_parameters(run_distributed, spec=spec, storage=storage, data=data),
+        tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
+    )
+
+
+def _scheduler(spec: Spec, prior: dict | None = None):
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    scheduler = ASHAScheduler(
+        metric=spec.metric,
+        mode=spec.mode,
+        time_attr="epoch",
+        max_t=spec.max_epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+    if prior:
+        seed_asha(scheduler, prior)
+    return scheduler
+
+
+def build_tuner(
+    spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
+    *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
+    stop: tune.Stopper | None = None, data: TrialData | None = None,
+) -> tune.Tuner:
+    """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
+
+    `round_no` > 0 (`--resume --samples +N`): `num_samples` more trials in experiment NAME+round_no,
+    with the earlier trials (`prior`, the book's records) in the sampler's and ASHA's history.
+    """
+    train_path = needs_ray_train(spec, resolve_task(spec.task))
+    if fixed_config is not None:  # one run: nothing to sample, nothing to stop early
+        search_alg, scheduler, num_samples, limit = None, FIFOScheduler(), 1, None
+        _need(spec, data)
+    else:
+        points, rewards = prior_points(prior or {}, spec)
+        search_alg, limit = concurrency(spec, OptunaSearch(
+            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec, round_no),
+            points_to_evaluate=points or None, evaluated_rewards=rewards or None,
+        ), data)
+        scheduler = _scheduler(spec, prior)
+        num_samples = num_samples or spec.search.num_samples
+    return tune.Tuner(
+        _trainable(spec, storage, data),
+        param_space=fixed_config or {},
+        # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
+        # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=limit,
+            # One process serves many in-process trials: ~0.005 s per trial, not a new actor.
+            # A Ray Train trial's process only drives its worker group: nothing to gain.
+            reuse_actors=not train_path,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=round_name(spec.name, round_no) if fixed_config is None else f"{spec.name}-train",
+            storage_path=storage,
+            callbacks=tune_callbacks(callbacks),
+            verbose=2 if verbose else 0,
+            stop=stop,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            # In-process trials restart from their checkpoint here; Ray Train trials restart
+            # their worker group inside the trial (distributed.py), not twice over. A trial
+            # whose loss became NaN is not retried (book.py, distributed.py).
+            failure_config=tune.FailureConfig(max_failures=0 if train_path else spec.failures.max_failures),
+        ),
+    )
+
+
+def restore_tuner(
+    spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None,
+    data: TrialData | None = None,
+) -> tune.Tuner:
+    """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
+    tuner = tune.Tuner.restore(path, _trainable(spec, storage, data), resume_unfinished=True, resume_errored=False)
+    # Fresh callbacks holding this driver's book and tracker, and ASHA with its rungs rebuilt.
+    set_restored_tuner(tuner, callbacks=tune_callbacks(callbacks), stop=stop, scheduler=_scheduler(spec, records))
+    return tuner
+
+
+# Tune creates at most this many trials ahead of resources. Its default for a searcher is the
+# concurrency limit when the run started: 1 on a cluster that starts with one free CPU, so
+# nodes that joined later were filled one trial at a time. The limiter (capacity.py) still
+# bounds running + pending trials by what the cluster holds.
+MAX_PENDING_TRIALS = 256
+
+
+def fit(tuner: tune.Tuner):
+    with scoped_env("TUNE_MAX_PENDING_TRIALS_PG", str(MAX_PENDING_TRIALS)):  # read as fit() starts
+        return tuner.fit()

@@ -1,0 +1,175 @@
+"""The library's shape: imports point one way, light modules stay light, importing changes nothing."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "platform" / "raysweep"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
+    """The raysweep modules an import statement names (`from . import x` names x too)."""
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        anchor = module.split(".")
+        anchor = anchor if is_package else anchor[:-1]
+        anchor = anchor[: len(anchor) - (node.level - 1)]
+        base = ".".join([*anchor, *([node.module] if node.module else [])])
+    if not base.startswith("raysweep"):
+        return []
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """raysweep module -> the raysweep modules it imports, anywhere in it (function-level
+    imports too: a cycle broken by importing late is still a cycle in the design)."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                deps |= {d for d in _resolve(module, path.name == "__init__.py", node) if d in paths}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in paths}
+        # A package's __init__ is imported with any of its modules; that edge is Python's, not ours.
+        graph[module] = {d for d in deps if d != module and not module.startswith(f"{d}.")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state, stack = [], {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def test_the_import_graph_has_no_cycles():
+    # Package __init__ files re-export lazily (their exports are not imports of the package's
+    # users): left out, as Python resolves `raysweep.x` without them.
+    graph = {m: {d for d in deps if not _is_lazy_init(d)} for m, deps in import_graph().items() if not _is_lazy_init(m)}
+    assert _cycles(graph) == []
+
+
+def _is_lazy_init(module: str) -> bool:
+    return module in ("raysweep", "raysweep.tracking", "raysweep.testing")
+
+
+@pytest.mark.parametrize("lower,never", [
+    ("raysweep.tracking.spool", {"raysweep.tasks", "raysweep.models", "raysweep.tracking.models",
+                                 "raysweep.tracking.tracker", "raysweep.tracking.callback", "raysweep.search"}),
+    ("raysweep.tracking.uri", {"raysweep.tracking.tracker", "raysweep.tracking.spool", "raysweep.search"}),
+    ("raysweep.spec", {"raysweep.search", "raysweep.tasks", "raysweep.tracking.tracker", "raysweep.context"}),
+    ("raysweep.errors", {"raysweep.spec", "raysweep.search"}),
+    ("raysweep.tracking.names", {"raysweep.spec", "raysweep.tracking.tracker"}),
+])
+def test_lower_layers_never_import_higher_ones(lower, never):
+    graph = import_graph()
+    reached = _reaches(graph, lower)
+    assert not {m for m in reached if any(m == n or m.startswith(f"{n}.") for n in never)}, sorted(reached)
+
+
+def _fresh_python(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "platform")})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_spec_space_and_the_cli_import_neither_ray_nor_torch():
+    loaded = _fresh_python(
+        "import json, sys\n"
+        "import raysweep.spec, raysweep.space, raysweep.cli, raysweep.tracking.uri\n"
+        "print(json.dumps(sorted(m for m in ('ray', 'torch', 'mlflow') if m in sys.modules)))\n"
+    )
+    assert loaded == []
+
+
+def test_importing_raysweep_changes_no_global_state():
+    # The libraries raysweep builds on first (they set variables of their own), then every
+    # raysweep module: nothing more may change.
+    modules = sorted(m for m in import_graph() if m != "raysweep.testing.localcluster")
+    changed = _fresh_python(
+        "import json, os, sys, logging\n"
+        "import ray, ray.tune, ray.train, ray.train.torch, mlflow, torch, optuna, matplotlib, ray.data, sklearn\n"
+        "env, backend = dict(os.environ), matplotlib.get_backend()\n"
+        "levels = {n: logging.getLogger(n).level for n in ('ray', 'mlflow', 'optuna')}\n"
+        f"for m in {modules!r}: __import__(m)\n"
+        "out = sorted(k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k))\n"
+        "out += ['matplotlib backend'] if matplotlib.get_backend() != backend else []\n"
+        "out += [n for n, lv in levels.items() if logging.getLogger(n).level != lv]\n"
+        "print(json.dumps(out))\n"
+    )
+    assert changed == []
+
+
+def test_every_private_ray_api_raysweep_uses_is_still_there():
+    """ray_internals.py, against the installed Ray: a moved private name fails here, not in a
+    user's search."""
+    import ray
+    from ray.tune.schedulers import ASHAScheduler
+
+    from raysweep import ray_internals
+
+    if not ray.__version__.startswith(ray_internals.CHECKED_ON):
+        pytest.fail(f"Ray {ray.__version__}: ray_internals.py was checked on {ray_internals.CHECKED_ON}; check "
+                    "each function there and update CHECKED_ON")
+    scheduler = ASHAScheduler(metric="m", mode="min", time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3)
+    rungs = ray_internals.asha_rungs(scheduler)
+    assert [m for m, _ in rungs] == [9, 3, 1] and all(isinstance(r, dict) for _, r in rungs)
+    assert ray_internals.asha_sign(scheduler) == -1.0
+    from ray._private.state import state
+    from ray.train._internal.session import get_session
+    from ray.train.v2._internal import constants
+
+    assert callable(state.get_cluster_config) and isinstance(constants.ENV_VARS_TO_PROPAGATE, set)
+    assert callable(get_session)
+    from ray.train._internal.session import _TrainSession
+
+    assert callable(getattr(_TrainSession, "_get_or_create_inter_actor_queue"))
+    from ray.tune.impl.tuner_internal import TunerInternal
+
+    assert callable(TunerInternal.get_run_config) and "_tune_config" in TunerInternal.__init__.__code__.co_names
+    from ray.tune.experiment import Trial
+
+    assert "max_failures" in Trial.__init__.__code__.co_varnames
+    import logging
+
+    assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \
+        __import__("importlib").util.find_spec(ray_internals.AUTH_SETUP_LOGGER) is not None
