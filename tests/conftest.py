@@ -201,7 +201,7 @@ def two_node_cluster():
     """One two-node `ray start` cluster (2 + 2 CPUs) with an `mlflow server`, shared by
     test_cluster.py and test_jobs.py (each started its own). Tests that need a cluster of
     another shape (test_capacity.py's growing one) start their own."""
-    from raysweep.localcluster import LocalCluster
+    from raysweep.testing import LocalCluster
 
     with LocalCluster(head_cpus=2, worker_cpus=[2], mlflow=True) as cluster:
         yield cluster
@@ -235,16 +235,15 @@ def _fast_tier_guard(request, monkeypatch):
     import ray
     import ray._private.worker
 
-    from raysweep import localcluster, search, train
+    from raysweep import runsetup
+    from raysweep.testing import LocalCluster
 
     nodeid = request.node.nodeid
     monkeypatch.setattr(ray, "init", _refuse("starts Ray", nodeid))
     monkeypatch.setattr(ray._private.worker, "init", _refuse("starts Ray", nodeid))
-    for module in (search, train):
-        if hasattr(module, "ensure_ray"):
-            monkeypatch.setattr(module, "ensure_ray", _refuse("uses Ray", nodeid))
+    monkeypatch.setattr(runsetup, "ensure_ray", _refuse("uses Ray", nodeid))
     monkeypatch.setattr(MlflowServer, "start", _refuse("starts an mlflow server", nodeid))
-    monkeypatch.setattr(localcluster.LocalCluster, "start", _refuse("starts a LocalCluster", nodeid))
+    monkeypatch.setattr(LocalCluster, "start", _refuse("starts a LocalCluster", nodeid))
 
     class GuardedPopen(subprocess.Popen):
         def __init__(self, args, *rest, **kwargs):
