@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-from raysweep.testing import LocalCluster
 from tests.conftest import ROOT, make_raw
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.testing import LocalCluster
 from tests.conftest import ROOT
 
 RAY = str(Path(sys.executable).with_name("ray"))
