@@ -69,9 +69,13 @@ def _reserve(nodes: list[dict], cpus: float) -> list[dict]:
     return [{**n, "CPU": max(0.0, n.get("CPU", 0) - cpus)} if i == largest else n for i, n in enumerate(nodes)]
 
 
-def trial_need(spec: Spec, ray_train: bool, streamed: bool = False) -> Need:
+def trial_need(spec: Spec, streamed: bool = False) -> Need:
+    """One trial of `spec`: a Ray Train group's workers may spread over nodes (tasks.needs_ray_train)."""
+    from .tasks import needs_ray_train, resolve_task
+
     res = spec.resources
-    return Need(res.workers_per_trial, res.cpus_per_worker, res.gpus_per_worker, ray_train, 1.0 if streamed else 0.0)
+    return Need(res.workers_per_trial, res.cpus_per_worker, res.gpus_per_worker,
+                needs_ray_train(spec, resolve_task(spec.task)), 1.0 if streamed else 0.0)
 
 
 def live_nodes() -> list[dict]:
@@ -169,10 +173,8 @@ class CapacityWait(Stopper):
 
     def stop_all(self) -> bool:
         now = time.monotonic()
-        if self._fits or self.failure is not None:
+        if self._fits or self.failure is not None or now - self._checked < min(RECHECK_S, self.wait_s):
             return self.failure is not None
-        if now - self._checked < min(RECHECK_S, self.wait_s):
-            return False
         self._checked = now
         nodes = live_nodes()
         if self.need.trials_on(nodes) >= 1:

@@ -23,7 +23,7 @@ from .progress import make_console
 from .ray_internals import quiet_auth_warning
 from .spec import Spec
 from .storage import resolve as storage_location
-from .tasks import needs_ray_train, resolve_task
+from .tasks import resolve_task
 from .tracking.callback import MLflowCallback
 from .tracking.tracker import Tracker
 from .tracking.uri import resolve_tracking_uri
@@ -51,7 +51,7 @@ class RunSetup:
         """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError)."""
         # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
         ensure_ray(log_to_driver=self.verbose)
-        self.wait = wait_for_capacity(self.spec, self.task, self.console)
+        self.wait = wait_for_capacity(self.spec, self.console)
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress) -> list:
         """The run's Tune callbacks: the book first (resume.py reads its state as callback 0,
@@ -127,11 +127,11 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     return True
 
 
-def wait_for_capacity(spec: Spec, task, console: Console) -> CapacityWait | None:
+def wait_for_capacity(spec: Spec, console: Console) -> CapacityWait | None:
     """Refuse a trial no node of a fixed cluster can hold (SpecError); on an autoscaling
     cluster not yet big enough, warn and return the stopper that gives up after
     `resources.scale_wait_s`."""
-    need = trial_need(spec, needs_ray_train(spec, task))
+    need = trial_need(spec)
     if check_capacity(need, say=lambda line: console.print(f"[yellow]{line}[/yellow]")):
         return CapacityWait(need, spec.resources.scale_wait_s)
     return None

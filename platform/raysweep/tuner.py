@@ -40,7 +40,7 @@ def _need(spec: Spec, data: TrialData | None) -> tuple:
     """A trial's resources (capacity.Need), and whether it streams its data; refused if the
     data's read tasks would find no CPU beside the trial."""
     streamed = data is not None and not data.info.get("cached", False)
-    need = trial_need(spec, needs_ray_train(spec, resolve_task(spec.task)), streamed)
+    need = trial_need(spec, streamed)
     if streamed:
         check_capacity(need, cache=spec.data.cache)
     return need, streamed
