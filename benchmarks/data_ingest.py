@@ -80,7 +80,7 @@ def feed(config, ctx):
     samples (epochs after the first summed), and each rank's peak RSS."""
     import torch
 
-    from raysweep.tasks.images import small_resnet
+    from raysweep.tasks.resnet import small_resnet
 
     source, root = config["source"], config.get("root")
     torch.manual_seed(ctx.seed)

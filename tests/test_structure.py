@@ -121,6 +121,25 @@ def test_spec_space_and_the_cli_import_neither_ray_nor_torch():
     assert loaded == []
 
 
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["validate", "search_spaces/digits_mlp.yaml"], ["validate", "search_spaces/tabular_wine.yaml"],
+    ["validate", "search_spaces/digits_cnn.yaml", "--set", "fixed.channels=8"],
+    ["report", "no-such-search", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"],
+    ["submit", "--help"], ["ui", "--help"], ["sync", "--help"],
+])
+def test_commands_that_train_nothing_import_neither_ray_nor_torch(argv, tmp_path):
+    # `raysweep validate` resolves the task and checks its params: with torch that took 7-10 s.
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    loaded = _fresh_python(
+        "import json, sys\n"
+        "from raysweep import cli\n"
+        f"try: cli.main({argv!r})\n"
+        "except SystemExit: pass\n"
+        "print(json.dumps(sorted(m for m in ('ray', 'torch', 'sklearn') if m in sys.modules)))\n"
+    )
+    assert loaded == []
+
+
 def test_importing_raysweep_changes_no_global_state():
     # The libraries raysweep builds on first (they set variables of their own), then every
     # raysweep module: nothing more may change.

@@ -85,7 +85,7 @@ def test_shipped_specs_pass_their_tasks_checks(path):
 
 
 def test_value_rules_describe_themselves():
-    from raysweep.tasks.base import COUNT, POSITIVE, PROBABILITY, Bounds, OneOf
+    from raysweep.tasks.params import COUNT, POSITIVE, PROBABILITY, Bounds, OneOf
 
     assert str(PROBABILITY) == "a finite number in [0, 1)" and str(POSITIVE) == "a finite number > 0"
     assert str(COUNT) == "an integer >= 1" and str(Bounds(1, 5, integer=True)) == "an integer in [1, 5]"

@@ -254,7 +254,7 @@ def cmd_search(args) -> int:
     more = _more_samples(args)
     _preflight(spec, args)
     # Imported here so that `validate` and input errors don't pay for Ray and MLflow imports.
-    from .progress import make_console
+    from .console import make_console
     from .search import run_search
 
     console = make_console()
@@ -295,7 +295,7 @@ def _train_spec(args) -> tuple[Spec, dict]:
 
 def cmd_train(args) -> int:
     spec, params = _train_spec(args)
-    from .progress import make_console
+    from .console import make_console
     from .train import run_training
 
     _preflight(spec, args, params)
@@ -337,7 +337,7 @@ def cmd_submit(args, job_args: list[str]) -> int:
 def cmd_report(args) -> int:
     from mlflow import MlflowClient
 
-    from .progress import make_console
+    from .console import make_console
     from .report import build_report, print_report
 
     uri = check_tracking_uri(args.tracking_uri, existing=True)

@@ -6,7 +6,6 @@ printed when a trial ends, at most every few seconds, so logs stay readable.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from ray.tune import Callback
@@ -16,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
+from .console import make_console
 
 _PLAIN_INTERVAL_S = 5.0
 SLOW_POLL_EPOCHS = 3  # epochs in a row shorter than Ray Train's poll before SlowPollWarning speaks
@@ -27,14 +27,6 @@ def _value(v: float | None) -> str:
 
 def _param(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def make_console() -> Console:
-    """stdout; in logs (no terminal) wide enough that tables and status lines don't wrap."""
-    console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=200)
-    return console
 
 
 class _Printing(Callback):

@@ -19,7 +19,7 @@ from .distributed import slow_poll_warning
 from .files import check_data
 from .ingest import TrialData
 from .interrupt import Interrupt
-from .progress import make_console
+from .console import make_console
 from .ray_internals import quiet_auth_warning
 from .spec import Spec
 from .storage import resolve as storage_location

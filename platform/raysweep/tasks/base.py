@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
-import torch
-from torch import nn
+from .params import COUNT, LR_SCHEDULES, NON_NEGATIVE, POSITIVE, Bounds, OneOf, _check_schedule, check_values
 
-from ..context import TrainContext
-from ..loop import SumMetrics, evaluate, evaluate_batches, fit
+if TYPE_CHECKING:  # torch is imported where a task trains or builds a model, not to resolve it
+    import torch
+    from torch import nn
+
+    from ..context import TrainContext
+    from ..loop import SumMetrics
 
 
 @runtime_checkable
@@ -54,15 +56,22 @@ def accuracy_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out.argmax(dim=1) == y).sum()
 
 
+def cross_entropy(out: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The classifiers' loss: torch's, imported when a trial first computes it (the loop
+    passes `reduction`)."""
+    from torch.nn.functional import cross_entropy
+
+    return cross_entropy(out, y, **kwargs)
+
+
 def mlp(n_in: int, n_out: int, *, hidden: int, layers: int, dropout: float) -> nn.Sequential:
     """n_in -> hidden (x `layers`, each ReLU then dropout) -> n_out."""
+    from torch import nn
+
     blocks: list[nn.Module] = []
     for i in range(layers):
         blocks += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*blocks, nn.Linear(hidden if layers else n_in, n_out))
-
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def lr_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -71,98 +80,13 @@ def lr_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> tor
     Cosine ends each trial at a near-zero rate, so its last epochs' validation values settle
     instead of moving 5-30% epoch to epoch, as they do at a constant rate.
     """
+    import torch
+
     if name == "constant":
         return None
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     raise ValueError(f"lr_schedule {name!r}: use one of {', '.join(LR_SCHEDULES)}")
-
-
-def _check_schedule(key: str, name: Any) -> None:
-    if name not in LR_SCHEDULES:
-        raise ValueError(f"{key}: {name!r} is not a schedule (use one of {', '.join(LR_SCHEDULES)})")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The numbers a task's hyperparameter may be: finite, an integer if `integer`, from `low`
-    to `high`, each end included unless open. Checked before any trial runs (`check_values`):
-    out of range, each trial would fail on its own (batch_size 0) or train on nonsense
-    (dropout 1.5 raises in torch; a float batch_size is silently truncated)."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    integer: bool = False
-    low_open: bool = False
-    high_open: bool = False
-
-    def allows(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        return ((value > self.low) if self.low_open else (value >= self.low)) and (
-            (value < self.high) if self.high_open else (value <= self.high))
-
-    def __str__(self) -> str:
-        kind = "an integer" if self.integer else "a finite number"
-        low, high = f"{self.low:g}", f"{self.high:g}"
-        if math.isinf(self.high):
-            return f"{kind} {'>' if self.low_open else '>='} {low}"
-        return f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
-
-
-@dataclass(frozen=True)
-class OneOf:
-    """A hyperparameter that takes one of these values (of the same type: `augment: 'false'`
-    is a truthy string, not false)."""
-
-    values: tuple
-
-    def allows(self, value: Any) -> bool:
-        return any(type(value) is type(v) and value == v for v in self.values)
-
-    def __str__(self) -> str:
-        return "one of " + ", ".join(_shown(v).strip("'") for v in self.values)
-
-
-POSITIVE = Bounds(0, low_open=True)  # lr
-NON_NEGATIVE = Bounds(0)  # weight_decay
-COUNT = Bounds(1, integer=True)  # batch_size, hidden units, channels
-PROBABILITY = Bounds(0, 1, high_open=True)  # dropout: at 1 every activation is zeroed
-
-
-def check_values(rules: dict[str, Bounds | OneOf], fixed: dict[str, Any], space: dict[str, Any],
-                 fixed_at: str = "fixed.") -> None:
-    """Each value a config can hold for a key with a rule: the fixed one (its key named
-    `fixed_at` + key), a choice's every value, a range's both ends (a sampler may return
-    either). A ValueError naming the spec key."""
-    for key, rule in rules.items():
-        if key in fixed and not rule.allows(fixed[key]):
-            raise ValueError(f"{fixed_at}{key}: {_shown(fixed[key])} is not {rule}")
-        param = space.get(key)
-        if param is None:
-            continue
-        values = getattr(param, "values", None)
-        if values is not None:
-            bad = [v for v in values if not rule.allows(v)]
-            if bad:
-                raise ValueError(f"space.{key}.values: {_shown(bad[0])} is not {rule}")
-        elif isinstance(rule, OneOf):
-            raise ValueError(f"space.{key}: must be a choice of {str(rule).removeprefix('one of ')}, not a range")
-        elif rule.integer and param.type != "int":
-            raise ValueError(f"space.{key}: must be an int or choice parameter ({rule}), not {param.type}")
-        else:
-            for end in ("low", "high"):
-                value = getattr(param, end)
-                if not rule.allows(value):  # ints as written (`:g` overflows on a huge one)
-                    shown = f"{value:g}" if isinstance(value, float) else _shown(value)
-                    raise ValueError(f"space.{key}: {end} ({shown}) is not {rule}")
 
 
 class SupervisedTask:
@@ -174,8 +98,8 @@ class SupervisedTask:
     overrides `splits_for` instead.
     """
 
-    loss_fn: Callable = staticmethod(nn.functional.cross_entropy)
-    val_metrics: SumMetrics = {}
+    loss_fn: Callable = staticmethod(cross_entropy)
+    val_metrics: ClassVar[SumMetrics] = {}
     # The spec data: formats the task trains on (streamed, ingest.py); () trains on its own
     # data only. `needs_data`: it has no data of its own.
     data_formats: tuple[str, ...] = ()
@@ -224,6 +148,10 @@ class SupervisedTask:
         check_values(self.param_rules, fixed, space)
 
     def train(self, config: dict[str, Any], ctx: TrainContext) -> None:
+        import torch
+
+        from ..loop import fit
+
         missing = [key for key in self.required if key not in config]
         if missing:  # the trial fails with this line as its error, not a bare KeyError
             raise ValueError(f"{type(self).__name__} needs {missing[0]!r}: put it in the spec's space or fixed")
@@ -249,6 +177,8 @@ class SupervisedTask:
     def evaluate(self, config: dict[str, Any], state: dict, seed: int, data: Any = None) -> dict[str, float]:
         """Test-split metrics of a checkpoint's model (`test_loss`, and e.g. `test_accuracy`);
         `data`: the spec's data: splits (ingest.TrialData), whose test split, if any, it streams."""
+        from ..loop import evaluate, evaluate_batches
+
         model = self.load_model(config, state)
         metrics = {name.replace("val_", "test_", 1): fn for name, fn in self.val_metrics.items()}
         if data is not None:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sklearn.datasets import load_digits
-from torch import nn
+from .base import Splits, SupervisedTask, accuracy_sum, mlp
+from .params import COUNT, PROBABILITY
 
-from ..loop import SumMetrics
-from .base import COUNT, PROBABILITY, Splits, SupervisedTask, accuracy_sum, mlp
-from .data import stratified_splits
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..loop import SumMetrics
 
 
 @lru_cache(maxsize=8)  # per process: reused trial actors don't reload
 def digits_splits(seed: int) -> Splits:
+    from sklearn.datasets import load_digits
+
+    from .data import stratified_splits
+
     data = load_digits()
     return stratified_splits(data.data / 16.0, data.target, seed)
 
@@ -45,6 +50,8 @@ class DigitsCNN(_Digits):
     param_rules = {**SupervisedTask.param_rules, "channels": COUNT, "hidden": COUNT, "dropout": PROBABILITY}
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
+        from torch import nn
+
         c, hidden = int(config.get("channels", 16)), int(config.get("hidden", 64))
         dropout = float(config.get("dropout", 0.0))
         return nn.Sequential(

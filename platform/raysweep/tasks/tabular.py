@@ -13,17 +13,19 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_iris, load_wine
-from torch import nn
 
-from ..loop import SumMetrics
-from .base import COUNT, PROBABILITY, Bounds, OneOf, Splits, SupervisedTask, accuracy_sum, mlp
-from .data import standardized, stratified_splits
+from .base import Splits, SupervisedTask, accuracy_sum, mlp
+from .params import COUNT, PROBABILITY, Bounds, OneOf
 
-DATASETS = {"wine": load_wine, "breast_cancer": load_breast_cancer, "iris": load_iris}
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..loop import SumMetrics
+
+DATASETS = ("wine", "breast_cancer", "iris")  # scikit-learn's load_<name>
 FILE_TYPES = (".csv", ".parquet")
 
 
@@ -87,7 +89,9 @@ def source_of(config: dict[str, Any]) -> Source:
 @lru_cache(maxsize=8)  # per process: reused trial actors don't read the file again
 def load_table(source: Source) -> Table:
     if source.dataset is not None:
-        bunch = DATASETS[source.dataset]()
+        import sklearn.datasets  # here, not at import: resolving the task stays fast
+
+        bunch = getattr(sklearn.datasets, f"load_{source.dataset}")()
         classes = tuple(str(name) for name in bunch.target_names)
         return Table(bunch.data.astype(np.float64), bunch.target.astype(np.int64), classes, tuple(bunch.feature_names))
     return read_table(Path(source.path), source.target)
@@ -145,6 +149,8 @@ def encode_labels(labels, what: str) -> tuple[tuple[str, ...], np.ndarray]:
 @lru_cache(maxsize=16)
 def tabular_splits(source: Source, seed: int) -> Splits:
     """Seeded stratified 60/20/20 split, standardized with the train split's statistics."""
+    from .data import standardized, stratified_splits
+
     table = load_table(source)
     try:
         return standardized(stratified_splits(table.x, table.y, seed))
@@ -162,7 +168,7 @@ class Tabular(SupervisedTask):
     val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
     data_formats: ClassVar[tuple[str, ...]] = ("parquet", "csv", "jsonl")
     param_rules = {**SupervisedTask.param_rules, "hidden": COUNT, "layers": Bounds(0, integer=True),
-                   "dropout": PROBABILITY, "dataset": OneOf(tuple(DATASETS))}
+                   "dropout": PROBABILITY, "dataset": OneOf(DATASETS)}
 
     def splits(self, seed: int) -> Splits:
         return self.splits_for({}, seed)  # no config: the default dataset
