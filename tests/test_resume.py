@@ -60,7 +60,7 @@ def test_extending_a_finished_search_continues_its_sampler_and_parent_run(ray_se
 
 # In-process trials, and Ray Train trials (a worker group per trial, its checkpoints in Ray
 # Train's own run directory): both die with the driver, both continue from their checkpoints.
-@pytest.mark.parametrize("workers,samples,concurrent", [(1, 6, 2), (2, 4, 1)], ids=["in-process", "ray-train"])
+@pytest.mark.parametrize("workers,samples,concurrent", [(1, 6, 2), (2, 3, 1)], ids=["in-process", "ray-train"])
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, tmp_path, workers, samples, concurrent):
     raw = make_raw(**{"name": "phoenix", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
                       "search.num_samples": samples, "search.max_concurrent": concurrent, "scheduler.type": "fifo",
