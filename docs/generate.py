@@ -387,6 +387,19 @@ def data_ingest_throughput() -> str:
                   "streamed / DataLoader"], rows)
 
 
+def startup() -> str:
+    result = load("startup.json")
+    median, methods = result["median"], [m for m in ("optuna", "tune", "raysweep") if m in result["median"]]
+    names = {"optuna": "standalone Optuna", "tune": "plain Ray Tune", "raysweep": "raysweep"}
+    phases = {"imports": "imports done", "ray_started": "Ray started", "first_trial_started": "first trial started",
+              "first_result": "first result", "last_result": "last result", "search_ended": "search ended",
+              "exit": "process exit"}
+    rows = [[label, *("-" if median[m][p] is None else f"{median[m][p]:.1f}" for m in methods)]
+            for p, label in phases.items()]
+    return table([f"s from start ({result['trials']} trials, median of {result['rounds']})",
+                  *(names[m] for m in methods)], rows)
+
+
 def meter_overhead() -> str:
     result = load("meter_overhead.json")
     median = result["median_s_per_epoch"]
@@ -423,6 +436,7 @@ BLOCKS = {
     "scale": scale,
     "data-ingest-throughput": data_ingest_throughput,
     "meter-overhead": meter_overhead,
+    "startup": startup,
 }
 
 

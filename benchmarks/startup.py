@@ -1,0 +1,258 @@
+"""Where a laptop search's wall time goes: raysweep, plain Ray Tune and standalone Optuna, side by side.
+
+    python benchmarks/startup.py [--trials 24] [--epochs 20] [--rounds 1] [--methods optuna,tune,raysweep] [--out PATH]
+
+The same search three ways, each in a fresh Python process (so imports count, as they do for
+a user): the README's default spec (`search_spaces/digits_mlp.yaml`: TPE over lr, batch size,
+weight decay and dropout, ASHA, 4 trials at a time, seed 0) with `--trials` trials of at most
+`--epochs` epochs. Every method trains through raysweep's own task code, so the model, data
+and loop are the same:
+
+- `optuna`: a standalone study (TPE seeded as raysweep builds it, Optuna's SuccessiveHalving
+  pruner with the spec's rungs), the task's training function in this one process;
+- `tune`: plain Ray Tune: a function trainable reporting each epoch with `tune.report`,
+  `OptunaSearch` (same TPE) limited to 4 at a time, `ASHAScheduler`, `reuse_actors`, nothing
+  tracked (Tune's own loggers as Ray ships them);
+- `raysweep`: `run_search` with MLflow in a fresh SQLite file, as `raysweep search` runs it.
+
+Phases, in seconds from the moment the parent started the process: its imports done; Ray
+started; the first trial's training function entered; the first epoch's result (raysweep:
+its first metric in MLflow); the last result; the search's end (raysweep: the parent run
+ended in MLflow, summary and model logged; Tune and Optuna: `fit()` / the study returned);
+the process's exit. Rounds alternate the order of the methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # benchmarks/common.py
+from common import command, machine, write_json  # noqa: E402
+
+METHODS = ("optuna", "tune", "raysweep")
+PHASES = ("imports", "ray_started", "first_trial_started", "first_result", "last_result", "search_ended", "exit")
+SPEC_FILE = ROOT / "search_spaces" / "digits_mlp.yaml"
+GOALS = {"raysweep_over_optuna": 2.0, "first_result_s": 8.0}
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def _spec(trials: int, epochs: int, name: str):
+    from raysweep.spec import load_spec
+
+    return load_spec(SPEC_FILE, [f"search.num_samples={trials}", f"max_epochs={epochs}", f"name={name}"])
+
+
+def child_optuna(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
+    import optuna
+
+    from raysweep.context import LocalContext
+    from raysweep.space import optuna_space
+    from raysweep.tasks import resolve_task
+    from raysweep.trial import trial_params
+
+    stamps["imports"] = time.time()
+    spec = _spec(trials, epochs, "startup-optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task, space = resolve_task(spec.task), optuna_space(spec)
+    study = optuna.create_study(
+        direction="minimize" if spec.mode == "min" else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.search.n_startup_trials),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.scheduler.grace_period,
+                                                      reduction_factor=int(spec.scheduler.reduction_factor)))
+
+    def train(trial) -> float | None:
+        stamps.setdefault("first_trial_started", time.time())
+        value = None
+
+        def on_report(metrics, _checkpoint):
+            nonlocal value
+            now = time.time()
+            stamps.setdefault("first_result", now)
+            stamps["last_result"] = now
+            value = metrics[spec.metric]
+            trial.report(value, int(metrics["epoch"]))
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        ctx = LocalContext(max_epochs=spec.max_epochs, seed=spec.seed, checkpoints=False, on_report=on_report)
+        task.train(trial_params(spec, dict(trial.params)), ctx)
+        return value
+
+    for _ in range(spec.search.num_samples):  # ask and tell: the study samples the spec's space itself
+        trial = study.ask(space)
+        try:
+            study.tell(trial, train(trial))
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    stamps["search_ended"] = time.time()
+
+
+def child_tune(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
+    import logging
+
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raysweep.space import optuna_space
+
+    stamps["imports"] = time.time()
+    spec = _spec(trials, epochs, "startup-tune")
+    ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False)
+    stamps["ray_started"] = time.time()
+    searcher = OptunaSearch(space=optuna_space(spec), metric=spec.metric, mode=spec.mode,
+                            sampler=optuna.samplers.TPESampler(seed=spec.seed,
+                                                               n_startup_trials=spec.search.n_startup_trials))
+    tuner = tune.Tuner(
+        tune.with_parameters(_tune_trainable, spec=spec),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
+            scheduler=ASHAScheduler(metric=spec.metric, mode=spec.mode, max_t=spec.max_epochs,
+                                    grace_period=spec.scheduler.grace_period,
+                                    reduction_factor=spec.scheduler.reduction_factor),
+            num_samples=spec.search.num_samples, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp / "tune"), name="startup-tune", verbose=0))
+    grid = tuner.fit()
+    stamps["search_ended"] = time.time()
+    starts = [r.metrics["t0"] for r in grid if r.metrics]
+    times = [t for r in grid if r.metrics_dataframe is not None for t in r.metrics_dataframe["t"]]
+    stamps.update(first_trial_started=min(starts), first_result=min(times), last_result=max(times))
+    ray.shutdown()
+
+
+def _tune_trainable(config, spec):
+    from ray import tune
+
+    from raysweep.context import LocalContext
+    from raysweep.tasks import resolve_task
+    from raysweep.trial import trial_params
+
+    t0 = time.time()
+    ctx = LocalContext(max_epochs=spec.max_epochs, seed=spec.seed, checkpoints=False,
+                       on_report=lambda metrics, _: tune.report({**metrics, "t0": t0, "t": time.time()}))
+    resolve_task(spec.task).train(trial_params(spec, config), ctx)
+
+
+def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
+    from rich.console import Console
+
+    from raysweep.runsetup import ensure_ray
+    from raysweep.search import run_search
+
+    stamps["imports"] = time.time()
+    spec = _spec(trials, epochs, "startup-raysweep")
+    ensure_ray(log_to_driver=False)
+    stamps["ray_started"] = time.time()
+    result = run_search(spec, storage=str(tmp / "results"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+                        console=Console(quiet=True))
+    stamps["parent_run_id"] = result.parent_run_id  # the rest is read from MLflow by the parent
+
+
+def raysweep_phases(tmp: Path, parent_run_id: str) -> dict:
+    """First trial started, first and last result, search ended: as MLflow recorded them."""
+    from mlflow import MlflowClient
+
+    from raysweep.tracking.names import PARENT_TAG
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                                  max_results=1000)
+    points = [m.timestamp for c in children for m in client.get_metric_history(c.info.run_id, "val_loss")]
+    return {"first_trial_started": min(c.info.start_time for c in children) / 1000,
+            "first_result": min(points) / 1000, "last_result": max(points) / 1000,
+            "search_ended": parent.info.end_time / 1000, "trials": len(children)}
+
+
+CHILDREN = {"optuna": child_optuna, "tune": child_tune, "raysweep": child_raysweep}
+
+
+def child_main(method: str, trials: int, epochs: int, tmp: Path, out: Path) -> None:
+    stamps: dict = {}
+    try:
+        CHILDREN[method](trials, epochs, tmp, stamps)
+    finally:
+        out.write_text(json.dumps(stamps))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_method(method: str, trials: int, epochs: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"raysweep-startup-{method}-") as name:
+        tmp = Path(name)
+        # Its own local Ray, as on a laptop: not one a test session (RAY_ADDRESS) runs.
+        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(HERE),
+                                                             os.environ.get("PYTHONPATH", "")])}
+        started = time.time()
+        proc = subprocess.run([sys.executable, __file__, "--child", method, "--trials", str(trials), "--epochs",
+                               str(epochs), "--tmp", str(tmp)], cwd=tmp, env=env, capture_output=True, text=True)
+        ended = time.time()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{method} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        stamps = json.loads((tmp / "stamps.json").read_text())
+        if method == "raysweep":
+            stamps.update(raysweep_phases(tmp, stamps.pop("parent_run_id")))
+        stamps["exit"] = ended
+        return {p: (round(stamps[p] - started, 3) if p in stamps else None) for p in PHASES}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=20, help="max_epochs of every trial (the spec's)")
+    p.add_argument("--rounds", type=int, default=1, help="runs of every method, in alternating order")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--out", default=str(HERE / "results" / "startup.json"))
+    p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child_main(args.child, args.trials, args.epochs, Path(args.tmp), Path(args.tmp) / "stamps.json")
+        return 0
+
+    methods = args.methods.split(",")
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for r in range(args.rounds):
+        for method in methods if r % 2 == 0 else reversed(methods):
+            phases = run_method(method, args.trials, args.epochs)
+            runs[method].append(phases)
+            print(f"round {r + 1} {method:9s} " + "  ".join(f"{k} {v:.1f}" for k, v in phases.items() if v is not None),
+                  flush=True)
+    median = {m: {p: (statistics.median(v[p] for v in rs) if rs[0][p] is not None else None) for p in PHASES}
+              for m, rs in runs.items()}
+    out = {"command": command("startup.py", argv), "machine": machine(), "trials": args.trials, "epochs": args.epochs,
+           "rounds": args.rounds, "goals": GOALS, "runs": runs, "median": median}
+    if "optuna" in median and "raysweep" in median:
+        out["raysweep_over_optuna"] = median["raysweep"]["exit"] / median["optuna"]["exit"]
+    if "tune" in median and "raysweep" in median:
+        out["raysweep_over_tune"] = median["raysweep"]["exit"] / median["tune"]["exit"]
+    print(f"\n{'phase (s from start)':22s}" + "".join(f"{m:>10s}" for m in methods))
+    for phase in PHASES:
+        print(f"{phase:22s}" + "".join(f"{'-' if median[m][phase] is None else f'{median[m][phase]:.1f}':>10s}"
+                                       for m in methods))
+    if "raysweep_over_optuna" in out:
+        print(f"raysweep / standalone Optuna, whole process: {out['raysweep_over_optuna']:.2f}x "
+              f"(goal at most {GOALS['raysweep_over_optuna']:g}x); raysweep's first result at "
+              f"{median['raysweep']['first_result']:.1f} s (goal {GOALS['first_result_s']:g} s)")
+    write_json(args.out, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
