@@ -45,7 +45,7 @@ STREAM_STORE_BYTES = 512 * 2**20
 # took a Ray Data task to 2.5 GB as float32 and float64 copies.
 MAP_BATCH_ROWS = 1024
 # Files per block of an image split's paths, so that a split of 7,000 images streams as 14
-# blocks that Ray Data's tasks read and decode in parallel (_image_paths).
+# blocks that Ray Data's tasks read and decode in parallel (_file_paths).
 IMAGE_BLOCK_FILES = 512
 IMAGE_DECODE_ROWS = 256  # images per decoding batch: 38 MB of uint8 at 224x224 RGB
 # Ray Data's read and preprocessing tasks run in worker processes of their own (a distinct
@@ -125,41 +125,67 @@ class TrialData:
 
 
 def _read(section: DataSection, split: str, info: dict):
-    """The split's raw rows, and the filesystem its files are on."""
+    """The split's raw rows, and the filesystem its files are on.
+
+    Images and Parquet files are read inside the first map task (`_file_paths`), so that
+    reading and preprocessing are one Ray Data operator. As two, a two-worker trial streaming
+    7 GB of Parquet with one CPU left to Ray Data stalled for good: the read operator held that
+    CPU's reservation with 3 GiB of output queued, and the preprocessing operator after it was
+    allotted none (docs/performance.md, Data ingest). CSV and JSON lines keep Ray Data's readers.
+    """
     import ray.data
 
     s = list_split(f"data.{split}", getattr(section, split), section.format)
     if section.format == "images":
-        return _image_paths(s), s.filesystem
+        return _file_paths(s, IMAGE_BLOCK_FILES), s.filesystem
     columns = [section.label, *(section.features or [])] if section.features else None
     if section.format == "parquet":
-        return ray.data.read_parquet(s.files, filesystem=s.filesystem, columns=columns, **DATA_TASKS), s.filesystem
+        paths = _file_paths(s, 1)  # a task per file: files read in parallel, each streamed in batches
+        return paths.map_batches(_ReadParquet(s.filesystem, columns), batch_format="pyarrow", batch_size=1,
+                                 **DATA_TASKS), s.filesystem
     reader = ray.data.read_csv if section.format == "csv" else ray.data.read_json
     ds = reader(s.files, filesystem=s.filesystem, **DATA_TASKS)
     return (ds if columns is None else ds.select_columns(columns)), s.filesystem
 
 
-def _image_paths(split):
-    """An image split as a dataset of its file paths, in a seeded random order, in blocks of
-    `IMAGE_BLOCK_FILES`; `_ToXY` reads and decodes each batch's files in one task.
+def _file_paths(split, per_block: int):
+    """A split as a dataset of its file paths, in a seeded random order, `per_block` to a
+    block; the map tasks after it read the files (images: `_ToXY`; Parquet: `_ReadParquet`).
 
-    Not `read_binary_files`: on 7,000 32x32 PNGs (23 MB, 2 cores) it took 2.3-3.0 s an epoch
-    only to read the bytes, against 0.07 s for pyarrow's filesystem in a loop, and its read
-    and decode ran as two operators with the bytes passed through the object store between
-    them. Paths plus one fused read-and-decode: 1.3 s an epoch for read, decode and normalise,
-    against 4.1 s (benchmarks/data_ingest.py measures the trials). Ray Data's `read_images`
-    was slower still: 1,150 images/s against 2,780 for PIL in _ToXY, because it builds an
-    Arrow tensor block per file's image. The order is shuffled once because the files come sorted by
-    class folder: a shuffle buffer over class-sorted rows would see two or three classes."""
+    Not `read_binary_files` for images: on 7,000 32x32 PNGs (23 MB, 2 cores) it took 2.3-3.0 s
+    an epoch only to read the bytes, against 0.07 s for pyarrow's filesystem in a loop, and
+    passed them to the decoding task through the object store. Paths plus one fused read and
+    decode: 1.3 s an epoch for read, decode and normalise, against 4.1 s
+    (benchmarks/data_ingest.py measures the trials). Ray Data's `read_images` was slower
+    still: 1,150 images/s against 2,780 for PIL in _ToXY, because it builds an Arrow tensor
+    block per file's image. The order is shuffled once because files often come sorted by
+    class (image folders always): a shuffle buffer over class-sorted rows would see two or
+    three classes."""
     import pyarrow as pa
     import ray.data
 
     files = np.array(split.files, dtype=object)
     np.random.default_rng(0).shuffle(files)
-    step = IMAGE_BLOCK_FILES
-    tables = [pa.table({"path": pa.array(files[i : i + step].tolist(), type=pa.string())})
-              for i in range(0, len(files), step)]
+    tables = [pa.table({"path": pa.array(files[i : i + per_block].tolist(), type=pa.string())})
+              for i in range(0, len(files), per_block)]
     return ray.data.from_arrow(tables)
+
+
+class _ReadParquet:
+    """Parquet file paths -> their rows, `MAP_BATCH_ROWS` at a time (a generator: a file of
+    gigabytes is never whole in a task's memory)."""
+
+    def __init__(self, filesystem, columns: list[str] | None):
+        self.filesystem, self.columns = filesystem, columns
+
+    def __call__(self, batch):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for path in batch.column("path").to_pylist():
+            with self.filesystem.open_input_file(path) as f:
+                for rows in pq.ParquetFile(f).iter_batches(batch_size=MAP_BATCH_ROWS, columns=self.columns):
+                    yield pa.Table.from_batches([rows])
 
 
 class _ToXY:
@@ -248,8 +274,8 @@ class _Normalize:
         return {"x": (x - self.mean) / self.std, "y": batch["y"]}
 
 
-def _statistics(train, images: bool) -> tuple[list[float], list[float]]:
-    parts = train.map_batches(_Moments(images), batch_format="numpy", batch_size=MAP_BATCH_ROWS,
+def _statistics(train, images: bool, batch_rows: int | None) -> tuple[list[float], list[float]]:
+    parts = train.map_batches(_Moments(images), batch_format="numpy", batch_size=batch_rows,
                               **DATA_TASKS).take_all()
     s = sum(np.asarray(p["s"], dtype=np.float64) for p in parts)
     ss = sum(np.asarray(p["ss"], dtype=np.float64) for p in parts)
@@ -274,6 +300,13 @@ def _classes(raw: dict, section: DataSection) -> list:
                 raise SpecError(f"data.{split}: label {unknown[0]!r} in column {section.label!r} is not among "
                                 f"data.train's classes")
     return labels
+
+
+def _batch_rows(fmt: str) -> int | None:
+    """Rows per batch of the preprocessing maps. Fused with the read (images, Parquet), their
+    batch size is also the number of input rows, here file paths, a task takes: Parquet's is
+    None (a batch per block the read yields), so that each file is a task of its own."""
+    return {"images": IMAGE_DECODE_ROWS, "parquet": None}.get(fmt, MAP_BATCH_ROWS)
 
 
 def _size(n: float) -> str:
@@ -312,9 +345,9 @@ def load(section: DataSection, info: dict | None = None, *, say: Callable[[str],
         raw = {s: ds.materialize() for s, ds in raw.items()}
     if not images:
         info["classes"] = _classes(raw, section)
-    # images: read and decoded in one task per IMAGE_DECODE_ROWS files (_image_paths)
+    # images: read and decoded in one task per IMAGE_DECODE_ROWS files (_file_paths)
     xy = {s: raw[s].map_batches(_ToXY(section, info, s, read[s][1]), batch_format="numpy",
-                                batch_size=IMAGE_DECODE_ROWS if images else MAP_BATCH_ROWS,
+                                batch_size=_batch_rows(section.format),
                                 **DATA_TASKS)
           for s in splits}
     if cache:
@@ -322,9 +355,9 @@ def load(section: DataSection, info: dict | None = None, *, say: Callable[[str],
         del raw, read  # the decoded rows are in xy now: free the object store of the raw ones
     if not images:
         info["input_shape"] = list(xy["train"].take_batch(1, batch_format="numpy")["x"].shape[1:])
-    info["mean"], info["std"] = _statistics(xy["train"], images)
+    info["mean"], info["std"] = _statistics(xy["train"], images, _batch_rows(section.format))
     datasets = {s: ds.map_batches(_Normalize(info["mean"], info["std"], images), batch_format="numpy",
-                                  batch_size=MAP_BATCH_ROWS, **DATA_TASKS)
+                                  batch_size=_batch_rows(section.format), **DATA_TASKS)
                 for s, ds in xy.items()}
     if not cache:
         for ds in datasets.values():  # its own copy of the context: nothing else changes
