@@ -115,6 +115,17 @@ def child_tune(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     spec = _spec(trials, epochs, "startup-tune")
     ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False)
     stamps["ray_started"] = time.time()
+    class Stamps(tune.Callback):
+        """When each trial's training started (its reported t0) and each result reached the driver."""
+
+        started: list[float] = []
+        results: list[float] = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.results.append(time.time())
+            self.started.append(result["t0"])
+
+    stamp = Stamps()
     searcher = OptunaSearch(space=optuna_space(spec), metric=spec.metric, mode=spec.mode,
                             sampler=optuna.samplers.TPESampler(seed=spec.seed,
                                                                n_startup_trials=spec.search.n_startup_trials))
@@ -126,12 +137,13 @@ def child_tune(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
                                     grace_period=spec.scheduler.grace_period,
                                     reduction_factor=spec.scheduler.reduction_factor),
             num_samples=spec.search.num_samples, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(tmp / "tune"), name="startup-tune", verbose=0))
-    grid = tuner.fit()
+        run_config=tune.RunConfig(storage_path=str(tmp / "tune"), name="startup-tune", verbose=0,
+                                  callbacks=[stamp]))
+    tuner.fit()
     stamps["search_ended"] = time.time()
-    starts = [r.metrics["t0"] for r in grid if r.metrics]
-    times = [t for r in grid if r.metrics_dataframe is not None for t in r.metrics_dataframe["t"]]
-    stamps.update(first_trial_started=min(starts), first_result=min(times), last_result=max(times))
+    # Observed in this driver as Tune hands each result to its callbacks (`Stamps`).
+    stamps.update(first_trial_started=min(stamp.started), first_result=min(stamp.results),
+                  last_result=max(stamp.results))
     ray.shutdown()
 
 
@@ -144,7 +156,7 @@ def _tune_trainable(config, spec):
 
     t0 = time.time()
     ctx = LocalContext(max_epochs=spec.max_epochs, seed=spec.seed, checkpoints=False,
-                       on_report=lambda metrics, _: tune.report({**metrics, "t0": t0, "t": time.time()}))
+                       on_report=lambda metrics, _: tune.report({**metrics, "t0": t0}))
     resolve_task(spec.task).train(trial_params(spec, config), ctx)
 
 
@@ -196,8 +208,10 @@ def child_main(method: str, trials: int, epochs: int, tmp: Path, out: Path) -> N
 def run_method(method: str, trials: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"raysweep-startup-{method}-") as name:
         tmp = Path(name)
-        # Its own local Ray, as on a laptop: not one a test session (RAY_ADDRESS) runs.
-        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(HERE),
+        # Its own local Ray, as on a laptop: not one a test session (RAY_ADDRESS) runs; plain
+        # Tune with its loggers as Ray ships them (raysweep turns them off in its own process).
+        env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")},
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(HERE),
                                                              os.environ.get("PYTHONPATH", "")])}
         started = time.time()
         proc = subprocess.run([sys.executable, __file__, "--child", method, "--trials", str(trials), "--epochs",

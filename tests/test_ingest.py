@@ -39,7 +39,6 @@ def images(tmp_path_factory):
 def table(tmp_path_factory):
     """breast_cancer with a text label, split 341 / 114 / 114 rows, in each format: train as
     two shards in a folder, val and test as one file each."""
-    import pandas as pd
     from sklearn.datasets import load_breast_cancer
 
     out = tmp_path_factory.mktemp("table")
