@@ -118,8 +118,9 @@ def child_tune(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     class Stamps(tune.Callback):
         """When each trial's training started (its reported t0) and each result reached the driver."""
 
-        started: list[float] = []
-        results: list[float] = []
+        def __init__(self):
+            self.started: list[float] = []
+            self.results: list[float] = []
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.results.append(time.time())

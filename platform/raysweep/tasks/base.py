@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
-from .params import COUNT, LR_SCHEDULES, NON_NEGATIVE, POSITIVE, Bounds, OneOf, _check_schedule, check_values
+from .params import COUNT, LR_SCHEDULES, NON_NEGATIVE, POSITIVE, Bounds, OneOf, check_schedule, check_values
 
 if TYPE_CHECKING:  # torch is imported where a task trains or builds a model, not to resolve it
     import torch
@@ -138,13 +138,13 @@ class SupervisedTask:
             if key not in fixed and key not in space:
                 raise ValueError(f"{key}: {type(self).__name__} needs it: put it in the spec's space or fixed")
         if "lr_schedule" in fixed:
-            _check_schedule("fixed.lr_schedule", fixed["lr_schedule"])
+            check_schedule("fixed.lr_schedule", fixed["lr_schedule"])
         if "lr_schedule" in space:
             values = getattr(space["lr_schedule"], "values", None)
             if values is None:
                 raise ValueError(f"space.lr_schedule: must be a choice of {', '.join(LR_SCHEDULES)}, not a range")
             for value in values:
-                _check_schedule("space.lr_schedule.values", value)
+                check_schedule("space.lr_schedule.values", value)
         check_values(self.param_rules, fixed, space)
 
     def train(self, config: dict[str, Any], ctx: TrainContext) -> None:

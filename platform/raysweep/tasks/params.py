@@ -11,7 +11,7 @@ from typing import Any
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def _check_schedule(key: str, name: Any) -> None:
+def check_schedule(key: str, name: Any) -> None:
     if name not in LR_SCHEDULES:
         raise ValueError(f"{key}: {name!r} is not a schedule (use one of {', '.join(LR_SCHEDULES)})")
 
