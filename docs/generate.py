@@ -258,7 +258,19 @@ def perf_summary() -> str:
                  f"{x(two['ray_data_cached_vs_dataloader'])}",
                  "met" if all(ok) else "met for one worker, missed for two" if ok[0] else
                  "missed for one worker, met for two" if ok[1] else "missed when streamed"])
+    goals = ingest["goals"]
+    rss = ingest["rss"]
+    rows.append(["data ingest: a streaming worker's memory",
+                 f"peak RSS under {goals['peak_rss_mb'] / 1000:g} GB while it streams {goals['dataset_over_rss']}x that",
+                 "; ".join(f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}: "
+                           f"{max(r['peak_rss_mb']):,.0f} MiB peak, dataset {r['dataset_over_peak_rss']:.1f}x"
+                           for r in rss),
+                 verdict(all(_rss_ok(r, goals) for r in rss))])
     return table(["benchmark", "goal", "measured here", ""], rows)
+
+
+def _rss_ok(row: dict, goals: dict) -> bool:
+    return max(row["peak_rss_mb"]) <= goals["peak_rss_mb"] and row["dataset_over_peak_rss"] >= goals["dataset_over_rss"]
 
 
 TRIAL_PATHS = {
@@ -387,6 +399,17 @@ def data_ingest_throughput() -> str:
                   "streamed / DataLoader"], rows)
 
 
+def data_ingest_rss() -> str:
+    rows = []
+    for r in load("data_ingest.json")["rss"]:
+        mib = lambda values: ", ".join(f"{v:,.0f}" for v in values)  # noqa: E731
+        rows.append([r["workers"], f"{r['dataset_mb'] / 1024:.2f} GiB", f"{mib(r['peak_rss_mb'])} MiB",
+                     mib(r["start_rss_mb"]), f"{mib(r['peak_private_mb'])} / {mib(r['peak_shared_mb'])}",
+                     f"{r['dataset_over_peak_rss']:.1f}x"])
+    return table(["workers", "dataset streamed", "peak RSS per worker", "at its start",
+                  "private / shared peak (MiB)", "dataset / peak RSS"], rows)
+
+
 def startup() -> str:
     result = load("startup.json")
     median, methods = result["median"], [m for m in ("optuna", "tune", "raysweep") if m in result["median"]]
@@ -435,6 +458,7 @@ BLOCKS = {
     "tracking-overhead": tracking_overhead,
     "scale": scale,
     "data-ingest-throughput": data_ingest_throughput,
+    "data-ingest-rss": data_ingest_rss,
     "meter-overhead": meter_overhead,
     "startup": startup,
 }

@@ -208,3 +208,93 @@ def test_a_streamed_split_is_read_and_preprocessed_by_one_operator(ray_session, 
     operators = [line for line in train.stats().splitlines() if line.startswith("Operator")]
     assert len(operators) == 2, operators  # the file list (no CPU), then one map: read + preprocess
     assert "FromArrow" in operators[0] and "_Normalize" in operators[1], operators
+
+
+def test_data_tasks_keep_their_worker_processes_between_epochs(ray_session):
+    """Ray ends an idle worker process after 1 s once its node has fewer free CPUs than idle
+    processes, as when a trial's workers hold them: each epoch of a streamed split then waited
+    for fresh processes for its Ray Data tasks (4.5-6 s of an 11 s two-worker epoch). The Ray
+    raysweep starts keeps them a minute (ray_internals.NODE_ENV), as the test session's does."""
+    import os
+    import time
+
+    import ray
+
+    from raysweep.ingest import DATA_TASKS
+
+    @ray.remote
+    class Holder:  # a trial's workers, holding all the CPUs but half of one
+        def ready(self):
+            return True
+
+    @ray.remote(num_cpus=0.5, **DATA_TASKS)
+    def pid():
+        return os.getpid()
+
+    holders = [Holder.options(num_cpus=(ray.available_resources()["CPU"] - 0.5) / 4).remote() for _ in range(4)]
+    try:
+        ray.get([h.ready.remote() for h in holders])
+        first = ray.get(pid.remote())
+        time.sleep(3)  # Ray's default threshold (1 s) and its sweep interval (1 s) passed
+        assert ray.get(pid.remote()) == first
+    finally:
+        for h in holders:
+            ray.kill(h)
+
+
+class _Split:
+    """A stand-in for a worker's split (no Ray): `iter_batches` is an iterable, as Ray's is, that
+    starts a pass when iterated; `passes` records when each pass was started, counted in rows
+    the training loop had taken by then."""
+
+    def __init__(self, rows: int, block: int):
+        self.rows, self.block, self.passes, self.taken = rows, block, [], 0
+
+    def _blocks(self):
+        for i in range(0, self.rows, self.block):
+            y = np.arange(i, min(i + self.block, self.rows))
+            yield {"x": y.astype(np.float32)[:, None], "y": y}
+
+    def iter_batches(self, batch_size=None, batch_format="numpy"):
+        split = self
+
+        class Pass:
+            def __iter__(self):
+                split.passes.append(split.taken)
+                return split._blocks()
+
+        return Pass()
+
+
+def _epochs(split: _Split, shuffle_buffer: int, epochs: int, seed: int = 0, batch_size: int = 16) -> list[list[int]]:
+    from raysweep.ingest import TrialData
+
+    data = TrialData({"splits": {"train": {}}}, None, shuffle_buffer=shuffle_buffer)
+    seen = []
+    for epoch in range(1, epochs + 1):
+        rows = []
+        for batch in data.iter_batches("train", batch_size, device="cpu", rank=0, world_size=1, seed=seed,
+                                       epoch=epoch, iterator=lambda s: split, last_epoch=epoch == epochs):
+            assert torch.equal(batch["x"][:, 0].long(), batch["y"]) and batch["x"].dtype == torch.float32
+            rows += batch["y"].tolist()
+            split.taken += len(batch["y"])
+        seen.append(rows)
+    return seen
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 64])
+def test_the_next_epochs_stream_starts_while_the_last_pooled_rows_train(shuffle_buffer):
+    """A streamed epoch used to begin by waiting for its first `shuffle_buffer` rows to be read
+    and preprocessed (1.5 s of a 6.5 s two-worker epoch): the next epoch's pass now starts once
+    this one's stream has run dry, before its last pooled rows have trained; not after the last."""
+    split = _Split(rows=203, block=25)
+    seen = _epochs(split, shuffle_buffer, epochs=3)
+    assert all(sorted(rows) == list(range(203)) for rows in seen)  # every row once an epoch
+    assert len(split.passes) == 3  # no pass after the last epoch
+    # epoch e + 1's pass started after epoch e's first row trained, before its last
+    assert split.passes[0] == 0 and 0 < split.passes[1] < 203 and 203 < split.passes[2] < 406
+    if shuffle_buffer:
+        assert seen[0] != seen[1] and seen[0] != list(range(203))  # reshuffled every epoch
+        assert _epochs(_Split(rows=203, block=25), shuffle_buffer, epochs=2) == seen[:2]  # the same after a restart
+    else:
+        assert seen == [list(range(203))] * 3  # file order

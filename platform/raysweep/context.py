@@ -154,7 +154,7 @@ class TrainContext(ABC):
             raise RuntimeError("ctx.iter_batches: the spec has no data: section to stream from")
         return self._data.iter_batches(split, batch_size, device=self.device, rank=self.rank,
                                        world_size=self.world_size, seed=self.seed, epoch=self.epoch,
-                                       iterator=self._dataset_iterator)
+                                       iterator=self._dataset_iterator, last_epoch=self.epoch >= self.max_epochs)
 
     def _dataset_iterator(self, split: str) -> Any:
         """What this worker streams a split from: the Ray Dataset itself in one process."""

@@ -11,20 +11,25 @@ the first trial, and every trial streams blocks from memory; otherwise each tria
 each epoch) streams from the files again, through the same preprocessing. A `--resume`
 reads them again. A trial's workers stream their shard: Ray Train splits "train" into
 equal row counts per worker (`streaming_split(equal=True)`, which drops at most
-world_size - 1 rows an epoch), so every rank runs the same number of steps.
+world_size - 1 rows an epoch), so every rank runs the same number of steps. The next epoch's
+stream starts while this one's last shuffled rows train (docs/design.md, point 19).
+
+Imports no torch: Ray Data's task processes load this module (a test pins it).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .files import SPLITS, check_data, list_split
-from .sharding import epoch_seed
+from .seeds import epoch_seed
 from .errors import SpecError
 from .spec import DataSection
 
@@ -67,9 +72,10 @@ class TrialData:
     info: dict
     datasets: dict[str, Any] | None
     shuffle_buffer: int = 0
+    _ahead: _NextEpoch | None = field(default=None, repr=False, compare=False)  # in a worker only
 
     def for_workers(self) -> TrialData:
-        return replace(self, datasets=None)
+        return replace(self, datasets=None, _ahead=None)
 
     def local_dataset(self, split: str):
         """A split streamed by this process itself (a one-worker trial, the driver's test
@@ -84,23 +90,27 @@ class TrialData:
         return ds
 
     def iter_batches(self, split: str, batch_size: int, *, device, rank: int, world_size: int, seed: int,
-                     epoch: int, iterator: Callable[[str], Any]) -> Iterator[dict]:
-        """Torch batches of a split for one worker (context.TrainContext.iter_batches)."""
+                     epoch: int, iterator: Callable[[str], Any], last_epoch: bool = True) -> Iterator[dict]:
+        """Torch batches of a split for one worker (context.TrainContext.iter_batches).
+
+        "train" goes through `_RowPool`: once this epoch's stream has run dry, and unless
+        `last_epoch`, the next epoch's stream starts in the background (`_NextEpoch`) while the
+        pooled rows train, so that a new epoch does not begin by waiting for its first
+        `shuffle_buffer` rows to be read and preprocessed.
+        """
         import torch
 
         if split not in self.info["splits"]:
             raise KeyError(f"iter_batches: the spec's data: section has no {split!r} split "
                            f"(it has {', '.join(self.info['splits'])})")
+        if split == "train":
+            yield from self._train_batches(batch_size, device, rank, seed, epoch, iterator, last_epoch)
+            return
         kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "drop_last": False,
                                   "dtypes": {"x": torch.float32, "y": torch.int64},
                                   "pin_memory": getattr(device, "type", str(device)) == "cuda"}
-        train = split == "train"
-        if train and self.shuffle_buffer:
-            # Reseeded every epoch (and per rank): a new order each epoch, the same after a restart.
-            kwargs.update(local_shuffle_buffer_size=max(self.shuffle_buffer, batch_size),
-                          local_shuffle_seed=epoch_seed(seed, epoch) * 1_009 + rank)
         batches = iterator(split).iter_torch_batches(**kwargs)
-        if train or world_size == 1:
+        if world_size == 1:
             yield from batches
             return
         # val / test reach every worker whole: each evaluates every world_size-th batch, so
@@ -108,6 +118,36 @@ class TrialData:
         for i, batch in enumerate(batches):
             if i % world_size == rank:
                 yield batch
+
+    def _train_batches(self, batch_size, device, rank, seed, epoch, iterator, last_epoch) -> Iterator[dict]:
+        import torch
+
+        def stream(e: int) -> tuple[Iterator[dict], _RowPool]:
+            # Reseeded every epoch (and per rank): a new order each epoch, the same after a restart.
+            rng = np.random.default_rng(epoch_seed(seed, e) * 1_009 + rank) if self.shuffle_buffer else None
+            # iter(): Ray's iter_batches is an iterable that starts a new pass whenever iterated
+            blocks = iter(iterator("train").iter_batches(batch_size=None, batch_format="numpy"))
+            return blocks, _RowPool(max(self.shuffle_buffer, batch_size) if rng else 0, rng)
+
+        ahead, self._ahead = self._ahead, None
+        blocks, pool = ahead.take() if ahead is not None and ahead.epoch == epoch else stream(epoch)
+        cuda = getattr(device, "type", str(device)) == "cuda"
+
+        def batch(rows: dict[str, np.ndarray]) -> dict:
+            x, y = torch.from_numpy(rows["x"]).float(), torch.from_numpy(rows["y"]).long()
+            if cuda:
+                x, y = x.pin_memory(), y.pin_memory()
+            return {"x": x.to(device, non_blocking=cuda), "y": y.to(device, non_blocking=cuda)}
+
+        for block in itertools.chain([None], blocks):  # None: the rows a _NextEpoch pooled come first
+            if block is not None:
+                pool.add(block)
+            while pool.ready(batch_size):
+                yield batch(pool.take(batch_size))
+        if not last_epoch:
+            self._ahead = _NextEpoch(epoch + 1, *stream(epoch + 1))
+        while pool.rows:
+            yield batch(pool.take(batch_size))
 
     def batches(self, split: str, batch_size: int = 4096) -> Iterator[tuple[Any, Any]]:
         """(x, y) torch batches of a whole split, here in the driver (test metrics)."""
@@ -119,6 +159,80 @@ class TrialData:
         """A few preprocessed inputs (MLflow's input example for a logged model)."""
         split = "test" if "test" in self.datasets else "val"
         return self.datasets[split].take_batch(n, batch_format="numpy")["x"]
+
+
+class _RowPool:
+    """A training stream's rows waiting to be batched: drawn at random once `size` rows wait
+    (as Ray Data's local shuffle buffer draws them), in order when `size` is 0.
+
+    raysweep's own because Ray Data's cannot say when its stream has run dry, which is when the
+    next epoch's stream may start (TrialData.iter_batches). A row taken is replaced by one from
+    the end, so a batch costs its own rows, not a copy of the pool.
+    """
+
+    def __init__(self, size: int, rng: np.random.Generator | None):
+        self.size, self.rng, self.rows = size, rng, 0
+        self.cols: dict[str, np.ndarray] = {}
+
+    def add(self, block: dict[str, np.ndarray]) -> None:
+        n = len(block["y"])
+        for name, values in block.items():
+            col = self.cols.get(name)
+            if col is None or len(col) < self.rows + n:
+                # Room for one more block of this size, no more: the pool is sized by
+                # `shuffle_buffer`, and a doubled pool of 64x64 images would be 230 MB.
+                grown = np.empty((max(self.rows, self.size) + 2 * n, *values.shape[1:]), values.dtype)
+                if col is not None:
+                    grown[: self.rows] = col[: self.rows]
+                self.cols[name] = col = grown
+            col[self.rows : self.rows + n] = values
+        self.rows += n
+
+    def ready(self, batch_size: int) -> bool:
+        return self.rows >= self.size + batch_size
+
+    def take(self, k: int) -> dict[str, np.ndarray]:
+        k, n = min(k, self.rows), self.rows
+        if self.rng is None:
+            out = {name: col[:k].copy() for name, col in self.cols.items()}
+            for col in self.cols.values():
+                col[: n - k] = col[k:n]
+        else:
+            taken = self.rng.choice(n, k, replace=False)
+            out = {name: col[taken] for name, col in self.cols.items()}
+            holes = taken[taken < n - k]
+            tail = np.arange(n - k, n)
+            movers = tail[~np.isin(tail, taken)]
+            for col in self.cols.values():
+                col[holes] = col[movers]
+        self.rows = n - k
+        return out
+
+
+class _NextEpoch:
+    """The next epoch's stream, begun in a thread while this epoch's pooled rows train: it
+    pools its first rows (through the split's barrier, on Ray Train), then waits to be taken."""
+
+    def __init__(self, epoch: int, blocks: Iterator[dict], pool: _RowPool):
+        self.epoch, self.blocks, self.pool = epoch, blocks, pool
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._fill, name=f"raysweep-epoch-{epoch}", daemon=True)
+        self.thread.start()
+
+    def _fill(self) -> None:
+        try:
+            for block in self.blocks:
+                self.pool.add(block)
+                if self.pool.rows >= self.pool.size:
+                    return
+        except BaseException as e:  # raised again in the training thread, by take()
+            self.error = e
+
+    def take(self) -> tuple[Iterator[dict], _RowPool]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.blocks, self.pool
 
 
 # --------------------------------------------------------------------------- reading

@@ -17,6 +17,26 @@ CHECKED_ON = "2.60"
 # and says so in its docs, so in quiet mode the line is noise.
 AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 
+# Settings of Ray's own config (RayConfig, not public API) for the Ray nodes raysweep starts:
+# `ray.init` for a local search, the test session's and the benchmarks' Ray, the test
+# cluster's `ray start`; cluster/ sets them on its nodes. Each is read from `RAY_<name>` by
+# the processes a node starts, so a value the user has set wins.
+NODE_ENV = {
+    # Ray ends an idle worker process after 1 s once a node runs more worker processes than
+    # it has CPUs, which a trial's own actors (controller, workers, Ray Data's coordinator)
+    # reach on a laptop. A streamed split's Ray Data tasks then start fresh processes every
+    # epoch, the ranks waiting for them: 4.5-6 s of a two-worker epoch of 11 s here, 1.2-1.5 s
+    # with the processes kept (docs/design.md, point 19). A minute covers the gap between
+    # one epoch's reads and the next of epochs up to about a minute.
+    "RAY_idle_worker_killing_time_threshold_ms": "60000",
+}
+
+
+def node_env_defaults() -> None:
+    """Put `NODE_ENV` into this process's environment, where not set, before it starts Ray."""
+    for name, value in NODE_ENV.items():
+        os.environ.setdefault(name, value)
+
 
 def autoscaler_cluster_config():
     """The autoscaler's node types and their maximum counts, as it publishes them in the GCS

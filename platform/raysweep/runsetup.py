@@ -20,7 +20,7 @@ from .files import check_data
 from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
-from .ray_internals import quiet_auth_warning
+from .ray_internals import node_env_defaults, quiet_auth_warning
 from .spec import Spec
 from .storage import resolve as storage_location
 from .tasks import resolve_task
@@ -123,6 +123,8 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     # "local", not None: Ray would otherwise join whatever `ray start` cluster it last saw on
     # this machine (/tmp/ray/ray_current_cluster), even a dead one.
     address = os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        node_env_defaults()
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
     return True
 

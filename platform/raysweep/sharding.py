@@ -29,10 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The shuffle seed of one epoch: the same on every rank and after a restart."""
-    return seed * 100_003 + epoch
+from .seeds import epoch_seed
 
 
 def shard_indices(n: int, rank: int, world_size: int, *, seed: int = 0, epoch: int | None = None,

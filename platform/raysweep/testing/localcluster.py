@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..ray_internals import NODE_ENV
+
 _RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -81,7 +83,7 @@ class LocalCluster:
         # The nodes' "image": this Python environment first on PATH, so a job's `python`
         # entrypoint runs with raysweep's dependencies, as on a cluster built from one image.
         bin_dir = str(Path(sys.executable).parent)
-        return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token"}
+        return {**NODE_ENV, **os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token"}
 
     def env(self) -> dict[str, str]:
         """Environment for a client of this cluster (driver, `ray job submit`)."""
