@@ -399,6 +399,19 @@ def data_ingest_throughput() -> str:
                   "streamed / DataLoader"], rows)
 
 
+def ingest_quote() -> str:
+    """The README's data-at-scale sentence: issue 15's goals, from the same JSON as the tables."""
+    data = load("data_ingest.json")
+    one, two = data["throughput"]
+    m = data["machine"]
+    peak = max(max(r["peak_rss_mb"]) for r in data["rss"])
+    return (f"Data at scale, measured on a {m['cpus']}-core CPU machine (torch {m['torch']}, Ray {m['ray']}): "
+            f"image files streamed by Ray Data train at {x(one['ray_data_vs_dataloader'])} (one worker) and "
+            f"{x(two['ray_data_vs_dataloader'])} (two) the throughput of a plain `DataLoader` over the same files "
+            f"(goal 0.9x); a worker streaming {data['rss'][0]['dataset_mb'] / 1024:.2f} GiB of Parquet peaks at "
+            f"{peak:,.0f} MiB resident (goal: under 1.5 GB for 5x that). [Performance](docs/performance.md#data-ingest).")
+
+
 def data_ingest_rss() -> str:
     rows = []
     for r in load("data_ingest.json")["rss"]:
@@ -459,6 +472,7 @@ BLOCKS = {
     "scale": scale,
     "data-ingest-throughput": data_ingest_throughput,
     "data-ingest-rss": data_ingest_rss,
+    "ingest-quote": ingest_quote,
     "meter-overhead": meter_overhead,
     "startup": startup,
 }
