@@ -1,6 +1,7 @@
 """Where a laptop search's wall time goes: raysweep, plain Ray Tune and standalone Optuna, side by side.
 
-    python benchmarks/startup.py [--trials 24] [--epochs 20] [--rounds 1] [--methods optuna,tune,raysweep] [--out PATH]
+    python benchmarks/startup.py [--trials 24] [--epochs 20] [--rounds 1] [--methods optuna,tune,raysweep]
+        [--no-trial] [--out PATH]
 
 The same search three ways, each in a fresh Python process (so imports count, as they do for
 a user): the README's default spec (`search_spaces/digits_mlp.yaml`: TPE over lr, batch size,
@@ -20,6 +21,12 @@ started; the first trial's training function entered; the first epoch's result (
 its first metric in MLflow); the last result; the search's end (raysweep: the parent run
 ended in MLflow, summary and model logged; Tune and Optuna: `fit()` / the study returned);
 the process's exit. Rounds alternate the order of the methods.
+
+Then, once per round, a 2-worker Ray Train trial of the same spec (`raysweep train`, 3 epochs,
+MLflow in a fresh SQLite file), in a fresh process: its imports, Ray started, `run_training`
+called, both workers inside the task's training function (what Tune, Ray Train's controller,
+the worker group and the process group took), the first epoch's report, `run_training`
+returned, the process's exit.
 """
 
 from __future__ import annotations
@@ -41,6 +48,12 @@ from common import command, machine, write_json  # noqa: E402
 
 METHODS = ("optuna", "tune", "raysweep")
 PHASES = ("imports", "ray_started", "first_trial_started", "first_result", "last_result", "search_ended", "exit")
+# One 2-worker Ray Train trial (`raysweep train`, the same spec, 3 epochs): until its workers
+# enter the task's function, Ray's controller, worker group and process group; then the
+# task's imports, data and model, up to its first report.
+TRIAL = "ray_train_2w"
+TRIAL_PHASES = ("imports", "ray_started", "run_called", "workers_entered", "first_report", "run_returned", "exit")
+STAMPS_ENV = "RAYSWEEP_STARTUP_STAMPS"  # where each rank of the 2-worker trial writes its times
 SPEC_FILE = ROOT / "search_spaces" / "digits_mlp.yaml"
 GOALS = {"raysweep_over_optuna": 2.0, "first_result_s": 8.0}
 
@@ -176,6 +189,45 @@ def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     stamps["parent_run_id"] = result.parent_run_id  # the rest is read from MLflow by the parent
 
 
+def child_ray_train(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
+    from rich.console import Console
+
+    from raysweep.runsetup import ensure_ray
+    from raysweep.spec import load_spec
+    from raysweep.train import run_training, train_params
+
+    stamps["imports"] = time.time()
+    spec = load_spec(SPEC_FILE, ["max_epochs=3", "name=startup-ray-train", "resources.workers_per_trial=2",
+                                 "task=startup:stamped_task"])
+    os.environ[STAMPS_ENV] = str(tmp)  # before Ray starts: its worker processes inherit it
+    ensure_ray(log_to_driver=False)
+    stamps["ray_started"] = time.time()
+    stamps["run_called"] = time.time()
+    run_training(spec, train_params(spec, {}), storage=str(tmp / "results"),
+                 tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", console=Console(quiet=True))
+    stamps["run_returned"] = time.time()
+    ranks = [json.loads(f.read_text()) for f in sorted(tmp.glob("rank*.json"))]
+    stamps.update(workers_entered=max(r["entered"] for r in ranks), first_report=min(r["first_report"] for r in ranks))
+
+
+def stamped_task(config, ctx):
+    """The spec's own task (digits_mlp), with each rank's times written to $RAYSWEEP_STARTUP_STAMPS."""
+    from raysweep.tasks import resolve_task
+
+    stamps = {"entered": time.time()}
+    out = Path(os.environ[STAMPS_ENV]) / f"rank{ctx.rank}.json"
+    report = ctx.report
+
+    def stamped_report(metrics, *args, **kwargs):
+        if "first_report" not in stamps:
+            stamps["first_report"] = time.time()
+            out.write_text(json.dumps(stamps))
+        return report(metrics, *args, **kwargs)
+
+    ctx.report = stamped_report
+    resolve_task("digits_mlp").train(config, ctx)
+
+
 def raysweep_phases(tmp: Path, parent_run_id: str) -> dict:
     """First trial started, first and last result, search ended: as MLflow recorded them."""
     from mlflow import MlflowClient
@@ -192,7 +244,7 @@ def raysweep_phases(tmp: Path, parent_run_id: str) -> dict:
             "search_ended": parent.info.end_time / 1000, "trials": len(children)}
 
 
-CHILDREN = {"optuna": child_optuna, "tune": child_tune, "raysweep": child_raysweep}
+CHILDREN = {"optuna": child_optuna, "tune": child_tune, "raysweep": child_raysweep, TRIAL: child_ray_train}
 
 
 def child_main(method: str, trials: int, epochs: int, tmp: Path, out: Path) -> None:
@@ -224,7 +276,8 @@ def run_method(method: str, trials: int, epochs: int) -> dict:
         if method == "raysweep":
             stamps.update(raysweep_phases(tmp, stamps.pop("parent_run_id")))
         stamps["exit"] = ended
-        return {p: (round(stamps[p] - started, 3) if p in stamps else None) for p in PHASES}
+        return {p: (round(stamps[p] - started, 3) if p in stamps else None)
+                for p in (TRIAL_PHASES if method == TRIAL else PHASES)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20, help="max_epochs of every trial (the spec's)")
     p.add_argument("--rounds", type=int, default=1, help="runs of every method, in alternating order")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--trial", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time a 2-worker Ray Train trial's start-up, once per round")
     p.add_argument("--out", default=str(HERE / "results" / "startup.json"))
-    p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=[*METHODS, TRIAL], help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -243,16 +298,24 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = args.methods.split(",")
     runs: dict[str, list[dict]] = {m: [] for m in methods}
+    trial_runs: list[dict] = []
     for r in range(args.rounds):
         for method in methods if r % 2 == 0 else reversed(methods):
             phases = run_method(method, args.trials, args.epochs)
             runs[method].append(phases)
             print(f"round {r + 1} {method:9s} " + "  ".join(f"{k} {v:.1f}" for k, v in phases.items() if v is not None),
                   flush=True)
+        if args.trial:
+            trial_runs.append(run_method(TRIAL, args.trials, args.epochs))
+            print(f"round {r + 1} 2-worker trial " + "  ".join(f"{k} {v:.1f}" for k, v in trial_runs[-1].items()),
+                  flush=True)
     median = {m: {p: (statistics.median(v[p] for v in rs) if rs[0][p] is not None else None) for p in PHASES}
               for m, rs in runs.items()}
     out = {"command": command("startup.py", argv), "machine": machine(), "trials": args.trials, "epochs": args.epochs,
            "rounds": args.rounds, "goals": GOALS, "runs": runs, "median": median}
+    if trial_runs:
+        out["trial"] = {"workers": 2, "epochs": 3, "runs": trial_runs,
+                        "median": {p: statistics.median(run[p] for run in trial_runs) for p in TRIAL_PHASES}}
     if "optuna" in median and "raysweep" in median:
         out["raysweep_over_optuna"] = median["raysweep"]["exit"] / median["optuna"]["exit"]
     if "tune" in median and "raysweep" in median:

@@ -436,6 +436,20 @@ def startup() -> str:
                   *(names[m] for m in methods)], rows)
 
 
+def startup_trial() -> str:
+    trial = load("startup.json")["trial"]
+    median = trial["median"]
+    phases = {"imports": "imports done", "ray_started": "Ray started", "run_called": "`run_training` called",
+              "workers_entered": "both workers in the task's function", "first_report": "first epoch reported",
+              "run_returned": "`run_training` returned", "exit": "process exit"}
+    rows, before = [], 0.0
+    for p, label in phases.items():
+        rows.append([label, f"{median[p]:.1f}", f"{median[p] - before:.1f}"])
+        before = median[p]
+    return table([f"{trial['workers']}-worker trial, {trial['epochs']} epochs (median of {len(trial['runs'])})",
+                  "s from start", "s for this phase"], rows)
+
+
 def meter_overhead() -> str:
     result = load("meter_overhead.json")
     median = result["median_s_per_epoch"]
@@ -475,6 +489,7 @@ BLOCKS = {
     "ingest-quote": ingest_quote,
     "meter-overhead": meter_overhead,
     "startup": startup,
+    "startup-trial": startup_trial,
 }
 
 
