@@ -22,9 +22,8 @@ AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # cluster's `ray start`; cluster/ sets them on its nodes. Each is read from `RAY_<name>` by
 # the processes a node starts, so a value the user has set wins.
 NODE_ENV = {
-    # Ray ends an idle worker process after 1 s once a node runs more worker processes than
-    # it has CPUs, which a trial's own actors (controller, workers, Ray Data's coordinator)
-    # reach on a laptop. A streamed split's Ray Data tasks then start fresh processes every
+    # Ray ends an idle worker process after 1 s once a node has fewer free CPUs than idle
+    # processes, as when a trial's workers hold the CPUs of a laptop. A streamed split's Ray Data tasks then start fresh processes every
     # epoch, the ranks waiting for them: 4.5-6 s of a two-worker epoch of 11 s here, 1.2-1.5 s
     # with the processes kept (docs/design.md, point 19). A minute covers the gap between
     # one epoch's reads and the next of epochs up to about a minute.
