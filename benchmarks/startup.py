@@ -280,6 +280,10 @@ def run_method(method: str, trials: int, epochs: int) -> dict:
                 for p in (TRIAL_PHASES if method == TRIAL else PHASES)}
 
 
+def _print_run(r: int, label: str, phases: dict) -> None:
+    print(f"round {r + 1} {label} " + "  ".join(f"{k} {v:.1f}" for k, v in phases.items() if v is not None), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=24)
@@ -303,12 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods if r % 2 == 0 else reversed(methods):
             phases = run_method(method, args.trials, args.epochs)
             runs[method].append(phases)
-            print(f"round {r + 1} {method:9s} " + "  ".join(f"{k} {v:.1f}" for k, v in phases.items() if v is not None),
-                  flush=True)
+            _print_run(r, f"{method:9s}", phases)
         if args.trial:
             trial_runs.append(run_method(TRIAL, args.trials, args.epochs))
-            print(f"round {r + 1} 2-worker trial " + "  ".join(f"{k} {v:.1f}" for k, v in trial_runs[-1].items()),
-                  flush=True)
+            _print_run(r, "2-worker trial", trial_runs[-1])
     median = {m: {p: (statistics.median(v[p] for v in rs) if rs[0][p] is not None else None) for p in PHASES}
               for m, rs in runs.items()}
     out = {"command": command("startup.py", argv), "machine": machine(), "trials": args.trials, "epochs": args.epochs,

@@ -103,12 +103,12 @@ class TrialData:
         if split not in self.info["splits"]:
             raise KeyError(f"iter_batches: the spec's data: section has no {split!r} split "
                            f"(it has {', '.join(self.info['splits'])})")
+        cuda = getattr(device, "type", str(device)) == "cuda"
         if split == "train":
-            yield from self._train_batches(batch_size, device, rank, seed, epoch, iterator, last_epoch)
+            yield from self._train_batches(batch_size, device, cuda, rank, seed, epoch, iterator, last_epoch)
             return
         kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "drop_last": False,
-                                  "dtypes": {"x": torch.float32, "y": torch.int64},
-                                  "pin_memory": getattr(device, "type", str(device)) == "cuda"}
+                                  "dtypes": {"x": torch.float32, "y": torch.int64}, "pin_memory": cuda}
         batches = iterator(split).iter_torch_batches(**kwargs)
         if world_size == 1:
             yield from batches
@@ -119,7 +119,7 @@ class TrialData:
             if i % world_size == rank:
                 yield batch
 
-    def _train_batches(self, batch_size, device, rank, seed, epoch, iterator, last_epoch) -> Iterator[dict]:
+    def _train_batches(self, batch_size, device, cuda, rank, seed, epoch, iterator, last_epoch) -> Iterator[dict]:
         import torch
 
         def stream(e: int) -> tuple[Iterator[dict], _RowPool]:
@@ -131,7 +131,6 @@ class TrialData:
 
         ahead, self._ahead = self._ahead, None
         blocks, pool = ahead.take() if ahead is not None and ahead.epoch == epoch else stream(epoch)
-        cuda = getattr(device, "type", str(device)) == "cuda"
 
         def batch(rows: dict[str, np.ndarray]) -> dict:
             x, y = torch.from_numpy(rows["x"]).float(), torch.from_numpy(rows["y"]).long()
