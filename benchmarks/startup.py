@@ -32,6 +32,7 @@ returned, the process's exit.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -52,7 +53,7 @@ PHASES = ("imports", "ray_started", "first_trial_started", "first_result", "last
 # enter the task's function, Ray's controller, worker group and process group; then the
 # task's imports, data and model, up to its first report.
 TRIAL = "ray_train_2w"
-TRIAL_PHASES = ("imports", "ray_started", "run_called", "workers_entered", "first_report", "run_returned", "exit")
+TRIAL_PHASES = ("imports", "ray_started", "workers_entered", "first_report", "run_returned", "exit")
 STAMPS_ENV = "RAYSWEEP_STARTUP_STAMPS"  # where each rank of the 2-worker trial writes its times
 SPEC_FILE = ROOT / "search_spaces" / "digits_mlp.yaml"
 GOALS = {"raysweep_over_optuna": 2.0, "first_result_s": 8.0}
@@ -177,8 +178,11 @@ def _tune_trainable(config, spec):
 def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     from rich.console import Console
 
-    from raysweep.runsetup import ensure_ray
-    from raysweep.search import run_search
+    from raysweep.cli import heavy_imports
+
+    with heavy_imports():  # as `raysweep search` imports them
+        from raysweep.runsetup import ensure_ray
+        from raysweep.search import run_search
 
     stamps["imports"] = time.time()
     spec = _spec(trials, epochs, "startup-raysweep")
@@ -187,27 +191,31 @@ def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     result = run_search(spec, storage=str(tmp / "results"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
                         console=Console(quiet=True))
     stamps["parent_run_id"] = result.parent_run_id  # the rest is read from MLflow by the parent
+    gc.freeze()  # as `raysweep search` ends (cli.main)
 
 
 def child_ray_train(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     from rich.console import Console
 
-    from raysweep.runsetup import ensure_ray
-    from raysweep.spec import load_spec
-    from raysweep.train import run_training, train_params
+    from raysweep.cli import heavy_imports
+
+    with heavy_imports():  # as `raysweep train` imports them
+        from raysweep.runsetup import ensure_ray
+        from raysweep.spec import load_spec
+        from raysweep.train import run_training, train_params
 
     stamps["imports"] = time.time()
     spec = load_spec(SPEC_FILE, ["max_epochs=3", "name=startup-ray-train", "resources.workers_per_trial=2",
                                  "task=startup:stamped_task"])
     os.environ[STAMPS_ENV] = str(tmp)  # before Ray starts: its worker processes inherit it
     ensure_ray(log_to_driver=False)
-    stamps["ray_started"] = time.time()
-    stamps["run_called"] = time.time()
+    stamps["ray_started"] = time.time()  # and `run_training` called
     run_training(spec, train_params(spec, {}), storage=str(tmp / "results"),
                  tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", console=Console(quiet=True))
     stamps["run_returned"] = time.time()
     ranks = [json.loads(f.read_text()) for f in sorted(tmp.glob("rank*.json"))]
     stamps.update(workers_entered=max(r["entered"] for r in ranks), first_report=min(r["first_report"] for r in ranks))
+    gc.freeze()  # as `raysweep train` ends (cli.main)
 
 
 def stamped_task(config, ctx):

@@ -439,7 +439,7 @@ def startup() -> str:
 def startup_trial() -> str:
     trial = load("startup.json")["trial"]
     median = trial["median"]
-    phases = {"imports": "imports done", "ray_started": "Ray started", "run_called": "`run_training` called",
+    phases = {"imports": "imports done", "ray_started": "Ray started, `run_training` called",
               "workers_entered": "both workers in the task's function", "first_report": "first epoch reported",
               "run_returned": "`run_training` returned", "exit": "process exit"}
     rows, before = [], 0.0

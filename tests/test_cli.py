@@ -98,3 +98,25 @@ def test_failed_search_exits_non_zero(ray_session, tmp_path):
     )
     assert proc.returncode == 1
     assert "raysweep: search failed: no trial reported a finite 'val_loss'; first error: KeyError" in proc.stderr
+
+
+def test_heavy_imports_leave_what_they_built_out_of_collections_and_the_collector_on():
+    # In a fresh process: freezing this test session's heap would outlive the test.
+    code = (
+        "import gc, json\n"
+        "from raysweep.cli import heavy_imports\n"
+        "before, during = gc.get_freeze_count(), []\n"
+        "with heavy_imports():\n"
+        "    during.append(gc.isenabled())\n"
+        "    import xml.dom.minidom\n"
+        "after = gc.get_freeze_count()\n"
+        "try:\n"
+        "    with heavy_imports():\n"
+        "        import no_such_module_here\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "print(json.dumps([during[0], after > before, gc.isenabled()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    collecting_during, frozen_after, collecting_after_an_error = json.loads(out.stdout)
+    assert not collecting_during and frozen_after and collecting_after_an_error

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from raysweep.tracking import resolve_tracking_uri, runs_url, trial_run_name
+from tests.conftest import ROOT
 
 
 def test_precedence_flag_then_spec_then_env_then_default(monkeypatch, tmp_path):
@@ -218,3 +222,35 @@ def test_a_write_mlflow_refuses_fails_only_its_trial(ray_session, tmp_path, trac
     assert bad["epochs"] < 3  # stopped once refused, not trained to the end
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_failed"] == 1
+
+
+@pytest.mark.parametrize("log_model", [True, False])
+def test_a_tracked_run_warms_up_its_end_once_a_trial_reports(log_model, tmp_path, tracking_uri):
+    from raysweep.runsetup import WarmUp, begin
+    from raysweep.spec import load_spec
+    from raysweep.tracking.tracker import Tracker
+
+    spec = load_spec(ROOT / "search_spaces" / "digits_mlp.yaml", [f"tracking.log_model={str(log_model).lower()}"])
+    run = begin(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri, verbose=False, console=None)
+    assert not [c for c in run.callbacks(None, dict, None) if isinstance(c, WarmUp)]  # nothing tracked yet
+    run.tracker = Tracker(run.uri, spec.experiment)
+    warm_up, = [c for c in run.callbacks(None, dict, None, "matplotlib.figure") if isinstance(c, WarmUp)]
+    assert (warm_up.model, warm_up.modules, warm_up.thread) == (log_model, ("matplotlib.figure",), None)
+    started = []
+    warm_up._run = lambda: started.append(1)  # what it imports: the test below, in a fresh process
+    for _ in range(3):
+        warm_up.on_trial_result(0, [], None, {})
+    run.warmed_up()
+    assert started == [1] and warm_up.thread.name == "raysweep-warm-up"
+
+
+def test_the_warm_up_imports_what_logging_a_model_and_the_plots_need():
+    code = (
+        "import json, sys\n"
+        "from raysweep.runsetup import WarmUp\n"
+        "WarmUp(True, ('matplotlib.figure',))._run()\n"
+        "print(json.dumps([m in sys.modules for m in ('matplotlib.figure', 'torch._dynamo', 'mlflow.pytorch', 'git')]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [True, True, True, True]

@@ -4,13 +4,17 @@ cluster can hold a trial at all), the spec's data read, and the Tune callbacks."
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ray
+from ray.tune import Callback
 from rich.console import Console
 
 from .book import RUNNING, TrialBook
@@ -24,6 +28,7 @@ from .ray_internals import node_env_defaults, quiet_auth_warning
 from .spec import Spec
 from .storage import resolve as storage_location
 from .tasks import resolve_task
+from .tasks.contract import can_log_model
 from .tracking.callback import MLflowCallback
 from .tracking.tracker import Tracker
 from .tracking.uri import resolve_tracking_uri
@@ -46,6 +51,7 @@ class RunSetup:
     tracker: Tracker | None = None
     mlflow_callback: MLflowCallback | None = None
     wait: CapacityWait | None = None  # an autoscaling cluster not yet big enough (capacity.py)
+    warm_up: WarmUp | None = None  # the run's end's imports, while the trials train
 
     def start_ray(self) -> None:
         """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError)."""
@@ -53,19 +59,63 @@ class RunSetup:
         ensure_ray(log_to_driver=self.verbose)
         self.wait = wait_for_capacity(self.spec, self.console)
 
-    def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress) -> list:
+    def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,
+                  *end_modules: str) -> list:
         """The run's Tune callbacks: the book first (resume.py reads its state as callback 0,
-        and it bills each report before MLflow sees it), Ctrl-C, MLflow, progress."""
+        and it bills each report before MLflow sees it), Ctrl-C, MLflow, what the run's end
+        needs imported (`end_modules` and model logging's: WarmUp), progress."""
         callbacks: list = [self.book, self.interrupt]
         if self.tracker is not None:
             self.mlflow_callback = MLflowCallback(self.tracker, self.book, parent_run_id, self.spec, params_of)
-            callbacks.append(self.mlflow_callback)
+            # `spec.data` stands for the data it will load: a model needs input examples from either.
+            model = self.spec.tracking.log_model and can_log_model(self.task, self.spec.data)
+            self.warm_up = WarmUp(model, end_modules)
+            callbacks += [self.mlflow_callback, self.warm_up]
         if not self.verbose:
             callbacks.append(progress)
         return callbacks + slow_poll_warning(self.spec, self.task, self.console)
 
     def load_data(self) -> TrialData | None:
         return load_data(self.spec, self.data_info, self.console, self.verbose)
+
+    def warmed_up(self) -> None:
+        if self.warm_up is not None:
+            self.warm_up.join()
+
+
+class WarmUp(Callback):
+    """Imports what the run's end will need, in a thread started at the first trial result:
+    its best model's logging (tracking.models.warm_up) and `modules` (the plots' matplotlib).
+    The trials' time pays for them, not the user's (docs/design.md, point 20). Not earlier:
+    while trial processes start, every core is busy importing torch, and the thread would
+    delay the first epoch on a small machine."""
+
+    def __init__(self, model: bool, modules: tuple[str, ...]):
+        self.model, self.modules = model, modules
+        self.thread: threading.Thread | None = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="raysweep-warm-up", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        for name in self.modules:
+            with contextlib.suppress(ImportError):  # the real import reports it
+                importlib.import_module(name)
+        if self.model:
+            from .tracking.models import warm_up
+
+            warm_up()
+
+    def join(self) -> None:
+        """Wait for the thread, if it started: the run's end logs alone (imports in two threads
+        at once can meet half-initialised modules)."""
+        if self.thread is not None:
+            self.thread.join()
+
+    def __getstate__(self):  # Tune pickles its callbacks; a thread does not travel
+        return {**self.__dict__, "thread": None}
 
 
 def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose: bool,

@@ -98,7 +98,8 @@ def run_search(
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
             book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
     parent_run_id = book.parent_run_id
-    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), ProgressCallback(book, book.target, console))
+    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), ProgressCallback(book, book.target, console),
+                              "matplotlib.figure")  # plots.py, at the end
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
     with interrupt:
         try:
@@ -121,6 +122,7 @@ def run_search(
         if interrupt.after_fit():
             raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose)
         try:
+            run.warmed_up()
             result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc

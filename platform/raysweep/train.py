@@ -120,6 +120,7 @@ def run_training(
             result.status = "failed"
             raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}", result)
         try:
+            run.warmed_up()
             _conclude(spec, task, rec, result, tracker, data)
         except Exception as exc:  # the trained run stays: its run ends FAILED with the reason
             result.status = "failed"

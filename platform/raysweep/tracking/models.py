@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import logging
 import os
 from typing import Any
 
@@ -30,6 +32,30 @@ def using_tracking_uri(uri: str):
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before_env
+
+
+def pip_requirements() -> list[str]:
+    # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
+    return [f"torch=={torch.__version__.split('+')[0]}"]
+
+
+def warm_up() -> None:
+    """Do ahead what `log_pytorch_model` does once per process before it writes anything:
+    import MLflow's PyTorch flavor, export a tiny model (MLflow saves the model as pt2, through
+    `torch.export` and `torch._dynamo`), and map installed packages to check the pinned requirements against.
+    About 3 s on a 2-core machine (docs/design.md, point 20), spent here in a thread while
+    the trials train instead of after the last one. Errors wait for the real call."""
+    try:
+        # GitPython: MLflow tags a logged model with the source's git commit.
+        for name in ("mlflow.pytorch", "git"):
+            importlib.import_module(name)
+        # torch.export imports its tracer (torch._dynamo, 2-3 s) on the first export only.
+        torch.export.export(torch.nn.Linear(1, 1), (torch.zeros(1, 1),))
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches(pip_requirements())
+    except Exception:  # noqa: BLE001 - log_pytorch_model meets and reports the same error
+        logging.getLogger(__name__).debug("warming up model logging failed", exc_info=True)
 
 
 def log_pytorch_model(
@@ -65,8 +91,7 @@ def log_pytorch_model(
                 name="model",
                 input_example=example,
                 registered_model_name=registered_name,
-                # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                pip_requirements=pip_requirements(),
             )
     version = getattr(info, "registered_model_version", None)
     if registered_name and version is not None:
