@@ -1,5 +1,6 @@
 """benchmarks/ddp_parity.py runs end to end at a tiny size on the session's Ray, for one worker
-(loop parity) and two (DDP parity): bare script, raysweep and the same loop as a plain Ray trial."""
+(loop parity) and two (DDP parity): bare script, raysweep (with one worker also with async
+reports) and the same loop as a plain Ray trial."""
 
 from __future__ import annotations
 
@@ -43,4 +44,10 @@ def test_parity_benchmark_writes_all_three_throughputs(ray_session, tmp_path, mo
     added = data["added_ms_per_epoch"]  # the whole epoch's extra time = loop's + report's
     assert added["total"] == pytest.approx(added["loop"] + added["report_and_checkpoint"])
     assert data["command"].endswith(" ".join(args))
+    if workers == 1:  # and the one-worker trial with `scheduler.report: async`
+        timed = data["async"]
+        assert [len(run) for run in timed["epoch_times_s"]] == [2] * rounds and timed["samples_per_s"] > 0
+        assert timed["ratio"] > 0 and len(timed["round_ratios"]) == rounds
+    else:
+        assert "async" not in data
     assert ray.is_initialized()  # the session's Ray: the script must not shut it down

@@ -37,6 +37,8 @@ def _cli(*args, cwd=None, env=None, timeout=300):
         (["search", SPEC, "--samples", "many"], "argument --samples: invalid value: 'many'"),
         (["search", SPEC, "--name", "bad name"], "name: 'bad name' must start with a letter or digit"),
         (["serach", SPEC], "invalid choice: 'serach'"),
+        (["validate", SPEC, "--set", "scheduler.report=async", "--set", "resources.workers_per_trial=2"],
+         "scheduler.report: 'async' applies to one-worker trials; with resources.workers_per_trial: 2"),
     ],
 )
 def test_input_errors_are_one_line_with_exit_code_2(argv, expected, capsys):

@@ -247,3 +247,25 @@ def test_best_model_is_registered_and_reproduces_its_test_accuracy(searched):
     with torch.no_grad():
         accuracy = (model(x).argmax(dim=1) == y).double().mean().item()
     assert accuracy == pytest.approx(result.test_metrics["test_accuracy"], abs=1e-9)
+
+
+def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_session, tmp_path):
+    # And no trial loads the digits itself: the driver loaded them once and shared them.
+    from tests.user_tasks import reports_trained
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = validate(make_raw(**{"search.num_samples": 6, "scheduler.report": "async",
+                                "task": "tests.user_tasks:CountsReports", "fixed.out_dir": str(tmp_path)}))
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=uri)
+    statuses = [t["status"] for t in result.trials]
+    assert "stopped" in statuses and "finished" in statuses
+    for trial in result.trials:
+        assert [h["epoch"] for h in trial["history"]] == list(range(1, trial["epochs"] + 1))
+        # A stopped trial trained on while its last reported epoch was judged: one epoch, never reported.
+        extra = 1 if trial["status"] == "stopped" else 0
+        assert trial["epochs"] in ((1, 3) if extra else (spec.max_epochs,))
+        assert reports_trained(tmp_path, trial["config"]["lr"]) == trial["epochs"] + extra
+        assert trial["metrics"]["loads"] == 0
+    assert result.epochs_run == sum(t["epochs"] for t in result.trials)  # billed: what was reported
+    assert result.best["metrics"]["val_accuracy"] > 0.8  # the shared splits are the digits, x with y
+    assert result.model_uri and result.test_metrics["test_accuracy"] > 0.8

@@ -103,3 +103,18 @@ def test_a_train_value_out_of_range_is_named_as_its_set():
     check_train_params(spec, {"lr": 0.01, "batch_size": 64, "dropout": 0.2, "hidden": 32})
     with pytest.raises(SpecError, match=r"^--set dropout: 1\.5 is not a finite number in \[0, 1\)$"):
         check_train_params(spec, {"lr": 0.01, "batch_size": 64, "dropout": 1.5, "hidden": 32})
+
+
+def test_splits_the_seed_alone_decides_are_shared_and_given_ones_are_trained_on():
+    from raysweep.tasks.digits import DigitsCNN, DigitsMLP
+    from raysweep.tasks.images import ImageFolder
+    from raysweep.tasks.tabular import Tabular
+
+    driver, trial = DigitsMLP(), DigitsCNN()
+    shared = driver.shared_splits(3)
+    assert shared is digits_splits(3)
+    # Config decides them (a CSV named in the config), or the spec's data: does: each trial loads its own.
+    assert Tabular().shared_splits(3) is None and ImageFolder().shared_splits(3) is None
+    trial.give_splits(3, shared)
+    assert trial.splits_for({"channels": 8}, 3) is shared
+    assert trial.splits_for({}, 4) is digits_splits(4)  # another seed: not given

@@ -1,5 +1,7 @@
 """User tasks the tests name by import path ("tests.user_tasks:...")."""
 
+from raysweep.tasks.digits import DigitsMLP
+
 
 def missing_metric(config, ctx):
     """Reports a metric other than the spec's: the trial must fail with a clear reason."""
@@ -306,3 +308,36 @@ def one_bad_metric_name(config, ctx):
 
     ctx.report = report
     DigitsMLP().train(config, ctx)
+
+
+class CountsReports(DigitsMLP):
+    """digits_mlp that notes every epoch it trains (each `ctx.report` call, before the report
+    leaves) in `config["out_dir"]`, one file per trial (by its lr), and reports `loads`: how
+    often the trial loaded the digits itself (never, when the driver shares its splits)."""
+
+    def train(self, config, ctx):
+        from pathlib import Path
+
+        from raysweep.tasks.digits import digits_splits
+
+        out, real_report, before = Path(config["out_dir"]) / f"reports-{config['lr']!r}", ctx.report, _calls(digits_splits)
+
+        def report(metrics, checkpoint=None):
+            with out.open("a") as f:
+                f.write("trained\n")
+            real_report({**metrics, "loads": float(_calls(digits_splits) - before)}, checkpoint=checkpoint)
+
+        ctx.report = report
+        super().train(config, ctx)
+
+
+def _calls(cached) -> int:
+    info = cached.cache_info()
+    return info.hits + info.misses
+
+
+def reports_trained(out_dir, lr):
+    from pathlib import Path
+
+    path = Path(out_dir) / f"reports-{lr!r}"
+    return len(path.read_text().splitlines()) if path.exists() else 0

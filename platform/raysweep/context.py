@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterator
 
@@ -271,12 +272,69 @@ class RayContext(TrainContext):
         return self._resume
 
 
-class InProcessContext(RayContext):
-    """A one-worker trial running inside its Tune trial process."""
+class _PendingReport:
+    """At most one epoch's report in flight, in a thread of its own (`scheduler.report: async`).
 
-    def __init__(self, *, device: str = "cpu", **kwargs):
+    Tune's function trainables report synchronously: `tune.report` returns only once the
+    driver has taken the result and asked for the next, so the loop waits a round trip each
+    epoch. Here the training thread hands the report over and trains on; the next report (or
+    the trial's end) waits for it first, so reports keep their order and the lag is one epoch.
+    An error in the thread, or Tune's stop (SystemExit(0) when ASHA stops the trial), is raised
+    in the training thread at that wait: the epoch trained meanwhile is never reported.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def send(self, report: Callable[[], None], after: Callable[[], None]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(report, after), name="raysweep-report", daemon=True)
+        self._thread.start()
+
+    def _run(self, report: Callable[[], None], after: Callable[[], None]) -> None:
+        try:
+            report()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included: raised in the training thread
+            self._error = exc
+        finally:
+            after()
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+
+class InProcessContext(RayContext):
+    """A one-worker trial running inside its Tune trial process; `async_report`: each epoch's
+    report in a thread while the next trains (`_PendingReport`)."""
+
+    def __init__(self, *, device: str = "cpu", async_report: bool = False, **kwargs):
         super().__init__(**kwargs)
         self._device = torch.device(device)
+        self._pending = _PendingReport() if async_report else None
+
+    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+        if self._pending is None:
+            super().report(metrics, checkpoint)
+            return
+        metrics = self._complete(metrics)
+        directory = None
+        if checkpoint is not None and self._writes_checkpoints():
+            # Written now, in this thread: the next epoch changes the tensors the state dict shares.
+            directory = tempfile.TemporaryDirectory(prefix="raysweep-ckpt-")
+            save_state(checkpoint, directory.name)
+        self._pending.send(lambda: self._ray_report(metrics, directory and directory.name),
+                           after=directory.cleanup if directory else lambda: None)
+
+    def flush(self, *, raise_error: bool = True) -> None:
+        """Wait for the last epoch's report (the trial function's end)."""
+        if self._pending is not None:
+            self._pending.wait(raise_error=raise_error)
 
     @property
     def device(self) -> torch.device:

@@ -52,6 +52,8 @@ class RunSetup:
     mlflow_callback: MLflowCallback | None = None
     wait: CapacityWait | None = None  # an autoscaling cluster not yet big enough (capacity.py)
     warm_up: WarmUp | None = None  # the run's end's imports, while the trials train
+    loading: threading.Thread | None = None  # the task's own splits, while Ray starts (shared_splits)
+    _splits: Any = None
 
     def start_ray(self) -> None:
         """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError)."""
@@ -77,6 +79,23 @@ class RunSetup:
 
     def load_data(self) -> TrialData | None:
         return load_data(self.spec, self.data_info, self.console, self.verbose)
+
+    def shared_splits(self) -> Any:
+        """The task's own splits, loaded once in this process for every trial (and the test
+        evaluation), or None: each trial loads its own (a task whose splits depend on the
+        config, a spec with `data:`, or a load that failed here, and fails again there, in the
+        trial, where its error is reported)."""
+        if self.loading is not None:
+            self.loading.join()
+        return self._splits
+
+    def _load_splits(self) -> None:
+        try:
+            self._splits = self.task.shared_splits(self.spec.seed)
+            if self._splits is not None:
+                self.task.give_splits(self.spec.seed, self._splits)
+        except Exception:  # noqa: BLE001 - see shared_splits
+            logging.getLogger(__name__).debug("loading the task's splits in the driver failed", exc_info=True)
 
     def warmed_up(self) -> None:
         if self.warm_up is not None:
@@ -132,7 +151,12 @@ def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose:
     book = TrialBook(spec, storage)
     interrupt = Interrupt()
     book.interrupt = interrupt
-    return RunSetup(spec, task, data_info, storage, uri, console, verbose, book, interrupt)
+    run = RunSetup(spec, task, data_info, storage, uri, console, verbose, book, interrupt)
+    if spec.data is None and callable(getattr(task, "shared_splits", None)):
+        # In a thread while Ray starts (the caller's next step), which is mostly waiting.
+        run.loading = threading.Thread(target=run._load_splits, name="raysweep-splits", daemon=True)
+        run.loading.start()
+    return run
 
 
 def quiet_libraries() -> None:

@@ -103,15 +103,17 @@ def run_search(
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
     with interrupt:
         try:
-            data = run.load_data()
+            data, splits = run.load_data(), run.shared_splits()
             stop = StopAfterFailures(book, spec.search.max_failed_trials or None, run.wait)
             if previous is None:
-                tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data)
+                tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data, splits=splits)
             elif more_samples is None:
-                tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data)
+                tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data,
+                                      splits=splits)
             else:
                 tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
-                                    num_samples=more_samples, prior=dict(book.records), stop=stop, data=data)
+                                    num_samples=more_samples, prior=dict(book.records), stop=stop, data=data,
+                                    splits=splits)
             fit(tuner)
         except BaseException as exc:  # a Ctrl-C before fit() or a second one inside it, a Tune error
             if tracker is not None:

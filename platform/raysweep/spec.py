@@ -331,6 +331,10 @@ class SchedulerSection(_Frozen):
                             "`max_epochs`")
     grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped (at most `max_epochs`)")
     reduction_factor: float = Field(3, gt=1, description="keep the best 1/rf at each rung")
+    report: Literal["sync", "async"] = Field(
+        "sync", description="`async`: a one-worker trial reports each epoch (metrics to Tune, its checkpoint "
+                            "to storage) in a thread while the next epoch trains; a trial ASHA stops may then "
+                            "train one epoch more, which is neither reported nor billed")
 
 
 class ResourcesSection(_Frozen):
@@ -521,6 +525,11 @@ class Spec(_Frozen):
         both = sorted(set(self.space) & set(self.fixed))
         if both:
             raise ValueError(f"fixed.{both[0]}: also defined in space; keep it in one of them")
+        if self.scheduler.report == "async" and self.resources.workers_per_trial > 1:
+            raise ValueError(
+                f"scheduler.report: 'async' applies to one-worker trials; with resources.workers_per_trial: "
+                f"{self.resources.workers_per_trial}, Ray Train reports (report: sync)"
+            )
         if self.scheduler.grace_period > self.max_epochs:
             raise ValueError(
                 f"scheduler.grace_period ({self.scheduler.grace_period}) must not exceed "

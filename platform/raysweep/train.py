@@ -100,7 +100,8 @@ def run_training(
     with interrupt:
         data = run.load_data()
         try:
-            build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait).fit()
+            build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait,
+                        splits=run.shared_splits()).fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
             if tracker is not None:
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})

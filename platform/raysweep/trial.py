@@ -41,14 +41,23 @@ def context_kwargs(spec: Spec, started_at: float | None = None) -> dict[str, Any
     }
 
 
-def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None) -> None:
+def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None, splits: Any = None) -> None:
     """Tune function trainable for a one-worker trial; `data`: the spec's data: splits
-    (ingest.TrialData), streamed whole."""
+    (ingest.TrialData), streamed whole; `splits`: the task's own, loaded once by the driver
+    (tasks.base.SupervisedTask.shared_splits)."""
     started_at = time.time()
     res = spec.resources
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch reads it only at import, and a
     # reused actor may have imported torch for another spec.
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
     ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", data=data,
-                           **context_kwargs(spec, started_at))
-    resolve_task(spec.task).train(trial_params(spec, config), ctx)
+                           async_report=spec.scheduler.report == "async", **context_kwargs(spec, started_at))
+    task = resolve_task(spec.task)
+    if splits is not None:
+        task.give_splits(spec.seed, splits)
+    try:
+        task.train(trial_params(spec, config), ctx)
+    except BaseException:
+        ctx.flush(raise_error=False)  # the epoch before lands; the training's own error is the one raised
+        raise
+    ctx.flush()

@@ -3,6 +3,8 @@ trials run at once, when the whole search stops, and a restored round's Tuner.""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -89,11 +91,11 @@ class StopAfterFailures(tune.Stopper):
         return None if self.wait is None else self.wait.failure
 
 
-def _trainable(spec: Spec, storage: str, data: TrialData | None = None):
+def _trainable(spec: Spec, storage: str, data: TrialData | None = None, splits: Any = None):
     res = spec.resources
     if not needs_ray_train(spec, resolve_task(spec.task)):
         return tune.with_resources(
-            tune.with_parameters(run_in_process, spec=spec, data=data),
+            tune.with_parameters(run_in_process, spec=spec, data=data, splits=splits),
             {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
         )
     # The trial itself only drives a Ray Train worker group, which holds the resources.
@@ -124,9 +126,10 @@ def _scheduler(spec: Spec, prior: dict | None = None):
 def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
     *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
-    stop: tune.Stopper | None = None, data: TrialData | None = None,
+    stop: tune.Stopper | None = None, data: TrialData | None = None, splits: Any = None,
 ) -> tune.Tuner:
     """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
+    `splits`: the task's own, loaded once (runsetup.RunSetup.shared_splits), for one-worker trials.
 
     `round_no` > 0 (`--resume --samples +N`): `num_samples` more trials in experiment NAME+round_no,
     with the earlier trials (`prior`, the book's records) in the sampler's and ASHA's history.
@@ -144,7 +147,7 @@ def build_tuner(
         scheduler = _scheduler(spec, prior)
         num_samples = num_samples or spec.search.num_samples
     return tune.Tuner(
-        _trainable(spec, storage, data),
+        _trainable(spec, storage, data, splits),
         param_space=fixed_config or {},
         # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
         # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
@@ -175,10 +178,11 @@ def build_tuner(
 
 def restore_tuner(
     spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None,
-    data: TrialData | None = None,
+    data: TrialData | None = None, splits: Any = None,
 ) -> tune.Tuner:
     """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
-    tuner = tune.Tuner.restore(path, _trainable(spec, storage, data), resume_unfinished=True, resume_errored=False)
+    tuner = tune.Tuner.restore(path, _trainable(spec, storage, data, splits), resume_unfinished=True,
+                               resume_errored=False)
     # Fresh callbacks holding this driver's book and tracker, and ASHA with its rungs rebuilt.
     set_restored_tuner(tuner, callbacks=tune_callbacks(callbacks), stop=stop, scheduler=_scheduler(spec, records))
     return tuner

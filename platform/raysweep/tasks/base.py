@@ -110,7 +110,21 @@ class SupervisedTask:
 
     def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
         """The splits a configuration trains and is tested on."""
-        return self.splits(seed)
+        given = getattr(self, "_given_splits", {}).get(seed)
+        return self.splits(seed) if given is None else given
+
+    def shared_splits(self, seed: int) -> Splits | None:
+        """The splits every trial of a search trains on, if the seed alone decides them (the
+        task overrides `splits`, not `splits_for`): loaded once by the driver and handed to
+        each trial process (`give_splits`) through Ray's object store, so that no trial
+        process imports scikit-learn and loads the data itself (2 s each on 2 cores)."""
+        if type(self).splits_for is not SupervisedTask.splits_for or type(self).splits is SupervisedTask.splits:
+            return None
+        return self.splits_for({}, seed)
+
+    def give_splits(self, seed: int, splits: Splits) -> None:
+        """What `splits_for` returns for `seed` in this process from now on (`shared_splits`)."""
+        self._given_splits = {**getattr(self, "_given_splits", {}), seed: splits}
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         """The bare model. A task with `data_formats` takes `build_model(config, info)`: the
