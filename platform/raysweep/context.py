@@ -254,12 +254,21 @@ class RayContext(TrainContext):
 
     def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
         metrics = self._complete(metrics)
-        if checkpoint is None or not self._writes_checkpoints():
-            self._ray_report(metrics, None)
-            return
-        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as tmp:
-            save_state(checkpoint, tmp)
-            self._ray_report(metrics, tmp)
+        directory = None
+        if checkpoint is not None and self._writes_checkpoints():
+            # Written now, in this thread: the next epoch changes the tensors the state dict shares.
+            directory = tempfile.TemporaryDirectory(prefix="raysweep-ckpt-")
+            save_state(checkpoint, directory.name)
+        self._send(lambda: self._ray_report(metrics, directory and directory.name),
+                   after=directory.cleanup if directory else lambda: None)
+
+    def _send(self, report: Callable[[], None], after: Callable[[], None]) -> None:
+        """Run `report`, then `after` (the checkpoint's directory removed); InProcessContext may
+        hand both to a thread (`scheduler.report: async`)."""
+        try:
+            report()
+        finally:
+            after()
 
     @property
     def resume_state(self) -> dict | None:
@@ -318,18 +327,11 @@ class InProcessContext(RayContext):
         self._device = torch.device(device)
         self._pending = _PendingReport() if async_report else None
 
-    def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
+    def _send(self, report: Callable[[], None], after: Callable[[], None]) -> None:
         if self._pending is None:
-            super().report(metrics, checkpoint)
-            return
-        metrics = self._complete(metrics)
-        directory = None
-        if checkpoint is not None and self._writes_checkpoints():
-            # Written now, in this thread: the next epoch changes the tensors the state dict shares.
-            directory = tempfile.TemporaryDirectory(prefix="raysweep-ckpt-")
-            save_state(checkpoint, directory.name)
-        self._pending.send(lambda: self._ray_report(metrics, directory and directory.name),
-                           after=directory.cleanup if directory else lambda: None)
+            super()._send(report, after)
+        else:
+            self._pending.send(report, after)
 
     def flush(self, *, raise_error: bool = True) -> None:
         """Wait for the last epoch's report (the trial function's end)."""

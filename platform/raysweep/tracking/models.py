@@ -42,9 +42,9 @@ def pip_requirements() -> list[str]:
 def warm_up() -> None:
     """Do ahead what `log_pytorch_model` does once per process before it writes anything:
     import MLflow's PyTorch flavor, export a tiny model (MLflow saves the model as pt2, through
-    `torch.export` and `torch._dynamo`), and map installed packages to check the pinned requirements against.
-    About 3 s on a 2-core machine (docs/design.md, point 20), spent here in a thread while
-    the trials train instead of after the last one. Errors wait for the real call."""
+    `torch.export` and `torch._dynamo`), and map installed packages to check the pinned
+    requirements against. About 3 s on a 2-core machine (docs/design.md, point 20), spent in a
+    thread while the trials train instead of after the last one. Errors wait for the real call."""
     try:
         # GitPython: MLflow tags a logged model with the source's git commit.
         for name in ("mlflow.pytorch", "git"):
