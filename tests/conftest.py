@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from raysweep.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 # User-task tests import `examples.*` and `tests.*` modules; Ray hands the driver's
 # sys.path to its workers, so the trials find them too.
@@ -77,8 +79,6 @@ def s3_server():
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from raysweep.testing import free_port
-
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -100,20 +100,12 @@ def tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (SQLite backend, artifacts on disk), as a team would
     run it. It can be stopped and started again on the same port and database (an outage)."""
 
     def __init__(self, root: Path, port: int | None = None):
-        self.root, self.port = root, port or _free_port()
+        self.root, self.port = root, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 

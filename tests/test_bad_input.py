@@ -18,7 +18,8 @@ from raysweep import jobenv
 from raysweep import runsetup
 from raysweep.cli import _load, build_parser, main
 
-from tests.conftest import _free_port, make_raw
+from raysweep.testing import free_port as _free_port
+from tests.conftest import make_raw
 
 # Placeholders in argv, files and env, filled in per test: the scratch directory, and the
 # URL of a port nothing listens on.

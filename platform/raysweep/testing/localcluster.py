@@ -25,10 +25,20 @@ from ..ray_internals import NODE_ENV
 _RAY = str(Path(sys.executable).with_name("ray"))
 
 
+_issued: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now and not handed out before by this process. The kernel may
+    give a just-closed ephemeral port again, and a node's ports are all chosen before it binds
+    any: two of them once came out equal and `ray start` refused to start (a CI flake)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _issued:
+            _issued.add(port)
+            return port
 
 
 def _wait_for(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float) -> None:
