@@ -18,6 +18,7 @@ import yaml
 from mlflow import MlflowClient
 from ray.tune.search.optuna import OptunaSearch
 
+from raysweep.book import STOPPED
 from raysweep.cli import main
 from raysweep.report import build_report
 from raysweep.search import run_search
@@ -48,14 +49,16 @@ def test_extending_a_finished_search_continues_its_sampler_and_parent_run(ray_se
     assert all(r.info.status == "FINISHED" for r in children)
     assert sorted(int(r.info.run_name.split()[0].split("-")[1]) for r in children) == list(range(1, 33))
     assert client.get_run(first.parent_run_id).data.metrics["trials_total"] == 32
-    # The new round's sampler had the first 16 trials in its study before it sampled: their
-    # configs and values are its first 16 trials, then come the 16 it ran.
+    # The new round's sampler had the first 16 trials in its study before it sampled, as they
+    # ended (stopped early: pruned): its first 16 trials, then come the 16 it ran.
     searcher = OptunaSearch()
     searcher.restore_from_dir(str(tmp_path / "results" / "grow+1"))
     study = searcher._ot_study.trials
     assert len(study) == 32
-    earlier = {(round(r["config"]["lr"], 12), r["value"]) for r in first.trials}
-    assert {(round(t.params["lr"], 12), t.value) for t in study[:16]} == earlier
+    earlier = {(round(r["config"]["lr"], 12), r["value"], "PRUNED" if r["status"] == STOPPED else "COMPLETE")
+               for r in first.trials}
+    assert {(round(t.params["lr"], 12), t.value, t.state.name) for t in study[:16]} == earlier
+    assert any(r["status"] == STOPPED for r in first.trials)
 
 
 # In-process trials, and Ray Train trials (a worker group per trial, its checkpoints in Ray

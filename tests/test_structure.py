@@ -198,6 +198,11 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     from ray.tune.impl.tuner_internal import TunerInternal
 
     assert callable(TunerInternal.get_run_config) and "_tune_config" in TunerInternal.__init__.__code__.co_names
+    from optuna.distributions import FloatDistribution
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(space={"x": FloatDistribution(0, 1)}, metric="m", mode="min")
+    assert ray_internals.optuna_study(searcher).trials == []
     from ray.tune.experiment import Trial
 
     assert "max_failures" in Trial.__init__.__code__.co_varnames

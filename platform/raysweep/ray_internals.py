@@ -68,6 +68,13 @@ def asha_sign(scheduler) -> float:
     return scheduler._metric_op
 
 
+def optuna_study(searcher):
+    """The Optuna study inside Tune's `OptunaSearch` (`_ot_study`): raysweep's searcher adds
+    earlier rounds' trials to it as Optuna recorded them (pruned ones with their intermediate
+    values, which `evaluated_rewards` cannot carry) and reads its trials' states."""
+    return searcher._ot_study
+
+
 def propagate_to_train_controller(name: str, value: str) -> None:
     """Set `name` here and have Ray Train pass it on to the controllers this process starts
     (and the placement-group cleaner they start): `ENV_VARS_TO_PROPAGATE`, Train V2."""

@@ -17,11 +17,10 @@ Every round searches the same space: a spec whose `space` changed is refused (`c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from .book import FAILED, RUNNING, TrialRecord
+from .book import RUNNING, TrialRecord
 from .space import optuna_space
 from .errors import SpecError
 from .spec import Spec
@@ -149,16 +148,6 @@ def _check_space(previous: Previous, spec: Spec) -> None:
             f"--resume: {', '.join('space.' + k for k in changed)} changed since search {spec.name!r} ran; "
             "every round of a search samples the same space: put it back, or start a new search under another name"
         )
-
-
-def prior_points(records: dict[str, TrialRecord], spec: Spec) -> tuple[list[dict], list[float]]:
-    """Earlier trials' configs and final values, for Optuna's history (failed ones left out)."""
-    configs, values = [], []
-    for rec in records.values():
-        if rec.status != FAILED and rec.value is not None and math.isfinite(rec.value):
-            configs.append({k: rec.config[k] for k in spec.space})
-            values.append(rec.value)
-    return configs, values
 
 
 def seed_asha(scheduler, records: dict[str, TrialRecord]) -> None:

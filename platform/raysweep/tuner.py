@@ -7,7 +7,6 @@ from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from .book import FAILED, TrialBook
 from .capacity import CapacityLimiter, CapacityWait, check as check_capacity, trial_need
@@ -16,8 +15,8 @@ from .failures import TRACKING
 from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
 from .ray_internals import set_restored_tuner
-from .resume import prior_points, round_name, seed_asha
-from .space import build_sampler, optuna_space
+from .resume import round_name, seed_asha
+from .searcher import SweepSearch
 from .spec import Spec
 from .tasks import needs_ray_train, resolve_task
 from .trial import run_in_process
@@ -139,18 +138,14 @@ def build_tuner(
         search_alg, scheduler, num_samples, limit = None, FIFOScheduler(), 1, None
         _need(spec, data)
     else:
-        points, rewards = prior_points(prior or {}, spec)
-        search_alg, limit = concurrency(spec, OptunaSearch(
-            space=optuna_space(spec), metric=spec.metric, mode=spec.mode, sampler=build_sampler(spec, round_no),
-            points_to_evaluate=points or None, evaluated_rewards=rewards or None,
-        ), data)
+        search_alg, limit = concurrency(spec, SweepSearch(spec, round_no, prior), data)
         scheduler = _scheduler(spec, prior)
         num_samples = num_samples or spec.search.num_samples
     return tune.Tuner(
         _trainable(spec, storage, data, splits),
         param_space=fixed_config or {},
         # metric and mode go to the searcher and scheduler themselves: set on TuneConfig they
-        # don't reach an OptunaSearch wrapped in Tune's concurrency limiter (Ray 2.60).
+        # don't reach a searcher wrapped in Tune's concurrency limiter (Ray 2.60).
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
             scheduler=scheduler,

@@ -1,0 +1,98 @@
+"""The searcher tells Optuna what happened to each trial, and keeps TPE's start-up random trials
+to the number it asked for. Tune's calls are made here as Tune makes them, on a real study."""
+
+from __future__ import annotations
+
+import math
+
+from optuna.trial import TrialState
+
+from raysweep.book import FINISHED, STOPPED, TrialRecord
+from raysweep.searcher import SweepSearch
+from raysweep.spec import validate
+from tests.conftest import make_raw
+
+
+def _spec(**changes):
+    return validate(make_raw(**{"max_epochs": 9, **changes}))
+
+
+def _run(searcher: SweepSearch, trial_id: str, values: list[float], *, error: bool = False) -> None:
+    """A trial as Tune drives it: suggested, one result per epoch, then completed."""
+    assert searcher.suggest(trial_id) is not None
+    result = {}
+    for epoch, value in enumerate(values, start=1):
+        result = {"val_loss": value, "epoch": epoch, "training_iteration": epoch}
+        searcher.on_trial_result(trial_id, result)
+    searcher.on_trial_complete(trial_id, result=None if error else result, error=error)
+
+
+def test_a_stopped_trial_is_pruned_at_its_epoch_and_a_finished_one_complete():
+    searcher = SweepSearch(_spec(**{"search.algorithm": "random"}))
+    _run(searcher, "stopped", [0.9, 0.5, 0.4])  # ASHA stopped it at epoch 3 of 9
+    _run(searcher, "finished", [0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.48, 0.47, 0.46])
+    _run(searcher, "crashed", [0.9], error=True)
+    stopped, finished, crashed = searcher.study.trials
+    # Tune's own OptunaSearch would say COMPLETE with 0.4: a 3-epoch loss ranked as a final one.
+    assert stopped.state == TrialState.PRUNED and stopped.value == 0.4
+    assert stopped.intermediate_values == {1: 0.9, 2: 0.5, 3: 0.4}
+    assert finished.state == TrialState.COMPLETE and finished.value == 0.46 and finished.last_step == 9
+    assert crashed.state == TrialState.FAIL
+
+
+def test_intermediate_values_are_keyed_by_epoch_and_a_restart_does_not_repeat_them():
+    """A trial restarted from an older checkpoint reports its lost epochs again, with Tune's
+    `training_iteration` running on: Optuna gets each epoch once, the first value."""
+    searcher = SweepSearch(_spec(**{"search.algorithm": "random"}))
+    assert searcher.suggest("t") is not None
+    for iteration, (epoch, value) in enumerate([(1, 0.9), (2, 0.8), (3, 0.7), (2, 0.85), (3, 0.75), (4, 0.6)], 1):
+        searcher.on_trial_result("t", {"val_loss": value, "epoch": epoch, "training_iteration": iteration})
+    searcher.on_trial_complete("t", result={"val_loss": 0.6, "epoch": 4, "training_iteration": 6})
+    (trial,) = searcher.study.trials
+    assert trial.intermediate_values == {1: 0.9, 2: 0.8, 3: 0.7, 4: 0.6} and trial.state == TrialState.PRUNED
+
+
+def test_tpe_start_up_trials_are_not_flooded_by_concurrency():
+    """TPE samples at random until n_startup_trials have finished; with 4 running at once, Tune
+    would be handed 3 random trials beyond those. The searcher waits for them instead."""
+    searcher = SweepSearch(_spec(**{"search.n_startup_trials": 3}))
+    assert all(searcher.suggest(f"s{i}") is not None for i in range(3))
+    assert searcher.suggest("early") is None  # Tune asks again later
+    assert searcher.suggest("early") is None
+    for i in range(2):
+        searcher.on_trial_result(f"s{i}", {"val_loss": 0.5 + i, "epoch": 1})
+        searcher.on_trial_complete(f"s{i}", result={"val_loss": 0.5 + i, "epoch": 1})  # pruned: counts
+    assert searcher.suggest("early") is None
+    searcher.on_trial_complete("s2", result=None, error=True)  # a failed one leaves TPE short of 3
+    assert searcher.suggest("random-again") is not None  # so one more start-up trial is sampled
+    assert searcher.suggest("modelled") is None
+    searcher.on_trial_result("random-again", {"val_loss": 0.2, "epoch": 9})
+    searcher.on_trial_complete("random-again", result={"val_loss": 0.2, "epoch": 9})
+    assert searcher.suggest("modelled") is not None
+    assert searcher.suggest("modelled-too") is not None  # past start-up, concurrency is the limiter's
+    states = [t.state for t in searcher.study.trials]
+    assert states.count(TrialState.RUNNING) == 2 and len(states) == 6
+
+
+def test_random_search_has_no_start_up_phase_to_wait_for():
+    searcher = SweepSearch(_spec(**{"search.algorithm": "random", "search.n_startup_trials": 2}))
+    assert all(searcher.suggest(f"t{i}") is not None for i in range(5))
+
+
+def test_an_extended_search_puts_earlier_trials_in_the_study_as_they_ended():
+    spec = _spec(**{"search.algorithm": "random"})
+
+    def rec(n, status, values, config_lr):
+        history = [(float(e), e, v, 0.0) for e, v in enumerate(values, start=1)]
+        return TrialRecord(trial_id=f"t{n}", number=n, config={"lr": config_lr, "dropout": 0.1, "batch_size": 64},
+                           status=status, epochs=len(values), value=values[-1] if values else None, history=history)
+
+    prior = {r.trial_id: r for r in [
+        rec(1, FINISHED, [0.9] * 8 + [0.3], 0.01), rec(2, STOPPED, [0.8, 0.6], 0.02),
+        rec(3, "failed", [0.7], 0.03), rec(4, STOPPED, [math.nan], 0.04),
+    ]}
+    searcher = SweepSearch(spec, round_no=1, prior=prior)
+    finished, stopped = searcher.study.trials  # the failed one and the one with no finite value: out
+    assert finished.state == TrialState.COMPLETE and finished.value == 0.3 and finished.params["lr"] == 0.01
+    assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {1: 0.8, 2: 0.6}
+    assert searcher.suggest("next") is not None and len(searcher.study.trials) == 3
