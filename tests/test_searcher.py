@@ -18,13 +18,13 @@ def _spec(**changes):
 
 
 def _run(searcher: SweepSearch, trial_id: str, values: list[float], *, error: bool = False) -> None:
-    """A trial as Tune drives it: suggested, one result per epoch, then completed."""
+    """A trial as Tune drives it: suggested, one result per epoch, then completed. The result
+    its scheduler stops it at (ASHA's rung, max_epochs) Tune gives only to on_trial_complete."""
     assert searcher.suggest(trial_id) is not None
-    result = {}
-    for epoch, value in enumerate(values, start=1):
-        result = {"val_loss": value, "epoch": epoch, "training_iteration": epoch}
+    results = [{"val_loss": v, "epoch": e, "training_iteration": e} for e, v in enumerate(values, start=1)]
+    for result in results[:-1]:
         searcher.on_trial_result(trial_id, result)
-    searcher.on_trial_complete(trial_id, result=None if error else result, error=error)
+    searcher.on_trial_complete(trial_id, result=None if error else results[-1], error=error)
 
 
 def test_a_stopped_trial_is_pruned_at_its_epoch_and_a_finished_one_complete():

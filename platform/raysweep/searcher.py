@@ -81,8 +81,12 @@ class SweepSearch(OptunaSearch):
         super().on_trial_result(trial_id, {**result, "training_iteration": step})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self._last_step.pop(trial_id, None)
         step = None if result is None else _epoch(result)
+        if not error and result is not None:
+            # Tune skips the searcher's on_trial_result for the result its scheduler or stopper
+            # stops a trial at (ASHA at a rung, and at max_epochs): that epoch comes only here.
+            self.on_trial_result(trial_id, result)
+        self._last_step.pop(trial_id, None)
         if not error and step is not None and step < self.max_epochs:
             # No value: Tune's searcher then tells Optuna PRUNED, and Optuna takes the last
             # intermediate value as the trial's.
