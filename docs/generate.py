@@ -135,18 +135,23 @@ def _row(key: str, field, owner: str) -> list[str]:
     return [f"`{key}`", _value(field), _default(field), field.description]
 
 
-def spec_keys() -> str:
+def _rows(model: type[BaseModel], prefix: str = "") -> list[list[str]]:
+    """A row per key of `model`, and of each section inside it (`search.budget.usd`)."""
     rows = []
-    for name, field in Spec.model_fields.items():
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
         section = _section(field.annotation)
-        if section is None or name == "space":
-            rows.append(_row(name, field, f"Spec.{name}"))
+        if section is None or key == "space":
+            rows.append(_row(key, field, f"{model.__name__}.{name}"))
             continue
         if field.description:  # an optional section (`data`): what leaving it out means
-            rows.append(_row(name, field, f"Spec.{name}"))
-        for key, sub in section.model_fields.items():
-            rows.append(_row(f"{name}.{key}", sub, f"{section.__name__}.{key}"))
-    return table(["key", "value", "default", "meaning"], rows)
+            rows.append(_row(key, field, f"{model.__name__}.{name}"))
+        rows += _rows(section, f"{key}.")
+    return rows
+
+
+def spec_keys() -> str:
+    return table(["key", "value", "default", "meaning"], _rows(Spec))
 
 
 def param_types() -> str:

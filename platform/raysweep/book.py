@@ -95,7 +95,8 @@ class TrialBook(Callback):
         self.records: dict[str, TrialRecord] = {}
         self.parent_run_id: str | None = None  # the search's MLflow run, for `--resume`
         self.parent_params: set[str] = set()  # params that run already had when this driver took it over
-        self.target = spec.search.num_samples  # trials the search means to run, all rounds together
+        # trials the search means to run, all rounds together; None: as many as its budget buys
+        self.target = spec.search.samples
         self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled
         # Billed totals of runs a dead driver left that --resume could not continue (tracking.py).
         self.orphaned: dict[str, float] = {}
@@ -139,7 +140,7 @@ class TrialBook(Callback):
             return
         self.records = state["records"]
         self.parent_run_id = state["parent_run_id"]
-        self.target = max(self.target, state["target"])
+        self.target = None if None in (self.target, state["target"]) else max(self.target, state["target"])
         self.started = time.monotonic() - state["elapsed"]  # learning-curve times run on
 
     def __getstate__(self):  # Tune pickles its callbacks: the filesystem handle doesn't travel

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
+from .budget import Budget
 from .console import make_console
 
 _PLAIN_INTERVAL_S = 5.0
@@ -45,9 +46,14 @@ class _Printing(Callback):
 
 
 class ProgressCallback(_Printing):
-    def __init__(self, book: TrialBook, total: int, console: Console | None = None):
+    """The status line; with a `budget` (search.budget), what is spent of it, and once the first
+    epochs are measured, one line of what the rest of it buys (`Budget.estimate`)."""
+
+    def __init__(self, book: TrialBook, total: int | None, console: Console | None = None,
+                 budget: Budget | None = None):
         super().__init__(console)
-        self.book, self.total = book, total
+        self.book, self.total, self.budget = book, total, budget
+        self.estimated = False
         self._live: Live | None = None
         self._last_plain = 0.0
         self._last_line = ""
@@ -61,10 +67,23 @@ class ProgressCallback(_Printing):
         metric = self.book.spec.metric
         done = c[FINISHED] + c[STOPPED] + c[FAILED]
         elapsed = time.monotonic() - self.book.started
+        spent = "" if self.budget is None else f" · budget {self.budget.used_fraction():.0%} spent"
         return (
-            f"trials {done}/{self.total} done · {c[RUNNING]} running · {c[STOPPED]} stopped early · "
-            f"{c[FAILED]} failed · best {metric} {_value(best.value if best else None)} · {elapsed:.0f}s"
+            f"trials {done}{'' if self.total is None else f'/{self.total}'} done · {c[RUNNING]} running · "
+            f"{c[STOPPED]} stopped early · {c[FAILED]} failed · best {metric} "
+            f"{_value(best.value if best else None)}{spent} · {elapsed:.0f}s"
         )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.budget is None or self.estimated:
+            return
+        estimate = self.budget.estimate()
+        if estimate is not None:
+            self.estimated = True
+            if self._live is not None:  # printed above the live line
+                self._live.console.print(estimate, highlight=False)
+            else:
+                self.console.print(estimate, highlight=False)
 
     def _show(self, force: bool = False) -> None:
         line = self.line()

@@ -56,6 +56,12 @@ def set_restored_tuner(tuner, *, callbacks: list, stop, scheduler) -> None:
     internal._tune_config.scheduler = scheduler
 
 
+def restored_searcher(tuner):
+    """The searcher a restored `Tuner` will run (its TuneConfig's, unpickled from tuner.pkl), to
+    give it this driver's budget before `fit` restores its state (no public accessor)."""
+    return tuner._local_tuner._tune_config.search_alg
+
+
 def asha_rungs(scheduler) -> list[tuple[int, dict]]:
     """(milestone epoch, {trial id: recorded value}) of every rung of an `ASHAScheduler`, to
     fill with earlier trials' values (Tune restores the scheduler empty; no public API takes

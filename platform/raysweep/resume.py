@@ -53,11 +53,11 @@ class Previous:
 
     @property
     def finished(self) -> bool:
-        """Every trial the search meant to run has ended (so `--resume` alone has nothing to do)."""
+        """Every trial the search meant to run has ended (so `--resume` alone has nothing to do).
+        A search with a budget and no trial count (target None) says it only by concluding."""
         state = self.book_state
-        return bool(state) and len(state["records"]) >= state["target"] and all(
-            r.status != RUNNING for r in state["records"].values()
-        )
+        enough = state and (state["target"] is None or len(state["records"]) >= state["target"])
+        return bool(enough) and all(r.status != RUNNING for r in state["records"].values())
 
 
 # Written in a round's directory once the search's last steps ran: a round whose trials all

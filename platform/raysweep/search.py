@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
+from .budget import Budget
 from .errors import Interrupted, SearchFailed, TooManyFailures
 from .ingest import TrialData
 from .models import checkpoint_state
@@ -25,7 +26,8 @@ from .spec import Spec
 from .storage import join
 from .tasks.contract import can_log_model, capabilities
 from .totals import cost_sums, search_totals
-from .tracking.names import BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, ERROR_TAG, INTERRUPTED_TAG, MODEL_URI_TAG
+from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGET_REACHED_TAG, ERROR_TAG,
+                             INTERRUPTED_TAG, MODEL_URI_TAG)
 from .tracking.spool import Spool, substitute
 from .tracking.tracker import Tracker
 from .tracking.uri import runs_url
@@ -52,6 +54,8 @@ class SearchResult:
     model_uri: str | None = None  # the best model, MLflow PyTorch flavor, registered
     error: str | None = None  # why the search failed or stopped (then `run_search` raises)
     status: str = "finished"  # or "failed" (SearchFailed), "interrupted" (Interrupted: Ctrl-C)
+    # search.budget: {"limits": {...}, "spent": {...}, "reached": the limit that ended it or None}
+    budget: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +90,10 @@ def run_search(
         check_resume(previous, spec, storage, more_samples)
     if previous is not None and previous.book_state:
         book.set_state(previous.book_state)
-        book.target += more_samples or 0
+        book.target = None if book.target is None else book.target + (more_samples or 0)
+    budget = None if spec.search.budget is None else Budget(spec, book)
+    if budget is not None:
+        console.print(budget.forecast(spec.search.samples, spec.max_epochs), highlight=False)
     if uri is not None:
         # MLflow down mid-search: its writes wait in the search's storage (spool.py).
         run.tracker = Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri))
@@ -98,22 +105,24 @@ def run_search(
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
             book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
     parent_run_id = book.parent_run_id
-    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), ProgressCallback(book, book.target, console),
+    progress = ProgressCallback(book, book.target, console, budget)
+    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress,
                               "matplotlib.figure")  # plots.py, at the end
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
     with interrupt:
         try:
             data, splits = run.load_data(), run.shared_splits()
-            stop = StopAfterFailures(book, spec.search.max_failed_trials or None, run.wait)
+            stop = StopAfterFailures(book, spec.search.max_failed_trials or None, run.wait, budget)
             if previous is None:
-                tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data, splits=splits)
+                tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data, splits=splits,
+                                    budget=budget)
             elif more_samples is None:
                 tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data,
-                                      splits=splits)
+                                      splits=splits, budget=budget)
             else:
                 tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
                                     num_samples=more_samples, prior=dict(book.records), stop=stop, data=data,
-                                    splits=splits)
+                                    splits=splits, budget=budget)
             fit(tuner)
         except BaseException as exc:  # a Ctrl-C before fit() or a second one inside it, a Tune error
             if tracker is not None:
@@ -122,16 +131,18 @@ def run_search(
                 tracker.end_run(parent_run_id, "KILLED", tags)
             raise
         if interrupt.after_fit():
-            raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose)
+            raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
         try:
             run.warmed_up()
-            result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure)
+            result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         round_no = 0 if previous is None else previous.round + (more_samples is not None)
         mark_concluded(join(storage, round_name(spec.name, round_no)))
     if not verbose:
         console.print(leaderboard(book))
+    if budget is not None:
+        console.print(budget.summary(), highlight=False)
     if failure is not None:
         failure.result = result
         raise failure
@@ -140,7 +151,7 @@ def run_search(
 
 
 def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float, uri: str | None,
-            **fields) -> SearchResult:
+            budget: Budget | None = None, **fields) -> SearchResult:
     """The summary of what the book holds (`fields`: test metrics, error, status)."""
     best = book.best()
     return SearchResult(
@@ -167,12 +178,15 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
         wall_s=round(time.monotonic() - started, 3),
         tracking_uri=uri,
         totals=book_totals(book),
+        budget=None if budget is None else {"limits": budget.limits, "spent": budget.spend(),
+                                            "reached": budget.reached},
         **fields,
     )
 
 
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
-              started: float, uri: str | None, stopped: str | None = None) -> tuple[SearchResult, SearchFailed | None]:
+              started: float, uri: str | None, stopped: str | None = None,
+              budget: Budget | None = None) -> tuple[SearchResult, SearchFailed | None]:
     """After the trials: the best trial on the test split, its model, the parent run's summary;
     and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did."""
     best = book.best()
@@ -184,7 +198,7 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     if state is not None and evaluates:
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
     failure = search_failure(spec, book, stopped)
-    result = _result(spec, book, tracker, started, uri, test_metrics=test_metrics,
+    result = _result(spec, book, tracker, started, uri, budget, test_metrics=test_metrics,
                      error=None if failure is None else str(failure),
                      status="finished" if failure is None else "failed")
     if tracker is not None:
@@ -207,14 +221,14 @@ def _settle_ids(tracker: Tracker, result: SearchResult) -> None:
 
 
 def _interrupted(spec: Spec, book: TrialBook, tracker: Tracker | None, mlflow_callback, started: float,
-                 uri: str | None, console: Console, verbose: bool) -> Interrupted:
+                 uri: str | None, console: Console, verbose: bool, budget: Budget | None = None) -> Interrupted:
     """Ctrl-C: running trials' runs end KILLED with their epochs so far, the parent KILLED with
     the summary of what finished; no test evaluation, no model. Tune saved the rest for --resume."""
     running = [r for r in book.records.values() if r.status == RUNNING]
     counts = book.counts()
     message = (f"interrupted: {counts[FINISHED]} trial(s) finished, {counts[STOPPED]} stopped early, "
                f"{counts[FAILED]} failed, {len(running)} running saved at their last checkpoint")
-    result = _result(spec, book, tracker, started, uri, status="interrupted", error=message)
+    result = _result(spec, book, tracker, started, uri, budget, status="interrupted", error=message)
     if tracker is not None:
         end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
         _log_summary(tracker, spec, book, result, status="KILLED", tags={INTERRUPTED_TAG: "true"})
@@ -289,9 +303,13 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         # the children's metric names: the parent's value is their sum
         **cost_sums([rec.metrics for rec in book.records.values()], book.orphaned),
         **result.test_metrics,
+        # search.budget: each limit's spend (the limits themselves are the run's params)
+        **{f"budget_spent_{limit}": spent for limit, spent in (result.budget or {}).get("spent", {}).items()},
     }
     best = book.best()
     tags = dict(tags or {})
+    if result.budget and result.budget["reached"]:
+        tags[BUDGET_REACHED_TAG] = result.budget["reached"]
     if best is not None:
         totals[f"best_{spec.metric}"] = best.value
         tracker.log_best_params(run_id, trial_params(spec, best.config), book.parent_params)

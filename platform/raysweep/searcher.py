@@ -22,9 +22,11 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .book import FAILED, STOPPED, TrialRecord
+from .budget import FINISHED, WAIT, Budget
 from .ray_internals import optuna_study
 from .space import build_sampler, optuna_space
 from .spec import Spec
@@ -35,14 +37,33 @@ _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 class SweepSearch(OptunaSearch):
     """`OptunaSearch` with stopped trials PRUNED (see the module) and start-up trials bounded."""
 
-    def __init__(self, spec: Spec, round_no: int = 0, prior: dict[str, TrialRecord] | None = None):
+    def __init__(self, spec: Spec, round_no: int = 0, prior: dict[str, TrialRecord] | None = None,
+                 budget: Budget | None = None):
         super().__init__(space=optuna_space(spec), metric=spec.metric, mode=spec.mode,
                          sampler=build_sampler(spec, round_no))
+        self.budget = budget  # this driver's (search.budget): whether another trial fits
         self.max_epochs = spec.max_epochs
         self.n_startup = spec.search.n_startup_trials if spec.search.algorithm == "tpe" else 0
         self._last_step: dict[str, int] = {}
         for rec in (prior or {}).values():
             self.add_prior(rec, spec)
+
+    # Tune pickles the searcher (tuner.pkl) and saves its state (`save`, the whole __dict__);
+    # the budget reads this driver's book, and a restored search is given its own (tuner.py).
+    def __getstate__(self):
+        return {**self.__dict__, "budget": None}
+
+    def save(self, checkpoint_path: str) -> None:
+        budget, self.budget = self.budget, None
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self.budget = budget
+
+    def restore(self, checkpoint_path: str) -> None:
+        budget = self.budget
+        super().restore(checkpoint_path)
+        self.budget = budget
 
     @property
     def study(self) -> optuna.Study:
@@ -68,6 +89,12 @@ class SweepSearch(OptunaSearch):
             done = sum(t.state in _DONE for t in trials)
             if done < self.n_startup <= len(trials):
                 return None  # the start-up trials TPE asked for are running: wait for them
+        if self.budget is not None:
+            decision = self.budget.may_start(trial_id)
+            if decision == WAIT:
+                return None
+            if decision == FINISHED:
+                return Searcher.FINISHED
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -87,6 +114,8 @@ class SweepSearch(OptunaSearch):
             # stops a trial at (ASHA at a rung, and at max_epochs): that epoch comes only here.
             self.on_trial_result(trial_id, result)
         self._last_step.pop(trial_id, None)
+        if self.budget is not None:
+            self.budget.admitted.discard(trial_id)
         if not error and step is not None and step < self.max_epochs:
             # No value: Tune's searcher then tells Optuna PRUNED, and Optuna takes the last
             # intermediate value as the trial's.

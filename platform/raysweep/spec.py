@@ -309,11 +309,39 @@ PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 # --------------------------------------------------------------------------- sections
 
 
+class BudgetSection(_Frozen):
+    """What a search may spend; the first limit reached ends it (budget.py)."""
+
+    epochs: int | None = Field(None, ge=1, description="epochs trained, all trials together")
+    device_hours: float | None = Field(None, gt=0, description="device-hours (a GPU's, else a CPU core's; "
+                                                               "`cost_device_hours`), all trials together")
+    usd: float | None = Field(None, gt=0, description="dollars at the `cost` prices (`cost_usd`), all trials "
+                                                      "together")
+    wall_s: float | None = Field(None, gt=0, description="seconds from the search's start")
+
+    @model_validator(mode="after")
+    def _some_limit(self):
+        if not self.limits:
+            raise ValueError("set at least one of epochs, device_hours, usd, wall_s")
+        return self
+
+    @property
+    def limits(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.model_dump().items() if v is not None}
+
+
+DEFAULT_NUM_SAMPLES = 32
+
+
 class SearchSection(_Frozen):
     algorithm: Literal["tpe", "random"] = Field(
         "tpe", description="`tpe`: Optuna's TPE sampler (multivariate, constant liar, built with `seed`); "
                            "`random`: Optuna's random sampler")
-    num_samples: int = Field(32, ge=1, description="trials")
+    num_samples: int | None = Field(
+        None, ge=1, description=f"trials; null: {DEFAULT_NUM_SAMPLES}, or with a `budget` as many as it buys")
+    budget: BudgetSection | None = Field(
+        None, description="what the search may spend (keys below); it samples until the first limit is reached "
+                          "and never starts a trial, or lets one past a rung, that would cross it")
     max_concurrent: int | None = Field(
         None, ge=1, description="trials at once; null: as many as the cluster's nodes hold, looked at again as "
                                 "nodes join or leave")
@@ -323,6 +351,13 @@ class SearchSection(_Frozen):
         None, ge=1, description="this many FAILED trials stop the search, which then fails (exit code 1) after "
                                 "logging what finished; a trial counts once its retries (`failures.max_failures`) "
                                 "are spent; null: no limit")
+
+    @property
+    def samples(self) -> int | None:
+        """Trials to run: `num_samples`, else 32, else (with a budget) None, as many as it buys."""
+        if self.num_samples is not None or self.budget is not None:
+            return self.num_samples
+        return DEFAULT_NUM_SAMPLES
 
 
 class SchedulerSection(_Frozen):
@@ -634,6 +669,8 @@ def _one_line(exc: ValidationError, raw: dict) -> str:
         return f"{path}: {msg}"
     if kind == "literal_error":
         return f"{path}: {_format_value(value)} is not allowed; {msg[0].lower()}{msg[1:]}"
+    if kind == "model_type":  # a section given as a scalar: pydantic names its class
+        return f"{path or 'spec'}: must be a mapping of keys (key: value), got {_format_value(value)}"
     return f"{path or 'spec'}: {msg[0].lower()}{msg[1:]}, got {_format_value(value)}"
 
 

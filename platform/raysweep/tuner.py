@@ -9,12 +9,13 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from .book import FAILED, TrialBook
+from .budget import Budget
 from .capacity import CapacityLimiter, CapacityWait, check as check_capacity, trial_need
 from .distributed import run_distributed
 from .failures import TRACKING
 from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
-from .ray_internals import set_restored_tuner
+from .ray_internals import restored_searcher, set_restored_tuner
 from .resume import round_name, seed_asha
 from .searcher import SweepSearch
 from .spec import Spec
@@ -64,23 +65,44 @@ class KeepWorkingDir(tune.Callback):
     on_trial_start = on_trial_complete = on_trial_error = on_experiment_end = _enter
 
 
-class StopAfterFailures(tune.Stopper):
-    """Stops the whole search once `limit` trials have failed (search.max_failed_trials), or
-    when an autoscaling cluster has not grown to hold a trial in time (`wait`); and a trial
-    whose MLflow writes were refused (the book marked it failed: tracking.py).
+def _live() -> tune.Stopper:
+    """The stopper of the search running in this process (a no-op where none is)."""
+    return _live_stopper or tune.stopper.NoopStopper()
 
-    Reads the driver's `TrialBook`, which counts a trial only when Tune gives up on it.
+
+class StopAfterFailures(tune.Stopper):
+    """Stops the whole search once `limit` trials have failed (search.max_failed_trials), when
+    an autoscaling cluster has not grown to hold a trial in time (`wait`), or once a limit of
+    the `budget` is reached; and a trial whose MLflow writes were refused (the book marked it
+    failed: tracking.py), or at a rung past which the budget has no room for it.
+
+    Reads the driver's `TrialBook`, which counts a trial only when Tune gives up on it (and,
+    run before the callbacks, sees a result before the book does).
     """
 
-    def __init__(self, book: TrialBook, limit: int | None, wait: CapacityWait | None = None):
-        self.book, self.limit, self.wait = book, limit, wait
+    def __init__(self, book: TrialBook, limit: int | None, wait: CapacityWait | None = None,
+                 budget: Budget | None = None):
+        global _live_stopper
+        self.book, self.limit, self.wait, self.budget = book, limit, wait, budget
+        _live_stopper = self
+
+    def __reduce__(self):
+        # Tune pickles the stopper with its experiment state and, resuming, puts the unpickled
+        # one in place of the stopper it was given: a dead driver's, holding a stale copy of its
+        # book (failures and spend after the resume went uncounted). Unpickled, it is the
+        # stopper of the search this process runs now.
+        return _live, ()
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         rec = self.book.records.get(trial_id)
-        return rec is not None and rec.failure == TRACKING
+        if rec is not None and rec.failure == TRACKING:
+            return True
+        return self.budget is not None and not self.budget.may_continue(trial_id, result)
 
     def stop_all(self) -> bool:
         if self.wait is not None and self.wait.stop_all():
+            return True
+        if self.budget is not None and self.budget.exhausted():
             return True
         return self.limit is not None and self.book.counts()[FAILED] >= self.limit
 
@@ -88,6 +110,9 @@ class StopAfterFailures(tune.Stopper):
     def failure(self) -> str | None:
         """Why the search stopped before its trials could run, if it did."""
         return None if self.wait is None else self.wait.failure
+
+
+_live_stopper: StopAfterFailures | None = None
 
 
 def _trainable(spec: Spec, storage: str, data: TrialData | None = None, splits: Any = None):
@@ -126,9 +151,12 @@ def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
     *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
     stop: tune.Stopper | None = None, data: TrialData | None = None, splits: Any = None,
+    budget: Budget | None = None,
 ) -> tune.Tuner:
     """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
     `splits`: the task's own, loaded once (runsetup.RunSetup.shared_splits), for one-worker trials.
+    `budget` (search.budget): the searcher starts a trial only if it fits (the stopper, given
+    the same budget, stops trials at rungs past which it has no room).
 
     `round_no` > 0 (`--resume --samples +N`): `num_samples` more trials in experiment NAME+round_no,
     with the earlier trials (`prior`, the book's records) in the sampler's and ASHA's history.
@@ -138,9 +166,10 @@ def build_tuner(
         search_alg, scheduler, num_samples, limit = None, FIFOScheduler(), 1, None
         _need(spec, data)
     else:
-        search_alg, limit = concurrency(spec, SweepSearch(spec, round_no, prior), data)
+        search_alg, limit = concurrency(spec, SweepSearch(spec, round_no, prior, budget), data)
         scheduler = _scheduler(spec, prior)
-        num_samples = num_samples or spec.search.num_samples
+        # -1: Tune's "until the searcher says it has finished" (a budget, spent)
+        num_samples = num_samples or spec.search.samples or -1
     return tune.Tuner(
         _trainable(spec, storage, data, splits),
         param_space=fixed_config or {},
@@ -173,13 +202,18 @@ def build_tuner(
 
 def restore_tuner(
     spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None,
-    data: TrialData | None = None, splits: Any = None,
+    data: TrialData | None = None, splits: Any = None, budget: Budget | None = None,
 ) -> tune.Tuner:
     """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
     tuner = tune.Tuner.restore(path, _trainable(spec, storage, data, splits), resume_unfinished=True,
                                resume_errored=False)
     # Fresh callbacks holding this driver's book and tracker, and ASHA with its rungs rebuilt.
     set_restored_tuner(tuner, callbacks=tune_callbacks(callbacks), stop=stop, scheduler=_scheduler(spec, records))
+    searcher = restored_searcher(tuner)
+    while not isinstance(searcher, SweepSearch) and hasattr(searcher, "searcher"):  # the concurrency limiter's
+        searcher = searcher.searcher
+    if isinstance(searcher, SweepSearch):  # the budget of this driver's book (pickled without one)
+        searcher.budget = budget
     return tuner
 
 

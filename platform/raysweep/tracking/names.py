@@ -13,6 +13,7 @@ ERROR_TAG = "raysweep.error"  # one line: why a run failed
 FAILURE_TAG = "raysweep.failure"  # its kind (failures.py)
 STOPPED_EARLY_TAG = "raysweep.stopped_early"  # "true": ASHA (or the search's end) stopped the trial
 INTERRUPTED_TAG = "raysweep.interrupted"  # "true": ended by Ctrl-C
+BUDGET_REACHED_TAG = "raysweep.budget_reached"  # on a parent run: the search.budget limit that ended the search
 ORPHANED_TAG = "raysweep.orphaned"  # a dead driver's run of a trial --resume could not continue
 BEST_CONFIG_TAG = "raysweep.best_config"  # the parent's: the best trial's hyperparameters, as JSON
 BEST_TRIAL_ID_TAG = "raysweep.best_trial_id"

@@ -101,8 +101,10 @@ class Tracker:
         settings = {
             "task": spec.task, "metric": spec.metric, "mode": spec.mode, "max_epochs": spec.max_epochs,
             "seed": spec.seed, "search.algorithm": spec.search.algorithm,
-            "search.num_samples": spec.search.num_samples, "scheduler.type": spec.scheduler.type,
-            "workers_per_trial": spec.resources.workers_per_trial,
+            "search.num_samples": spec.search.samples or "until the budget is spent",
+            "scheduler.type": spec.scheduler.type, "workers_per_trial": spec.resources.workers_per_trial,
+            **({} if spec.search.budget is None else
+               {f"search.budget.{limit}": cap for limit, cap in spec.search.budget.limits.items()}),
         }
         self.client.log_batch(run_id, params=_params(settings))
         self.client.log_text(run_id, spec_yaml(spec), "spec.yaml")  # tracking.uri, data: paths redacted
