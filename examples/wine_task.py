@@ -13,7 +13,7 @@ def train(config, ctx):
     x_tr, x_va = torch.tensor(x_tr, dtype=torch.float32), torch.tensor(x_va, dtype=torch.float32)
     y_tr, y_va = torch.tensor(y_tr), torch.tensor(y_va)
 
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(ctx.train_seed)
     model = ctx.prepare_model(torch.nn.Sequential(
         torch.nn.Linear(13, config["hidden"]), torch.nn.ReLU(), torch.nn.Linear(config["hidden"], 3)))
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)

@@ -174,3 +174,18 @@ def test_an_epochs_budget_is_never_crossed(ray_session, tmp_path):
     assert result.status == "finished" and result.epochs_run <= 14 and result.budget["reached"] == "epochs"
     assert result.epochs_run >= 14 - 3  # nothing fitted beside the trials committed at the end
     assert len(result.trials) < 50
+
+
+def test_a_search_that_confirms_its_winner_keeps_room_for_it():
+    """search.confirm's runs (top_k x seeds x max_epochs epochs) are paid from the budget too:
+    sampling stops early enough to leave them room, which is theirs once they start."""
+    spec = _spec(**{"search.budget": {"epochs": 30}, "search.confirm": {"top_k": 1, "seeds": 2}})
+    book = _book(spec, (DONE, 9, 0.0), (STOPPED, 1, 0.0))  # 10 spent; 18 kept for 2 x 9
+    budget = Budget(spec, book)
+    assert budget.reserve == 18
+    assert budget.may_start("new") == START  # 10 + 18 + 1 = 29
+    budget.admitted.clear()
+    book.records["t1"].epochs = 3
+    assert budget.may_start("new") == FINISHED and budget.reached == "epochs"  # 12 + 18 + 1 > 30
+    budget.reserve = 0  # confirmation starts: the room is its own
+    assert budget.crossed_by(9) is None

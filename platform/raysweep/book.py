@@ -16,7 +16,7 @@ from ray.tune import Callback
 from .cost import BILLED, SEGMENT_KEY
 from .ray_internals import stop_retrying
 from .failures import NON_FINITE, TRACKING, read_trial_error
-from .spec import Spec
+from .spec import CONFIRM_KEY, Spec
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
 
@@ -36,6 +36,7 @@ class TrialRecord:
     failure: str | None = None  # its kind: failures.NON_FINITE, OOM or EXCEPTION
     traceback: str | None = None  # Tune's error file, every failure of the trial
     logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
+    confirms: str | None = None  # a run confirming this trial's configuration with a fresh seed (confirm.py)
     # (seconds since the search began, epoch, metric value, cumulative device-hours), one per epoch
     history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
     # The cost ledger (cost.py): the trial's earlier segments' totals, the current segment (the
@@ -98,6 +99,7 @@ class TrialBook(Callback):
         # trials the search means to run, all rounds together; None: as many as its budget buys
         self.target = spec.search.samples
         self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled
+        self.chosen: str | None = None  # search.confirm's choice (confirm.py), else the best by value
         # Billed totals of runs a dead driver left that --resume could not continue (tracking.py).
         self.orphaned: dict[str, float] = {}
         self.interrupt = None  # interrupt.Interrupt of the run: after a Ctrl-C running trials stay running
@@ -109,7 +111,9 @@ class TrialBook(Callback):
         if trial.trial_id in self.records:  # restarted, or resumed by `--resume`
             self.records[trial.trial_id].status = RUNNING
         else:
-            self.records[trial.trial_id] = TrialRecord(trial.trial_id, len(self.records) + 1, dict(trial.config))
+            rec = TrialRecord(trial.trial_id, len(self.records) + 1, dict(trial.config))
+            rec.confirms = rec.config.get(CONFIRM_KEY, {}).get("of")
+            self.records[trial.trial_id] = rec
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.records[trial.trial_id]
@@ -131,6 +135,7 @@ class TrialBook(Callback):
     # run, logged epochs and history (tune.Callback.get_state / set_state).
     def get_state(self) -> dict:
         return {"records": self.records, "parent_run_id": self.parent_run_id, "target": self.target,
+                "chosen": self.chosen,
                 "elapsed": time.monotonic() - self.started}
 
     def set_state(self, state: dict) -> None:
@@ -140,6 +145,7 @@ class TrialBook(Callback):
             return
         self.records = state["records"]
         self.parent_run_id = state["parent_run_id"]
+        self.chosen = state.get("chosen")  # a book saved before search.confirm has none
         self.target = None if None in (self.target, state["target"]) else max(self.target, state["target"])
         self.started = time.monotonic() - state["elapsed"]  # learning-curve times run on
 
@@ -206,6 +212,9 @@ class TrialBook(Callback):
         return sorted(scored, key=lambda r: r.value if self.spec.mode == "min" else -r.value)
 
     def best(self) -> TrialRecord | None:
+        """The best trial by its metric; with search.confirm, the run confirmation chose."""
+        if self.chosen is not None and self.chosen in self.records:
+            return self.records[self.chosen]
         ranked = self.ranked()
         return ranked[0] if ranked else None
 

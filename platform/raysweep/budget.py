@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 
 from .book import RUNNING, TrialBook, TrialRecord
+from .confirm import reserve_epochs
 from .spec import BudgetSection, Spec
 
 # What each limit counts, in a trial's billed metrics (cost.py); epochs and wall_s are the book's.
@@ -56,6 +57,8 @@ class Budget:
         self.book = book
         self.milestones = milestones(spec)
         self.admitted: set[str] = set()  # suggested, not yet started: committed to their first rung
+        # Epochs kept for after the trials (search.confirm's runs); set to 0 when they start.
+        self.reserve = reserve_epochs(spec)
         self.reached: str | None = None  # the limit that ended the search, once one has
 
     def __getstate__(self):  # a driver's; Tune pickles the stopper holding it
@@ -92,7 +95,7 @@ class Budget:
             if rec.status == RUNNING and rec.trial_id != but:
                 total += (self.next_milestone(rec.epochs) - rec.epochs) * (self.per_epoch(limit, rec) or 0.0)
         waiting = len(self.admitted - set(self.book.records) - {but})
-        return total + waiting * self.milestones[0] * (self.per_epoch(limit) or 0.0)
+        return total + (waiting * self.milestones[0] + self.reserve) * (self.per_epoch(limit) or 0.0)
 
     def crossed_by(self, epochs: int, rec: TrialRecord | None = None, unbooked: int = 0) -> str | None:
         """The first limit `epochs` more epochs of `rec` (None: a new trial) would cross, with
@@ -103,8 +106,8 @@ class Budget:
             if rate is None:
                 continue
             step = (epochs + unbooked) * rate
-            if limit == "wall_s":  # a deadline: trials run side by side
-                if self.spent(limit) + epochs * rate > cap:
+            if limit == "wall_s":  # a deadline: trials run side by side (the reserve counted serially)
+                if self.spent(limit) + (epochs + self.reserve) * rate > cap:
                     return limit
             elif self.spent(limit) + self.committed(limit, None if rec is None else rec.trial_id) + step > cap:
                 return limit

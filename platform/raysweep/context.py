@@ -29,6 +29,7 @@ class TrainContext(ABC):
         *,
         max_epochs: int,
         seed: int,
+        train_seed: int | None = None,
         checkpoint_every: int = 1,
         metric: str | None = None,
         precision: str = "fp32",
@@ -36,7 +37,10 @@ class TrainContext(ABC):
         data: Any = None,
     ):
         self.max_epochs = max_epochs
-        self.seed = seed
+        self.seed = seed  # the spec's: what the data split uses
+        # Model initialisation and batch order: the spec's seed, except in a run that confirms
+        # a configuration with a fresh one (confirm.py), which must keep the same split.
+        self.train_seed = seed if train_seed is None else train_seed
         self.checkpoint_every = checkpoint_every
         self.metric = metric  # the spec's metric: every report must carry it
         self.precision = precision
@@ -121,7 +125,7 @@ class TrainContext(ABC):
         """
         from .sharding import shard_indices
 
-        return shard_indices(n, self.rank, self.world_size, seed=self.seed, epoch=epoch, pad=pad)
+        return shard_indices(n, self.rank, self.world_size, seed=self.train_seed, epoch=epoch, pad=pad)
 
     def prepare_data_loader(self, loader: Any, *, pad: bool = True) -> Any:
         """Your own `torch.utils.data.DataLoader`, ready for this worker.
@@ -134,7 +138,7 @@ class TrainContext(ABC):
         from .sharding import DeviceLoader, shard_loader
 
         if self.world_size > 1:
-            loader = shard_loader(loader, self.rank, self.world_size, seed=self.seed, pad=pad)
+            loader = shard_loader(loader, self.rank, self.world_size, seed=self.train_seed, pad=pad)
         return DeviceLoader(loader, self.device, lambda: self.epoch)
 
     @property
@@ -154,7 +158,7 @@ class TrainContext(ABC):
         if self._data is None:
             raise RuntimeError("ctx.iter_batches: the spec has no data: section to stream from")
         return self._data.iter_batches(split, batch_size, device=self.device, rank=self.rank,
-                                       world_size=self.world_size, seed=self.seed, epoch=self.epoch,
+                                       world_size=self.world_size, seed=self.train_seed, epoch=self.epoch,
                                        iterator=self._dataset_iterator, last_epoch=self.epoch >= self.max_epochs)
 
     def _dataset_iterator(self, split: str) -> Any:

@@ -123,8 +123,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if isinstance(task, TrainLoopTask):  # the user's own Ray Train loop, called as Ray Train would
         task.train_loop_per_worker(loop_config["params"])
         return
-    task.train(loop_config["params"],
-               RayTrainContext(data=loop_config.get("data"), **context_kwargs(spec, loop_config.get("started_at"))))
+    task.train(loop_config["params"], RayTrainContext(
+        data=loop_config.get("data"), **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
 
 
 def _report_callback(metric: str):
@@ -209,12 +209,13 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .trial import trial_params
+    from .trial import train_seed, trial_params
 
     res = spec.resources
     use_gpu = res.gpus_per_worker > 0
     # The meter's clock starts before the group does: its start-up holds the resources too.
-    loop_config = {"spec": spec.to_dict(), "params": trial_params(spec, config), "started_at": time.time()}
+    loop_config = {"spec": spec.to_dict(), "params": trial_params(spec, config), "started_at": time.time(),
+                   "seed": train_seed(spec, config)}
     datasets = {}
     if data is not None:
         loop_config["data"], datasets = data.for_workers(), data.datasets

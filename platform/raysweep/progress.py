@@ -49,10 +49,9 @@ class ProgressCallback(_Printing):
     """The status line; with a `budget` (search.budget), what is spent of it, and once the first
     epochs are measured, one line of what the rest of it buys (`Budget.estimate`)."""
 
-    def __init__(self, book: TrialBook, total: int | None, console: Console | None = None,
-                 budget: Budget | None = None):
+    def __init__(self, book: TrialBook, console: Console | None = None, budget: Budget | None = None):
         super().__init__(console)
-        self.book, self.total, self.budget = book, total, budget
+        self.book, self.budget = book, budget
         self.estimated = False
         self._live: Live | None = None
         self._last_plain = 0.0
@@ -69,7 +68,7 @@ class ProgressCallback(_Printing):
         elapsed = time.monotonic() - self.book.started
         spent = "" if self.budget is None else f" · budget {self.budget.used_fraction():.0%} spent"
         return (
-            f"trials {done}{'' if self.total is None else f'/{self.total}'} done · {c[RUNNING]} running · "
+            f"trials {done}{'' if self.book.target is None else f'/{self.book.target}'} done · {c[RUNNING]} running · "
             f"{c[STOPPED]} stopped early · {c[FAILED]} failed · best {metric} "
             f"{_value(best.value if best else None)}{spent} · {elapsed:.0f}s"
         )
@@ -169,5 +168,6 @@ def leaderboard(book: TrialBook, top: int = 5) -> Table:
         table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
     for rank, rec in enumerate(book.ranked()[:top], start=1):
         params = [_param(rec.config.get(k)) for k in spec.space]
-        table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), str(rec.epochs), rec.status, *params)
+        status = rec.status if rec.confirms is None else f"{rec.status} (confirm)"  # search.confirm's runs
+        table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), str(rec.epochs), status, *params)
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .budget import Budget
+from .confirm import choose, confirm_configs, describe, summary_metrics
 from .errors import Interrupted, SearchFailed, TooManyFailures
 from .ingest import TrialData
 from .models import checkpoint_state
@@ -56,6 +58,8 @@ class SearchResult:
     status: str = "finished"  # or "failed" (SearchFailed), "interrupted" (Interrupted: Ctrl-C)
     # search.budget: {"limits": {...}, "spent": {...}, "reached": the limit that ended it or None}
     budget: dict[str, Any] | None = None
+    # search.confirm: each candidate's values over fresh seeds, mean, sd; which was chosen (confirm.py)
+    confirm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,12 +109,17 @@ def run_search(
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
             book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
     parent_run_id = book.parent_run_id
-    progress = ProgressCallback(book, book.target, console, budget)
+    progress = ProgressCallback(book, console, budget)
     callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress,
                               "matplotlib.figure")  # plots.py, at the end
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
+    round_no = 0 if previous is None else previous.round + (more_samples is not None)
+
+    def killed():
+        return _ends_runs_killed(book, tracker, mlflow_callback, parent_run_id)
+
     with interrupt:
-        try:
+        with killed():  # a Ctrl-C before fit() or a second one inside it, a Tune error
             data, splits = run.load_data(), run.shared_splits()
             stop = StopAfterFailures(book, spec.search.max_failed_trials or None, run.wait, budget)
             if previous is None:
@@ -120,24 +129,34 @@ def run_search(
                 tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data,
                                       splits=splits, budget=budget)
             else:
-                tuner = build_tuner(spec, storage, callbacks, verbose, round_no=previous.round + 1,
+                tuner = build_tuner(spec, storage, callbacks, verbose, round_no=round_no,
                                     num_samples=more_samples, prior=dict(book.records), stop=stop, data=data,
                                     splits=splits, budget=budget)
             fit(tuner)
-        except BaseException as exc:  # a Ctrl-C before fit() or a second one inside it, a Tune error
-            if tracker is not None:
-                tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
-                end_running_killed(book, tracker, mlflow_callback, tags)
-                tracker.end_run(parent_run_id, "KILLED", tags)
-            raise
         if interrupt.after_fit():
             raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+        confirmed = None
+        if spec.search.confirm is not None and stop.failure is None:
+            configs = confirm_configs(spec, book)
+            if configs:
+                if book.target is not None:
+                    book.target += len(configs)
+                if budget is not None:
+                    budget.reserve = 0  # the room kept for these runs is theirs now
+                with killed():
+                    fit(build_tuner(spec, storage, callbacks, verbose, round_no=round_no, stop=stop, data=data,
+                                    splits=splits, confirm=configs))
+                if interrupt.after_fit():
+                    raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+            confirmed = choose(spec, book)
+            if confirmed is not None:
+                console.print(describe(confirmed), highlight=False)
         try:
             run.warmed_up()
-            result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget)
+            result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,
+                                        confirmed)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
-        round_no = 0 if previous is None else previous.round + (more_samples is not None)
         mark_concluded(join(storage, round_name(spec.name, round_no)))
     if not verbose:
         console.print(leaderboard(book))
@@ -148,6 +167,20 @@ def run_search(
         raise failure
     return result
 
+
+
+@contextlib.contextmanager
+def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, mlflow_callback, parent_run_id: str | None):
+    """An exception out of a Tune round (a Ctrl-C before fit() or a second one inside it, a
+    Tune error) ends the running trials' runs and the parent KILLED, then goes on."""
+    try:
+        yield
+    except BaseException as exc:
+        if tracker is not None:
+            tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
+            end_running_killed(book, tracker, mlflow_callback, tags)
+            tracker.end_run(parent_run_id, "KILLED", tags)
+        raise
 
 
 def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float, uri: str | None,
@@ -185,8 +218,8 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
 
 
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
-              started: float, uri: str | None, stopped: str | None = None,
-              budget: Budget | None = None) -> tuple[SearchResult, SearchFailed | None]:
+              started: float, uri: str | None, stopped: str | None = None, budget: Budget | None = None,
+              confirmed: dict | None = None) -> tuple[SearchResult, SearchFailed | None]:
     """After the trials: the best trial on the test split, its model, the parent run's summary;
     and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did."""
     best = book.best()
@@ -198,7 +231,7 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     if state is not None and evaluates:
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
     failure = search_failure(spec, book, stopped)
-    result = _result(spec, book, tracker, started, uri, budget, test_metrics=test_metrics,
+    result = _result(spec, book, tracker, started, uri, budget, test_metrics=test_metrics, confirm=confirmed,
                      error=None if failure is None else str(failure),
                      status="finished" if failure is None else "failed")
     if tracker is not None:
@@ -290,6 +323,8 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     run_id = result.parent_run_id
     if data is not None:
         tracker.log_text(run_id, json.dumps(data.info, indent=1, default=str), "data_info.json")
+    if result.confirm is not None:
+        tracker.log_text(run_id, json.dumps(result.confirm, indent=1, default=str), "confirm.json")
     counts = book.counts()
     totals = {
         "trials_total": len(book.records),
@@ -303,6 +338,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         # the children's metric names: the parent's value is their sum
         **cost_sums([rec.metrics for rec in book.records.values()], book.orphaned),
         **result.test_metrics,
+        **summary_metrics(spec, result.confirm),
         # search.budget: each limit's spend (the limits themselves are the run's params)
         **{f"budget_spent_{limit}": spent for limit, spent in (result.budget or {}).get("spent", {}).items()},
     }

@@ -123,6 +123,20 @@ class SweepSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
+class FixedConfigs(Searcher):
+    """These configurations, one trial each, in order (search.confirm's runs: confirm.py)."""
+
+    def __init__(self, configs: list[dict[str, Any]]):
+        super().__init__()
+        self.configs = list(configs)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        return self.configs.pop(0) if self.configs else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
 def _epoch(result: dict[str, Any]) -> int | None:
     step = result.get("epoch", result.get("training_iteration"))
     return None if step is None else int(step)

@@ -330,6 +330,15 @@ class BudgetSection(_Frozen):
         return {k: float(v) for k, v in self.model_dump().items() if v is not None}
 
 
+class ConfirmSection(_Frozen):
+    """Retrain the best configurations with fresh seeds before registering one (confirm.py)."""
+
+    top_k: int = Field(3, ge=1, description="how many of the best configurations (of trials that ran `max_epochs`) "
+                                            "are retrained")
+    seeds: int = Field(3, ge=1, description="fresh training seeds for each (model initialisation and batch order; "
+                                            "the data split stays the spec's `seed`'s)")
+
+
 DEFAULT_NUM_SAMPLES = 32
 
 
@@ -342,6 +351,10 @@ class SearchSection(_Frozen):
     budget: BudgetSection | None = Field(
         None, description="what the search may spend (keys below); it samples until the first limit is reached "
                           "and never starts a trial, or lets one past a rung, that would cross it")
+    confirm: ConfirmSection | None = Field(
+        None, description="after the trials, retrain the top configurations with fresh seeds and register the one "
+                          "with the best mean (keys below; the runs count in the cost and the budget); null: the best "
+                          "single trial is registered")
     max_concurrent: int | None = Field(
         None, ge=1, description="trials at once; null: as many as the cluster's nodes hold, looked at again as "
                                 "nodes join or leave")
@@ -600,7 +613,10 @@ SEARCH_SETTINGS = ("task", "metric", "mode", "max_epochs", "seed", "search.algor
 # MLflow refuses. A spec field's: `raysweep train --set seed=3` must mean the spec's seed. Not
 # `data`: the tabular task's documented `fixed: {data: file.csv}` predates the data: section
 # (`raysweep train --set fixed.data=...` overrides it; `--set data=...` means the section).
-RESERVED_PARAM_NAMES = frozenset(SEARCH_SETTINGS) | (frozenset(Spec.model_fields) - {"data"})
+# In the Tune config of a run confirming a configuration (confirm.py), beside its
+# hyperparameters: {"of": the trial it retrains, "seed": its training seed}. Not a hyperparameter.
+CONFIRM_KEY = "_raysweep_confirm"
+RESERVED_PARAM_NAMES = frozenset(SEARCH_SETTINGS) | (frozenset(Spec.model_fields) - {"data"}) | {CONFIRM_KEY}
 
 
 # --------------------------------------------------------------------------- errors

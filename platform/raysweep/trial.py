@@ -12,21 +12,29 @@ from typing import Any
 import torch
 
 from .context import InProcessContext
-from .spec import Spec
+from .spec import CONFIRM_KEY, Spec
 from .tasks import resolve_task
 
 
 def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     """What a task sees and MLflow records: fixed hyperparameters plus the sampled ones."""
-    return {**spec.fixed, **config}
+    return {**spec.fixed, **{k: v for k, v in config.items() if k != CONFIRM_KEY}}
 
 
-def context_kwargs(spec: Spec, started_at: float | None = None) -> dict[str, Any]:
+def train_seed(spec: Spec, config: dict[str, Any]) -> int:
+    """The seed a trial's model initialisation and batch order use: the spec's, or a confirming
+    run's own."""
+    return config.get(CONFIRM_KEY, {}).get("seed", spec.seed)
+
+
+def context_kwargs(spec: Spec, started_at: float | None = None, seed: int | None = None) -> dict[str, Any]:
     """What both paths' contexts take from the spec; `started_at`: time.time() when the trial
-    function began, where the cost meter's clock starts (cost.py)."""
+    function began, where the cost meter's clock starts (cost.py); `seed`: the training seed
+    (`train_seed`), where not the spec's."""
     return {
         "max_epochs": spec.max_epochs,
         "seed": spec.seed,
+        "train_seed": spec.seed if seed is None else seed,
         "checkpoint_every": spec.checkpoint.every,
         "metric": spec.metric,
         "precision": spec.precision,
@@ -51,7 +59,8 @@ def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None, splits:
     # reused actor may have imported torch for another spec.
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
     ctx = InProcessContext(device="cuda" if res.gpus_per_worker > 0 else "cpu", data=data,
-                           async_report=spec.scheduler.report == "async", **context_kwargs(spec, started_at))
+                           async_report=spec.scheduler.report == "async",
+                           **context_kwargs(spec, started_at, train_seed(spec, config)))
     task = resolve_task(spec.task)
     if splits is not None:
         task.give_splits(spec.seed, splits)

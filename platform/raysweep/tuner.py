@@ -17,7 +17,7 @@ from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
 from .ray_internals import restored_searcher, set_restored_tuner
 from .resume import round_name, seed_asha
-from .searcher import SweepSearch
+from .searcher import FixedConfigs, SweepSearch
 from .spec import Spec
 from .tasks import needs_ray_train, resolve_task
 from .trial import run_in_process
@@ -151,9 +151,11 @@ def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
     *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
     stop: tune.Stopper | None = None, data: TrialData | None = None, splits: Any = None,
-    budget: Budget | None = None,
+    budget: Budget | None = None, confirm: list[dict] | None = None,
 ) -> tune.Tuner:
-    """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`).
+    """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`);
+    with `confirm`, one run of each of those configurations to `max_epochs` (confirm.py), in
+    experiment NAME-confirm.
     `splits`: the task's own, loaded once (runsetup.RunSetup.shared_splits), for one-worker trials.
     `budget` (search.budget): the searcher starts a trial only if it fits (the stopper, given
     the same budget, stops trials at rungs past which it has no room).
@@ -164,6 +166,10 @@ def build_tuner(
     train_path = needs_ray_train(spec, resolve_task(spec.task))
     if fixed_config is not None:  # one run: nothing to sample, nothing to stop early
         search_alg, scheduler, num_samples, limit = None, FIFOScheduler(), 1, None
+        _need(spec, data)
+    elif confirm is not None:
+        search_alg, scheduler = FixedConfigs(confirm), FIFOScheduler()
+        num_samples, limit = len(confirm), spec.search.max_concurrent
         _need(spec, data)
     else:
         search_alg, limit = concurrency(spec, SweepSearch(spec, round_no, prior, budget), data)
@@ -186,7 +192,8 @@ def build_tuner(
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=round_name(spec.name, round_no) if fixed_config is None else f"{spec.name}-train",
+            name=(f"{spec.name}-train" if fixed_config is not None else
+                  round_name(spec.name, round_no) + ("-confirm" if confirm is not None else "")),
             storage_path=storage,
             callbacks=tune_callbacks(callbacks),
             verbose=2 if verbose else 0,

@@ -174,7 +174,7 @@ class SupervisedTask:
         if info is None:
             data = self.splits_for(config, ctx.seed)
             train, val = data.train, data.val
-        torch.manual_seed(ctx.seed)
+        torch.manual_seed(ctx.train_seed)
         model = ctx.prepare_model(self._model(config, info))
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0))

@@ -19,10 +19,10 @@ from ..book import FAILED, RUNNING, TrialRecord
 from ..cost import BILLED
 from ..failures import TRACKING
 from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
-from ..spec import Spec
+from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
-from .names import (BEST_CONFIG_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
-                    PARENT_TAG, TASK_TAG, TRIAL_ID_TAG)
+from .names import (BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
+                    ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
 from .spool import Spool, SpoolingClient
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
@@ -116,8 +116,11 @@ class Tracker:
             name = "train " + trial_run_name(rec.number, rec.config).split(" ", 1)[-1]
             tags = {KIND_TAG: "train", TRIAL_ID_TAG: rec.trial_id}
         else:
-            name = trial_run_name(rec.number, rec.config)
+            name = trial_run_name(rec.number, {k: v for k, v in rec.config.items() if k != CONFIRM_KEY})
             tags = {PARENT_TAG: parent_run_id, KIND_TAG: "trial", TRIAL_ID_TAG: rec.trial_id}
+            if rec.confirms is not None:  # search.confirm: the trial it retrains, and with which seed
+                tags.update({CONFIRMS_TAG: rec.confirms, TRAIN_SEED_TAG: rec.config[CONFIRM_KEY]["seed"]})
+                name = f"{name} (confirm)"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         try:
             self.client.log_batch(run.info.run_id, params=_params(params))
