@@ -96,3 +96,17 @@ def test_an_extended_search_puts_earlier_trials_in_the_study_as_they_ended():
     assert finished.state == TrialState.COMPLETE and finished.value == 0.3 and finished.params["lr"] == 0.01
     assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {1: 0.8, 2: 0.6}
     assert searcher.suggest("next") is not None and len(searcher.study.trials) == 3
+
+
+def test_fixed_configs_are_suggested_once_each_in_order_and_survive_a_save(tmp_path):
+    from ray.tune.search import Searcher
+
+    from raysweep.searcher import FixedConfigs
+
+    searcher = FixedConfigs([{"lr": 1}, {"lr": 2}, {"lr": 3}])
+    assert searcher.suggest("a") == {"lr": 1}
+    searcher.save(str(tmp_path / "state"))
+    restored = FixedConfigs([])
+    restored.restore(str(tmp_path / "state"))
+    assert [restored.suggest("b"), restored.suggest("c"), restored.suggest("d")] == [{"lr": 2}, {"lr": 3},
+                                                                                    Searcher.FINISHED]

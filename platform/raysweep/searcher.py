@@ -18,6 +18,7 @@ TPE asked for are running.
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import optuna
@@ -135,6 +136,15 @@ class FixedConfigs(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass
+
+    # Tune saves its searcher with the experiment state (and warns when it cannot).
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.configs, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.configs = pickle.load(f)
 
 
 def _epoch(result: dict[str, Any]) -> int | None:
