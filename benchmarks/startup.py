@@ -181,13 +181,20 @@ def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     from raysweep.cli import heavy_imports
 
     with heavy_imports():  # as `raysweep search` imports them
-        from raysweep.runsetup import ensure_ray
+        import raysweep.runsetup as runsetup
         from raysweep.search import run_search
 
     stamps["imports"] = time.time()
     spec = _spec(trials, epochs, "startup-raysweep")
-    ensure_ray(log_to_driver=False)
-    stamps["ray_started"] = time.time()
+    # run_search starts Ray itself, as `raysweep search` does (the task's splits load meanwhile).
+    ensure_ray = runsetup.ensure_ray
+
+    def stamped(*args, **kwargs):
+        started = ensure_ray(*args, **kwargs)
+        stamps["ray_started"] = time.time()
+        return started
+
+    runsetup.ensure_ray = stamped
     result = run_search(spec, storage=str(tmp / "results"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
                         console=Console(quiet=True))
     stamps["parent_run_id"] = result.parent_run_id  # the rest is read from MLflow by the parent
