@@ -47,7 +47,8 @@ from raysweep.trial import trial_params
 from common import command, machine, own_ray, write_json  # benchmarks/common.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC_FILES = {"digits_mlp": "digits_mlp.yaml", "digits_cnn": "digits_cnn.yaml", "tabular": "tabular_wine.yaml"}
+SPEC_FILES = {"digits_mlp": "digits_mlp.yaml", "digits_cnn": "digits_cnn.yaml", "tabular": "tabular_wine.yaml",
+              "regression": "diabetes_regression.yaml"}
 # Overrides that make a task's spec the benchmark's: breast_cancer rather than wine (see above).
 TASK_SETTINGS = {"tabular": ["fixed.dataset=breast_cancer"]}
 METHODS = ("raysweep", "random", "optuna")

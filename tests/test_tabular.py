@@ -106,7 +106,7 @@ def test_parquet_reads_like_csv(tmp_path):
 @pytest.mark.parametrize("config, message", [
     ({"dataset": "winee"}, r"^tabular: unknown dataset 'winee' \(choose wine, breast_cancer, iris; or data: a file\)$"),
     ({"data": "nope.csv", "target": "y"}, r"^tabular: data file not found: .*nope\.csv$"),
-    ({"data": "t.csv"}, r"^tabular: data \('t.csv'\) needs target: the name of its label column$"),
+    ({"data": "t.csv"}, r"^tabular: data \('t.csv'\) needs target: the name of its target column$"),
     ({"data": "t.txt", "target": "y"}, r"^tabular: data \('t.txt'\) must be a \.csv or \.parquet file$"),
     ({"dataset": "wine", "data": "t.csv", "target": "y"}, r"^tabular: both dataset \('wine'\) and data"),
     ({"target": "y"}, r"^tabular: target \('y'\) needs data"),

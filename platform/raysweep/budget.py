@@ -61,7 +61,7 @@ class Budget:
         self.reserve = reserve_epochs(spec)
         self.reached: str | None = None  # the limit that ended the search, once one has
 
-    def __getstate__(self):  # a driver's; Tune pickles the stopper holding it
+    def __getstate__(self):  # a driver's; Tune pickles the progress callback holding it (tuner.pkl)
         return {**self.__dict__, "book": None, "admitted": set()}
 
     # -- what has been spent, and what it costs

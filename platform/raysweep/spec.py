@@ -509,7 +509,7 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class Spec(_Frozen):
     name: str = Field(description="letters, digits, `_ . -`: the MLflow experiment and parent run, and Ray's "
                                   "results folder")
-    task: str = Field(description="built-in (`digits_mlp`, `digits_cnn`, `tabular`, `image_folder`) or "
+    task: str = Field(description="built-in (`digits_mlp`, `digits_cnn`, `tabular`, `regression`, `image_folder`) or "
                                   "`package.module:object`")
     metric: str = Field("val_loss", min_length=1, description="what ASHA and the sampler optimise; any metric the "
                                                               "task reports")

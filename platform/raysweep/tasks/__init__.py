@@ -14,10 +14,11 @@ from .base import FunctionTask, Task, TrainLoopTask, check_values
 from .contract import capabilities, gaps
 from .digits import DigitsCNN, DigitsMLP
 from .images import ImageFolder
+from .regression import Regression
 from .tabular import Tabular
 
 BUILTIN: dict[str, type] = {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN, "tabular": Tabular,
-                            "image_folder": ImageFolder}
+                            "regression": Regression, "image_folder": ImageFolder}
 
 _resolved: dict[str, Any] = {}
 

@@ -131,6 +131,11 @@ class SupervisedTask:
         data's description (ingest.py: input_shape, classes), None for its own data."""
         raise NotImplementedError
 
+    def split_metrics(self, y: torch.Tensor) -> SumMetrics:
+        """The `val_*` metrics for a split whose targets are `y` (the test split's are renamed
+        `test_*`): `val_metrics`, unless one needs the split itself (regression's R^2 its variance)."""
+        return self.val_metrics
+
     def augmentation(self, config: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """A transform of each training batch's inputs on the device, or None."""
         return None
@@ -181,7 +186,8 @@ class SupervisedTask:
         )
         fit(
             ctx, model, optimizer, train, val,
-            batch_size=int(config["batch_size"]), loss_fn=self.loss_fn, val_metrics=self.val_metrics,
+            batch_size=int(config["batch_size"]), loss_fn=self.loss_fn,
+            val_metrics=self.val_metrics if val is None else self.split_metrics(val[1]),
             lr_scheduler=lr_schedule(config.get("lr_schedule", "constant"), optimizer, ctx.max_epochs),
             augment=self.augmentation(config),
             # What rebuilds the model from a checkpoint alone (load_model): the data's shape.
@@ -193,14 +199,16 @@ class SupervisedTask:
         `data`: the spec's data: splits (ingest.TrialData), whose test split, if any, it streams."""
         from ..loop import evaluate, evaluate_batches
 
+        def renamed(metrics: SumMetrics) -> SumMetrics:
+            return {name.replace("val_", "test_", 1): fn for name, fn in metrics.items()}
+
         model = self.load_model(config, state)
-        metrics = {name.replace("val_", "test_", 1): fn for name, fn in self.val_metrics.items()}
         if data is not None:
             if "test" not in data.info["splits"]:
                 return {}
-            return evaluate_batches(model, data.batches("test"), self.loss_fn, metrics, prefix="test")
+            return evaluate_batches(model, data.batches("test"), self.loss_fn, renamed(self.val_metrics), prefix="test")
         x, y = self.splits_for(config, seed).test
-        return evaluate(model, x, y, self.loss_fn, metrics, prefix="test")
+        return evaluate(model, x, y, self.loss_fn, renamed(self.split_metrics(y)), prefix="test")
 
     def load_model(self, config: dict[str, Any], state: dict) -> nn.Module:
         model = self._model(config, state.get("data_info"))

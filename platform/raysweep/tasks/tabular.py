@@ -62,27 +62,28 @@ def data_dir() -> Path:
     return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or os.getcwd())
 
 
-def source_of(config: dict[str, Any]) -> Source:
-    """The config's data source, or a one-line ValueError naming the key at fault."""
+def source_of(config: dict[str, Any], task: str = "tabular", datasets: tuple[str, ...] = DATASETS) -> Source:
+    """The config's data source, or a one-line ValueError naming the key at fault. `task`
+    names the task in the error; `datasets[0]` is its default."""
     data, dataset, target = config.get("data"), config.get("dataset"), config.get("target")
     if data is None:
         if target is not None:
-            raise ValueError(f"tabular: target ({target!r}) needs data: a CSV or Parquet file to take it from")
-        name = "wine" if dataset is None else dataset
-        if name not in DATASETS:
-            raise ValueError(f"tabular: unknown dataset {name!r} (choose {', '.join(DATASETS)}; or data: a file)")
+            raise ValueError(f"{task}: target ({target!r}) needs data: a CSV or Parquet file to take it from")
+        name = datasets[0] if dataset is None else dataset
+        if name not in datasets:
+            raise ValueError(f"{task}: unknown dataset {name!r} (choose {', '.join(datasets)}; or data: a file)")
         return Source(dataset=name)
     if dataset is not None:
-        raise ValueError(f"tabular: both dataset ({dataset!r}) and data ({data!r}) given; keep one")
+        raise ValueError(f"{task}: both dataset ({dataset!r}) and data ({data!r}) given; keep one")
     if target is None:
-        raise ValueError(f"tabular: data ({data!r}) needs target: the name of its label column")
+        raise ValueError(f"{task}: data ({data!r}) needs target: the name of its target column")
     path = data_dir() / Path(str(data)).expanduser()
     if path.suffix.lower() not in FILE_TYPES:
-        raise ValueError(f"tabular: data ({data!r}) must be a .csv or .parquet file")
+        raise ValueError(f"{task}: data ({data!r}) must be a .csv or .parquet file")
     try:
         stat = path.stat()
     except FileNotFoundError:
-        raise ValueError(f"tabular: data file not found: {path}") from None
+        raise ValueError(f"{task}: data file not found: {path}") from None
     return Source(path=str(path), target=str(target), mtime_ns=stat.st_mtime_ns, size=stat.st_size)
 
 
@@ -99,6 +100,14 @@ def load_table(source: Source) -> Table:
 
 def read_table(path: Path, target: str) -> Table:
     """A CSV or Parquet file as features and encoded labels; ValueError on what can't train."""
+    features, labels = read_frame(path, target)
+    classes, y = encode_labels(labels, f"target column {target!r} of {path.name}")
+    return Table(features.to_numpy(dtype=np.float64), y, classes, tuple(map(str, features.columns)))
+
+
+def read_frame(path: Path, target: str, task: str = "tabular"):
+    """A CSV or Parquet file as (numeric feature columns, target column), pandas; ValueError
+    naming the file and column on what can't train."""
     import pandas as pd  # here, not at import: `raysweep validate` stays fast
 
     try:
@@ -108,29 +117,28 @@ def read_table(path: Path, target: str) -> Table:
             frame = pd.read_parquet(path)
     except ImportError:
         raise ValueError(
-            f"tabular: reading {path.name} needs pyarrow: pip install pyarrow (or raysweep[tabular])"
+            f"{task}: reading {path.name} needs pyarrow: pip install pyarrow (or raysweep[tabular])"
         ) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed: pandas' first line says why
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ValueError(f"tabular: cannot read {path}: {first}") from None
+        raise ValueError(f"{task}: cannot read {path}: {first}") from None
     if target not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:10])) + (", ..." if len(frame.columns) > 10 else "")
-        raise ValueError(f"tabular: target column {target!r} not in {path.name} (columns: {shown})")
+        raise ValueError(f"{task}: target column {target!r} not in {path.name} (columns: {shown})")
     missing = frame.isna().sum()
     if missing.any():  # refused, not dropped: silently training on fewer rows hides a data problem
         column, count = next(iter(missing[missing > 0].items()))
-        raise ValueError(f"tabular: column {column!r} of {path.name} has {count} missing values; fill or drop them first")
+        raise ValueError(f"{task}: column {column!r} of {path.name} has {count} missing values; fill or drop them first")
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
-        raise ValueError(f"tabular: {path.name} has no feature columns besides target {target!r}")
+        raise ValueError(f"{task}: {path.name} has no feature columns besides target {target!r}")
     for column in features.columns:
         if not pd.api.types.is_numeric_dtype(features[column]):
             raise ValueError(
-                f"tabular: feature column {column!r} of {path.name} is not numeric ({features[column].dtype}); "
+                f"{task}: feature column {column!r} of {path.name} is not numeric ({features[column].dtype}); "
                 "encode it as numbers or drop it"
             )
-    classes, y = encode_labels(frame[target], f"target column {target!r} of {path.name}")
-    return Table(features.to_numpy(dtype=np.float64), y, classes, tuple(map(str, features.columns)))
+    return features, frame[target]
 
 
 def encode_labels(labels, what: str) -> tuple[tuple[str, ...], np.ndarray]:
