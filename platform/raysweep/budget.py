@@ -94,8 +94,12 @@ class Budget:
         for rec in self.book.records.values():
             if rec.status == RUNNING and rec.trial_id != but:
                 total += (self.next_milestone(rec.epochs) - rec.epochs) * (self.per_epoch(limit, rec) or 0.0)
-        waiting = len(self.admitted - set(self.book.records) - {but})
+        waiting = len(self._waiting() - {but})
         return total + (waiting * self.milestones[0] + self.reserve) * (self.per_epoch(limit) or 0.0)
+
+    def _waiting(self) -> set[str]:
+        """Admitted trials Tune has not started yet."""
+        return self.admitted - set(self.book.records)
 
     def crossed_by(self, epochs: int, rec: TrialRecord | None = None, unbooked: int = 0) -> str | None:
         """The first limit `epochs` more epochs of `rec` (None: a new trial) would cross, with
@@ -118,8 +122,7 @@ class Budget:
         """START (and the trial is admitted), WAIT (running trials may free room), or FINISHED."""
         if self.exhausted():
             return FINISHED
-        running = any(r.status == RUNNING for r in self.book.records.values()) or bool(
-            self.admitted - set(self.book.records))
+        running = any(r.status == RUNNING for r in self.book.records.values()) or bool(self._waiting())
         unmeasured = any(self.per_epoch(k) is None for k in self.limits if k in BILLED_BY)
         if running and unmeasured:
             return WAIT  # one trial at a time until an epoch's price is known

@@ -77,12 +77,9 @@ class ProgressCallback(_Printing):
         if self.budget is None or self.estimated:
             return
         estimate = self.budget.estimate()
-        if estimate is not None:
+        if estimate is not None:  # on a terminal rich prints it above the live status line
             self.estimated = True
-            if self._live is not None:  # printed above the live line
-                self._live.console.print(estimate, highlight=False)
-            else:
-                self.console.print(estimate, highlight=False)
+            self.console.print(estimate, highlight=False)
 
     def _show(self, force: bool = False) -> None:
         line = self.line()
