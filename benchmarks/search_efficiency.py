@@ -1,32 +1,43 @@
-"""Search efficiency: raysweep's TPE + ASHA against random search and standalone Optuna.
+"""Search efficiency at equal compute: raysweep against random search, standalone Optuna and plain Ray Tune.
 
-    python benchmarks/search_efficiency.py [--tasks digits_mlp digits_cnn tabular] [--seeds 0 1 2]
-        [--samples 24] [--epochs 20] [--methods raysweep random optuna] [--set key=value ...]
-        [--variant NAME:key=value[,key=value]] [--cpus 4] [--out PATH] [--png PATH]
+    python benchmarks/search_efficiency.py [--tasks digits_mlp ...] [--seeds 0 1 ... 9]
+        [--budget-trials 24] [--epochs 20] [--methods raysweep random optuna tune]
+        [--set key=value ...] [--variant NAME:key=value[,key=value]] [--cpus 2]
+        [--out PATH] [--png PATH] [--fresh]
 
-Per task and seed, every method gets the same search space (search_spaces/*.yaml), the same
-number of trials and the same epochs per trial:
+Per task and seed, every method searches the same space (search_spaces/*.yaml, at the seed)
+with the same compute: `--budget-trials` full trials' worth of epochs (24 x 20 = 480), what
+random search without early stopping spends. Each method is what its user gets by default:
 
-* raysweep: `run_search` on the spec as written (Optuna TPE + ASHA, the spec's scheduler);
-* random:   the same spec with `search.algorithm: random` and `scheduler: fifo` (no early stopping);
-* optuna:   a plain `optuna.create_study` (TPESampler + SuccessiveHalvingPruner with the spec's
-            grace period and reduction factor), trials run one after another in this process
-            through the same task code and fit loop (`OptunaContext` below);
-* raysweep[NAME]: raysweep with `--variant` overrides, run side by side with the rest.
+* raysweep: `run_search` on the spec as shipped, with `search.budget.epochs` set to the
+  budget (it keeps sampling until the budget is spent, and never crosses it);
+* random:   the same spec with `search.algorithm: random` and `scheduler.type: fifo`: the
+            budget's trials, each run to max_epochs;
+* optuna:   a plain `optuna.create_study` with its defaults (TPESampler seeded,
+            SuccessiveHalvingPruner), trials run one after another in this process through the
+            same task code and fit loop, until the budget is spent;
+* tune:     plain Ray Tune: `OptunaSearch` (seeded) and `ASHAScheduler` with their defaults,
+            the spec's concurrency, the same trial function, stopped when the budget is spent;
+* raysweep[NAME]: raysweep with `--variant` overrides.
 
-Recorded per (task, seed, method): the best validation metric (the chosen trial's last
-reported value, as raysweep ranks trials), the chosen config's test metrics, epochs consumed,
-wall time, and the anytime curve (best value seen so far against cumulative epochs). The goal
-(issue 7): TPE + ASHA within 1% of random search's best validation metric at <= 35% of its epochs.
+Recorded per (task, seed, method): the test metric (the spec metric's test counterpart,
+val_loss -> test_loss) of the configuration the method chose by its own rule, the epochs and
+device-seconds spent, and the anytime curve: the test metric of the incumbent against epochs
+and device-seconds. The summary per task: each method's mean test metric with a bootstrap 95%
+interval over seeds, its mean rank among the methods, and the share of random search's compute
+at which its median anytime curve reaches random search's final (median) test metric.
 
-`tabular` runs on scikit-learn's breast_cancer: on wine many configs reach val_loss < 0.001,
-which cannot tell methods apart. Tracking is off (the comparison is of search, not logging).
+Runs accumulate in `--out`: each run replaces its own (task, seed, method) rows and the summary
+and plot cover all of them, so the benchmark can run in parts (`--fresh` starts over). The
+machine has 2 cores: Ray gets 2 CPUs and every Ray method runs 2 trials at once (`--cpus`), so
+device-seconds are not inflated by oversubscription; standalone Optuna runs one.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import sys
 import tempfile
@@ -34,212 +45,329 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 from rich.console import Console
 
 from raysweep.context import LocalContext
+from raysweep.models import checkpoint_state
 from raysweep.runsetup import quiet_libraries
 from raysweep.search import run_search
 from raysweep.space import optuna_space
 from raysweep.spec import Spec, SpecError, load_spec
 from raysweep.tasks import resolve_task
-from raysweep.trial import trial_params
+from raysweep.trial import context_kwargs, run_in_process, trial_params
 
-from common import command, machine, own_ray, write_json  # benchmarks/common.py, beside this script
+# benchmarks/, beside this script
+from common import command, machine, own_ray, write_json
+from efficiency_stats import anytime, bootstrap_ci, median_curve, ranks, reach, test_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILES = {"digits_mlp": "digits_mlp.yaml", "digits_cnn": "digits_cnn.yaml", "tabular": "tabular_wine.yaml",
-              "regression": "diabetes_regression.yaml"}
-# Overrides that make a task's spec the benchmark's: breast_cancer rather than wine (see above).
+              "regression": "diabetes_regression.yaml", "wine": "tabular_wine.yaml"}
+# Overrides that make a task's spec the benchmark's: breast_cancer rather than wine for
+# `tabular` (on wine many configs reach val_loss < 0.001); `wine` is the held-out task the
+# defaults were never tuned on.
 TASK_SETTINGS = {"tabular": ["fixed.dataset=breast_cancer"]}
-METHODS = ("raysweep", "random", "optuna")
-GOAL_GAP, GOAL_EPOCHS = 0.01, 0.35
+METHODS = ("raysweep", "random", "optuna", "tune")
+GOAL_FRACTION = 0.35  # of random search's compute, for raysweep's median curve to reach its final test metric
+GRID = [round(i / 100, 2) for i in range(0, 151)]  # fractions of random search's compute
 
 
 # --------------------------------------------------------------------------- specs
 
 
-def base_spec(task: str, seed: int, samples: int, epochs: int, overrides: list[str]) -> Spec:
-    """The task's shipped spec at the benchmark's size, seed and `--set` overrides; tracking off."""
+def base_spec(task: str, seed: int, epochs: int, concurrency: int, overrides: list[str]) -> Spec:
+    """The task's shipped spec at the benchmark's epochs, seed, concurrency and `--set`
+    overrides; tracking off (the comparison is of search, not logging)."""
     path = ROOT / "search_spaces" / SPEC_FILES[task]
     raw_grace = load_spec(path).scheduler.grace_period
-    sized = [f"seed={seed}", f"search.num_samples={samples}", f"max_epochs={epochs}", "tracking.enabled=false",
+    sized = [f"seed={seed}", f"max_epochs={epochs}", f"search.max_concurrent={concurrency}", "tracking.enabled=false",
              f"name=eff-{task}-s{seed}", *TASK_SETTINGS.get(task, [])]
     if raw_grace > epochs:  # a tiny run (smoke test): the spec's grace period can't exceed max_epochs
         sized.append(f"scheduler.grace_period={epochs}")
     return load_spec(path, [*sized, *overrides])
 
 
+def method_spec(method: str, task: str, seed: int, args, variants: dict[str, list[str]]) -> Spec:
+    budget = args.budget_trials * args.epochs
+    size = (task, seed, args.epochs, args.concurrency)
+    if method == "random":
+        return base_spec(*size, [*args.set, "search.algorithm=random", "scheduler.type=fifo",
+                                 f"search.num_samples={args.budget_trials}"])
+    return base_spec(*size, [*args.set, *variants.get(method, []), "search.num_samples=null",
+                             f"search.budget.epochs={budget}"])
+
+
 # --------------------------------------------------------------------------- runs
+#
+# Each method hands `measure` its trials ({"id", "config", "epochs", "value", "end_t",
+# "eligible"}), every epoch's (seconds since its start, device-seconds), the trial it chose,
+# and how to load a trial's last checkpoint; `measure` tests the incumbents and the choice.
 
 
-def curve(events: list[tuple[float, float | None]], mode: str) -> list[list[float]]:
-    """Anytime curve: [cumulative epochs, best value so far] at each improvement and at the end.
+def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], chosen_id: str, state_of,
+            wall_s: float) -> dict:
+    task, name = resolve_task(spec.task), test_metric(spec.metric)
+    tested: dict[str, dict] = {}
 
-    `events` are (seconds, value) of every epoch of every trial; a step function, so only its
-    steps (and its last point, the epochs spent) are kept.
-    """
-    best, out = None, []
-    ordered = sorted(events, key=lambda e: e[0])
-    for n, (_, value) in enumerate(ordered, start=1):
-        if value is not None and (best is None or (value < best if mode == "min" else value > best)):
-            best = value
-            out.append([n, best])
-    if out and out[-1][0] != len(ordered):
-        out.append([len(ordered), best])
+    def test_of(trial: dict) -> float:
+        if trial["id"] not in tested:
+            tested[trial["id"]] = task.evaluate(trial_params(spec, trial["config"]), state_of(trial["id"]), spec.seed)
+        return tested[trial["id"]][name]
+
+    chosen = next(t for t in trials if t["id"] == chosen_id)
+    points = anytime(trials, events, spec.mode, test_of, chosen)
+    return {
+        "test": tested[chosen_id], "test_value": tested[chosen_id][name], "test_metric": name,
+        "val": chosen["value"], "config": chosen["config"], "chosen_epochs": chosen["epochs"],
+        "epochs": len(events), "device_s": round(sum(d for _, d in events), 3), "wall_s": round(wall_s, 3),
+        "trials": len(trials), "curve": points, "metric": spec.metric, "mode": spec.mode,
+    }
+
+
+def _increments(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(t, cumulative device-hours) per epoch of one trial -> (t, device-seconds of that epoch)."""
+    out, before = [], 0.0
+    for t, hours in points:
+        out.append((t, max(0.0, hours - before) * 3600))
+        before = hours
     return out
 
 
 def run_raysweep(spec: Spec) -> dict:
-    """One raysweep search (any algorithm and scheduler the spec names)."""
+    """One raysweep search (any algorithm, scheduler and budget the spec names)."""
+    from ray.tune import Checkpoint
+
     with tempfile.TemporaryDirectory(prefix="raysweep-eff-") as storage:
         result = run_search(spec, storage=storage, console=Console(file=io.StringIO()))
-    events = [(h["t"], h["value"]) for t in result.trials for h in t["history"]]
-    return {
-        "best_val": result.best["value"], "best_config": result.best["config"],
-        "test": result.test_metrics, "epochs": result.epochs_run, "wall_s": result.wall_s,
-        "trials": len(result.trials), "curve": curve(events, spec.mode), "metric": spec.metric,
-    }
+        trials, events, paths = [], [], {}
+        for t in result.trials:
+            if not t["history"]:
+                continue
+            trials.append({"id": t["trial_id"], "config": t["config"], "epochs": t["epochs"], "value": t["value"],
+                           "end_t": t["history"][-1]["t"], "eligible": t["status"] != "failed"})
+            events += _increments([(h["t"], h["device_hours"]) for h in t["history"]])
+            paths[t["trial_id"]] = t["checkpoint"]
+        return measure(spec, trials, events, result.best["trial_id"],
+                       lambda trial_id: checkpoint_state(Checkpoint.from_directory(paths[trial_id])), result.wall_s)
 
 
-class OptunaTrial:
-    """What a trial run by a plain Optuna study keeps, fed by `LocalContext`'s reports.
-
-    Each epoch's report goes to `trial.report`; `should_prune()` raises `TrialPruned` out of the
-    loop, as Optuna's pruning integrations do. The last checkpoint's model state is kept, so the
-    chosen trial's model can be tested afterwards.
-    """
-
-    def __init__(self, trial: optuna.Trial, spec: Spec, started: float, events: list):
-        self.trial, self.spec, self.started, self.events = trial, spec, started, events
-        self.value: float | None = None
-        self.epochs = 0
-        self.state: dict | None = None
-        self.ctx = LocalContext(max_epochs=spec.max_epochs, seed=spec.seed, checkpoint_every=1, metric=spec.metric,
-                                on_report=self.on_report)
-
-    def on_report(self, metrics, checkpoint):
-        self.epochs, self.value = int(metrics["epoch"]), metrics[self.spec.metric]
-        if checkpoint is not None:
-            self.state = checkpoint
-        self.events.append((time.monotonic() - self.started, self.value))
-        self.trial.report(self.value, self.epochs)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned()
-
-
-def run_optuna(spec: Spec) -> dict:
-    """A standalone Optuna study: TPE (seeded) + successive halving with the spec's rungs."""
+def run_optuna(spec: Spec, budget: int) -> dict:
+    """A standalone Optuna study with its defaults: TPE (seeded) + successive halving, one trial
+    at a time, until `budget` epochs are spent (the last trial is cut short where it would cross)."""
     task, space = resolve_task(spec.task), optuna_space(spec)
-    study = optuna.create_study(
-        direction="minimize" if spec.mode == "min" else "maximize",
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.search.n_startup_trials),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=spec.scheduler.grace_period, reduction_factor=int(spec.scheduler.reduction_factor),  # Optuna: an int
-            min_early_stopping_rate=0,
-        ),
-    )
-    started, events, ended = time.monotonic(), [], []
-    # Ask and tell: the study samples from the spec's space itself (`ask(fixed_distributions)`).
-    for _ in range(spec.search.num_samples):
-        trial = study.ask(space)
-        ctx = OptunaTrial(trial, spec, started, events)
-        try:
-            task.train(trial_params(spec, trial.params), ctx.ctx)
-            study.tell(trial, ctx.value)
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        # pruned trials count too: their epochs were spent, and their last value ranks
-        ended.append((ctx.value, ctx.epochs, dict(trial.params), ctx.state))
-    wall = time.monotonic() - started
-    sign = 1 if spec.mode == "min" else -1
-    value, _, config, state = min((e for e in ended if e[0] is not None), key=lambda e: sign * e[0])
-    return {
-        "best_val": value, "best_config": config, "test": task.evaluate(trial_params(spec, config), state, spec.seed),
-        "epochs": sum(e[1] for e in ended), "wall_s": round(wall, 3), "trials": len(ended),
-        "curve": curve(events, spec.mode), "metric": spec.metric,
-    }
+    study = optuna.create_study(direction="minimize" if spec.mode == "min" else "maximize",
+                                sampler=optuna.samplers.TPESampler(seed=spec.seed),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner())
+    started, trials, events, states = time.monotonic(), [], [], {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))  # as a Ray trial's process
+    try:
+        while len(events) < budget:
+            trial, cap = study.ask(space), min(spec.max_epochs, budget - len(events))
+            record = {"id": str(trial.number), "config": dict(trial.params), "epochs": 0, "value": None}
+            hours: list[tuple[float, float]] = []
+
+            def on_report(metrics, checkpoint, trial=trial, record=record, hours=hours, cap=cap):
+                record["epochs"], record["value"] = int(metrics["epoch"]), metrics[spec.metric]
+                hours.append((time.monotonic() - started, metrics["cost_device_hours"]))
+                if checkpoint is not None:
+                    states[record["id"]] = checkpoint
+                trial.report(record["value"], record["epochs"])
+                if trial.should_prune() or record["epochs"] >= cap < spec.max_epochs:
+                    raise optuna.TrialPruned()
+
+            ctx = LocalContext(on_report=on_report, **context_kwargs(spec, time.time()))
+            try:
+                task.train(trial_params(spec, trial.params), ctx)
+                study.tell(trial, record["value"])
+                record["eligible"] = True  # study.best_trial: complete trials only
+            except optuna.TrialPruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                record["eligible"] = False
+            record["end_t"] = hours[-1][0]
+            trials.append(record)
+            events += _increments(hours)
+    finally:
+        torch.set_num_threads(threads)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        chosen = str(study.best_trial.number)
+    else:  # no trial ran to the end: the best pruned one, as a user would have to pick
+        sign = 1 if spec.mode == "min" else -1
+        chosen = min((t for t in trials if t["value"] is not None), key=lambda t: sign * t["value"])["id"]
+        next(t for t in trials if t["id"] == chosen)["eligible"] = True
+    return measure(spec, trials, events, chosen, states.__getitem__, time.monotonic() - started)
+
+
+def run_tune(spec: Spec, budget: int) -> dict:
+    """Plain Ray Tune with its defaults around the same trial function: OptunaSearch (seeded)
+    and ASHAScheduler(max_t), the spec's concurrency, ended when `budget` epochs are reported."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    class EpochBudget(tune.Stopper):  # every result is one epoch
+        def __init__(self):
+            self.left = budget
+
+        def __call__(self, trial_id, result):
+            self.left -= 1
+            return self.left <= 0
+
+        def stop_all(self):
+            return self.left <= 0
+
+    started = time.monotonic()
+
+    class Record(tune.Callback):  # when each epoch arrived, as raysweep's book times them
+        def __init__(self):
+            self.points: dict[str, list[tuple[float, float, float]]] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.points.setdefault(trial.trial_id, []).append(
+                (time.monotonic() - started, result["cost_device_hours"], result[spec.metric]))
+
+    record = Record()
+    searcher = ConcurrencyLimiter(OptunaSearch(space=optuna_space(spec), metric=spec.metric, mode=spec.mode, seed=spec.seed),
+                                  max_concurrent=spec.search.max_concurrent)
+    trainable = tune.with_resources(tune.with_parameters(run_in_process, spec=spec),
+                                    {"cpu": spec.resources.cpus_per_worker})
+    with tempfile.TemporaryDirectory(prefix="raysweep-eff-tune-") as storage:
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=ASHAScheduler(max_t=spec.max_epochs),
+            num_samples=-1), run_config=tune.RunConfig(
+            name=spec.name, storage_path=storage, stop=EpochBudget(), callbacks=[record], verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        grid = tuner.fit()
+        wall = time.monotonic() - started
+        results = {r.metrics["trial_id"]: r for r in grid if r.metrics and r.metrics.get("trial_id") in record.points}
+        trials, events = [], []
+        for trial_id, result in results.items():
+            points = record.points[trial_id]
+            trials.append({"id": trial_id, "config": result.config, "epochs": len(points), "value": points[-1][2],
+                           "end_t": points[-1][0], "eligible": result.error is None and result.checkpoint is not None})
+            events += _increments([(t, hours) for t, hours, _ in points])
+        chosen = grid.get_best_result(scope="last", filter_nan_and_inf=True).metrics["trial_id"]
+        return measure(spec, trials, events, chosen, lambda trial_id: checkpoint_state(results[trial_id].checkpoint),
+                       wall)
 
 
 def run_method(method: str, task: str, seed: int, args, variants: dict[str, list[str]]) -> dict:
-    size = (task, seed, args.samples, args.epochs)
-    if method == "random":
-        return run_raysweep(base_spec(*size, [*args.set, "search.algorithm=random", "scheduler.type=fifo"]))
+    spec = method_spec(method, task, seed, args, variants)
+    budget = args.budget_trials * args.epochs
     if method == "optuna":
-        return run_optuna(base_spec(*size, args.set))
-    return run_raysweep(base_spec(*size, [*args.set, *variants.get(method, [])]))
+        return run_optuna(spec, budget)
+    if method == "tune":
+        return run_tune(spec, budget)
+    return run_raysweep(spec)
 
 
 # --------------------------------------------------------------------------- report
 
 
-def baseline(random: dict, metric: str) -> float:
-    """Random search's best in `metric`'s terms.
-
-    A variant ranking by `val_loss_best` (the running minimum of val_loss) is compared with the
-    lowest val_loss at any epoch of random's trials: the same trials, ranked that way.
-    """
-    if metric == random["metric"]:
-        return random["best_val"]
-    if metric == f"{random['metric']}_best":
-        return random["best_any_epoch"]
-    raise ValueError(f"no random-search baseline for metric {metric!r} (random ranked by {random['metric']!r})")
-
-
-def goal_check(row: dict, random: dict, mode: str) -> dict:
-    """Val gap (+: worse than random, as a fraction of random's) and the epochs fraction."""
-    base = baseline(random, row["metric"])
-    gap = (row["best_val"] - base) / abs(base)
-    gap = gap if mode == "min" else -gap
-    frac = row["epochs"] / random["epochs"]
-    out = {"val_gap": gap, "epochs_fraction": frac, "met": gap <= GOAL_GAP and frac <= GOAL_EPOCHS}
-    if row.get("best_any_epoch") is not None and random.get("best_any_epoch"):
-        any_gap = (row["best_any_epoch"] - random["best_any_epoch"]) / abs(random["best_any_epoch"])
-        out["val_gap_any_epoch"] = any_gap if mode == "min" else -any_gap
+def task_summary(rows: list[dict], methods: list[str]) -> dict:
+    """One task's figures over its seeds: per method the mean test metric and its bootstrap
+    interval, the mean rank and its interval, spend, and the share of random search's compute
+    at which the method's median anytime curve reaches random's final median test metric."""
+    mode = rows[0]["mode"]
+    seeds = sorted({r["seed"] for r in rows})
+    by = {(r["seed"], r["method"]): r for r in rows}
+    complete = [s for s in seeds if all((s, m) in by for m in methods)]  # ranks need every method
+    seed_ranks = {s: ranks({m: by[s, m]["test_value"] for m in methods}, mode) for s in complete}
+    out = {"mode": mode, "test_metric": rows[0]["test_metric"], "seeds": seeds, "ranked_seeds": complete,
+           "methods": {}}
+    randoms = [by[s, "random"] for s in seeds if (s, "random") in by]
+    target = statistics.median(r["test_value"] for r in randoms) if randoms else None
+    for method in methods:
+        mine = [by[s, method] for s in seeds if (s, method) in by]
+        if not mine:
+            continue
+        tests = [r["test_value"] for r in mine]
+        rk = [seed_ranks[s][method] for s in complete]
+        figures = {
+            "seeds": len(mine), "test_mean": statistics.fmean(tests), "test_ci": bootstrap_ci(tests),
+            "rank_mean": statistics.fmean(rk) if rk else None, "rank_ci": bootstrap_ci(rk) if rk else None,
+            "epochs_mean": statistics.fmean(r["epochs"] for r in mine),
+            "device_s_mean": statistics.fmean(r["device_s"] for r in mine),
+            "wall_s_mean": statistics.fmean(r["wall_s"] for r in mine),
+            "trials_mean": statistics.fmean(r["trials"] for r in mine),
+        }
+        paired = [(by[s, method], by[s, "random"]) for s in seeds if (s, method) in by and (s, "random") in by]
+        if target is not None and paired:
+            for axis, key in ((0, "epochs"), (1, "device_s")):
+                scales = [rnd["curve"][-1][axis] for _, rnd in paired]
+                curve = median_curve([row["curve"] for row, _ in paired], scales, GRID, axis, mode)
+                figures[f"median_curve_{key}"] = [None if abs(v) == float("inf") else v for v in curve]  # JSON
+                figures[f"reach_{key}"] = reach(GRID, curve, target, mode)
+        out["methods"][method] = figures
+    out["random_final_median"] = target
+    best_rank = min((f["rank_mean"] for f in out["methods"].values() if f["rank_mean"] is not None), default=None)
+    mine = out["methods"].get("raysweep", {})
+    reached = mine.get("reach_device_s")
+    out["goal"] = {
+        "best_mean_rank": best_rank is not None and mine.get("rank_mean") == best_rank
+        and sum(f["rank_mean"] == best_rank for f in out["methods"].values()) == 1,
+        "reach_device_s": reached, "reach_met": reached is not None and reached <= GOAL_FRACTION,
+    }
     return out
 
 
-def plot(rows: list[dict], tasks: list[str], methods: list[str], metric: str, path: str) -> None:
+def summary(tasks: dict[str, dict], methods: list[str]) -> None:
+    for task, figs in tasks.items():
+        print(f"\n{task}: {figs['test_metric']} ({figs['mode']}), seeds {len(figs['seeds'])}, "
+              f"ranked over {len(figs['ranked_seeds'])}")
+        print(f"  {'method':<20} {'test mean':>9} {'95% CI':>19} {'rank':>5} {'rank CI':>11} {'epochs':>7}"
+              f" {'device s':>9} {'wall s':>7} {'trials':>6} {'reach rnd':>9}")
+        for method in methods:
+            f = figs["methods"].get(method)
+            if f is None:
+                continue
+            ci = f"[{f['test_ci'][0]:.4f}, {f['test_ci'][1]:.4f}]"
+            rank = f"{f['rank_mean']:.2f}" if f["rank_mean"] is not None else "-"
+            rci = f"[{f['rank_ci'][0]:.1f}, {f['rank_ci'][1]:.1f}]" if f["rank_ci"] else "-"
+            rch = f.get("reach_device_s")
+            print(f"  {method:<20} {f['test_mean']:>9.4f} {ci:>19} {rank:>5} {rci:>11} {f['epochs_mean']:>7.0f}"
+                  f" {f['device_s_mean']:>9.1f} {f['wall_s_mean']:>7.1f} {f['trials_mean']:>6.0f}"
+                  f" {'-' if rch is None else f'{rch:.0%}':>9}")
+        goal = figs["goal"]
+        print(f"  goal: best mean rank {'yes' if goal['best_mean_rank'] else 'no'}; raysweep reaches random's final"
+              f" test metric at {'never' if goal['reach_device_s'] is None else format(goal['reach_device_s'], '.0%')}"
+              f" of its device-seconds (goal <= {GOAL_FRACTION:.0%})")
+
+
+def plot(tasks: dict[str, dict], methods: list[str], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for ax, task in zip(axes[0], tasks):
+    for ax, (task, figs) in zip(axes[0], tasks.items()):
         for method in methods:
-            for i, row in enumerate(r for r in rows if r["task"] == task and r["method"] == method):
-                if row["curve"]:
-                    x, y = zip(*row["curve"])
-                    ax.step(x, y, where="post", color=colors[method], lw=1.2, alpha=0.75,
-                            label=method if i == 0 else None)
-        ax.set(xlabel="cumulative epochs", ylabel=f"best {metric} so far", title=task, yscale="log")
+            curve = figs["methods"].get(method, {}).get("median_curve_device_s")
+            if curve:
+                ax.step(GRID, [float("nan") if v is None else v for v in curve], where="post", color=colors[method],
+                        lw=1.5, label=method)
+        if figs["random_final_median"] is not None:
+            ax.axhline(figs["random_final_median"], color="grey", ls=":", lw=1)
+        ax.axvline(GOAL_FRACTION, color="grey", ls="--", lw=0.8)
+        finite = [v for f in figs["methods"].values() for v in f.get("median_curve_device_s", []) if v is not None]
+        if finite:
+            lo, hi = min(finite), max(finite)
+            ax.set_ylim(lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1))
+        ax.set(xlabel="device-seconds, as a share of random search's", ylabel=f"test {figs['test_metric'][5:]}"
+               " of the incumbent (median over seeds)", title=f"{task} ({len(figs['seeds'])} seeds)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("Anytime curves: one line per seed", fontsize=10)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     print(f"wrote {path}")
-
-
-def summary(rows: list[dict], checks: list[dict], tasks: list[str], methods: list[str]) -> None:
-    print(f"\n{'task':<11} {'method':<22} {'best val':>9} {'test acc':>9} {'epochs':>7} {'wall s':>7}"
-          f" {'gap vs rnd':>10} {'epochs %':>8} {'goal':>5}")
-    for task in tasks:
-        for method in methods:
-            mine = [r for r in rows if r["task"] == task and r["method"] == method]
-            if not mine:
-                continue
-            mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
-            ck = [c for c in checks if c["task"] == task and c["method"] == method]
-            acc = [r["test"].get("test_accuracy") for r in mine if r["test"].get("test_accuracy") is not None]
-            extra = (f" {mean([c['val_gap'] for c in ck]):>+10.1%} {mean([c['epochs_fraction'] for c in ck]):>8.0%}"
-                     f" {sum(c['met'] for c in ck)}/{len(ck):<3}" if ck else "")
-            print(f"{task:<11} {method:<22} {mean([r['best_val'] for r in mine]):>9.4f} {mean(acc):>9.4f}"
-                  f" {mean([r['epochs'] for r in mine]):>7.0f} {mean([r['wall_s'] for r in mine]):>7.1f}{extra}")
-    print(f"\nmeans over seeds; goal: within {GOAL_GAP:.0%} of random's best val at <= {GOAL_EPOCHS:.0%} of its epochs")
 
 
 # --------------------------------------------------------------------------- main
@@ -252,67 +380,78 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return f"raysweep[{name}]", [part.strip() for part in body.split(",") if part.strip()]
 
 
+def earlier_rows(path: Path, settings: dict, fresh: bool) -> tuple[list[dict], list[str]]:
+    """The rows (and commands) of earlier parts in `path`, if they were run with these settings."""
+    if fresh or not path.exists():
+        return [], []
+    data = json.loads(path.read_text())
+    if "budget_trials" not in data.get("settings", {}):  # an earlier version's file: not comparable
+        return [], []
+    keys = ("budget_trials", "epochs", "concurrency", "set")
+    if any(data["settings"].get(k) != settings[k] for k in keys):
+        raise ValueError(f"{path} holds runs with other settings ({', '.join(keys)}): "
+                         f"pass --fresh to start over, or --out another file")
+    return data["rows"], data.get("commands", [data.get("command")])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(SPEC_FILES), choices=list(SPEC_FILES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--samples", type=int, default=24)
+    parser.add_argument("--tasks", nargs="+", default=["digits_mlp"], choices=list(SPEC_FILES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--budget-trials", type=int, default=24,
+                        help="the compute budget, in full trials of --epochs (random search's spend)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="spec override for every method (e.g. scheduler.grace_period=2)")
+                        help="spec override for every method (e.g. fixed.lr_schedule=cosine)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="an extra raysweep method with these overrides, e.g. rf2:scheduler.reduction_factor=2")
-    parser.add_argument("--cpus", type=int, default=4,
-                        help="logical CPUs of the Ray this starts (the specs run 4 trials at once)")
+    parser.add_argument("--cpus", type=int, default=2, help="logical CPUs of the Ray this starts")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="trials at once for the Ray methods (default: --cpus)")
     parser.add_argument("--out", default="benchmarks/results/search_efficiency.json")
     parser.add_argument("--png", default=None, help="anytime curves (default: --out with .png)")
+    parser.add_argument("--fresh", action="store_true", help="drop the runs --out holds instead of adding to them")
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.epochs < 1:
-        parser.error("--samples and --epochs must be at least 1")
+    args.concurrency = args.concurrency or args.cpus
+    if args.budget_trials < 1 or args.epochs < 1:
+        parser.error("--budget-trials and --epochs must be at least 1")
+    settings = {"budget_trials": args.budget_trials, "epochs": args.epochs, "budget_epochs": args.budget_trials * args.epochs,
+                "concurrency": args.concurrency, "cpus": args.cpus, "set": args.set}
     try:
         variants = dict(parse_variant(v) for v in args.variant)
+        methods = [*args.methods, *variants]
         for task in args.tasks:  # bad overrides fail here, before any run
-            base_spec(task, 0, args.samples, args.epochs, args.set)
-            for extra in variants.values():
-                base_spec(task, 0, args.samples, args.epochs, [*args.set, *extra])
+            for method in methods:
+                method_spec(method, task, 0, args, variants)
+        rows, commands = earlier_rows(Path(args.out), settings, args.fresh)
     except (SpecError, ValueError) as exc:
         parser.error(str(exc))
-    methods = [*args.methods, *variants]
     png = args.png or str(Path(args.out).with_suffix(".png"))
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rows, checks = [], []
     with own_ray(num_cpus=args.cpus):  # a caller's Ray (the tests') is used as it is and left running
         for task in args.tasks:
             for seed in args.seeds:
-                mode = base_spec(task, seed, args.samples, args.epochs, args.set).mode
-                by_method = {}
                 for method in methods:
-                    row = run_method(method, task, seed, args, variants)
-                    # The best value at any epoch of any trial (the curve's end): what ranking by
-                    # `metric: val_loss_best` would choose, next to the last-epoch ranking's choice.
-                    row["best_any_epoch"] = row["curve"][-1][1] if row["curve"] else None
-                    by_method[method] = row = {"task": task, "seed": seed, "method": method, **row}
-                    rows.append(row)
-                    print(f"{task:<11} seed {seed} {method:<22} best {row['best_val']:.4f} "
-                          f"epochs {row['epochs']:>4} wall {row['wall_s']:6.1f}s", flush=True)
-                if "random" in by_method:
-                    for method, row in by_method.items():
-                        if method != "random":
-                            checks.append({"task": task, "seed": seed, "method": method,
-                                           **goal_check(row, by_method["random"], mode)})
+                    row = {"task": task, "seed": seed, "method": method, **run_method(method, task, seed, args, variants)}
+                    rows = [r for r in rows if (r["task"], r["seed"], r["method"]) != (task, seed, method)] + [row]
+                    print(f"{task:<11} seed {seed} {method:<18} {row['test_metric']} {row['test_value']:.4f} "
+                          f"epochs {row['epochs']:>4} device {row['device_s']:6.1f}s wall {row['wall_s']:6.1f}s "
+                          f"trials {row['trials']}", flush=True)
 
-    metric = base_spec(args.tasks[0], 0, args.samples, args.epochs, args.set).metric
-    summary(rows, checks, args.tasks, methods)
-    plot(rows, args.tasks, methods, metric, png)
+    all_methods = list(dict.fromkeys([*METHODS, *(r["method"] for r in rows)]))
+    tasks = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        tasks[task] = task_summary(mine, [m for m in all_methods if any(r["method"] == m for r in mine)])
+    summary(tasks, all_methods)
+    plot(tasks, all_methods, png)
     write_json(args.out, {
-        "machine": machine(ray_cpus=args.cpus), "command": command("search_efficiency.py", argv),
-        "settings": {"tasks": args.tasks, "seeds": args.seeds, "samples": args.samples, "epochs": args.epochs,
-                     "methods": methods, "set": args.set, "variants": variants, "metric": metric},
-        "goal": {"val_gap_at_most": GOAL_GAP, "epochs_fraction_at_most": GOAL_EPOCHS},
-        "rows": rows, "goal_checks": checks, "png": png,
+        "machine": machine(ray_cpus=args.cpus), "commands": [*commands, command("search_efficiency.py", argv)],
+        "settings": {**settings, "variants": variants, "goal_fraction": GOAL_FRACTION},
+        "tasks": tasks, "rows": rows, "png": png,
     })
     return 0
 

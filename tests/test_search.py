@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
@@ -48,6 +50,10 @@ def test_search_runs_every_trial_and_asha_stops_some(searched):
         assert [h["epoch"] for h in history] == list(range(1, trial["epochs"] + 1))
         assert history[-1]["value"] == trial["value"]
         assert all(a["t"] <= b["t"] for a, b in zip(history, history[1:]))
+        hours = [h["device_hours"] for h in history]  # the trial's compute so far: it only grows
+        assert 0 < hours[0] and all(a <= b for a, b in zip(hours, hours[1:]))
+        assert hours[-1] == trial["metrics"]["cost_device_hours"]
+        assert trial["checkpoint"] is not None and Path(trial["checkpoint"]).is_dir()  # its last one, kept
 
 
 def test_mlflow_has_one_parent_and_a_child_per_trial(searched):

@@ -200,9 +200,13 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
         trials=[
             {"trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
              "value": r.value, "config": r.config, "metrics": r.metrics,
-             # the metric epoch by epoch, timed from the search's start: anytime curves
-             # (best value against epochs or seconds spent) without reading Tune's files
-             "history": [{"t": round(t, 3), "epoch": epoch, "value": value} for t, epoch, value, _ in r.history],
+             # the metric epoch by epoch, timed from the search's start, with the trial's
+             # device-hours so far: anytime curves (best value against epochs, seconds or
+             # compute spent) without reading Tune's files
+             "history": [{"t": round(t, 3), "epoch": epoch, "value": value, "device_hours": hours}
+                         for t, epoch, value, hours in r.history],
+             # the trial's last checkpoint (a directory under the search's storage), or None
+             "checkpoint": None if r.checkpoint is None else r.checkpoint.path,
              **({"error": r.error, "failure": r.failure} if r.error else {})}
             for r in book.records.values()
         ],
