@@ -108,6 +108,26 @@ def test_parent_run_summarises_the_search(searched):
     assert "max_epochs: 6" in spec_text and "name: test-search" in spec_text
 
 
+def test_parent_run_shows_why_the_search_chose_what_it_chose(searched):
+    spec, result, client, runs = searched
+    parent = _parent(runs)
+    metrics = parent.data.metrics
+    views = {a.path for a in client.list_artifacts(parent.info.run_id, "views")}
+    assert {"views/search.html", "views/importance.png", "views/timeline.png", "views/slice.png",
+            "views/parallel_coordinates.png", "views/learning_curves.png"} <= views
+    page = open(client.download_artifacts(parent.info.run_id, "views/search.html")).read()
+    assert '<section id="importance">' in page and '<section id="timeline">' in page
+    # Importances of the searched hyperparameters, compared where every trial still ran (ASHA's grace period).
+    shares = {k.removeprefix("importance_"): v for k, v in metrics.items() if k.startswith("importance_")}
+    assert set(shares) == set(spec.space) and sum(shares.values()) == pytest.approx(1.0)
+    assert parent.data.tags["raysweep.importance_epoch"] == str(spec.scheduler.grace_period)
+    # The audit at rung 1 (grace 1, rf 3, max 6: rungs 1 and 3), when enough trials went past it.
+    past_first = sum(t["epochs"] > 1 for t in result.trials)
+    assert ("rung_corr_1" in metrics) == (past_first >= 3)
+    if past_first >= 3:
+        assert -1 <= metrics["rung_corr_1"] <= 1 and metrics["rung_n_1"] == past_first
+
+
 def test_cost_per_epoch_on_children_and_their_sum_on_the_parent(searched):
     spec, result, client, runs = searched
     parent = _parent(runs)
@@ -225,6 +245,11 @@ def test_report_reads_the_same_best_trial_and_totals_from_mlflow(searched, capsy
     assert main(["report", result.parent_run_id, "--tracking-uri", result.tracking_uri, "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert result.best["trial_id"] in out and "device-hours" in out and "of the budget saved" in out
+    assert set(report["importances"]) == {"lr", "batch_size", "dropout"} and report["importance_epoch"] == 1
+    top = next(iter(report["importances"]))  # the largest first, in the JSON and the printed line
+    assert f"importance (val_loss at epoch 1, PED-ANOVA): {top} " in out
+    if report["rungs"]:
+        assert "rung audit" in out and all(-1 <= r["rho"] <= 1 for r in report["rungs"].values())
 
 
 def test_report_on_an_unknown_search_is_one_line_and_exit_2(tracking_uri, capsys):

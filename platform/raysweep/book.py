@@ -37,6 +37,7 @@ class TrialRecord:
     traceback: str | None = None  # Tune's error file, every failure of the trial
     logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
     confirms: str | None = None  # a run confirming this trial's configuration with a fresh seed (confirm.py)
+    started_t: float | None = None  # seconds since the search began when the trial first started (views.py)
     # (seconds since the search began, epoch, metric value, cumulative device-hours), one per epoch
     history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
     # The cost ledger (cost.py): the trial's earlier segments' totals, the current segment (the
@@ -104,6 +105,7 @@ class TrialBook(Callback):
         self.orphaned: dict[str, float] = {}
         self.interrupt = None  # interrupt.Interrupt of the run: after a Ctrl-C running trials stay running
         self.started = time.monotonic()
+        self.started_at = time.time()  # the same moment on the wall clock: the views' timeline
         self._reserved = _tune_keys()
 
     # -- Tune callback hooks
@@ -113,6 +115,7 @@ class TrialBook(Callback):
         else:
             rec = TrialRecord(trial.trial_id, len(self.records) + 1, dict(trial.config))
             rec.confirms = rec.config.get(CONFIRM_KEY, {}).get("of")
+            rec.started_t = time.monotonic() - self.started
             self.records[trial.trial_id] = rec
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -148,6 +151,7 @@ class TrialBook(Callback):
         self.chosen = state.get("chosen")  # a book saved before search.confirm has none
         self.target = None if None in (self.target, state["target"]) else max(self.target, state["target"])
         self.started = time.monotonic() - state["elapsed"]  # learning-curve times run on
+        self.started_at = time.time() - state["elapsed"]  # ... and the timeline's, without the pause
 
     def __getstate__(self):  # Tune pickles its callbacks: the filesystem handle doesn't travel
         # ... nor the spec's tracking credentials (tuner.pkl is in the search's storage).

@@ -38,8 +38,9 @@ def learning_curves(book: TrialBook, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def best_vs_cost(book: TrialBook, path: str) -> None:
-    """Best metric so far against cumulative device-hours, epochs taken in the order they ran."""
+def best_so_far(book: TrialBook) -> tuple[list[float], list[float]]:
+    """(cumulative device-hours, best metric so far) after each epoch, epochs taken in the
+    order they ran."""
     spec = book.spec
     events = []  # (time, device-hours this epoch cost, value)
     for rec in book.records.values():
@@ -56,6 +57,13 @@ def best_vs_cost(book: TrialBook, path: str) -> None:
         if best is not None:
             xs.append(spent)
             ys.append(best)
+    return xs, ys
+
+
+def best_vs_cost(book: TrialBook, path: str) -> None:
+    """Best metric so far against cumulative device-hours, epochs taken in the order they ran."""
+    spec = book.spec
+    xs, ys = best_so_far(book)
     fig = figure()
     ax = fig.subplots()
     ax.step(xs, ys, where="post")

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from .errors import SpecError
 from .totals import cost_sums, search_totals
-from .tracking.names import ERROR_TAG, KIND_TAG, METRIC_TAG, ORPHANED_TAG, PARENT_TAG, STOPPED_EARLY_TAG, TRIAL_ID_TAG
+from .tracking.names import (ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
+                             PARENT_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -80,7 +81,20 @@ def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
         "name": parent.info.run_name, "parent_run_id": parent.info.run_id, "status": parent.info.status,
         "metric": metric, "mode": mode, "best": ranked[0] if ranked else None, "counts": counts,
         "totals": totals, "trials": ranked + [t for t in trials if t not in ranked],
+        **insight(parent),
     }
+
+
+def insight(parent) -> dict[str, Any]:
+    """What the search's views and audit left on the parent run: the importances (largest
+    first) and the epoch they compare trials at; each rung's rank correlation."""
+    m = parent.data.metrics
+    shares = {k[len(IMPORTANCE_PREFIX):]: v for k, v in m.items() if k.startswith(IMPORTANCE_PREFIX)}
+    rungs = {int(k[len(RUNG_CORR_PREFIX):]): {"rho": v, "n": int(m.get(f"{RUNG_N_PREFIX}{k[len(RUNG_CORR_PREFIX):]}", 0))}
+             for k, v in m.items() if k.startswith(RUNG_CORR_PREFIX)}
+    epoch = parent.data.tags.get(IMPORTANCE_EPOCH_TAG)
+    return {"importances": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
+            "importance_epoch": int(epoch) if epoch else None, "rungs": dict(sorted(rungs.items()))}
 
 
 def _fmt(v: Any) -> str:
@@ -118,3 +132,10 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
     console.print(
         f"early stopping: {totals['epochs_run']} of {totals['epochs_budget']} epochs run, "
         f"{totals['compute_saved_fraction']:.0%} of the budget saved", highlight=False)
+    if report.get("importances"):
+        console.print(f"importance ({metric} at epoch {report['importance_epoch']}, PED-ANOVA): "
+                      + " · ".join(f"{p} {v:.2f}" for p, v in report["importances"].items()), highlight=False)
+    if report.get("rungs"):
+        console.print("rung audit (rank correlation with the later epoch): "
+                      + " · ".join(f"epoch {e}: {r['rho']:+.2f} over {r['n']} trials" for e, r in report["rungs"].items()),
+                      highlight=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from .audit import audit_metrics, rung_correlations
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .budget import Budget
 from .confirm import choose, confirm_configs, describe, summary_metrics
@@ -29,7 +30,7 @@ from .storage import join
 from .tasks.contract import can_log_model, capabilities
 from .totals import cost_sums, search_totals
 from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGET_REACHED_TAG, ERROR_TAG,
-                             INTERRUPTED_TAG, MODEL_URI_TAG)
+                             IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, INTERRUPTED_TAG, MODEL_URI_TAG)
 from .tracking.spool import Spool, substitute
 from .tracking.tracker import Tracker
 from .tracking.uri import runs_url
@@ -364,6 +365,17 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     with tempfile.TemporaryDirectory(prefix="raysweep-plots-") as directory:
         write_plots(book, directory)
         tracker.log_artifacts(run_id, directory, "plots")
+    totals.update(audit_metrics(rung_correlations(book)))
+    if spec.tracking.views:
+        from .views import compared_epoch, importances, write_views  # Optuna's plotting: plotly, pyplot
+
+        shares = importances(book)
+        totals.update({f"{IMPORTANCE_PREFIX}{param}": share for param, share in shares.items()})
+        if shares:
+            tags[IMPORTANCE_EPOCH_TAG] = str(compared_epoch(book))
+        with tempfile.TemporaryDirectory(prefix="raysweep-views-") as directory:
+            write_views(book, directory)
+            tracker.log_artifacts(run_id, directory, "views")
     # Step: trials so far. An extended search (--resume --samples +N) logs its summary again.
     tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)},
                         step=len(book.records))

@@ -425,6 +425,11 @@ class TrackingSection(_Frozen):
     enabled: bool = Field(True, description="false: no MLflow at all (benchmarks)")
     log_model: bool = Field(
         True, description="log the best trial's model (PyTorch flavor) on the parent run and register it")
+    views: bool = Field(
+        True, description="draw the search's views on the parent run (`views/search.html` and a PNG per view: "
+                          "importance, parallel coordinates, slices, learning curves, timeline, best against "
+                          "compute) and log the importances as `importance_<param>` (docs/reference/mlflow.md); about 2-3 s at "
+                          "the search's end")
     registered_model: str | None = Field(
         None, description="Model Registry name, without `/` or `:` (MLflow refuses them); null: the experiment's "
                           "name with each run of `/` and `:` made `-`")

@@ -23,3 +23,9 @@ BEST_RUN_ID_TAG = "raysweep.best_run_id"
 BEST_TAG = "raysweep.best"  # "true" on the best trial's run
 MODEL_URI_TAG = "raysweep.model_uri"  # the parent's: the logged model
 RUN_KEY_TAG = "raysweep.run_key"  # every run's: how a replayed spool finds a run it created (spool.py)
+IMPORTANCE_EPOCH_TAG = "raysweep.importance_epoch"  # the parent's: the epoch its importances compare trials at
+
+# Parent-run metric prefixes of the search's views (views.py) and early-stopping audit (audit.py).
+IMPORTANCE_PREFIX = "importance_"  # + a hyperparameter: its importance, the shares summing to 1
+RUNG_CORR_PREFIX = "rung_corr_"  # + a rung's epoch: Spearman correlation of its ranking with the later one
+RUNG_N_PREFIX = "rung_n_"  # + a rung's epoch: the trials that correlation rests on

@@ -1,0 +1,57 @@
+"""The early-stopping audit (audit.py): rank correlations at ASHA's rungs, on hand-built trials."""
+
+from __future__ import annotations
+
+import pytest
+
+from raysweep.audit import audit_metrics, rung_correlations, rungs
+from raysweep.book import FAILED, FINISHED, STOPPED, TrialBook, TrialRecord
+from raysweep.spec import validate
+from tests.conftest import make_raw
+
+
+@pytest.mark.parametrize(("grace", "rf", "max_epochs", "expected"), [
+    (1, 3, 6, [1, 3]), (1, 3, 20, [1, 3, 9]), (3, 2, 20, [3, 6, 12]), (1, 4, 20, [1, 4, 16]), (5, 3, 5, []),
+])
+def test_rungs_are_ashas_milestones_below_max_epochs(grace, rf, max_epochs, expected):
+    spec = validate(make_raw(**{"scheduler.grace_period": grace, "scheduler.reduction_factor": rf,
+                                "max_epochs": max_epochs}))
+    assert rungs(spec) == expected
+
+
+def _book(curves: dict[str, list[float]], status: dict[str, str] | None = None) -> TrialBook:
+    book = TrialBook(validate(make_raw()))  # max_epochs 6, grace 1, rf 3: rungs 1 and 3
+    for n, (trial_id, values) in enumerate(curves.items()):
+        default = FINISHED if len(values) == 6 else STOPPED
+        rec = TrialRecord(trial_id, n, {}, status=(status or {}).get(trial_id, default), epochs=len(values))
+        rec.history = [(float(e), e, v, 0.0) for e, v in enumerate(values, start=1)]
+        book.records[trial_id] = rec
+    return book
+
+
+def test_a_rung_that_ranked_trials_as_they_ended_correlates_fully():
+    book = _book({
+        "a": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "b": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5],
+        "c": [3.0, 2.9, 2.8, 2.7, 2.6, 2.5], "d": [4.0, 3.9, 3.8],  # stopped at 3: in rung 1's pairs
+        "e": [9.0],  # stopped at 1: never went past a rung
+    })
+    corr = rung_correlations(book)
+    assert corr[1] == {"rho": pytest.approx(1.0), "n": 4, "against_epoch": 3}  # a-d, at the epoch all reached
+    assert corr[3] == {"rho": pytest.approx(1.0), "n": 3, "against_epoch": 6}
+    assert audit_metrics(corr) == {"rung_corr_1": pytest.approx(1.0), "rung_n_1": 4.0,
+                                   "rung_corr_3": pytest.approx(1.0), "rung_n_3": 3.0}
+
+
+def test_a_rung_whose_leaders_fell_behind_correlates_negatively():
+    # Fast starters (low at epoch 1) end worst: the rung's ranking was backwards.
+    book = _book({
+        "fast": [0.5, 0.6, 0.9, 1.0, 1.1, 1.2], "mid": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5],
+        "slow": [2.0, 1.0, 0.5, 0.3, 0.2, 0.1],
+    })
+    assert rung_correlations(book)[1]["rho"] == pytest.approx(-1.0)
+
+
+def test_rungs_with_too_few_trials_past_them_and_failed_trials_are_left_out():
+    book = _book({"a": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "b": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5],
+                  "broken": [0.1, 5.0, 5.0]}, status={"broken": FAILED})
+    assert rung_correlations(book) == {}  # two trials past each rung: no correlation worth a number
