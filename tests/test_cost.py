@@ -1,15 +1,16 @@
 """The cost meter and ledger: FLOPs against an analytic count, allocation-based device time,
-restarts billed, shared GPUs' energy."""
+restarts billed, shared GPUs' energy, a CPU trial's estimated energy and emissions."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-
+import torch
 from mlflow import MlflowClient
 
 from raysweep.book import TrialRecord
+from raysweep.carbon import cpu_tdp, kg_per_kwh
 from raysweep.cost import SEGMENT_KEY, Meter
 from raysweep.search import run_search
 from raysweep.spec import validate
@@ -48,7 +49,28 @@ def test_device_hours_and_dollars_come_from_the_allocation():
     assert m["cost_wall_s"] >= 0.2
     assert m["cost_device_hours"] == pytest.approx(2 * 3 * m["cost_wall_s"] / 3600, rel=0.01)
     assert m["cost_usd"] == pytest.approx(m["cost_device_hours"] * 0.5, rel=0.01)
-    assert m["cost_gpu_hours"] == 0 and "energy_j" not in m  # no GPU, no energy figure
+    assert m["cost_gpu_hours"] == 0 and "energy_j" not in m  # no device attached, no epoch: no energy figure
+
+
+@pytest.mark.parametrize("country", [None, "FRA"])
+def test_a_cpu_trial_reports_codecarbons_energy_and_its_emissions(country):
+    ctx = LocalContext(max_epochs=3, seed=0, meter={"cpus_per_worker": 1, "country": country})
+    DigitsMLP().train({"lr": 0.01, "batch_size": 64, "hidden": HIDDEN}, ctx)
+    energy = [r["energy_j"] for r in ctx.reports]
+    assert 0 < energy[0] < energy[1] < energy[2]  # cumulative, every epoch
+    for report in ctx.reports:
+        assert report["co2e_kg"] == pytest.approx(report["energy_j"] / 3.6e6 * kg_per_kwh(country))
+    # Bounded by codecarbon's model: its TDP share for the busy core plus its RAM power over the trial.
+    _, tdp = cpu_tdp()
+    watts = energy[-1] / ctx.reports[-1]["cost_wall_s"]
+    assert 0 < watts <= tdp + 20
+
+
+def test_a_meter_that_only_counts_estimates_no_energy():
+    meter = Meter(cpu_energy=False)
+    meter.attach(torch.device("cpu"))
+    meter.add_epoch(100, 1.0, meter.local_energy_j())
+    assert "energy_j" not in meter.metrics() and "co2e_kg" not in meter.metrics()
 
 
 def test_the_ledger_adds_a_restarted_trials_segments():
@@ -73,8 +95,6 @@ def test_the_ledger_adds_a_restarted_trials_segments():
 class _Counter:
     """A GPU's total-energy counter (no GPU here): 100 J between reads."""
 
-    _handle = object()
-
     def delta_j(self) -> float:
         return 100.0
 
@@ -82,7 +102,7 @@ class _Counter:
 @pytest.mark.parametrize("gpus,billed", [(1, 100.0), (0.5, 50.0), (0.25, 25.0)])
 def test_trials_sharing_a_gpu_each_count_their_share_of_its_energy(gpus, billed):
     meter = Meter(gpus_per_worker=gpus)
-    meter._energy = _Counter()
+    meter.device, meter._energy = torch.device("cuda"), _Counter()  # no GPU here: its counter stood in
     assert meter.local_energy_j() == billed
 
 

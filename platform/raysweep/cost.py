@@ -16,9 +16,11 @@ all workers together:
 - `flops`: training FLOPs, forward + backward of one batch counted by
   `torch.utils.flop_counter.FlopCounterMode` (matrix multiplies and convolutions; elementwise
   ops, optimizer steps and validation are not counted), per sample, times `samples`;
-- `energy_j`: NVML's total-energy counter, deltas summed over the GPUs the trial holds, times
-  the trial's share of each (gpus_per_worker below 1: trials sharing a GPU each count their
-  allocation's share of its energy, not all of it) (GPU only);
+- `energy_j`: on a GPU, NVML's total-energy counter, deltas summed over the GPUs the trial
+  holds, times the trial's share of each (gpus_per_worker below 1: trials sharing a GPU each
+  count their allocation's share of its energy, not all of it); on a CPU, codecarbon's
+  estimate for each worker's process (carbon.py), summed over workers;
+- `co2e_kg`: `energy_j` times the carbon intensity of `cost.country`'s electricity (carbon.py);
 - `mfu`: achieved training FLOP/s over the GPUs' peak (GPU only, known devices, see PEAK_FLOPS);
 - `peak_host_mem_mb` (RSS of rank 0's process) and `peak_cuda_mem_mb` (GPU only).
 
@@ -39,7 +41,7 @@ import torch
 
 # Summed over a trial's segments by the driver's ledger (book.py).
 BILLED = ("cost_wall_s", "cost_cpu_core_hours", "cost_gpu_hours", "cost_device_hours", "cost_usd",
-          "samples", "flops", "energy_j")
+          "samples", "flops", "energy_j", "co2e_kg")
 SEGMENT_KEY = "cost_segment"  # which process measured a report: the ledger's, not logged
 
 # Dense bf16 peak FLOP/s by device name fragment (vendor datasheets, no sparsity).
@@ -99,13 +101,17 @@ class Meter:
         cpu_hour_usd: float = 0.0,
         gpu_hour_usd: float = 0.0,
         started_at: float | None = None,
+        country: str | None = None,
+        cpu_energy: bool = True,
     ):
         """`started_at`: time.time() when the trial function began (its process or worker
-        group starting is billed too); None: now."""
+        group starting is billed too); None: now. `country`: for `co2e_kg` (carbon.py);
+        `cpu_energy`: estimate a CPU trial's energy (off for meters that only count)."""
         self.workers, self.cpus, self.gpus = workers, cpus_per_worker, gpus_per_worker
         self.cpu_hour_usd, self.gpu_hour_usd = cpu_hour_usd, gpu_hour_usd
+        self.country, self._cpu_energy = country, cpu_energy
         self.device = torch.device("cpu")
-        self._energy: _Energy | None = None
+        self._energy = None  # _Energy (NVML) on a GPU, carbon.CpuEnergy on a CPU; None: no figure
         # Wall clock, not monotonic: a worker group's clock starts in the trial's process.
         self._started = time.time() if started_at is None else started_at
         self.segment = random.getrandbits(48)  # exact as a float: Tune's results may pass through JSON
@@ -119,7 +125,15 @@ class Meter:
         """The worker's device, known once the context is set up: GPU energy and memory."""
         self.device = device
         if device.type == "cuda":
-            self._energy = _Energy(device)
+            energy = _Energy(device)
+            self._energy = energy if energy._handle is not None else None
+        elif self._cpu_energy:
+            try:
+                from .carbon import CpuEnergy
+
+                self._energy = CpuEnergy()
+            except Exception:  # noqa: BLE001 - no codecarbon, or it cannot read this machine: no energy figure
+                self._energy = None
 
     # -- fed by the loop
     def count_flops(self, model, x, y, loss_fn) -> None:
@@ -131,7 +145,10 @@ class Meter:
         over workers by the loop. The counter is the whole device's: a worker holding half of
         it is billed half."""
         delta = self._energy.delta_j() if self._energy is not None else None
-        return 0.0 if delta is None else delta * min(1.0, self.gpus)
+        if delta is None:
+            return 0.0
+        # codecarbon's estimate is this process's own; NVML's counter is the device's
+        return delta * min(1.0, self.gpus) if self.device.type == "cuda" else delta
 
     def add_epoch(self, samples: float, seconds: float, energy_j: float | None = None) -> None:
         """One epoch of `samples` (all workers) in `seconds`; `energy_j` summed over workers."""
@@ -139,7 +156,7 @@ class Meter:
         self._samples_per_s = samples / seconds if seconds > 0 else None
         if self.flops_per_sample is not None:
             self.flops += self.flops_per_sample * samples
-        if self._energy is not None and self._energy._handle is not None and energy_j is not None:
+        if self._energy is not None and energy_j is not None:
             self.energy_j = (self.energy_j or 0.0) + energy_j
 
     # -- read at each report
@@ -167,7 +184,10 @@ class Meter:
         if self.flops:
             out["flops"] = self.flops
         if self.energy_j is not None:
+            from .carbon import co2e_kg
+
             out["energy_j"] = self.energy_j
+            out["co2e_kg"] = co2e_kg(self.energy_j, self.country)
         if self.device.type == "cuda":
             out["peak_cuda_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
             peak = peak_flops(self.device)

@@ -126,6 +126,8 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
                       _fmt(t["cost_usd"]), _fmt(t["cost_device_hours"]), *(_param(t["params"].get(p, "")) for p in params))
     console.print(table)
     energy = "" if totals["energy_j"] is None else f" · {totals['energy_j'] / 3.6e6:.3g} kWh"
+    if totals.get("co2e_kg") is not None:
+        energy += f" · {totals['co2e_kg'] * 1000:.3g} g CO2e"
     console.print(
         f"total: {totals['device_hours']:.4g} device-hours · ${totals['cost_usd']:.4g} · {totals['flops']:.3g} FLOPs · "
         f"{totals['samples']:.0f} samples{energy}", highlight=False)

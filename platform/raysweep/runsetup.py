@@ -24,6 +24,7 @@ from .files import check_data
 from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
+from .errors import SpecError
 from .ray_internals import node_env_defaults, quiet_auth_warning
 from .spec import Spec
 from .storage import resolve as storage_location
@@ -146,6 +147,12 @@ def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose:
         quiet_libraries()
     task = resolve_task(spec.task)
     data_info = check_data(spec.data) if spec.data is not None else None
+    if spec.cost.country is not None:
+        from .carbon import known_country
+
+        if not known_country(spec.cost.country):
+            raise SpecError(f"cost.country: {spec.cost.country!r} is not in codecarbon's energy-mix data "
+                            "(ISO 3166-1 alpha-3 codes such as USA, FRA, DEU)")
     storage = storage_location(storage)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri) if spec.tracking.enabled else None
     book = TrialBook(spec, storage)

@@ -52,7 +52,7 @@ class SearchResult:
     wall_s: float
     test_metrics: dict[str, float] = field(default_factory=dict)
     tracking_uri: str | None = None
-    # device_hours, cost_usd, flops, samples, energy_j (None without a GPU), compute_saved_fraction
+    # device_hours, cost_usd, flops, samples, energy_j, co2e_kg (None: no energy figure), compute_saved_fraction
     totals: dict[str, float | None] = field(default_factory=dict)
     model_uri: str | None = None  # the best model, MLflow PyTorch flavor, registered
     error: str | None = None  # why the search failed or stopped (then `run_search` raises)

@@ -452,6 +452,10 @@ class CostSection(_Frozen):
     # H100-class GPU-hour. Set your own: they only scale `cost_usd`.
     cpu_hour_usd: float = Field(0.05, ge=0, description="price of a CPU core-hour, for `cost_usd`")
     gpu_hour_usd: float = Field(3.0, ge=0, description="price of a GPU-hour, for `cost_usd`")
+    country: str | None = Field(
+        None, pattern=r"^[A-Z]{3}$",
+        description="where the trials' electricity comes from, as an ISO 3166-1 alpha-3 code (`USA`, `FRA`, "
+                    "`DEU`), for `co2e_kg` (codecarbon's offline energy-mix data); null: the world average")
 
 
 class FailuresSection(_Frozen):

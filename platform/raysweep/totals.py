@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 
 # Per-trial cumulative cost metrics (cost.py's ledger): a trial's last report holds its total,
 # and the search's is their sum. Also logged under these names on the parent run.
-SUMMED = ("cost_device_hours", "cost_cpu_core_hours", "cost_gpu_hours", "cost_usd", "flops", "samples", "energy_j")
+SUMMED = ("cost_device_hours", "cost_cpu_core_hours", "cost_gpu_hours", "cost_usd", "flops", "samples", "energy_j",
+          "co2e_kg")
 
 
 def cost_sums(metrics: Iterable[Mapping[str, float]], orphaned: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -30,7 +31,8 @@ def search_totals(metrics: Iterable[Mapping[str, float]], *, epochs_run: int, ep
         "cost_usd": sums.get("cost_usd", 0.0),
         "flops": sums.get("flops", 0.0),
         "samples": sums.get("samples", 0.0),
-        "energy_j": sums.get("energy_j"),  # None: no trial held a GPU
+        "energy_j": sums.get("energy_j"),  # None: no trial measured or estimated any (carbon.py)
+        "co2e_kg": sums.get("co2e_kg"),
         "compute_saved_fraction": 1 - epochs_run / epochs_budget if epochs_budget else 0.0,
         "epochs_run": epochs_run,
         "epochs_budget": epochs_budget,

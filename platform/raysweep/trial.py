@@ -44,6 +44,7 @@ def context_kwargs(spec: Spec, started_at: float | None = None, seed: int | None
             "gpus_per_worker": spec.resources.gpus_per_worker,
             "cpu_hour_usd": spec.cost.cpu_hour_usd,
             "gpu_hour_usd": spec.cost.gpu_hour_usd,
+            "country": spec.cost.country,
             "started_at": started_at,
         },
     }
