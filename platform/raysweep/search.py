@@ -269,7 +269,8 @@ def _interrupted(spec: Spec, book: TrialBook, tracker: Tracker | None, mlflow_ca
     result = _result(spec, book, tracker, started, uri, budget, status="interrupted", error=message)
     if tracker is not None:
         end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
-        _log_summary(tracker, spec, book, result, status="KILLED", tags={INTERRUPTED_TAG: "true"})
+        # No views: a Ctrl-C asks to be out quickly; the resumed search draws them at its end.
+        _log_summary(tracker, spec, book, result, status="KILLED", tags={INTERRUPTED_TAG: "true"}, views=False)
         _settle_ids(tracker, result)
     if not verbose:
         console.print(leaderboard(book))
@@ -321,7 +322,8 @@ def book_totals(book: TrialBook) -> dict[str, float | None]:
 
 
 def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchResult,
-                 data: TrialData | None = None, *, status: str | None = None, tags: dict | None = None) -> None:
+                 data: TrialData | None = None, *, status: str | None = None, tags: dict | None = None,
+                 views: bool = True) -> None:
     """Parent run: best trial's params and value, test metrics, totals, best checkpoint, and
     what the spec's data: section held (rows, classes, preprocessing statistics); then ended
     with `status` (default FINISHED, or FAILED with the reason)."""
@@ -366,7 +368,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         write_plots(book, directory)
         tracker.log_artifacts(run_id, directory, "plots")
     totals.update(audit_metrics(rung_correlations(book)))
-    if spec.tracking.views:
+    if views and spec.tracking.views:
         from .views import compared_epoch, importances, write_views  # Optuna's plotting: plotly, pyplot
 
         shares = importances(book)

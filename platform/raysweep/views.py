@@ -67,7 +67,9 @@ def history_study(book: TrialBook) -> optuna.Study:
         params, distributions = _params(book, rec)
         values = _values(rec)
         state = {FINISHED: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL}.get(
-            rec.status, optuna.trial.TrialState.PRUNED)
+            rec.status, optuna.trial.TrialState.PRUNED)  # stopped, or cut off running by a Ctrl-C
+        if state == optuna.trial.TrialState.COMPLETE and rec.value is None:
+            state = optuna.trial.TrialState.FAIL  # Optuna refuses a complete trial without a value
         trial = optuna.trial.create_trial(
             state=state, value=rec.value if state == optuna.trial.TrialState.COMPLETE else None, params=params,
             distributions=distributions, intermediate_values=values,
