@@ -117,12 +117,18 @@ def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], c
         return tested[trial["id"]][name]
 
     chosen = next(t for t in trials if t["id"] == chosen_id)
+    fallback = not chosen["eligible"]
+    if fallback:  # its checkpoint was never saved (a trial stopped as the budget ran out): the best one that was
+        sign = 1 if spec.mode == "min" else -1
+        chosen = min((t for t in trials if t["eligible"] and t["value"] is not None), key=lambda t: sign * t["value"])
+        chosen_id = chosen["id"]
     points = anytime(trials, events, spec.mode, test_of, chosen)
     return {
         "test": tested[chosen_id], "test_value": tested[chosen_id][name], "test_metric": name,
         "val": chosen["value"], "config": chosen["config"], "chosen_epochs": chosen["epochs"],
         "epochs": len(events), "device_s": round(sum(d for _, d in events), 3), "wall_s": round(wall_s, 3),
         "trials": len(trials), "curve": points, "metric": spec.metric, "mode": spec.mode,
+        **({"chosen_fallback": True} if fallback else {}),
     }
 
 
@@ -146,7 +152,8 @@ def run_raysweep(spec: Spec) -> dict:
             if not t["history"]:
                 continue
             trials.append({"id": t["trial_id"], "config": t["config"], "epochs": t["epochs"], "value": t["value"],
-                           "end_t": t["history"][-1]["t"], "eligible": t["status"] != "failed"})
+                           "end_t": t["history"][-1]["t"],
+                           "eligible": t["status"] != "failed" and t["checkpoint"] is not None})
             events += _increments([(h["t"], h["device_hours"]) for h in t["history"]])
             paths[t["trial_id"]] = t["checkpoint"]
         return measure(spec, trials, events, result.best["trial_id"],

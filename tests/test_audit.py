@@ -55,3 +55,58 @@ def test_rungs_with_too_few_trials_past_them_and_failed_trials_are_left_out():
     book = _book({"a": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "b": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5],
                   "broken": [0.1, 5.0, 5.0]}, status={"broken": FAILED})
     assert rung_correlations(book) == {}  # two trials past each rung: no correlation worth a number
+
+
+def test_an_audit_trains_stopped_trials_to_the_end_and_reports_what_stopping_cost(ray_session, tmp_path,
+                                                                                   tracking_uri, capsys):
+    import json
+
+    from mlflow import MlflowClient
+    from rich.console import Console
+
+    from raysweep.cli import main
+    from raysweep.search import run_search
+
+    spec = validate(make_raw(**{"name": "audited", "search.num_samples": 8, "max_epochs": 4,
+                                "scheduler.audit": 2}))
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri,
+                        console=Console(file=open(tmp_path / "out.txt", "w")))
+    audit = result.audit
+    assert audit["runs"] == 2 and len(audit["audited"]) == 2
+    trials = {t["trial_id"]: t for t in result.trials}
+    client = MlflowClient(tracking_uri)
+    for audited in audit["audited"]:
+        stopped = trials[audited["trial_id"]]
+        assert stopped["status"] == "stopped" and audited["stopped_at"] == stopped["epochs"] < 4
+        run = client.get_run(audited["run_id"])
+        assert run.data.tags["raysweep.audits"] == audited["trial_id"] and run.info.run_name.endswith("(audit)")
+        replay = {p.step: p.value for p in client.get_metric_history(audited["run_id"], "val_loss")}
+        assert sorted(replay) == [1, 2, 3, 4]  # trained to max_epochs...
+        for h in stopped["history"]:  # ...replaying the stopped trial's epochs exactly (its own seed)
+            assert replay[h["epoch"]] == pytest.approx(h["value"], rel=1e-6)
+        assert replay[4] == pytest.approx(audited["final"])
+    # The chosen trial is the search's own, and the count of audited runs that beat it is right.
+    audit_runs = {a["run_id"] for a in audit["audited"]}
+    searched = [t for t in result.trials if t["run_id"] not in audit_runs]
+    assert len(searched) == 8 and result.best["trial_id"] == audit["chosen"]
+    assert audit["beat_chosen"] == sum(a["final"] < audit["chosen_value"] for a in audit["audited"])
+    assert audit["regret"] == pytest.approx(max(0.0, audit["chosen_value"] - min(a["final"] for a in audit["audited"])))
+    # A longer grace period: the rung above grace 1 (rf 3: epoch 3), and max_epochs (4).
+    assert set(audit["grace"]) == {3, 4}
+    for grace in (3, 4):
+        assert audit["grace"][grace]["extra_epochs"] == sum(max(0, grace - t["epochs"]) for t in searched)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.metrics["audit_runs"] == 2
+    assert parent.data.metrics["audit_beat_chosen"] == audit["beat_chosen"]
+    saved = json.loads(open(client.download_artifacts(result.parent_run_id, "audit.json")).read())
+    assert saved["beat_chosen"] == audit["beat_chosen"]
+    assert "auditing early stopping: 2 stopped trial(s)" in (tmp_path / "out.txt").read_text()
+    assert main(["report", "audited", "--tracking-uri", tracking_uri]) == 0
+    assert f"audit: {audit['beat_chosen']} of 2 stopped trials trained to the end" in capsys.readouterr().out
+
+
+def test_audit_needs_early_stopping():
+    from raysweep.errors import SpecError
+
+    with pytest.raises((SpecError, ValueError), match="scheduler.audit: 2 audits early stopping"):
+        validate(make_raw(**{"scheduler.type": "fifo", "scheduler.audit": 2}))

@@ -10,7 +10,7 @@ from raysweep.models import best_epoch_state
 from raysweep.tasks.digits import DigitsCNN, DigitsMLP
 
 
-COST_KEYS = {"samples", "samples_per_s", "flops", "peak_host_mem_mb"}  # and cost_*: cost.py
+COST_KEYS = {"samples", "samples_per_s", "flops", "peak_host_mem_mb", "energy_j", "co2e_kg"}  # and cost_*: cost.py
 CONFIG = {"lr": 1e-2, "batch_size": 64, "hidden": 32, "dropout": 0.0}
 
 

@@ -36,7 +36,9 @@ class TrialRecord:
     failure: str | None = None  # its kind: failures.NON_FINITE, OOM or EXCEPTION
     traceback: str | None = None  # Tune's error file, every failure of the trial
     logged_epoch: int = 0  # the last epoch written to MLflow: a restarted trial repeats epochs
-    confirms: str | None = None  # a run confirming this trial's configuration with a fresh seed (confirm.py)
+    # A run retraining this trial's configuration: with a fresh seed (search.confirm, confirm.py),
+    # or to max_epochs after early stopping ended it (scheduler.audit, audit.py); `retrain` says which.
+    confirms: str | None = None
     started_t: float | None = None  # seconds since the search began when the trial first started (views.py)
     # (seconds since the search began, epoch, metric value, cumulative device-hours), one per epoch
     history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
@@ -46,6 +48,11 @@ class TrialRecord:
     billed_before: dict | None = None
     segment: int | None = None
     segment_last: dict | None = None
+
+    @property
+    def retrain(self) -> str | None:
+        """"confirm" or "audit" for a run retraining another trial's configuration, else None."""
+        return None if self.confirms is None else self.config[CONFIRM_KEY].get("kind", "confirm")
 
     def bill(self, result: dict[str, Any]) -> None:
         """Turn a report's per-segment cost figures into the trial's totals, in place (so MLflow,

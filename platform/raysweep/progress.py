@@ -165,6 +165,6 @@ def leaderboard(book: TrialBook, top: int = 5) -> Table:
         table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
     for rank, rec in enumerate(book.ranked()[:top], start=1):
         params = [_param(rec.config.get(k)) for k in spec.space]
-        status = rec.status if rec.confirms is None else f"{rec.status} (confirm)"  # search.confirm's runs
+        status = rec.status if rec.retrain is None else f"{rec.status} ({rec.retrain})"  # confirm.py, audit.py
         table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), str(rec.epochs), status, *params)
     return table

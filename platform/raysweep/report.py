@@ -93,8 +93,10 @@ def insight(parent) -> dict[str, Any]:
     rungs = {int(k[len(RUNG_CORR_PREFIX):]): {"rho": v, "n": int(m.get(f"{RUNG_N_PREFIX}{k[len(RUNG_CORR_PREFIX):]}", 0))}
              for k, v in m.items() if k.startswith(RUNG_CORR_PREFIX)}
     epoch = parent.data.tags.get(IMPORTANCE_EPOCH_TAG)
+    audit = None if "audit_runs" not in m else {
+        "runs": int(m["audit_runs"]), "beat_chosen": int(m["audit_beat_chosen"]), "regret": m["audit_regret"]}
     return {"importances": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
-            "importance_epoch": int(epoch) if epoch else None, "rungs": dict(sorted(rungs.items()))}
+            "importance_epoch": int(epoch) if epoch else None, "rungs": dict(sorted(rungs.items())), "audit": audit}
 
 
 def _fmt(v: Any) -> str:
@@ -137,6 +139,10 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
     if report.get("importances"):
         console.print(f"importance ({metric} at epoch {report['importance_epoch']}, PED-ANOVA): "
                       + " · ".join(f"{p} {v:.2f}" for p, v in report["importances"].items()), highlight=False)
+    if report.get("audit"):
+        audit = report["audit"]
+        console.print(f"audit: {audit['beat_chosen']} of {audit['runs']} stopped trials trained to the end beat the "
+                      f"chosen trial (regret {audit['regret']:.3g})", highlight=False)
     if report.get("rungs"):
         console.print("rung audit (rank correlation with the later epoch): "
                       + " · ".join(f"epoch {e}: {r['rho']:+.2f} over {r['n']} trials" for e, r in report["rungs"].items()),

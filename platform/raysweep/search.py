@@ -14,7 +14,8 @@ from typing import Any
 
 from rich.console import Console
 
-from .audit import audit_metrics, rung_correlations
+from .audit import (audit_configs, audit_metrics, audit_summary, audit_summary_metrics, describe_audit,
+                    rung_correlations)
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .budget import Budget
 from .confirm import choose, confirm_configs, describe, summary_metrics
@@ -61,6 +62,8 @@ class SearchResult:
     budget: dict[str, Any] | None = None
     # search.confirm: each candidate's values over fresh seeds, mean, sd; which was chosen (confirm.py)
     confirm: dict[str, Any] | None = None
+    # scheduler.audit: stopped trials trained to the end, how many beat the chosen one (audit.py)
+    audit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,10 +155,29 @@ def run_search(
             confirmed = choose(spec, book)
             if confirmed is not None:
                 console.print(describe(confirmed), highlight=False)
+        audited = None
+        if spec.scheduler.audit and stop.failure is None:
+            configs = audit_configs(spec, book)
+            if configs:
+                best = book.best()
+                if book.chosen is None and best is not None:
+                    book.chosen = best.trial_id  # the audit reports; it does not pick
+                if book.target is not None:
+                    book.target += len(configs)
+                console.print(f"auditing early stopping: {len(configs)} stopped trial(s) trained to max_epochs",
+                              highlight=False)
+                with killed():  # no budget stopper: the audit is asked for on top of the search
+                    fit(build_tuner(spec, storage, callbacks, verbose, round_no=round_no, data=data, splits=splits,
+                                    confirm=configs, label="audit"))
+                if interrupt.after_fit():
+                    raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+                audited = audit_summary(spec, book)
+                if audited is not None:
+                    console.print(describe_audit(audited), highlight=False)
         try:
             run.warmed_up()
             result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,
-                                        confirmed)
+                                        confirmed, audited)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         mark_concluded(join(storage, round_name(spec.name, round_no)))
@@ -224,7 +246,7 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
 
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
               started: float, uri: str | None, stopped: str | None = None, budget: Budget | None = None,
-              confirmed: dict | None = None) -> tuple[SearchResult, SearchFailed | None]:
+              confirmed: dict | None = None, audited: dict | None = None) -> tuple[SearchResult, SearchFailed | None]:
     """After the trials: the best trial on the test split, its model, the parent run's summary;
     and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did."""
     best = book.best()
@@ -237,6 +259,7 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
     failure = search_failure(spec, book, stopped)
     result = _result(spec, book, tracker, started, uri, budget, test_metrics=test_metrics, confirm=confirmed,
+                     audit=audited,
                      error=None if failure is None else str(failure),
                      status="finished" if failure is None else "failed")
     if tracker is not None:
@@ -332,6 +355,8 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         tracker.log_text(run_id, json.dumps(data.info, indent=1, default=str), "data_info.json")
     if result.confirm is not None:
         tracker.log_text(run_id, json.dumps(result.confirm, indent=1, default=str), "confirm.json")
+    if result.audit is not None:
+        tracker.log_text(run_id, json.dumps(result.audit, indent=1, default=str), "audit.json")
     counts = book.counts()
     totals = {
         "trials_total": len(book.records),
@@ -346,6 +371,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         **cost_sums([rec.metrics for rec in book.records.values()], book.orphaned),
         **result.test_metrics,
         **summary_metrics(spec, result.confirm),
+        **audit_summary_metrics(result.audit),
         # search.budget: each limit's spend (the limits themselves are the run's params)
         **{f"budget_spent_{limit}": spent for limit, spent in (result.budget or {}).get("spent", {}).items()},
     }

@@ -383,6 +383,10 @@ class SchedulerSection(_Frozen):
         "sync", description="`async`: a one-worker trial reports each epoch (metrics to Tune, its checkpoint "
                             "to storage) in a thread while the next epoch trains; a trial ASHA stops may then "
                             "train one epoch more, which is neither reported nor billed")
+    audit: int = Field(
+        0, ge=0, description="after the search, train this many randomly chosen trials ASHA stopped on to "
+                             "`max_epochs` (billed like trials) and report how many would have beaten the chosen "
+                             "trial, and what a longer grace period would have cost (docs/concepts.md); 0: none")
 
 
 class ResourcesSection(_Frozen):
@@ -587,6 +591,9 @@ class Spec(_Frozen):
                 f"scheduler.report: 'async' applies to one-worker trials; with resources.workers_per_trial: "
                 f"{self.resources.workers_per_trial}, Ray Train reports (report: sync)"
             )
+        if self.scheduler.audit and self.scheduler.type != "asha":
+            raise ValueError(f"scheduler.audit: {self.scheduler.audit} audits early stopping; with scheduler.type: "
+                             f"{self.scheduler.type!r} no trial is stopped early")
         if self.scheduler.grace_period > self.max_epochs:
             raise ValueError(
                 f"scheduler.grace_period ({self.scheduler.grace_period}) must not exceed "

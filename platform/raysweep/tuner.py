@@ -151,11 +151,11 @@ def build_tuner(
     spec: Spec, storage: str, callbacks: list, verbose: bool, fixed_config: dict | None = None,
     *, round_no: int = 0, num_samples: int | None = None, prior: dict | None = None,
     stop: tune.Stopper | None = None, data: TrialData | None = None, splits: Any = None,
-    budget: Budget | None = None, confirm: list[dict] | None = None,
+    budget: Budget | None = None, confirm: list[dict] | None = None, label: str = "confirm",
 ) -> tune.Tuner:
     """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`);
-    with `confirm`, one run of each of those configurations to `max_epochs` (confirm.py), in
-    experiment NAME-confirm.
+    with `confirm`, one run of each of those configurations to `max_epochs` (confirm.py, and
+    audit.py's round with `label` "audit"), in experiment NAME-<label>.
     `splits`: the task's own, loaded once (runsetup.RunSetup.shared_splits), for one-worker trials.
     `budget` (search.budget): the searcher starts a trial only if it fits (the stopper, given
     the same budget, stops trials at rungs past which it has no room).
@@ -193,7 +193,7 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=(f"{spec.name}-train" if fixed_config is not None else
-                  round_name(spec.name, round_no) + ("-confirm" if confirm is not None else "")),
+                  round_name(spec.name, round_no) + (f"-{label}" if confirm is not None else "")),
             storage_path=storage,
             callbacks=tune_callbacks(callbacks),
             verbose=2 if verbose else 0,

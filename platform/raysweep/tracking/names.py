@@ -15,6 +15,7 @@ STOPPED_EARLY_TAG = "raysweep.stopped_early"  # "true": ASHA (or the search's en
 INTERRUPTED_TAG = "raysweep.interrupted"  # "true": ended by Ctrl-C
 BUDGET_REACHED_TAG = "raysweep.budget_reached"  # on a parent run: the search.budget limit that ended the search
 CONFIRMS_TAG = "raysweep.confirms"  # a run retraining that trial's configuration with a fresh seed (search.confirm)
+AUDITS_TAG = "raysweep.audits"  # a run training that stopped trial's configuration to max_epochs (scheduler.audit)
 TRAIN_SEED_TAG = "raysweep.train_seed"  # its training seed
 ORPHANED_TAG = "raysweep.orphaned"  # a dead driver's run of a trial --resume could not continue
 BEST_CONFIG_TAG = "raysweep.best_config"  # the parent's: the best trial's hyperparameters, as JSON

@@ -21,7 +21,7 @@ from ..failures import TRACKING
 from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
 from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
-from .names import (BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
+from .names import (AUDITS_TAG, BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
                     ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
 from .spool import Spool, SpoolingClient
 
@@ -118,9 +118,12 @@ class Tracker:
         else:
             name = trial_run_name(rec.number, {k: v for k, v in rec.config.items() if k != CONFIRM_KEY})
             tags = {PARENT_TAG: parent_run_id, KIND_TAG: "trial", TRIAL_ID_TAG: rec.trial_id}
-            if rec.confirms is not None:  # search.confirm: the trial it retrains, and with which seed
+            if rec.retrain == "confirm":  # search.confirm: the trial it retrains, and with which seed
                 tags.update({CONFIRMS_TAG: rec.confirms, TRAIN_SEED_TAG: rec.config[CONFIRM_KEY]["seed"]})
                 name = f"{name} (confirm)"
+            elif rec.retrain == "audit":  # scheduler.audit: the stopped trial it trains to the end
+                tags[AUDITS_TAG] = rec.confirms
+                name = f"{name} (audit)"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         try:
             self.client.log_batch(run.info.run_id, params=_params(params))
