@@ -37,6 +37,7 @@ device-seconds are not inflated by oversubscription; standalone Optuna runs one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
@@ -311,6 +312,9 @@ def task_summary(rows: list[dict], methods: list[str]) -> dict:
                 curve = median_curve([row["curve"] for row, _ in paired], scales, GRID, axis, mode)
                 figures[f"median_curve_{key}"] = [None if abs(v) == float("inf") else v for v in curve]  # JSON
                 figures[f"reach_{key}"] = reach(GRID, curve, target, mode)
+                # the method's own spend, as a share of random's: where its curve ends
+                figures[f"spend_share_{key}"] = statistics.median(
+                    row["curve"][-1][axis] / scale for (row, _), scale in zip(paired, scales))
         out["methods"][method] = figures
     out["random_final_median"] = target
     best_rank = min((f["rank_mean"] for f in out["methods"].values() if f["rank_mean"] is not None), default=None)
@@ -356,18 +360,22 @@ def plot(tasks: dict[str, dict], methods: list[str], path: str) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, (task, figs) in zip(axes[0], tasks.items()):
+        shown = []  # the values past the goal line: the y range (the first incumbents would flatten the rest)
         for method in methods:
-            curve = figs["methods"].get(method, {}).get("median_curve_device_s")
+            f = figs["methods"].get(method, {})
+            curve = f.get("median_curve_device_s")
             if curve:
-                ax.step(GRID, [float("nan") if v is None else v for v in curve], where="post", color=colors[method],
-                        lw=1.5, label=method)
+                # each method's median curve ends at its own median spend
+                xs = [x for x in GRID if x <= f["spend_share_device_s"] + 1e-9]
+                ys = [float("nan") if v is None else v for v in curve[:len(xs)]]
+                ax.step(xs, ys, where="post", color=colors[method], lw=1.5, label=method)
+                shown += [y for x, y in zip(xs, ys) if x >= GOAL_FRACTION and y == y]
         if figs["random_final_median"] is not None:
             ax.axhline(figs["random_final_median"], color="grey", ls=":", lw=1)
         ax.axvline(GOAL_FRACTION, color="grey", ls="--", lw=0.8)
-        finite = [v for f in figs["methods"].values() for v in f.get("median_curve_device_s", []) if v is not None]
-        if finite:
-            lo, hi = min(finite), max(finite)
-            ax.set_ylim(lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1))
+        if shown:
+            lo, hi = min(shown), max(shown)
+            ax.set_ylim(lo - 0.25 * (hi - lo or abs(lo) * 0.1), hi + 0.25 * (hi - lo or abs(hi) * 0.1))
         ax.set(xlabel="device-seconds, as a share of random search's", ylabel=f"test {figs['test_metric'][5:]}"
                " of the incumbent (median over seeds)", title=f"{task} ({len(figs['seeds'])} seeds)")
         ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -422,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/search_efficiency.json")
     parser.add_argument("--png", default=None, help="anytime curves (default: --out with .png)")
     parser.add_argument("--fresh", action="store_true", help="drop the runs --out holds instead of adding to them")
+    parser.add_argument("--replot", action="store_true",
+                        help="run nothing: the summary and plot of what --out holds (with its settings)")
     args = parser.parse_args(argv)
     args.concurrency = args.concurrency or args.cpus
     if args.budget_trials < 1 or args.epochs < 1:
@@ -439,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     png = args.png or str(Path(args.out).with_suffix(".png"))
 
+    if args.replot:
+        args.tasks = []
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with own_ray(num_cpus=args.cpus):  # a caller's Ray (the tests') is used as it is and left running
+    with own_ray(num_cpus=args.cpus) if args.tasks else contextlib.nullcontext():
         for task in args.tasks:
             for seed in args.seeds:
                 for method in methods:
@@ -458,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         tasks[task] = task_summary(mine, [m for m in all_methods if any(r["method"] == m for r in mine)])
     summary(tasks, all_methods)
     plot(tasks, all_methods, png)
+    ran = [] if args.replot else [command("search_efficiency.py", argv)]
     write_json(args.out, {
-        "machine": machine(ray_cpus=args.cpus), "commands": [*commands, command("search_efficiency.py", argv)],
+        "machine": machine(ray_cpus=args.cpus), "commands": [*commands, *ran],
         "settings": {**settings, "variants": variants, "goal_fraction": GOAL_FRACTION},
         "tasks": tasks, "rows": rows, "png": png,
     })

@@ -43,6 +43,12 @@ def test_search_efficiency_gives_every_method_the_same_epochs_and_adds_up_parts(
     # random's median curve reaches random's final median by random's whole spend, if not before
     assert 0 < summary["methods"]["random"]["reach_device_s"] <= 1.0
     assert (tmp_path / "eff.png").stat().st_size > 0
+    # --replot runs nothing: the same rows and commands, the summary and plot drawn again
+    (tmp_path / "eff.png").unlink()
+    assert search_efficiency.main(["--replot", "--budget-trials", "3", "--epochs", "2", "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["rows"] == data["rows"] and again["commands"] == data["commands"]
+    assert (tmp_path / "eff.png").stat().st_size > 0
 
 
 def test_search_efficiency_refuses_to_mix_parts_of_other_settings(tmp_path, monkeypatch, capsys):
