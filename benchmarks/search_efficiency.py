@@ -120,8 +120,7 @@ def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], c
     chosen = next(t for t in trials if t["id"] == chosen_id)
     fallback = not chosen["eligible"]
     if fallback:  # its checkpoint was never saved (a trial stopped as the budget ran out): the best one that was
-        sign = 1 if spec.mode == "min" else -1
-        chosen = min((t for t in trials if t["eligible"] and t["value"] is not None), key=lambda t: sign * t["value"])
+        chosen = _best_by_value([t for t in trials if t["eligible"]], spec.mode)
         chosen_id = chosen["id"]
     points = anytime(trials, events, spec.mode, test_of, chosen)
     return {
@@ -131,6 +130,11 @@ def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], c
         "trials": len(trials), "curve": points, "metric": spec.metric, "mode": spec.mode,
         **({"chosen_fallback": True} if fallback else {}),
     }
+
+
+def _best_by_value(trials: list[dict], mode: str) -> dict:
+    sign = 1 if mode == "min" else -1
+    return min((t for t in trials if t["value"] is not None), key=lambda t: sign * t["value"])
 
 
 def _increments(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -203,9 +207,8 @@ def run_optuna(spec: Spec, budget: int) -> dict:
     if complete:
         chosen = str(study.best_trial.number)
     else:  # no trial ran to the end: the best pruned one, as a user would have to pick
-        sign = 1 if spec.mode == "min" else -1
-        chosen = min((t for t in trials if t["value"] is not None), key=lambda t: sign * t["value"])["id"]
-        next(t for t in trials if t["id"] == chosen)["eligible"] = True
+        best = _best_by_value(trials, spec.mode)
+        best["eligible"], chosen = True, best["id"]
     return measure(spec, trials, events, chosen, states.__getitem__, time.monotonic() - started)
 
 

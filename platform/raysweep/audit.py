@@ -30,6 +30,7 @@ from typing import Any
 from .book import FAILED, FINISHED, STOPPED, TrialBook
 from .spec import CONFIRM_KEY, Spec
 from .tracking.names import RUNG_CORR_PREFIX, RUNG_N_PREFIX
+from .trial import train_seed
 
 # Fewer trials than this past a rung give no correlation worth a number.
 MIN_PAIRED = 3
@@ -48,8 +49,7 @@ def rung_correlations(book: TrialBook) -> dict[int, dict]:
     """{rung: {"rho", "n", "against_epoch"}} for each rung with at least MIN_PAIRED trials past it."""
     from scipy.stats import spearmanr
 
-    trials = [{e: v for _, e, v, _ in r.history if v is not None}
-              for r in book.records.values() if r.retrain is None and r.status != FAILED]
+    trials = [r.values_by_epoch() for r in book.records.values() if r.retrain is None and r.status != FAILED]
     out = {}
     for rung in rungs(book.spec):
         past = [values for values in trials if rung in values and max(values) > rung]
@@ -81,8 +81,8 @@ def audit_configs(spec: Spec, book: TrialBook) -> list[dict[str, Any]]:
                       if r.retrain is None and r.status == STOPPED and r.epochs < spec.max_epochs),
                      key=lambda r: r.number)
     drawn = random.Random(f"audit:{spec.seed}").sample(stopped, min(spec.scheduler.audit, len(stopped)))
-    return [{**rec.config, CONFIRM_KEY: {"of": rec.trial_id, "seed": rec.config.get(CONFIRM_KEY, {}).get(
-        "seed", spec.seed), "kind": "audit"}} for rec in sorted(drawn, key=lambda r: r.number)]
+    return [{**rec.config, CONFIRM_KEY: {"of": rec.trial_id, "seed": train_seed(spec, rec.config), "kind": "audit"}}
+            for rec in sorted(drawn, key=lambda r: r.number)]
 
 
 def audit_summary(spec: Spec, book: TrialBook) -> dict[str, Any] | None:

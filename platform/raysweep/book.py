@@ -49,6 +49,10 @@ class TrialRecord:
     segment: int | None = None
     segment_last: dict | None = None
 
+    def values_by_epoch(self) -> dict[int, float]:
+        """The metric at each epoch it was reported with a value."""
+        return {epoch: value for _, epoch, value, _ in self.history if value is not None}
+
     @property
     def retrain(self) -> str | None:
         """"confirm" or "audit" for a run retraining another trial's configuration, else None."""

@@ -90,8 +90,8 @@ def insight(parent) -> dict[str, Any]:
     first) and the epoch they compare trials at; each rung's rank correlation."""
     m = parent.data.metrics
     shares = {k[len(IMPORTANCE_PREFIX):]: v for k, v in m.items() if k.startswith(IMPORTANCE_PREFIX)}
-    rungs = {int(k[len(RUNG_CORR_PREFIX):]): {"rho": v, "n": int(m.get(f"{RUNG_N_PREFIX}{k[len(RUNG_CORR_PREFIX):]}", 0))}
-             for k, v in m.items() if k.startswith(RUNG_CORR_PREFIX)}
+    epochs = [k.removeprefix(RUNG_CORR_PREFIX) for k in m if k.startswith(RUNG_CORR_PREFIX)]
+    rungs = {int(e): {"rho": m[RUNG_CORR_PREFIX + e], "n": int(m.get(RUNG_N_PREFIX + e, 0))} for e in epochs}
     epoch = parent.data.tags.get(IMPORTANCE_EPOCH_TAG)
     audit = None if "audit_runs" not in m else {
         "runs": int(m["audit_runs"]), "beat_chosen": int(m["audit_beat_chosen"]), "regret": m["audit_regret"]}

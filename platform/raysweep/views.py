@@ -57,15 +57,11 @@ def _study(book: TrialBook) -> optuna.Study:
                                study_name=book.spec.name)
 
 
-def _values(rec: TrialRecord) -> dict[int, float]:
-    return {epoch: value for _, epoch, value, _ in rec.history if value is not None}
-
-
 def history_study(book: TrialBook) -> optuna.Study:
     study = _study(book)
     for rec in _searched(book):
         params, distributions = _params(book, rec)
-        values = _values(rec)
+        values = rec.values_by_epoch()
         state = {FINISHED: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL}.get(
             rec.status, optuna.trial.TrialState.PRUNED)  # stopped, or cut off running by a Ctrl-C
         if state == optuna.trial.TrialState.COMPLETE and rec.value is None:
@@ -87,7 +83,7 @@ def _when(book: TrialBook, t: float) -> datetime.datetime:
 
 def compared_epoch(book: TrialBook) -> int | None:
     """The latest epoch every trial of the search reported a value at."""
-    reached = [max(_values(r)) for r in _searched(book) if r.status != FAILED]
+    reached = [max(r.values_by_epoch()) for r in _searched(book) if r.status != FAILED]
     return min(reached) if reached else None
 
 
@@ -96,7 +92,7 @@ def rung_study(book: TrialBook) -> tuple[optuna.Study, int | None]:
     if epoch is None:
         return study, None
     for rec in _searched(book):
-        values = _values(rec)
+        values = rec.values_by_epoch()
         if rec.status == FAILED or epoch not in values:
             continue
         params, distributions = _params(book, rec)
