@@ -109,7 +109,7 @@ def method_spec(method: str, task: str, seed: int, args, variants: dict[str, lis
 
 def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], chosen_id: str, state_of,
             wall_s: float) -> dict:
-    task, name = resolve_task(spec.task), test_metric(spec.metric)
+    task, name = resolve_task(spec.task), test_metric(spec.rank_metric)
     tested: dict[str, dict] = {}
 
     def test_of(trial: dict) -> float:
@@ -120,14 +120,14 @@ def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], c
     chosen = next(t for t in trials if t["id"] == chosen_id)
     fallback = not chosen["eligible"]
     if fallback:  # its checkpoint was never saved (a trial stopped as the budget ran out): the best one that was
-        chosen = _best_by_value([t for t in trials if t["eligible"]], spec.mode)
+        chosen = _best_by_value([t for t in trials if t["eligible"]], spec.rank_mode)
         chosen_id = chosen["id"]
-    points = anytime(trials, events, spec.mode, test_of, chosen)
+    points = anytime(trials, events, spec.rank_mode, test_of, chosen)
     return {
         "test": tested[chosen_id], "test_value": tested[chosen_id][name], "test_metric": name,
         "val": chosen["value"], "config": chosen["config"], "chosen_epochs": chosen["epochs"],
         "epochs": len(events), "device_s": round(sum(d for _, d in events), 3), "wall_s": round(wall_s, 3),
-        "trials": len(trials), "curve": points, "metric": spec.metric, "mode": spec.mode,
+        "trials": len(trials), "curve": points, "metric": spec.rank_metric, "mode": spec.rank_mode,
         **({"chosen_fallback": True} if fallback else {}),
     }
 
@@ -169,7 +169,7 @@ def run_optuna(spec: Spec, budget: int) -> dict:
     """A standalone Optuna study with its defaults: TPE (seeded) + successive halving, one trial
     at a time, until `budget` epochs are spent (the last trial is cut short where it would cross)."""
     task, space = resolve_task(spec.task), optuna_space(spec)
-    study = optuna.create_study(direction="minimize" if spec.mode == "min" else "maximize",
+    study = optuna.create_study(direction="minimize" if spec.rank_mode == "min" else "maximize",
                                 sampler=optuna.samplers.TPESampler(seed=spec.seed),
                                 pruner=optuna.pruners.SuccessiveHalvingPruner())
     started, trials, events, states = time.monotonic(), [], [], {}
@@ -182,7 +182,7 @@ def run_optuna(spec: Spec, budget: int) -> dict:
             hours: list[tuple[float, float]] = []
 
             def on_report(metrics, checkpoint, trial=trial, record=record, hours=hours, cap=cap):
-                record["epochs"], record["value"] = int(metrics["epoch"]), metrics[spec.metric]
+                record["epochs"], record["value"] = int(metrics["epoch"]), metrics[spec.rank_metric]
                 hours.append((time.monotonic() - started, metrics["cost_device_hours"]))
                 if checkpoint is not None:
                     states[record["id"]] = checkpoint
@@ -207,7 +207,7 @@ def run_optuna(spec: Spec, budget: int) -> dict:
     if complete:
         chosen = str(study.best_trial.number)
     else:  # no trial ran to the end: the best pruned one, as a user would have to pick
-        best = _best_by_value(trials, spec.mode)
+        best = _best_by_value(trials, spec.rank_mode)
         best["eligible"], chosen = True, best["id"]
     return measure(spec, trials, events, chosen, states.__getitem__, time.monotonic() - started)
 
@@ -239,16 +239,16 @@ def run_tune(spec: Spec, budget: int) -> dict:
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.points.setdefault(trial.trial_id, []).append(
-                (time.monotonic() - started, result["cost_device_hours"], result[spec.metric]))
+                (time.monotonic() - started, result["cost_device_hours"], result[spec.rank_metric]))
 
     record = Record()
-    searcher = ConcurrencyLimiter(OptunaSearch(space=optuna_space(spec), metric=spec.metric, mode=spec.mode, seed=spec.seed),
+    searcher = ConcurrencyLimiter(OptunaSearch(space=optuna_space(spec), metric=spec.rank_metric, mode=spec.rank_mode, seed=spec.seed),
                                   max_concurrent=spec.search.max_concurrent)
     trainable = tune.with_resources(tune.with_parameters(run_in_process, spec=spec),
                                     {"cpu": spec.resources.cpus_per_worker})
     with tempfile.TemporaryDirectory(prefix="raysweep-eff-tune-") as storage:
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-            metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=ASHAScheduler(max_t=spec.max_epochs),
+            metric=spec.rank_metric, mode=spec.rank_mode, search_alg=searcher, scheduler=ASHAScheduler(max_t=spec.max_epochs),
             # Tune's one departure from its defaults: without it every trial starts a fresh
             # process (about 6 s here, ~130 trials a search). It changes no search decision.
             num_samples=-1, reuse_actors=True), run_config=tune.RunConfig(

@@ -81,7 +81,7 @@ def child_optuna(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task, space = resolve_task(spec.task), optuna_space(spec)
     study = optuna.create_study(
-        direction="minimize" if spec.mode == "min" else "maximize",
+        direction="minimize" if spec.rank_mode == "min" else "maximize",
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.search.n_startup_trials),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.scheduler.grace_period,
                                                       reduction_factor=int(spec.scheduler.reduction_factor)))
@@ -95,7 +95,7 @@ def child_optuna(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
             now = time.time()
             stamps.setdefault("first_result", now)
             stamps["last_result"] = now
-            value = metrics[spec.metric]
+            value = metrics[spec.rank_metric]
             trial.report(value, int(metrics["epoch"]))
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -141,14 +141,14 @@ def child_tune(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
             self.started.append(result["t0"])
 
     stamp = Stamps()
-    searcher = OptunaSearch(space=optuna_space(spec), metric=spec.metric, mode=spec.mode,
+    searcher = OptunaSearch(space=optuna_space(spec), metric=spec.rank_metric, mode=spec.rank_mode,
                             sampler=optuna.samplers.TPESampler(seed=spec.seed,
                                                                n_startup_trials=spec.search.n_startup_trials))
     tuner = tune.Tuner(
         tune.with_parameters(_tune_trainable, spec=spec),
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
-            scheduler=ASHAScheduler(metric=spec.metric, mode=spec.mode, max_t=spec.max_epochs,
+            scheduler=ASHAScheduler(metric=spec.rank_metric, mode=spec.rank_mode, max_t=spec.max_epochs,
                                     grace_period=spec.scheduler.grace_period,
                                     reduction_factor=spec.scheduler.reduction_factor),
             num_samples=spec.search.num_samples, reuse_actors=True),

@@ -74,7 +74,7 @@ def optuna_path(n: int, tmp: Path) -> dict:
                   "batch_size": trial.suggest_categorical("batch_size", [128, 256])}
         epochs = train_task_in_process(TASK, params, max_epochs=spec.max_epochs, seed=SEED)
         reports.extend(epochs)
-        return epochs[-1][spec.metric]
+        return epochs[-1][spec.rank_metric]
 
     started = time.perf_counter()
     study = optuna.create_study(direction="minimize", sampler=build_sampler(spec))
@@ -138,7 +138,7 @@ def train_in_tune_path(n: int, tmp: Path) -> dict:
                             tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}])),
         param_space={**spec.fixed},
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(space=optuna_space(spec), metric=spec.metric, mode=spec.mode,
+            search_alg=OptunaSearch(space=optuna_space(spec), metric=spec.rank_metric, mode=spec.rank_mode,
                                     sampler=build_sampler(spec)),
             num_samples=n, max_concurrent_trials=1,
         ),

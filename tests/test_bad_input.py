@@ -137,7 +137,7 @@ ROWS = [
         {"s.yaml": spec(**{"space.lr": 0.01})}),
     row("negative seed", ["search", "s.yaml"], "seed: input should be greater than or equal to 0, got -1",
         {"s.yaml": spec(seed=-1)}),
-    row("empty metric", ["train", "s.yaml"], "metric: string should have at least 1 character",
+    row("empty metric", ["train", "s.yaml"], "metric: must name a metric (or list two or more), got ''",
         {"s.yaml": spec(metric="")}),
     row("name with a newline", ["search", "s.yaml"], "name: 'run\\n' must start with a letter or digit",
         {"s.yaml": spec(name="run\n")}),

@@ -110,3 +110,49 @@ def test_fixed_configs_are_suggested_once_each_in_order_and_survive_a_save(tmp_p
     restored.restore(str(tmp_path / "state"))
     assert [restored.suggest("b"), restored.suggest("c"), restored.suggest("d")] == [{"lr": 2}, {"lr": 3},
                                                                                     Searcher.FINISHED]
+
+
+# --------------------------------------------------------------------------- several objectives
+
+
+def _two_objectives(**changes):
+    return _spec(**{"search.algorithm": "random", "metric": ["val_loss", "cost_usd"], **changes})
+
+
+def test_with_two_objectives_a_finished_trial_is_complete_with_both_values_and_a_stopped_one_pruned():
+    searcher = SweepSearch(_two_objectives())
+    assert searcher.study.directions[1].name == "MINIMIZE" and len(searcher.study.directions) == 2
+
+    def run(trial_id, epochs, cost=0.01, **extra):
+        assert searcher.suggest(trial_id) is not None
+        for e in range(1, epochs):
+            searcher.on_trial_result(trial_id, {"val_loss": 1.0 / e, "cost_usd": cost * e, "epoch": e})
+        searcher.on_trial_complete(trial_id, result={"val_loss": 1.0 / epochs, "cost_usd": cost * epochs,
+                                                     "epoch": epochs, **extra})
+
+    run("finished", 9)
+    run("stopped", 3)  # ASHA stopped it on val_loss at epoch 3 of 9
+    run("no-cost", 9, cost_usd=math.nan)  # finished without a finite second objective
+    finished, stopped, no_cost = searcher.study.trials
+    assert finished.state == TrialState.COMPLETE and finished.values == [1.0 / 9, 0.09]
+    assert stopped.state == TrialState.PRUNED and stopped.values is None
+    # Tune's own searcher would fail to tell Optuna and leave it RUNNING for good.
+    assert no_cost.state == TrialState.FAIL
+    assert searcher.suggest("next") is not None
+
+
+def test_with_two_objectives_an_extended_search_adds_earlier_trials_without_intermediate_values():
+    spec = _two_objectives()
+    config = {"lr": 0.01, "dropout": 0.1, "batch_size": 64}
+    prior = {
+        "a": TrialRecord("a", 1, config, status=FINISHED, epochs=9, value=0.3,
+                         metrics={"val_loss": 0.3, "cost_usd": 0.02}, history=[(1.0, 9, 0.3, 0.0)]),
+        "b": TrialRecord("b", 2, config, status=STOPPED, epochs=1, value=0.8,
+                         metrics={"val_loss": 0.8, "cost_usd": 0.002}, history=[(1.0, 1, 0.8, 0.0)]),
+        "c": TrialRecord("c", 3, config, status=FINISHED, epochs=9, value=0.2, metrics={"val_loss": 0.2},
+                         history=[(1.0, 9, 0.2, 0.0)]),  # no cost: left out
+    }
+    searcher = SweepSearch(spec, round_no=1, prior=prior)
+    finished, stopped = searcher.study.trials
+    assert finished.state == TrialState.COMPLETE and finished.values == [0.3, 0.02]
+    assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {}

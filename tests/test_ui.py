@@ -13,7 +13,7 @@ from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import make_raw
 
-VIEWS = ("importance", "parallel_coordinates", "slice", "learning_curves", "timeline", "best_vs_cost")
+VIEWS = ("importance", "parallel_coordinates", "slice", "learning_curves", "timeline", "audit", "best_vs_cost")
 
 
 def _browser():
@@ -39,7 +39,8 @@ def test_the_parent_run_shows_every_search_view_in_the_mlflow_ui(ray_session, ml
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    spec = validate(make_raw(**{"name": "ui-views", "search.num_samples": 8, "max_epochs": 3}))
+    # scheduler.audit: the audit view has its audited trials whatever the rungs' correlations.
+    spec = validate(make_raw(**{"name": "ui-views", "search.num_samples": 8, "max_epochs": 3, "scheduler.audit": 2}))
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=mlflow_server)
     browser = _browser()
     try:

@@ -74,16 +74,56 @@ def test_importance_needs_a_few_trials():
 def test_views_page_holds_every_view_with_plotly_embedded_once(tmp_path):
     written = write_views(_book(), str(tmp_path))
     page = (tmp_path / "search.html").read_text()
-    for section in ("importance", "parallel_coordinates", "slice", "learning_curves", "timeline", "best_vs_cost"):
+    for section in ("importance", "parallel_coordinates", "slice", "learning_curves", "timeline", "audit",
+                    "best_vs_cost"):
         assert f'<section id="{section}">' in page
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # the library once, for every figure: no network needed
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == ["importance.png", "learning_curves.png", "parallel_coordinates.png", "slice.png", "timeline.png"]
+    assert pngs == ["audit.png", "importance.png", "learning_curves.png", "parallel_coordinates.png", "slice.png",
+                    "timeline.png"]
     assert all((tmp_path / p).stat().st_size > 5000 for p in pngs)
-    assert len(written) == 6
+    assert len(written) == 7
 
 
 def test_a_search_too_small_to_compare_still_gets_its_curves_and_timeline(tmp_path):
     write_views(_book(n=2), str(tmp_path))
     page = (tmp_path / "search.html").read_text()
     assert '<section id="importance">' not in page and '<section id="timeline">' in page
+
+
+def test_a_search_of_two_objectives_gets_its_pareto_front_drawn(tmp_path):
+    book = _book()
+    book.spec = validate(make_raw(metric=["val_loss", "cost_usd"]))
+    for rec in book.records.values():
+        rec.metrics = {"val_loss": rec.value, "cost_usd": 0.001 * rec.epochs}
+    write_views(book, str(tmp_path))
+    page = (tmp_path / "search.html").read_text()
+    section = page.split('<section id="pareto_front">')[1].split("</section>")[0]
+    assert "val_loss and cost_usd" in section and "Pareto front" in section
+    assert (tmp_path / "pareto_front.png").stat().st_size > 5000
+    assert '<section id="pareto_front">' not in write_views_page(_book(), tmp_path / "single")
+
+
+def write_views_page(book, directory) -> str:
+    write_views(book, str(directory))
+    return (directory / "search.html").read_text()
+
+
+def test_the_audit_view_shows_each_rungs_correlation_and_the_audited_trials_against_the_chosen(tmp_path):
+    from raysweep.spec import CONFIRM_KEY
+
+    book = _book()
+    write_views(book, str(tmp_path / "rungs"))
+    page = (tmp_path / "rungs" / "search.html").read_text()
+    section = page.split('<section id="audit">')[1].split("</section>")[0]
+    assert "rank correlation at each rung" in section and "audited trials" not in section
+
+    stopped = next(r for r in book.records.values() if r.epochs == 1)
+    config = {**stopped.config, CONFIRM_KEY: {"of": stopped.trial_id, "seed": 7, "kind": "audit"}}
+    audit = TrialRecord("a0", 13, config, status=FINISHED, epochs=6, confirms=stopped.trial_id)
+    audit.history = [(600.0 + e, e, 0.5 / e, 0.001 * e) for e in range(1, 7)]
+    book.records["a0"] = audit
+    write_views(book, str(tmp_path / "audited"))
+    section = (tmp_path / "audited" / "search.html").read_text().split('<section id="audit">')[1]
+    assert "audited trials to max_epochs" in section and f"trial {stopped.number:03d}" in section
+    assert (tmp_path / "audited" / "audit.png").stat().st_size > 5000

@@ -91,7 +91,7 @@ def audit_summary(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
     runs = [r for r in book.records.values() if r.retrain == "audit" and r.status == FINISHED and r.value is not None]
     if chosen is None or chosen.value is None or not runs:
         return None
-    sign = 1.0 if spec.mode == "min" else -1.0
+    sign = 1.0 if spec.rank_mode == "min" else -1.0
     stopped_at = {r.trial_id: book.records[r.confirms].epochs for r in runs}
     winners = [r for r in runs if sign * r.value < sign * chosen.value]
     best = min(runs, key=lambda r: sign * r.value)
@@ -103,7 +103,7 @@ def audit_summary(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
             "winners_kept": sum(stopped_at[w.trial_id] < grace for w in winners),
         }
     return {
-        "metric": spec.metric, "chosen": chosen.trial_id, "chosen_value": chosen.value, "runs": len(runs),
+        "metric": spec.rank_metric, "chosen": chosen.trial_id, "chosen_value": chosen.value, "runs": len(runs),
         "beat_chosen": len(winners), "regret": max(0.0, sign * (chosen.value - best.value)),
         "audited": [{"trial_id": r.confirms, "stopped_at": stopped_at[r.trial_id], "final": r.value,
                      "run_id": r.run_id} for r in runs],

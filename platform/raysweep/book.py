@@ -112,6 +112,7 @@ class TrialBook(Callback):
         self.target = spec.search.samples
         self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled
         self.chosen: str | None = None  # search.confirm's choice (confirm.py), else the best by value
+        self.front: list[str] = []  # several objectives: the Pareto front's trial ids when last logged (pareto.py)
         # Billed totals of runs a dead driver left that --resume could not continue (tracking.py).
         self.orphaned: dict[str, float] = {}
         self.interrupt = None  # interrupt.Interrupt of the run: after a Ctrl-C running trials stay running
@@ -139,7 +140,7 @@ class TrialBook(Callback):
 
             # The path comes without its filesystem (s3://, with its options): the storage's.
             rec.checkpoint = Checkpoint(result["checkpoint_path"], filesystem=self._storage_filesystem())
-        value = rec.metrics.get(self.spec.metric)
+        value = rec.metrics.get(self.spec.rank_metric)
         rec.value = value if value is not None and math.isfinite(value) else None
         if not rec.history or rec.epochs > rec.history[-1][1]:  # a restart repeats epochs
             cost = rec.metrics.get("cost_device_hours", 0.0)
@@ -149,7 +150,7 @@ class TrialBook(Callback):
     # run, logged epochs and history (tune.Callback.get_state / set_state).
     def get_state(self) -> dict:
         return {"records": self.records, "parent_run_id": self.parent_run_id, "target": self.target,
-                "chosen": self.chosen,
+                "chosen": self.chosen, "front": self.front,
                 "elapsed": time.monotonic() - self.started}
 
     def set_state(self, state: dict) -> None:
@@ -160,6 +161,7 @@ class TrialBook(Callback):
         self.records = state["records"]
         self.parent_run_id = state["parent_run_id"]
         self.chosen = state.get("chosen")  # a book saved before search.confirm has none
+        self.front = state.get("front", [])
         self.target = None if None in (self.target, state["target"]) else max(self.target, state["target"])
         self.started = time.monotonic() - state["elapsed"]  # learning-curve times run on
         self.started_at = time.time() - state["elapsed"]  # ... and the timeline's, without the pause
@@ -224,7 +226,7 @@ class TrialBook(Callback):
     def ranked(self) -> list[TrialRecord]:
         """Trials with a value, best first."""
         scored = [r for r in self.records.values() if r.value is not None and r.status != FAILED]
-        return sorted(scored, key=lambda r: r.value if self.spec.mode == "min" else -r.value)
+        return sorted(scored, key=lambda r: r.value if self.spec.rank_mode == "min" else -r.value)
 
     def best(self) -> TrialRecord | None:
         """The best trial by its metric; with search.confirm, the run confirmation chose."""

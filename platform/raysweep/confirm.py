@@ -61,7 +61,7 @@ def choose(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
     top = candidates(book, spec.search.confirm.top_k)
     if not top:
         return None
-    sign = 1.0 if spec.mode == "min" else -1.0
+    sign = 1.0 if spec.rank_mode == "min" else -1.0
     rows = []
     for rec in top:
         runs = [rec] + [r for r in book.records.values() if r.confirms == rec.trial_id and r.status == FINISHED
@@ -73,7 +73,7 @@ def choose(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
                      "best_run": min(runs, key=lambda r: sign * r.value).trial_id})
     chosen = min(rows, key=lambda row: sign * row["mean"])
     book.chosen = chosen["best_run"]
-    return {"metric": spec.metric, "mode": spec.mode, "chosen": chosen["trial_id"], "registered": chosen["best_run"],
+    return {"metric": spec.rank_metric, "mode": spec.rank_mode, "chosen": chosen["trial_id"], "registered": chosen["best_run"],
             "candidates": rows}
 
 
@@ -81,7 +81,7 @@ def summary_metrics(spec: Spec, confirmed: dict[str, Any] | None) -> dict[str, f
     if not confirmed:
         return {}
     row = next(r for r in confirmed["candidates"] if r["trial_id"] == confirmed["chosen"])
-    return {f"confirm_mean_{spec.metric}": row["mean"], f"confirm_std_{spec.metric}": row["std"],
+    return {f"confirm_mean_{spec.rank_metric}": row["mean"], f"confirm_std_{spec.rank_metric}": row["std"],
             "confirm_runs": float(len(row["values"]))}
 
 

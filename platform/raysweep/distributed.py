@@ -233,7 +233,7 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
             # No timestamp: a restarted group (or trial) finds and resumes its own Train run.
             name=f"train-trial_id={trial_id}",
             storage_path=join_storage(storage, spec.name),
-            callbacks=[_report_callback(spec.metric)],
+            callbacks=[_report_callback(spec.rank_metric)],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             # Restarts are run_distributed's (see there): Ray Train gives up on the first error.
             failure_config=ray.train.FailureConfig(max_failures=0),

@@ -32,7 +32,7 @@ def learning_curves(book: TrialBook, path: str) -> None:
             ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=6)
     ax.plot([], [], "x", color="tab:red", label="stopped early (ASHA)")
     ax.plot([], [], color="tab:blue", label="ran to max_epochs")
-    ax.set(xlabel="epoch", ylabel=spec.metric, title=f"{spec.name}: {len(book.records)} trials")
+    ax.set(xlabel="epoch", ylabel=spec.rank_metric, title=f"{spec.name}: {len(book.records)} trials")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -52,7 +52,7 @@ def best_so_far(book: TrialBook) -> tuple[list[float], list[float]]:
     spent, best, xs, ys = 0.0, None, [], []
     for _, cost, value in events:
         spent += cost
-        if value is not None and (best is None or (value < best if spec.mode == "min" else value > best)):
+        if value is not None and (best is None or (value < best if spec.rank_mode == "min" else value > best)):
             best = value
         if best is not None:
             xs.append(spent)
@@ -67,7 +67,7 @@ def best_vs_cost(book: TrialBook, path: str) -> None:
     fig = figure()
     ax = fig.subplots()
     ax.step(xs, ys, where="post")
-    ax.set(xlabel="cumulative device-hours", ylabel=f"best {spec.metric} so far", title=f"{spec.name}: anytime performance")
+    ax.set(xlabel="cumulative device-hours", ylabel=f"best {spec.rank_metric} so far", title=f"{spec.name}: anytime performance")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -63,7 +63,7 @@ class ProgressCallback(_Printing):
     def line(self) -> str:
         c = self.book.counts()
         best = self.book.best()
-        metric = self.book.spec.metric
+        metric = self.book.spec.rank_metric
         done = c[FINISHED] + c[STOPPED] + c[FAILED]
         elapsed = time.monotonic() - self.book.started
         spent = "" if self.budget is None else f" · budget {self.budget.used_fraction():.0%} spent"
@@ -160,11 +160,13 @@ class SlowPollWarning(_Printing):
 def leaderboard(book: TrialBook, top: int = 5) -> Table:
     """The top trials: value, epochs, status and their sampled hyperparameters."""
     spec = book.spec
-    table = Table(title=f"top {top} of {len(book.records)} trials by {spec.metric} ({spec.mode})", title_justify="left")
-    for col in ("#", "trial", spec.metric, "epochs", "status", *spec.space):
+    table = Table(title=f"top {top} of {len(book.records)} trials by {spec.rank_metric} ({spec.rank_mode})", title_justify="left")
+    others = [m for m, _ in spec.objectives[1:]]  # several objectives: the later ones beside the first
+    for col in ("#", "trial", spec.rank_metric, *others, "epochs", "status", *spec.space):
         table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
     for rank, rec in enumerate(book.ranked()[:top], start=1):
         params = [_param(rec.config.get(k)) for k in spec.space]
         status = rec.status if rec.retrain is None else f"{rec.status} ({rec.retrain})"  # confirm.py, audit.py
-        table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), str(rec.epochs), status, *params)
+        table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), *(_value(rec.metrics.get(m)) for m in others),
+                      str(rec.epochs), status, *params)
     return table

@@ -16,7 +16,7 @@ from rich.table import Table
 from .errors import SpecError
 from .totals import cost_sums, search_totals
 from .tracking.names import (ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
-                             PARENT_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
+                             PARENT_TAG, PARETO_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -52,8 +52,10 @@ def _status(run) -> str:
 
 def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
     parent = find_parent(client, name_or_run_id)
-    metric = parent.data.tags.get(METRIC_TAG) or parent.data.params.get("metric", "val_loss")
-    mode = parent.data.params.get("mode", "min")
+    # Several objectives are logged as "val_loss,cost_usd" and "min,min"; the tag is the first.
+    names = parent.data.params.get("metric", "val_loss").split(",")
+    modes = parent.data.params.get("mode", "min").split(",")
+    metric, mode = parent.data.tags.get(METRIC_TAG) or names[0], modes[0]
     max_epochs = int(parent.data.params.get("max_epochs", 0))
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=50_000
@@ -69,6 +71,7 @@ def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
             "status": _status(run), "value": m.get(metric), "epochs": int(m.get("epoch", 0)),
             "cost_usd": m.get("cost_usd"), "cost_device_hours": m.get("cost_device_hours"),
             "params": dict(run.data.params), "error": run.data.tags.get(ERROR_TAG),
+            "objectives": {name: m.get(name) for name in names}, "pareto": run.data.tags.get(PARETO_TAG) == "true",
         })
     scored = [t for t in trials if t["value"] is not None and t["status"] != "failed"]
     ranked = sorted(scored, key=lambda t: t["value"] if mode == "min" else -t["value"])
@@ -81,6 +84,8 @@ def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
         "name": parent.info.run_name, "parent_run_id": parent.info.run_id, "status": parent.info.status,
         "metric": metric, "mode": mode, "best": ranked[0] if ranked else None, "counts": counts,
         "totals": totals, "trials": ranked + [t for t in trials if t not in ranked],
+        "objectives": list(zip(names, modes)) if len(names) > 1 else None,
+        "front": [t for t in ranked if t["pareto"]],
         **insight(parent),
     }
 
@@ -127,6 +132,8 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
         table.add_row(str(i), t["trial_id"] or t["run_id"][:8], _fmt(t["value"]), str(t["epochs"]), t["status"],
                       _fmt(t["cost_usd"]), _fmt(t["cost_device_hours"]), *(_param(t["params"].get(p, "")) for p in params))
     console.print(table)
+    if report.get("objectives"):
+        print_front(report, console)
     energy = "" if totals["energy_j"] is None else f" · {totals['energy_j'] / 3.6e6:.3g} kWh"
     if totals.get("co2e_kg") is not None:
         energy += f" · {totals['co2e_kg'] * 1000:.3g} g CO2e"
@@ -147,3 +154,18 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
         console.print("rung audit (rank correlation with the later epoch): "
                       + " · ".join(f"epoch {e}: {r['rho']:+.2f} over {r['n']} trials" for e, r in report["rungs"].items()),
                       highlight=False)
+
+
+def print_front(report: dict[str, Any], console: Console) -> None:
+    """Several objectives: the Pareto-optimal trials (tagged raysweep.pareto), best first objective first."""
+    objectives = report["objectives"]
+    names = [name for name, _ in objectives]
+    console.print(f"Pareto front of {', '.join(f'{n} ({m})' for n, m in objectives)}: {len(report['front'])} trials",
+                  highlight=False)
+    table = Table()
+    for col in ("trial", *names, "epochs", "status"):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for t in report["front"]:
+        table.add_row(t["trial_id"] or t["run_id"][:8], *(_fmt(t["objectives"][n]) for n in names), str(t["epochs"]),
+                      t["status"])
+    console.print(table)

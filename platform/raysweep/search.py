@@ -22,6 +22,7 @@ from .confirm import choose, confirm_configs, describe, summary_metrics
 from .errors import Interrupted, SearchFailed, TooManyFailures
 from .ingest import TrialData
 from .models import checkpoint_state
+from .pareto import choose as choose_from_front, describe as describe_front
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard
 from .resume import check_resume, find_previous, mark_concluded, round_name
@@ -31,7 +32,7 @@ from .storage import join
 from .tasks.contract import can_log_model, capabilities
 from .totals import cost_sums, search_totals
 from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGET_REACHED_TAG, ERROR_TAG,
-                             IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, INTERRUPTED_TAG, MODEL_URI_TAG)
+                             IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, INTERRUPTED_TAG, MODEL_URI_TAG, PARETO_TAG)
 from .tracking.spool import Spool, substitute
 from .tracking.tracker import Tracker
 from .tracking.uri import runs_url
@@ -64,6 +65,8 @@ class SearchResult:
     confirm: dict[str, Any] | None = None
     # scheduler.audit: stopped trials trained to the end, how many beat the chosen one (audit.py)
     audit: dict[str, Any] | None = None
+    # several objectives: the Pareto front, each member's values, the one chosen (pareto.py)
+    pareto: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +114,7 @@ def run_search(
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.metric)
+            book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric)
     parent_run_id = book.parent_run_id
     progress = ProgressCallback(book, console, budget)
     callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress,
@@ -155,6 +158,14 @@ def run_search(
             confirmed = choose(spec, book)
             if confirmed is not None:
                 console.print(describe(confirmed), highlight=False)
+        front = None
+        if spec.multi_objective and stop.failure is None:
+            front = choose_from_front(book)  # before the audit, which compares with the chosen trial
+            if front is not None:
+                console.print(describe_front(front), highlight=False)
+            else:
+                console.print(f"warning: no trial reported a finite value of every objective "
+                              f"({', '.join(m for m, _ in spec.objectives)}): no Pareto front", highlight=False)
         audited = None
         if spec.scheduler.audit and stop.failure is None:
             configs = audit_configs(spec, book)
@@ -177,7 +188,7 @@ def run_search(
         try:
             run.warmed_up()
             result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,
-                                        confirmed, audited)
+                                        confirmed, audited, front)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         mark_concluded(join(storage, round_name(spec.name, round_no)))
@@ -214,8 +225,8 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
         name=spec.name,
         experiment_id=tracker.experiment_id if tracker else None,
         parent_run_id=book.parent_run_id,
-        metric=spec.metric,
-        mode=spec.mode,
+        metric=spec.rank_metric,
+        mode=spec.rank_mode,
         best=None if best is None else {
             "trial_id": best.trial_id, "run_id": best.run_id, "config": best.config, "value": best.value,
             "epochs": best.epochs, "metrics": best.metrics,
@@ -246,7 +257,8 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
 
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
               started: float, uri: str | None, stopped: str | None = None, budget: Budget | None = None,
-              confirmed: dict | None = None, audited: dict | None = None) -> tuple[SearchResult, SearchFailed | None]:
+              confirmed: dict | None = None, audited: dict | None = None,
+              front: dict | None = None) -> tuple[SearchResult, SearchFailed | None]:
     """After the trials: the best trial on the test split, its model, the parent run's summary;
     and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did."""
     best = book.best()
@@ -259,7 +271,7 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
     failure = search_failure(spec, book, stopped)
     result = _result(spec, book, tracker, started, uri, budget, test_metrics=test_metrics, confirm=confirmed,
-                     audit=audited,
+                     audit=audited, pareto=front,
                      error=None if failure is None else str(failure),
                      status="finished" if failure is None else "failed")
     if tracker is not None:
@@ -278,7 +290,8 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
 def _settle_ids(tracker: Tracker, result: SearchResult) -> None:
     """Send what an outage spooled; runs created during it are known by their real ids now."""
     ids = tracker.finish()
-    result.parent_run_id, result.best, result.trials = substitute((result.parent_run_id, result.best, result.trials), ids)
+    result.parent_run_id, result.best, result.trials, result.pareto = substitute(
+        (result.parent_run_id, result.best, result.trials, result.pareto), ids)
 
 
 def _interrupted(spec: Spec, book: TrialBook, tracker: Tracker | None, mlflow_callback, started: float,
@@ -326,10 +339,10 @@ def search_failure(spec: Spec, book: TrialBook, stopped: str | None = None) -> S
     counts, best, limit = book.counts(), book.best(), spec.search.max_failed_trials
     errors = [r.error for r in book.records.values() if r.error]
     first_error = f"; first error: {errors[0]}" if errors else ""
-    no_value = f"no trial reported a finite {spec.metric!r}"
+    no_value = f"no trial reported a finite {spec.rank_metric!r}"
     if limit is not None and counts[FAILED] >= limit:
         failed = f"{counts[FAILED]} trial{'s' if counts[FAILED] != 1 else ''} failed"
-        outcome = no_value if best is None else f"best {spec.metric} {best.value:.4g} (trial {best.number:03d})"
+        outcome = no_value if best is None else f"best {spec.rank_metric} {best.value:.4g} (trial {best.number:03d})"
         return TooManyFailures(
             f"search stopped: {failed} (search.max_failed_trials: {limit}); "
             f"{counts[FINISHED]} finished, {counts[STOPPED]} stopped early; {outcome}{first_error}"
@@ -357,6 +370,13 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         tracker.log_text(run_id, json.dumps(result.confirm, indent=1, default=str), "confirm.json")
     if result.audit is not None:
         tracker.log_text(run_id, json.dumps(result.audit, indent=1, default=str), "audit.json")
+    if result.pareto is not None:
+        tracker.log_text(run_id, json.dumps(result.pareto, indent=1, default=str), "pareto.json")
+        for member in result.pareto["front"]:
+            if member["run_id"]:
+                tracker.set_tags(member["run_id"], {PARETO_TAG: "true"})
+        for run_id in result.pareto["left_front"]:
+            tracker.set_tags(run_id, {PARETO_TAG: "false"})
     counts = book.counts()
     totals = {
         "trials_total": len(book.records),
@@ -372,6 +392,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         **result.test_metrics,
         **summary_metrics(spec, result.confirm),
         **audit_summary_metrics(result.audit),
+        **({} if result.pareto is None else {"pareto_size": len(result.pareto["front"])}),
         # search.budget: each limit's spend (the limits themselves are the run's params)
         **{f"budget_spent_{limit}": spent for limit, spent in (result.budget or {}).get("spent", {}).items()},
     }
@@ -380,7 +401,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     if result.budget and result.budget["reached"]:
         tags[BUDGET_REACHED_TAG] = result.budget["reached"]
     if best is not None:
-        totals[f"best_{spec.metric}"] = best.value
+        totals[f"best_{spec.rank_metric}"] = best.value
         tracker.log_best_params(run_id, trial_params(spec, best.config), book.parent_params)
         tags.update({BEST_TRIAL_ID_TAG: best.trial_id, BEST_RUN_ID_TAG: best.run_id or ""})
         if best.checkpoint is not None:

@@ -40,8 +40,10 @@ class SweepSearch(OptunaSearch):
 
     def __init__(self, spec: Spec, round_no: int = 0, prior: dict[str, TrialRecord] | None = None,
                  budget: Budget | None = None):
-        super().__init__(space=optuna_space(spec), metric=spec.metric, mode=spec.mode,
-                         sampler=build_sampler(spec, round_no))
+        # Several objectives: Tune's searcher makes a multi-objective study (TPE models them all).
+        super().__init__(space=optuna_space(spec), metric=spec.metric, mode=[m for _, m in spec.objectives]
+                         if spec.multi_objective else spec.mode, sampler=build_sampler(spec, round_no))
+        self.spec_metrics = [m for m, _ in spec.objectives]
         self.budget = budget  # this driver's (search.budget): whether another trial fits
         self.max_epochs = spec.max_epochs
         self.n_startup = spec.search.n_startup_trials if spec.search.algorithm == "tpe" else 0
@@ -77,6 +79,17 @@ class SweepSearch(OptunaSearch):
         trials, and trials with no finite value, are left out."""
         if rec.status == FAILED or rec.value is None or not math.isfinite(rec.value):
             return
+        if len(self.spec_metrics) > 1:
+            # Optuna keeps no intermediate values, nor a value for a pruned trial, in a
+            # multi-objective study: a stopped trial is PRUNED, a finished one its values.
+            values = [rec.metrics.get(m) for m in self.spec_metrics]
+            finite = all(v is not None and math.isfinite(v) for v in values)
+            if rec.status == STOPPED or finite:
+                self.study.add_trial(optuna.trial.create_trial(
+                    params={k: rec.config[k] for k in spec.space}, distributions=optuna_space(spec),
+                    state=TrialState.PRUNED if rec.status == STOPPED else TrialState.COMPLETE,
+                    values=None if rec.status == STOPPED else values))
+            return
         steps = {epoch: value for _, epoch, value, _ in rec.history if value is not None and math.isfinite(value)}
         self.study.add_trial(optuna.trial.create_trial(
             params={k: rec.config[k] for k in spec.space}, distributions=optuna_space(spec),
@@ -100,7 +113,7 @@ class SweepSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         step = _epoch(result)
-        value = result.get(self.metric)
+        value = result.get(self.spec_metrics[0])
         # A trial restarted from an older checkpoint reports its lost epochs again: Optuna keeps
         # the first value of a step (and warns about the second).
         if step is None or value is None or step <= self._last_step.get(trial_id, 0):
@@ -121,6 +134,10 @@ class SweepSearch(OptunaSearch):
             # No value: Tune's searcher then tells Optuna PRUNED, and Optuna takes the last
             # intermediate value as the trial's.
             result = None
+        elif not error and result is not None and not _finite(result, self.spec_metrics):
+            # A finished trial without every objective (a multi-objective study refuses it
+            # COMPLETE, and Tune's searcher would leave it RUNNING): FAIL.
+            result, error = None, True
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
@@ -145,6 +162,11 @@ class FixedConfigs(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.configs = pickle.load(f)
+
+
+def _finite(result: dict[str, Any], metrics: list[str]) -> bool:
+    values = [result.get(m) for m in metrics]
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
 def _epoch(result: dict[str, Any]) -> int | None:

@@ -26,6 +26,13 @@ def optuna_space(spec: Spec) -> dict[str, BaseDistribution]:
     return {name: to_distribution(param) for name, param in spec.space.items()}
 
 
+def config_params(spec: Spec, config: dict) -> tuple[dict, dict[str, BaseDistribution]]:
+    """A trial's searched hyperparameters and their distributions, as `optuna.trial.create_trial`
+    takes them (an in-memory study of a search's trials: views.py, pareto.py)."""
+    space = optuna_space(spec)
+    return {k: config[k] for k in space if k in config}, {k: d for k, d in space.items() if k in config}
+
+
 def round_seed(seed: int, round_no: int) -> int:
     """The sampler's seed in round `round_no` of a search (`--resume --samples +N`, resume.py).
 

@@ -431,8 +431,8 @@ class TrackingSection(_Frozen):
         True, description="log the best trial's model (PyTorch flavor) on the parent run and register it")
     views: bool = Field(
         True, description="draw the search's views on the parent run (`views/search.html` and a PNG per view: "
-                          "importance, parallel coordinates, slices, learning curves, timeline, best against "
-                          "compute) and log the importances as `importance_<param>` (docs/reference/mlflow.md); about 2-3 s at "
+                          "importance, parallel coordinates, slices, learning curves, timeline, early-stopping "
+                          "audit, Pareto front with several objectives, best against compute) and log the importances as `importance_<param>` (docs/reference/mlflow.md); about 2-3 s at "
                           "the search's end")
     registered_model: str | None = Field(
         None, description="Model Registry name, without `/` or `:` (MLflow refuses them); null: the experiment's "
@@ -524,9 +524,18 @@ class Spec(_Frozen):
                                   "results folder")
     task: str = Field(description="built-in (`digits_mlp`, `digits_cnn`, `tabular`, `regression`, `image_folder`) or "
                                   "`package.module:object`")
-    metric: str = Field("val_loss", min_length=1, description="what ASHA and the sampler optimise; any metric the "
-                                                              "task reports")
-    mode: Literal["min", "max"] = Field("min", description="whether `metric` is minimised or maximised")
+    metric: str | list[str] = Field(
+        "val_loss", description="what ASHA and the sampler optimise; any metric the task reports, or one the cost "
+                                "meter adds (`cost_usd`, `cost_device_hours`, `flops`, ...). A list of two or more: "
+                                "several objectives; the first is ASHA's and ranks the leaderboard, the Pareto front "
+                                "of all of them is logged (docs/concepts.md, several objectives)")
+    mode: Literal["min", "max"] | list[Literal["min", "max"]] = Field(
+        "min", description="whether `metric` is minimised or maximised; with several metrics, one mode each (or one "
+                           "for all)")
+    limits: dict[str, float] = Field(
+        {}, description="several objectives: bounds on the second and later ones (at most the bound for a `min` "
+                        "objective, at least for `max`); the model registered is the Pareto front's member with the "
+                        "best first objective within them (none within: the best first objective, with a warning)")
     max_epochs: int = Field(ge=1, description="the most epochs a trial trains (ASHA's max_t)")
     # NumPy's (and so Optuna's samplers') seed range.
     seed: int = Field(0, ge=0, lt=2**32, description="sampler seed, data split, `torch.manual_seed` in every "
@@ -556,6 +565,30 @@ class Spec(_Frozen):
                 f"{name!r} must start with a letter or digit and use only letters, digits, '_', '.', '-'"
             )
         return name
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric(cls, metric):
+        names = metric if isinstance(metric, list) else [metric]
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"must name a metric (or list two or more), got {_format_value(name)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{names} names a metric twice")
+        if not names:
+            raise ValueError("must name a metric, got an empty list")
+        return names[0] if len(names) == 1 else names
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, mode):
+        modes = mode if isinstance(mode, list) else [mode]
+        for value in modes:
+            if value not in ("min", "max"):
+                raise ValueError(f"{_format_value(value)} is not allowed; expected 'min' or 'max'")
+        if not modes:
+            raise ValueError("must be 'min' or 'max' (or one per metric), got an empty list")
+        return modes[0] if len(modes) == 1 else modes
 
     @field_validator("task")
     @classmethod
@@ -591,6 +624,7 @@ class Spec(_Frozen):
                 f"scheduler.report: 'async' applies to one-worker trials; with resources.workers_per_trial: "
                 f"{self.resources.workers_per_trial}, Ray Train reports (report: sync)"
             )
+        self._objectives_consistent()
         if self.scheduler.audit and self.scheduler.type != "asha":
             raise ValueError(f"scheduler.audit: {self.scheduler.audit} audits early stopping; with scheduler.type: "
                              f"{self.scheduler.type!r} no trial is stopped early")
@@ -600,6 +634,44 @@ class Spec(_Frozen):
                 f"max_epochs ({self.max_epochs})"
             )
         return self
+
+    def _objectives_consistent(self) -> None:
+        metrics, modes = self.metric, self.mode
+        if isinstance(modes, list) and (not isinstance(metrics, list) or len(modes) != len(metrics)):
+            count = len(metrics) if isinstance(metrics, list) else 1
+            raise ValueError(f"mode: {len(modes)} modes for {count} metric{'s' if count != 1 else ''}; give one per "
+                             f"metric, or one for all")
+        later = dict(self.objectives[1:])
+        for name in self.limits:
+            if later and name == self.rank_metric:
+                raise ValueError(f"limits.{name}: is the first objective, which the choice optimises within the "
+                                 f"limits on the others ({', '.join(later)})")
+            if name not in later:
+                where = f"one of {sorted(later)}" if later else "a second objective (metric: [first, second])"
+                raise ValueError(f"limits.{name}: bounds an objective the spec does not have; expected {where}")
+        if len(self.objectives) > 1 and self.search.confirm is not None:
+            raise ValueError("search.confirm: chooses by the first objective alone; with several objectives the "
+                             "model is chosen from the Pareto front (`limits`)")
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) of each objective, the first being the one ASHA stops on and trials rank by."""
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        modes = self.mode if isinstance(self.mode, list) else [self.mode] * len(metrics)
+        return list(zip(metrics, modes))
+
+    @property
+    def rank_metric(self) -> str:
+        """The metric ASHA stops trials on and the leaderboard ranks them by: the first objective."""
+        return self.objectives[0][0]
+
+    @property
+    def rank_mode(self) -> str:
+        return self.objectives[0][1]
+
+    @property
+    def multi_objective(self) -> bool:
+        return isinstance(self.metric, list)
 
     @property
     def experiment(self) -> str:

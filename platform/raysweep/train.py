@@ -119,7 +119,7 @@ def run_training(
             raise TrainFailed(wait.failure, result)
         if rec.status == FAILED or rec.value is None:
             result.status = "failed"
-            raise TrainFailed(rec.error or f"the run reported no finite {spec.metric!r}", result)
+            raise TrainFailed(rec.error or f"the run reported no finite {spec.rank_metric!r}", result)
         try:
             run.warmed_up()
             _conclude(spec, task, rec, result, tracker, data)

@@ -36,7 +36,7 @@ def context_kwargs(spec: Spec, started_at: float | None = None, seed: int | None
         "seed": spec.seed,
         "train_seed": spec.seed if seed is None else seed,
         "checkpoint_every": spec.checkpoint.every,
-        "metric": spec.metric,
+        "metric": spec.rank_metric,
         "precision": spec.precision,
         "meter": {
             "workers": spec.resources.workers_per_trial,

@@ -135,8 +135,8 @@ def _scheduler(spec: Spec, prior: dict | None = None):
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
     scheduler = ASHAScheduler(
-        metric=spec.metric,
-        mode=spec.mode,
+        metric=spec.rank_metric,
+        mode=spec.rank_mode,
         time_attr="epoch",
         max_t=spec.max_epochs,
         grace_period=spec.scheduler.grace_period,

@@ -33,7 +33,7 @@ from typing import Callable
 import optuna
 
 from .book import FAILED, FINISHED, TrialBook, TrialRecord
-from .space import optuna_space
+from .space import config_params
 
 # Below this many trials the importance and the per-parameter plots say nothing reliable;
 # fANOVA's forest needs a handful of points per parameter.
@@ -46,21 +46,16 @@ def _searched(book: TrialBook) -> list[TrialRecord]:
             if r.confirms is None and any(v is not None for _, _, v, _ in r.history)]
 
 
-def _params(book: TrialBook, rec: TrialRecord) -> tuple[dict, dict]:
-    space = optuna_space(book.spec)
-    return {k: rec.config[k] for k in space if k in rec.config}, {k: d for k, d in space.items() if k in rec.config}
-
-
 def _study(book: TrialBook) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(direction="minimize" if book.spec.mode == "min" else "maximize",
+    return optuna.create_study(direction="minimize" if book.spec.rank_mode == "min" else "maximize",
                                study_name=book.spec.name)
 
 
 def history_study(book: TrialBook) -> optuna.Study:
     study = _study(book)
     for rec in _searched(book):
-        params, distributions = _params(book, rec)
+        params, distributions = config_params(book.spec, rec.config)
         values = rec.values_by_epoch()
         state = {FINISHED: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL}.get(
             rec.status, optuna.trial.TrialState.PRUNED)  # stopped, or cut off running by a Ctrl-C
@@ -95,7 +90,7 @@ def rung_study(book: TrialBook) -> tuple[optuna.Study, int | None]:
         values = rec.values_by_epoch()
         if rec.status == FAILED or epoch not in values:
             continue
-        params, distributions = _params(book, rec)
+        params, distributions = config_params(book.spec, rec.config)
         study.add_trial(optuna.trial.create_trial(
             value=values[epoch], params=params, distributions=distributions,
             user_attrs={"trial_id": rec.trial_id, "epochs": rec.epochs, "status": rec.status}))
@@ -134,7 +129,7 @@ def _views(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
     spec = book.spec
     history = history_study(book)
     rung, epoch = rung_study(book)
-    at = f"{spec.metric} at epoch {epoch}"
+    at = f"{spec.rank_metric} at epoch {epoch}"
     why = (f"{at}, the latest epoch every trial reached: a trial early stopping ended is compared with the others"
            " where it stood when they all still ran")
     views = []
@@ -157,16 +152,121 @@ def _views(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
     if history.trials:
         views += [
             ("learning_curves", "Learning curves",
-             f"{spec.metric} at every epoch of every trial; a trial's line ends where it finished or was stopped.",
+             f"{spec.rank_metric} at every epoch of every trial; a trial's line ends where it finished or was stopped.",
              lambda: vis.plot_intermediate_values(history), lambda: mpl.plot_intermediate_values(history)),
             ("timeline", "Timeline",
              "When each trial ran; Pruned: early stopping ended it at a rung; Complete: it ran to max_epochs.",
              lambda: vis.plot_timeline(history), lambda: mpl.plot_timeline(history)),
+            *_pareto_view(book),
+            *_audit_view(book),
             ("best_vs_cost", "Best so far against compute",
-             f"The best {spec.metric} reported so far against the device-hours spent, epochs in the order they ran.",
+             f"The best {spec.rank_metric} reported so far against the device-hours spent, epochs in the order they ran.",
              lambda: _best_vs_cost_figure(book), None),
         ]
     return views
+
+
+def _pareto_view(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
+    """Several objectives: every candidate trial by its first two objectives, the front
+    highlighted (Optuna's plot; three objectives make it 3-D, more: the first two)."""
+    if not book.spec.multi_objective:
+        return []
+    from optuna import visualization as vis
+    from optuna.visualization import matplotlib as mpl
+
+    from .pareto import pareto_study
+
+    study = pareto_study(book)
+    names = [m for m, _ in book.spec.objectives]
+    shown = names if len(names) <= 3 else names[:2]
+    targets = None if len(names) <= 3 else (lambda t: tuple(t.values[:2]))
+    return [("pareto_front", "Pareto front",
+             f"Each trial by {' and '.join(shown)} (its last report; a stopped trial's cost is what it ran). The "
+             "front: the trials no other trial beats on every objective. The model registered is the front's best "
+             f"{names[0]} within the spec's limits.",
+             lambda: vis.plot_pareto_front(study, target_names=shown, targets=targets),
+             lambda: mpl.plot_pareto_front(study, target_names=shown, targets=targets))]
+
+
+def _audit_view(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
+    """The early-stopping audit (audit.py): each rung's rank correlation and, with
+    scheduler.audit, the audited trials' curves against the chosen trial's final value."""
+    from .audit import rung_correlations
+
+    correlations = rung_correlations(book)
+    audited = [r for r in book.records.values() if r.retrain == "audit" and r.values_by_epoch()]
+    if not correlations and not audited:
+        return []
+    metric = book.spec.rank_metric
+    caption = ("Left: at each ASHA rung, the Spearman rank correlation between the values of the trials that went on "
+               "past it and their later values (n: how many); near 1 the rung ranked trials as they ended, near 0 "
+               "its stops were a coin toss.")
+    if audited:
+        caption += (f" Right: stopped trials trained to max_epochs (scheduler.audit), each {metric} curve marked where "
+                    "ASHA had stopped it, against the chosen trial's final value (dashed): a curve ending on the "
+                    "better side of it is a winner early stopping threw away.")
+    return [("audit", "Early-stopping audit", caption, lambda: _audit_figure(book, correlations, audited),
+             lambda: _audit_axes(book, correlations, audited))]
+
+
+def _audit_series(book: TrialBook, audited: list[TrialRecord]):
+    """Each audited run: (label, epochs, values, the epoch ASHA stopped it at); the chosen value."""
+    chosen = book.best()
+    series = []
+    for rec in sorted(audited, key=lambda r: r.number):
+        values = rec.values_by_epoch()
+        stopped = book.records[rec.confirms].epochs if rec.confirms in book.records else None
+        series.append((f"trial {book.records[rec.confirms].number:03d}" if stopped else rec.trial_id,
+                       sorted(values), [values[e] for e in sorted(values)], stopped))
+    return series, None if chosen is None or chosen.retrain else chosen.value
+
+
+def _audit_figure(book: TrialBook, correlations: dict, audited: list[TrialRecord]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2 if audited else 1, subplot_titles=(
+        "rank correlation at each rung", *(["audited trials to max_epochs"] if audited else [])))
+    rungs = sorted(correlations)
+    fig.add_trace(go.Bar(x=[f"epoch {e}" for e in rungs], y=[correlations[e]["rho"] for e in rungs],
+                         text=[f"n={correlations[e]['n']}" for e in rungs], name="rung correlation"), row=1, col=1)
+    fig.update_yaxes(range=[-1, 1], title_text="Spearman rho", row=1, col=1)
+    if audited:
+        series, chosen = _audit_series(book, audited)
+        for label, epochs, values, stopped in series:
+            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines", name=label), row=1, col=2)
+            if stopped in epochs:
+                fig.add_trace(go.Scatter(x=[stopped], y=[values[epochs.index(stopped)]], mode="markers",
+                                         marker={"symbol": "x", "size": 10}, name=f"{label}: stopped",
+                                         showlegend=False), row=1, col=2)
+        if chosen is not None:
+            fig.add_hline(y=chosen, line_dash="dash", annotation_text="chosen trial", row=1, col=2)
+        fig.update_xaxes(title_text="epoch", row=1, col=2)
+        fig.update_yaxes(title_text=book.spec.rank_metric, row=1, col=2)
+    return fig
+
+
+def _audit_axes(book: TrialBook, correlations: dict, audited: list[TrialRecord]):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if audited else 1, figsize=(11 if audited else 6, 4), squeeze=False)
+    rungs = sorted(correlations)
+    left = axes[0][0]
+    left.bar([f"epoch {e}\n(n={correlations[e]['n']})" for e in rungs], [correlations[e]["rho"] for e in rungs])
+    left.set(ylim=(-1, 1), ylabel="Spearman rho", title="rank correlation at each rung")
+    left.axhline(0, color="grey", linewidth=0.8)
+    if audited:
+        right = axes[0][1]
+        series, chosen = _audit_series(book, audited)
+        for label, epochs, values, stopped in series:
+            (line,) = right.plot(epochs, values, label=label)
+            if stopped in epochs:
+                right.plot([stopped], [values[epochs.index(stopped)]], "x", color=line.get_color(), markersize=9)
+        if chosen is not None:
+            right.axhline(chosen, linestyle="--", color="black", label="chosen trial")
+        right.set(xlabel="epoch", ylabel=book.spec.rank_metric, title="audited trials to max_epochs")
+        right.legend(fontsize=7)
+    return axes
 
 
 def _best_vs_cost_figure(book: TrialBook):
@@ -177,7 +277,7 @@ def _best_vs_cost_figure(book: TrialBook):
     xs, ys = best_so_far(book)
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "hv"}))
     fig.update_layout(title="Best so far against compute", xaxis_title="cumulative device-hours",
-                      yaxis_title=f"best {book.spec.metric} so far")
+                      yaxis_title=f"best {book.spec.rank_metric} so far")
     return fig
 
 

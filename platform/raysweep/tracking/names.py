@@ -22,6 +22,7 @@ BEST_CONFIG_TAG = "raysweep.best_config"  # the parent's: the best trial's hyper
 BEST_TRIAL_ID_TAG = "raysweep.best_trial_id"
 BEST_RUN_ID_TAG = "raysweep.best_run_id"
 BEST_TAG = "raysweep.best"  # "true" on the best trial's run
+PARETO_TAG = "raysweep.pareto"  # "true" on a trial's run on the Pareto front of several objectives (pareto.py)
 MODEL_URI_TAG = "raysweep.model_uri"  # the parent's: the logged model
 RUN_KEY_TAG = "raysweep.run_key"  # every run's: how a replayed spool finds a run it created (spool.py)
 IMPORTANCE_EPOCH_TAG = "raysweep.importance_epoch"  # the parent's: the epoch its importances compare trials at

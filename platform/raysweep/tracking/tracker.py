@@ -95,11 +95,11 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=spec.name,
-            tags={KIND_TAG: "search", TASK_TAG: spec.task, METRIC_TAG: spec.metric},
+            tags={KIND_TAG: "search", TASK_TAG: spec.task, METRIC_TAG: spec.rank_metric},
         )
         run_id = run.info.run_id
         settings = {
-            "task": spec.task, "metric": spec.metric, "mode": spec.mode, "max_epochs": spec.max_epochs,
+            "task": spec.task, "metric": ",".join(m for m, _ in spec.objectives), "mode": ",".join(m for _, m in spec.objectives), "max_epochs": spec.max_epochs,
             "seed": spec.seed, "search.algorithm": spec.search.algorithm,
             "search.num_samples": spec.search.samples or "until the budget is spent",
             "scheduler.type": spec.scheduler.type, "workers_per_trial": spec.resources.workers_per_trial,
