@@ -53,6 +53,15 @@ def test_a_report_without_the_specs_metric_is_refused():
         DigitsMLP().train(CONFIG, ctx)
 
 
+def test_every_objective_must_be_reported_by_the_task_or_the_meter():
+    ctx = LocalContext(max_epochs=1, seed=0, metric="val_loss", objectives=("val_loss", "cost_usd"))
+    DigitsMLP().train(CONFIG, ctx)  # cost_usd: the meter's
+    assert "cost_usd" in ctx.reports[-1]
+    ctx = LocalContext(max_epochs=1, seed=0, metric="val_loss", objectives=("val_loss", "n_params"))
+    with pytest.raises(KeyError, match="got no 'n_params', one of the spec's objectives"):
+        DigitsMLP().train(CONFIG, ctx)
+
+
 def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns():
     dtypes = []
     task = DigitsMLP()

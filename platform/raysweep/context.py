@@ -32,6 +32,7 @@ class TrainContext(ABC):
         train_seed: int | None = None,
         checkpoint_every: int = 1,
         metric: str | None = None,
+        objectives: tuple[str, ...] = (),
         precision: str = "fp32",
         meter: dict | None = None,
         data: Any = None,
@@ -43,6 +44,8 @@ class TrainContext(ABC):
         self.train_seed = seed if train_seed is None else train_seed
         self.checkpoint_every = checkpoint_every
         self.metric = metric  # the spec's metric: every report must carry it
+        # Several objectives (`metric: [val_loss, cost_usd]`): each one too, the task's or the meter's.
+        self.objectives = tuple(objectives)
         self.precision = precision
         self._reports = 0
         # Created now, so its clock starts with the trial; the device is known only later.
@@ -75,7 +78,12 @@ class TrainContext(ABC):
             metrics = {**metrics, "epoch": self.epoch}
         self._reports += 1
         check_finite(metrics, self.metric)
-        return {**self.meter.metrics(), **metrics}  # the task's own names win
+        metrics = {**self.meter.metrics(), **metrics}  # the task's own names win
+        missing = [name for name in self.objectives if name not in metrics]
+        if missing:
+            raise KeyError(f"ctx.report() got no {missing[0]!r}, one of the spec's objectives (reported: "
+                           f"{', '.join(sorted(metrics))})")
+        return metrics
 
     # -- topology
     @property

@@ -5,7 +5,8 @@ The front is drawn from every trial of the search that has a finite value for ea
 (its last report's), finished or stopped early: a trial ASHA stopped at epoch 3 is a model that
 cost what three epochs cost, and may be what a cost-bound user wants. Failed trials and runs
 retraining another trial's configuration (scheduler.audit) are left out. Optuna decides who is
-on it (`Study.best_trials` over an in-memory study of those trials), as the sampler does.
+on it (`Study.best_trials` over an in-memory study of those trials), as the sampler does
+(docs/design.md, point 27).
 
 The rule for the registered model: the member with the best first objective among those within
 the spec's `limits` on the others; when none is within them, the best first objective, with a

@@ -37,6 +37,7 @@ def context_kwargs(spec: Spec, started_at: float | None = None, seed: int | None
         "train_seed": spec.seed if seed is None else seed,
         "checkpoint_every": spec.checkpoint.every,
         "metric": spec.rank_metric,
+        "objectives": tuple(m for m, _ in spec.objectives) if spec.multi_objective else (),
         "precision": spec.precision,
         "meter": {
             "workers": spec.resources.workers_per_trial,
