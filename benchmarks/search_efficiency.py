@@ -422,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-trials", type=int, default=24,
                         help="the compute budget, in full trials of --epochs (random search's spend)")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    # `--methods` with none: only the --variant searches (beside the rows --out already holds).
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="spec override for every method (e.g. fixed.lr_schedule=cosine)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
@@ -439,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     args.concurrency = args.concurrency or args.cpus
     if args.budget_trials < 1 or args.epochs < 1:
         parser.error("--budget-trials and --epochs must be at least 1")
+    if not args.methods and not args.variant and not args.replot:
+        parser.error("--methods with none needs a --variant to run")
     settings = {"budget_trials": args.budget_trials, "epochs": args.epochs, "budget_epochs": args.budget_trials * args.epochs,
                 "concurrency": args.concurrency, "cpus": args.cpus, "set": args.set}
     try:

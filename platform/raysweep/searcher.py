@@ -13,6 +13,10 @@ With concurrency, TPE's random start-up trials would flood the search: TPE sampl
 until `n_startup_trials` trials have *finished*, so with 4 running at once it hands out up to
 3 extra random ones. `suggest` waits (Tune asks again later) once as many start-up trials as
 TPE asked for are running.
+
+With several objectives (`metric: [val_loss, cost_usd]`) the study is multi-objective, which
+keeps no intermediate values: a stopped trial is PRUNED without values, a finished one
+COMPLETE with every objective's last value, or FAIL if one is missing (docs/design.md, point 27).
 """
 
 from __future__ import annotations
