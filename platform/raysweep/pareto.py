@@ -59,12 +59,11 @@ def pareto_study(book: TrialBook) -> optuna.Study:
     return study
 
 
-def front(book: TrialBook) -> list[TrialRecord]:
-    """The Pareto-optimal trials, best first objective first."""
-    ids = {t.user_attrs["trial_id"] for t in pareto_study(book).best_trials}
-    members = [book.records[i] for i in ids]
+def front(book: TrialBook, study: optuna.Study | None = None) -> list[TrialRecord]:
+    """The Pareto-optimal trials, best first objective first (`study`: the book's `pareto_study`)."""
+    best = (study or pareto_study(book)).best_trials
     sign = 1.0 if book.spec.rank_mode == "min" else -1.0
-    return sorted(members, key=lambda r: (sign * objective_values(book.spec, r)[0], r.number))
+    return [book.records[t.user_attrs["trial_id"]] for t in sorted(best, key=lambda t: (sign * t.values[0], t.number))]
 
 
 def within(spec: Spec, rec: TrialRecord) -> bool:
@@ -78,7 +77,8 @@ def choose(book: TrialBook) -> dict[str, Any] | None:
     """The front, the member chosen by the rule (the module's) and whether it is within the
     limits, as the search logs it (pareto.json); sets `book.chosen`. None: no candidate."""
     spec = book.spec
-    members = front(book)
+    study = pareto_study(book)
+    members = front(book, study)
     if not members:
         return None
     kept = [rec for rec in members if within(spec, rec)]
@@ -95,7 +95,7 @@ def choose(book: TrialBook) -> dict[str, Any] | None:
         "limits": dict(spec.limits),
         "chosen": chosen.trial_id,
         "within_limits": bool(kept) or not spec.limits,
-        "candidates": len(candidates(book)),
+        "candidates": len(study.trials),
         "left_front": [run_id for run_id in left if run_id],  # their runs' raysweep.pareto tag turns "false"
         "front": [{"trial_id": r.trial_id, "number": r.number, "run_id": r.run_id, "status": r.status,
                    "epochs": r.epochs, **dict(zip(names, objective_values(spec, r)))} for r in members],

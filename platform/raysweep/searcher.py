@@ -86,13 +86,11 @@ class SweepSearch(OptunaSearch):
         if len(self.spec_metrics) > 1:
             # Optuna keeps no intermediate values, nor a value for a pruned trial, in a
             # multi-objective study: a stopped trial is PRUNED, a finished one its values.
-            values = [rec.metrics.get(m) for m in self.spec_metrics]
-            finite = all(v is not None and math.isfinite(v) for v in values)
-            if rec.status == STOPPED or finite:
+            if rec.status == STOPPED or _finite(rec.metrics, self.spec_metrics):
                 self.study.add_trial(optuna.trial.create_trial(
                     params={k: rec.config[k] for k in spec.space}, distributions=optuna_space(spec),
                     state=TrialState.PRUNED if rec.status == STOPPED else TrialState.COMPLETE,
-                    values=None if rec.status == STOPPED else values))
+                    values=None if rec.status == STOPPED else [rec.metrics[m] for m in self.spec_metrics]))
             return
         steps = {epoch: value for _, epoch, value, _ in rec.history if value is not None and math.isfinite(value)}
         self.study.add_trial(optuna.trial.create_trial(
