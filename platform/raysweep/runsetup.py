@@ -56,10 +56,34 @@ class RunSetup:
     loading: threading.Thread | None = None  # the task's own splits, while Ray starts (shared_splits)
     _splits: Any = None
 
-    def start_ray(self) -> None:
-        """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError)."""
-        # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
-        ensure_ray(log_to_driver=self.verbose)
+    def start_ray(self, open_tracker: Callable[[], Tracker] | None = None) -> None:
+        """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError).
+
+        `open_tracker` (the run's MLflow store; its reachability was checked in `begin`) runs
+        in a thread meanwhile, its result in `self.tracker`: MLflow creates a new SQLite
+        store's schema in about 2 s, while Ray's start mostly waits on its own processes."""
+        opened: dict[str, Any] = {}
+
+        def open_it() -> None:
+            try:
+                opened["tracker"] = open_tracker()
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                opened["error"] = exc
+
+        thread = None
+        if open_tracker is not None:
+            thread = threading.Thread(target=open_it, name="raysweep-tracker", daemon=True)
+            thread.start()
+        try:
+            # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+            ensure_ray(log_to_driver=self.verbose)
+        finally:
+            if thread is not None:
+                thread.join()
+        if "error" in opened:
+            raise opened["error"]
+        if thread is not None:
+            self.tracker = opened["tracker"]
         self.wait = wait_for_capacity(self.spec, self.console)
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,

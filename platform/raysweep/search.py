@@ -105,10 +105,9 @@ def run_search(
     budget = None if spec.search.budget is None else Budget(spec, book)
     if budget is not None:
         console.print(budget.forecast(spec.search.samples, spec.max_epochs), highlight=False)
-    if uri is not None:
-        # MLflow down mid-search: its writes wait in the search's storage (spool.py).
-        run.tracker = Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri))
-    run.start_ray()  # before the parent run: a cluster that can never hold a trial is refused first
+    # MLflow down mid-search: its writes wait in the search's storage (spool.py). Ray starts
+    # before the parent run: a cluster that can never hold a trial is refused first.
+    run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri)))
     tracker = run.tracker
     if tracker is not None:
         if book.parent_run_id is None:

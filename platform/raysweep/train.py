@@ -92,10 +92,11 @@ def run_training(
 ) -> TrainResult:
     run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console)
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
-    run.tracker = tracker = Tracker(uri, spec.experiment) if uri else None
+    # The store opens while Ray starts; a cluster that can never hold the run: exit 2.
+    run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment))
+    tracker = run.tracker
     callbacks = run.callbacks(None, lambda config: config, RunProgress(book, console))
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
-    run.start_ray()  # a cluster that can never hold the run: exit 2
     wait = run.wait
     with interrupt:
         data = run.load_data()
