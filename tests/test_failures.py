@@ -158,6 +158,43 @@ def test_trials_running_when_the_search_stops_end_as_stopped_early(tracking_uri)
     assert cut.info.status == "FINISHED" and cut.data.tags["raysweep.stopped_early"] == "true"
 
 
+def test_the_best_trial_is_one_with_a_checkpoint_when_the_search_cuts_trials_off():
+    """A budget or max_failed_trials stops the running trials without an on_trial_complete, and
+    drops a save in flight: the book keeps each checkpoint Tune registered (on_checkpoint), takes
+    Tune's for the rest, and the best trial is the best that has something to load."""
+    book = TrialBook(_spec(name="cut-off", max_epochs=3))
+    unsaved, cut, done = (SimpleNamespace(trial_id=t, config={"lr": 0.01}, checkpoint=None)
+                          for t in ("unsaved", "cut", "done"))
+    for trial, losses in ((unsaved, [0.1]), (cut, [0.5, 0.3]), (done, [0.9, 0.8, 0.7])):
+        book.on_trial_start(0, [], trial)
+        for epoch, loss in enumerate(losses, start=1):
+            book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss})
+            if trial is cut and epoch == 1:  # its epoch-2 save was in flight when the search stopped
+                book.on_checkpoint(0, [], trial, checkpoint="cut-epoch-1")
+    done.checkpoint = "done-epoch-3"
+    book.on_trial_complete(0, [], done)
+    assert book.best().trial_id == "cut"  # best value with a checkpoint, before and after the end
+    book.on_experiment_end([unsaved, cut, done])
+    assert [r.trial_id for r in book.ranked()] == ["unsaved", "cut", "done"]  # the leaderboard is by value
+    assert book.best().trial_id == "cut" and book.best().checkpoint == "cut-epoch-1"
+    assert book.records["unsaved"].checkpoint is None
+
+    # Tune's own record of a cut-off trial's last checkpoint, when no on_checkpoint came.
+    book = TrialBook(_spec(name="cut-off", max_epochs=3))
+    book.on_trial_start(0, [], unsaved)
+    book.on_trial_result(0, [], unsaved, {"epoch": 1, "val_loss": 0.1})
+    unsaved.checkpoint = "unsaved-epoch-1"
+    book.on_experiment_end([unsaved])
+    assert book.best().checkpoint == "unsaved-epoch-1"
+
+    # No trial has a checkpoint (a task that saves none): the best by value.
+    book = TrialBook(_spec(name="no-checkpoints"))
+    for trial_id, loss in (("a", 0.4), ("b", 0.2)):
+        book.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id, config={}))
+        book.on_trial_result(0, [], SimpleNamespace(trial_id=trial_id), {"epoch": 1, "val_loss": loss})
+    assert book.best().trial_id == "b"
+
+
 # --------------------------------------------------------------------------- real searches
 
 

@@ -184,6 +184,13 @@ class TrialBook(Callback):
         self._settle(rec)
         rec.checkpoint = trial.checkpoint or rec.checkpoint
 
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        # Each saved checkpoint as Tune registers it: a trial the search stops (a budget spent,
+        # search.max_failed_trials) gets no on_trial_complete, and without this its earlier
+        # checkpoints were unknown here: chosen best, it got no test metrics and no model.
+        if trial.trial_id in self.records:
+            self.records[trial.trial_id].checkpoint = checkpoint
+
     def _settle(self, rec: TrialRecord) -> None:
         if rec.failure == TRACKING:  # failed by MLflow refusing its writes; stopped for it
             return
@@ -215,6 +222,10 @@ class TrialBook(Callback):
         self.cut_off = [rec for rec in self.records.values() if rec.status == RUNNING]
         for rec in self.cut_off:
             self._settle(rec)
+        for trial in trials:  # their last checkpoint Tune registered, if on_checkpoint missed it
+            rec = self.records.get(trial.trial_id)
+            if rec is not None and rec.checkpoint is None:
+                rec.checkpoint = getattr(trial, "checkpoint", None)
 
     # -- queries
     def counts(self) -> dict[str, int]:
@@ -229,11 +240,16 @@ class TrialBook(Callback):
         return sorted(scored, key=lambda r: r.value if self.spec.rank_mode == "min" else -r.value)
 
     def best(self) -> TrialRecord | None:
-        """The best trial by its metric; with search.confirm, the run confirmation chose."""
+        """The best trial by its metric among those with a checkpoint (a model to test and log),
+        or by its metric alone when none has one; with search.confirm, the run confirmation chose.
+
+        A trial the search stopped while its first checkpoint was being saved (Tune drops the
+        save) has a value and nothing to load: the best that does is the one a user can use."""
         if self.chosen is not None and self.chosen in self.records:
             return self.records[self.chosen]
         ranked = self.ranked()
-        return ranked[0] if ranked else None
+        saved = [r for r in ranked if r.checkpoint is not None]
+        return (saved or ranked or [None])[0]
 
     @property
     def epochs_run(self) -> int:
