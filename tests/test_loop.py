@@ -58,8 +58,10 @@ def test_every_objective_must_be_reported_by_the_task_or_the_meter():
     DigitsMLP().train(CONFIG, ctx)  # cost_usd: the meter's
     assert "cost_usd" in ctx.reports[-1]
     ctx = LocalContext(max_epochs=1, seed=0, metric="val_loss", objectives=("val_loss", "n_params"))
-    with pytest.raises(KeyError, match="got no 'n_params', one of the spec's objectives"):
+    with pytest.raises(KeyError, match="got no 'n_params', one of the spec's objectives") as refused:
         DigitsMLP().train(CONFIG, ctx)
+    listed = str(refused.value).split("(reported: ")[1]
+    assert "val_loss" in listed and "cost_usd" in listed and "cost_segment" not in listed  # not the ledger's own key
 
 
 def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns():

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .cost import Meter
+from .cost import SEGMENT_KEY, Meter
 from .failures import check_finite
 
 from .statefile import load_state, save_state
@@ -81,8 +81,9 @@ class TrainContext(ABC):
         metrics = {**self.meter.metrics(), **metrics}  # the task's own names win
         missing = [name for name in self.objectives if name not in metrics]
         if missing:
+            shown = sorted(name for name in metrics if name != SEGMENT_KEY)  # the ledger's, not a metric
             raise KeyError(f"ctx.report() got no {missing[0]!r}, one of the spec's objectives (reported: "
-                           f"{', '.join(sorted(metrics))})")
+                           f"{', '.join(shown)})")
         return metrics
 
     # -- topology
