@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -62,28 +63,12 @@ class RunSetup:
         `open_tracker` (the run's MLflow store; its reachability was checked in `begin`) runs
         in a thread meanwhile, its result in `self.tracker`: MLflow creates a new SQLite
         store's schema in about 2 s, while Ray's start mostly waits on its own processes."""
-        opened: dict[str, Any] = {}
-
-        def open_it() -> None:
-            try:
-                opened["tracker"] = open_tracker()
-            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
-                opened["error"] = exc
-
-        thread = None
-        if open_tracker is not None:
-            thread = threading.Thread(target=open_it, name="raysweep-tracker", daemon=True)
-            thread.start()
-        try:
+        with ThreadPoolExecutor(1, thread_name_prefix="raysweep-tracker") as pool:
+            opening = None if open_tracker is None else pool.submit(open_tracker)
             # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
             ensure_ray(log_to_driver=self.verbose)
-        finally:
-            if thread is not None:
-                thread.join()
-        if "error" in opened:
-            raise opened["error"]
-        if thread is not None:
-            self.tracker = opened["tracker"]
+        if opening is not None:
+            self.tracker = opening.result()  # its error, if it raised one
         self.wait = wait_for_capacity(self.spec, self.console)
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,
