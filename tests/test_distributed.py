@@ -24,6 +24,13 @@ def _steps(client, run_id, metric="val_loss"):
     return [m.step for m in client.get_metric_history(run_id, metric)]
 
 
+def _train_helper_actors() -> int:
+    from ray.util.state import list_actors
+
+    return sum(len(list_actors(filters=[("class_name", "=", name)], limit=10_000))
+               for name in ("DatasetManager", "PreemptionWatcher"))
+
+
 def test_ddp_averages_gradients_so_ranks_stay_identical(ray_session, tmp_path, tracking_uri):
     spec = _spec(**{
         "name": "ddp-sync", "task": "tests.user_tasks:ddp_sync", "max_epochs": 1, "search.num_samples": 1,
@@ -66,7 +73,11 @@ def test_six_asha_trials_of_two_workers_on_four_cpus_finish(ray_session, tmp_pat
         "name": "ddp-asha", "max_epochs": 3, "search.num_samples": 6, "search.max_concurrent": None,
         "scheduler.type": "asha", "checkpoint.keep": 1,
     })
+    helpers_before = _train_helper_actors()
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    # Groups with no datasets start no DatasetManager, and a local Ray no preemption watcher
+    # (ray_internals: one process of about 200 MB each, per trial).
+    assert _train_helper_actors() == helpers_before
     statuses = [t["status"] for t in result.trials]
     assert len(statuses) == 6 and set(statuses) <= {"finished", "stopped"}
     assert "stopped" in statuses  # ASHA acted on the reduced validation metric

@@ -191,6 +191,14 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     from ray.train.v2._internal import constants
 
     assert callable(state.get_cluster_config) and isinstance(constants.ENV_VARS_TO_PROPAGATE, set)
+    assert set(ray_internals.LOCAL_NODE_ENV) == {constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR}
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    trainer = ray_internals.torch_trainer_class(with_datasets=False)(lambda: None)
+    assert isinstance(trainer, DataParallelTrainer) and not any(
+        isinstance(c, DatasetsCallback) for c in trainer._create_default_callbacks())
+    assert any(isinstance(c, DatasetsCallback) for c in DataParallelTrainer._create_default_callbacks(trainer))
     assert callable(get_session)
     from ray.train._internal.session import _TrainSession
 

@@ -207,8 +207,8 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
     workers (equal row counts: DataConfig's streaming_split(equal=True)); val and test reach
     every worker whole, and each evaluates its part (ingest.TrialData.iter_batches)."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
+    from .ray_internals import torch_trainer_class
     from .trial import train_seed, trial_params
 
     res = spec.resources
@@ -219,7 +219,7 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
     datasets = {}
     if data is not None:
         loop_config["data"], datasets = data.for_workers(), data.datasets
-    return TorchTrainer(
+    return torch_trainer_class(bool(datasets))(
         _train_worker,
         train_loop_config=loop_config,
         datasets=datasets or None,

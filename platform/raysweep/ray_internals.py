@@ -31,10 +31,38 @@ NODE_ENV = {
 }
 
 
+# Only for a Ray that raysweep starts on this machine with `ray.init` (not `LocalCluster`,
+# which stands in for a real cluster, nor cluster/): Ray Train's preemption watcher, an actor
+# every worker group starts to follow Ray's node-drain notices (spot instances being taken
+# back). One machine's own Ray is never drained, and the watcher is one more process of about
+# 200 MB per trial, starting while the first epoch trains (docs/design.md, point 28).
+LOCAL_NODE_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
 def node_env_defaults() -> None:
-    """Put `NODE_ENV` into this process's environment, where not set, before it starts Ray."""
-    for name, value in NODE_ENV.items():
+    """Put `NODE_ENV` and `LOCAL_NODE_ENV` into this process's environment, where not set,
+    before it starts a local Ray: its processes, Ray Train's controllers among them, inherit it."""
+    for name, value in {**NODE_ENV, **LOCAL_NODE_ENV}.items():
         os.environ.setdefault(name, value)
+
+
+def torch_trainer_class(with_datasets: bool):
+    """Ray Train's `TorchTrainer`, or for a run given no datasets one that leaves out Ray
+    Train's datasets callback (`DataParallelTrainer._create_default_callbacks`,
+    `DatasetsCallback`): with nothing to split it still starts a `DatasetManager` actor for
+    every worker group, a process of about 200 MB whose start the workers wait on
+    (docs/design.md, point 28). No public option leaves it out."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    if with_datasets:
+        return TorchTrainer
+
+    class TorchTrainerWithoutDatasets(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, DatasetsCallback)]
+
+    return TorchTrainerWithoutDatasets
 
 
 def autoscaler_cluster_config():
