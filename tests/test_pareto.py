@@ -80,6 +80,15 @@ def test_the_chosen_member_has_the_best_first_objective_within_the_limits():
     assert choose(unlimited)["chosen"] == "t1"  # no limits: the best first objective
 
 
+def test_the_chosen_member_is_one_with_a_checkpoint_when_the_best_has_none():
+    """A trial stopped while its first checkpoint was saved has values and nothing to load."""
+    book = _book([(FINISHED, 0.10, 0.050), (FINISHED, 0.20, 0.020, {"checkpoint": "ckpt2"}),
+                  (STOPPED, 0.60, 0.004, {"checkpoint": "ckpt3"})], limits={"cost_usd": 0.06})
+    pareto = choose(book)
+    assert [m["trial_id"] for m in pareto["front"]] == ["t1", "t2", "t3"]  # t1 stays on the front
+    assert pareto["chosen"] == "t2" and book.best().trial_id == "t2" and pareto["within_limits"]
+
+
 def test_a_max_objective_and_a_lower_bound():
     book = _book([(FINISHED, 0.10, 0.50), (FINISHED, 0.20, 0.90), (FINISHED, 0.30, 0.95), (FINISHED, 0.30, 0.10)],
                  mode=["min", "max"], limits={"cost_usd": 0.9})

@@ -244,7 +244,8 @@ class TrialBook(Callback):
         or by its metric alone when none has one; with search.confirm, the run confirmation chose.
 
         A trial the search stopped while its first checkpoint was being saved (Tune drops the
-        save) has a value and nothing to load: the best that does is the one a user can use."""
+        save) has a value and nothing to load: the best that does is the one a user can use
+        (`pareto.choose` does the same among the front's members)."""
         if self.chosen is not None and self.chosen in self.records:
             return self.records[self.chosen]
         ranked = self.ranked()

@@ -82,7 +82,10 @@ def choose(book: TrialBook) -> dict[str, Any] | None:
     if not members:
         return None
     kept = [rec for rec in members if within(spec, rec)]
-    chosen = (kept or members)[0]
+    # As `TrialBook.best`: a member with a checkpoint, a model to test and register, before one
+    # the search stopped while its first checkpoint was being saved.
+    pool = kept or members
+    chosen = next((rec for rec in pool if rec.checkpoint is not None), pool[0])
     if spec.limits and not kept:
         logging.getLogger(__name__).warning("no Pareto-optimal trial is within limits %s", spec.limits)
     book.chosen = chosen.trial_id
