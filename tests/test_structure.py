@@ -193,12 +193,16 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     assert callable(state.get_cluster_config) and isinstance(constants.ENV_VARS_TO_PROPAGATE, set)
     assert set(ray_internals.LOCAL_NODE_ENV) == {constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR}
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.data_integration.interfaces import DatasetShardMetadata
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    trainer = ray_internals.torch_trainer_class(with_datasets=False)(lambda: None)
-    assert isinstance(trainer, DataParallelTrainer) and not any(
-        isinstance(c, DatasetsCallback) for c in trainer._create_default_callbacks())
-    assert any(isinstance(c, DatasetsCallback) for c in DataParallelTrainer._create_default_callbacks(trainer))
+    trainer = ray_internals.torch_trainer_class()(lambda: None)
+    (datasets,) = [c for c in trainer._create_default_callbacks() if isinstance(c, DatasetsCallback)]
+    assert isinstance(trainer, DataParallelTrainer) and type(datasets) is not DatasetsCallback
+    providers = datasets.before_init_train_context([object(), object()])["dataset_shard_provider"]
+    assert len(providers) == 2 and datasets._dataset_shard_provider is None  # no DatasetManager actor
+    with pytest.raises(KeyError, match="Dataset shard for 'train' not found"):
+        providers[0].get_dataset_shard(DatasetShardMetadata(dataset_name="train", world_rank=0))
     assert callable(get_session)
     from ray.train._internal.session import _TrainSession
 

@@ -219,7 +219,7 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
     datasets = {}
     if data is not None:
         loop_config["data"], datasets = data.for_workers(), data.datasets
-    return torch_trainer_class(bool(datasets))(
+    return torch_trainer_class()(
         _train_worker,
         train_loop_config=loop_config,
         datasets=datasets or None,

@@ -46,23 +46,40 @@ def node_env_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def torch_trainer_class(with_datasets: bool):
-    """Ray Train's `TorchTrainer`, or for a run given no datasets one that leaves out Ray
-    Train's datasets callback (`DataParallelTrainer._create_default_callbacks`,
-    `DatasetsCallback`): with nothing to split it still starts a `DatasetManager` actor for
-    every worker group, a process of about 200 MB whose start the workers wait on
-    (docs/design.md, point 28). No public option leaves it out."""
+class NoDatasetShards:
+    """What the workers of a group given no datasets hold for `ray.train.get_dataset_shard`:
+    the KeyError Ray's own provider raises for a name it was not given."""
+
+    def get_dataset_shard(self, dataset_info):
+        raise KeyError(f"Dataset shard for '{dataset_info.dataset_name}' not found. Please ensure that the "
+                       "dataset is passed through the Trainer `datasets` argument.")
+
+
+def torch_trainer_class():
+    """Ray Train's `TorchTrainer` with its datasets callback (`DatasetsCallback`, among
+    `DataParallelTrainer._create_default_callbacks`) starting no `DatasetManager` actor for a
+    group given no datasets: Ray's starts one for every group, a process of about 200 MB whose
+    start the workers wait on (docs/design.md, point 28). The callback still hands the driver's
+    `DataContext` to the workers, and `get_dataset_shard` still raises Ray's KeyError. No
+    public option leaves the actor out."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
-    if with_datasets:
-        return TorchTrainer
+    class DatasetsCallbackWithoutIdleManager(DatasetsCallback):
+        def before_init_train_context(self, workers):
+            if self._datasets:
+                return super().before_init_train_context(workers)
+            return {"dataset_shard_provider": [NoDatasetShards()] * len(workers)}
 
-    class TorchTrainerWithoutDatasets(TorchTrainer):
+    class LeanTorchTrainer(TorchTrainer):
         def _create_default_callbacks(self):
-            return [c for c in super()._create_default_callbacks() if not isinstance(c, DatasetsCallback)]
+            callbacks = super()._create_default_callbacks()
+            for callback in callbacks:
+                if type(callback) is DatasetsCallback:
+                    callback.__class__ = DatasetsCallbackWithoutIdleManager
+            return callbacks
 
-    return TorchTrainerWithoutDatasets
+    return LeanTorchTrainer
 
 
 def autoscaler_cluster_config():
