@@ -7,8 +7,10 @@ sampling (seeded: both runs draw the same configurations in the same order) and 
 early stopping, so every trial trains every epoch, whatever the timing), at `--trials` trials
 of `--epochs` epochs. Tracking on is what a user gets by default: a parent run, a child run
 per trial with its params and one point per epoch of every metric, the summary, plots, best
-checkpoint and the registered model, in SQLite. The pair runs `--repeats` times, the order
-alternating (off/on, on/off, ...) so drift on the machine hits both; medians are compared.
+checkpoint and the registered model, in SQLite. A third search, tracking on with
+`tracking.views: false`, shows what the parent run's views (docs/design.md, point 25) cost
+of that. The three run `--repeats` times, the order alternating (off, on, no views; no views,
+on, off; ...) so drift on the machine hits each; medians are compared.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ GOAL = 0.03  # tracking adds at most 3% (issue 7)
 SPEC_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 
 
-def spec(trials: int, epochs: int, tracked: bool, run: int) -> dict:
+MODES = {"off": {"enabled": False}, "on": {"enabled": True}, "no_views": {"enabled": True, "views": False}}
+
+
+def spec(trials: int, epochs: int, mode: str, run: int) -> dict:
     raw = yaml.safe_load(SPEC_FILE.read_text())
-    raw.update(name=f"tracking-{run}-{'on' if tracked else 'off'}", max_epochs=epochs,
-               scheduler={"type": "fifo"}, tracking={"enabled": tracked})
+    raw.update(name=f"tracking-{run}-{mode}", max_epochs=epochs, scheduler={"type": "fifo"}, tracking=MODES[mode])
     raw["search"].update(algorithm="random", num_samples=trials, max_concurrent=2)
     return raw
 
@@ -49,30 +53,31 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with own_ray(num_cpus=2), tempfile.TemporaryDirectory() as tmp:
         if not args.no_warmup:  # imports, MLflow's schema, trial actors
-            timed_search(spec(2, 2, True, -1), tmp)
+            timed_search(spec(2, 2, "on", -1), tmp)
         for i in range(args.repeats):
-            for tracked in ((False, True) if i % 2 == 0 else (True, False)):
-                timed = timed_search(spec(args.trials, args.epochs, tracked, i), tmp)
+            for mode in (list(MODES) if i % 2 == 0 else list(reversed(MODES))):
+                timed = timed_search(spec(args.trials, args.epochs, mode, i), tmp)
                 epochs = timed["result"].epochs_run
-                runs.append({"repeat": i, "tracking": tracked, "wall_s": timed["wall_s"], "epochs_run": epochs})
-                print(f"  repeat {i}: tracking {'on ' if tracked else 'off'} {timed['wall_s']:.2f} s "
-                      f"({epochs} epochs)", flush=True)
+                runs.append({"repeat": i, "mode": mode, "tracking": mode != "off", "views": mode == "on",
+                             "wall_s": timed["wall_s"], "epochs_run": epochs})
+                print(f"  repeat {i}: tracking {mode:8s} {timed['wall_s']:.2f} s ({epochs} epochs)", flush=True)
 
-    off = statistics.median(r["wall_s"] for r in runs if not r["tracking"])
-    on = statistics.median(r["wall_s"] for r in runs if r["tracking"])
+    wall = {mode: [r["wall_s"] for r in runs if r["mode"] == mode] for mode in MODES}  # in repeat order
+    median = {mode: statistics.median(w) for mode, w in wall.items()}
+    off, on = median["off"], median["on"]
     overhead = on / off - 1
-    per_repeat = [b["wall_s"] / a["wall_s"] - 1 for a, b in
-                  (sorted((r for r in runs if r["repeat"] == i), key=lambda r: r["tracking"])
-                   for i in range(args.repeats))]
-    print(f"\n{'tracking':<9} {'wall s (median)':>15}\n{'off':<9} {off:>15.2f}\n{'on':<9} {on:>15.2f}")
-    print(f"\ntracking overhead: {overhead:+.1%} of search wall time (goal <= {GOAL:.0%}); per repeat: "
+    per_repeat = [b / a - 1 for a, b in zip(wall["off"], wall["on"])]
+    print(f"\n{'tracking':<9} {'wall s (median)':>15}\n" + "".join(f"{m:<9} {v:>15.2f}\n" for m, v in median.items()))
+    print(f"tracking overhead: {overhead:+.1%} of search wall time (goal <= {GOAL:.0%}); per repeat: "
           + ", ".join(f"{x:+.1%}" for x in per_repeat)
+          + f"; without the views {median['no_views'] / off - 1:+.1%}"
           + f"; {args.trials} trials x {args.epochs} epochs, FIFO, random sampling")
     write_json(args.out, {
         "machine": machine(), "command": command("tracking_overhead.py", argv),
         "spec": "search_spaces/digits_mlp.yaml with scheduler fifo, search.algorithm random, max_concurrent 2",
         "trials": args.trials, "epochs": args.epochs, "repeats": args.repeats, "runs": runs,
-        "median_wall_s": {"off": off, "on": on}, "overhead": overhead, "overhead_per_repeat": per_repeat,
+        "median_wall_s": median, "overhead": overhead, "overhead_per_repeat": per_repeat,
+        "overhead_without_views": median["no_views"] / off - 1,
         "goal": GOAL,
     })
     return 0

@@ -16,6 +16,7 @@ def test_tracking_overhead_benchmark_runs_the_same_search_on_and_off(ray_session
     argv = ["--trials", "2", "--epochs", "2", "--repeats", "1", "--no-warmup", "--out", str(out)]
     assert tracking_overhead.main(argv) == 0
     data = json.loads(out.read_text())
-    assert [r["tracking"] for r in data["runs"]] == [False, True]
-    assert all(r["epochs_run"] == 4 for r in data["runs"])  # FIFO: identical work both ways
-    assert data["median_wall_s"]["on"] > 0 and data["median_wall_s"]["off"] > 0
+    assert [(r["tracking"], r["views"]) for r in data["runs"]] == [(False, False), (True, True), (True, False)]
+    assert all(r["epochs_run"] == 4 for r in data["runs"])  # FIFO: identical work every way
+    assert all(data["median_wall_s"][m] > 0 for m in ("off", "on", "no_views"))
+    assert data["overhead_without_views"] == data["median_wall_s"]["no_views"] / data["median_wall_s"]["off"] - 1
