@@ -186,7 +186,8 @@ def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
 
     stamps["imports"] = time.time()
     spec = _spec(trials, epochs, "startup-raysweep")
-    # run_search starts Ray itself, as `raysweep search` does (the task's splits load meanwhile).
+    # run_search starts Ray itself, as `raysweep search` does (the task's splits load meanwhile),
+    # and shuts it down once the trials are tested, as the command asks (shutdown_ray).
     ensure_ray = runsetup.ensure_ray
 
     def stamped(*args, **kwargs):
@@ -196,7 +197,7 @@ def child_raysweep(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
 
     runsetup.ensure_ray = stamped
     result = run_search(spec, storage=str(tmp / "results"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-                        console=Console(quiet=True))
+                        console=Console(quiet=True), shutdown_ray=True)
     stamps["parent_run_id"] = result.parent_run_id  # the rest is read from MLflow by the parent
     gc.freeze()  # as `raysweep search` ends (cli.main)
 

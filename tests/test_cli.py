@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -90,6 +93,35 @@ def test_search_command_end_to_end(ray_session, tmp_path):
     assert "trials 4/4 done" in out and "top " in out
     assert f"/#/experiments/{summary['experiment_id']}/runs" in out
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_a_search_that_starts_its_own_ray_stops_it_before_its_summary_and_loses_nothing(tmp_path):
+    """`raysweep search` with no Ray to join starts one, and shuts it down once the trials are
+    tested, while the model and the views are logged (runsetup.RunSetup.ray_done)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs-own-", dir="/tmp"))  # the search's own Ray; short: its sockets
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "raysweep.cli", "search", SPEC, "--samples", "3", "--set", "max_epochs=2",
+             "--name", "own-ray", "--storage", str(tmp_path / "results"), "--summary-json", "s.json"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**env, "RAY_TMPDIR": str(ray_tmp)},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (raylet_log,) = {p.resolve() for p in ray_tmp.glob("ray/session_*/logs/raylet.out")}  # and session_latest
+        raylet_stopped_ms = raylet_log.stat().st_mtime * 1000
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
+    views = {a.path for a in client.list_artifacts(parent.info.run_id, "views")}
+    assert {"views/search.html", "views/timeline.png"} <= views
+    assert summary["model_uri"] and client.search_model_versions("name='own-ray'")
+    # Ray's raylet wrote its last line (it stopping) before the parent run ended: the views
+    # and the summary were logged after Ray's shutdown began, not before the command's exit.
+    assert raylet_stopped_ms < parent.info.end_time
 
 
 def test_failed_search_exits_non_zero(ray_session, tmp_path):

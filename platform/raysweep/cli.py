@@ -264,7 +264,7 @@ def cmd_search(args) -> int:
     result = _run(
         "search", args, console,
         lambda: run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, verbose=args.verbose,
-                           console=console, resume=args.resume, more_samples=more),
+                           console=console, resume=args.resume, more_samples=more, shutdown_ray=True),
     )
     if isinstance(result, int):
         return result
@@ -310,7 +310,7 @@ def cmd_train(args) -> int:
     result = _run(
         "training", args, console,
         lambda: run_training(spec, params, storage=args.storage, tracking_uri=args.tracking_uri,
-                             verbose=args.verbose, console=console),
+                             verbose=args.verbose, console=console, shutdown_ray=True),
     )
     if isinstance(result, int):
         return result

@@ -55,7 +55,10 @@ class RunSetup:
     wait: CapacityWait | None = None  # an autoscaling cluster not yet big enough (capacity.py)
     warm_up: WarmUp | None = None  # the run's end's imports, while the trials train
     loading: threading.Thread | None = None  # the task's own splits, while Ray starts (shared_splits)
+    shutdown_ray: bool = False  # a command's run: the Ray it starts goes once nothing needs it (ray_done)
+    own_ray: bool = False  # start_ray started Ray here (not a cluster's, not the caller's)
     _splits: Any = None
+    _ray_down: threading.Thread | None = None
 
     def start_ray(self, open_tracker: Callable[[], Tracker] | None = None) -> None:
         """Ray up (or joined), and a cluster that can never hold a trial refused (SpecError).
@@ -66,7 +69,7 @@ class RunSetup:
         with ThreadPoolExecutor(1, thread_name_prefix="raysweep-tracker") as pool:
             opening = None if open_tracker is None else pool.submit(open_tracker)
             # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
-            ensure_ray(log_to_driver=self.verbose)
+            self.own_ray = ensure_ray(log_to_driver=self.verbose)
         if opening is not None:
             self.tracker = opening.result()  # its error, if it raised one
         self.wait = wait_for_capacity(self.spec, self.console)
@@ -106,6 +109,21 @@ class RunSetup:
                 self.task.give_splits(self.spec.seed, self._splits)
         except Exception:  # noqa: BLE001 - see shared_splits
             logging.getLogger(__name__).debug("loading the task's splits in the driver failed", exc_info=True)
+
+    def ray_done(self) -> None:
+        """Nothing more of the run needs Ray: a command's run (`shutdown_ray`) shuts down the
+        Ray it started, in a thread, while its last steps (the model's logging, the summary and
+        views) go on. Ray's shutdown takes about 1.5 s, which the command's exit paid after
+        them, and until then Ray's idle processes shared the cores with them (docs/design.md,
+        point 29). A library caller's Ray stays up for its next search."""
+        if self.shutdown_ray and self.own_ray and self._ray_down is None:
+            self._ray_down = threading.Thread(target=ray.shutdown, name="raysweep-ray-shutdown")
+            self._ray_down.start()
+
+    def ray_shut_down(self) -> None:
+        """Wait for `ray_done`'s shutdown: the run returns with Ray down, as a command exits."""
+        if self._ray_down is not None:
+            self._ray_down.join()
 
     def warmed_up(self) -> None:
         if self.warm_up is not None:
@@ -148,9 +166,9 @@ class WarmUp(Callback):
 
 
 def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose: bool,
-          console: Console | None) -> RunSetup:
+          console: Console | None, shutdown_ray: bool = False) -> RunSetup:
     """Everything checked that can be before Ray starts: an unknown or broken task, bad
-    `data:` paths; the storage and tracking store chosen."""
+    `data:` paths; the storage and tracking store chosen. `shutdown_ray`: see `RunSetup.ray_done`."""
     console = console or make_console()
     if not verbose:
         quiet_libraries()
@@ -167,7 +185,7 @@ def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose:
     book = TrialBook(spec, storage)
     interrupt = Interrupt()
     book.interrupt = interrupt
-    run = RunSetup(spec, task, data_info, storage, uri, console, verbose, book, interrupt)
+    run = RunSetup(spec, task, data_info, storage, uri, console, verbose, book, interrupt, shutdown_ray=shutdown_ray)
     if spec.data is None and callable(getattr(task, "shared_splits", None)):
         # In a thread while Ray starts (the caller's next step), which is mostly waiting.
         run.loading = threading.Thread(target=run._load_splits, name="raysweep-splits", daemon=True)

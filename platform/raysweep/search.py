@@ -10,7 +10,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -87,14 +87,18 @@ def run_search(
     console: Console | None = None,
     resume: bool = False,
     more_samples: int | None = None,
+    shutdown_ray: bool = False,
 ) -> SearchResult:
     """Run the search a spec describes; log it to MLflow; return its summary.
 
     `resume`: continue the search of the same name under `storage` whose driver died
     (finished trials stay, interrupted ones continue from their checkpoints, MLflow runs are
     reused); with `more_samples`, run that many more trials after a finished search.
+    `shutdown_ray` (what `raysweep search` does): a Ray this call starts is shut down once the
+    trials are done and tested, while the model and the summary are logged.
     """
-    run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console)
+    run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console,
+                shutdown_ray=shutdown_ray)
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
     previous = find_previous(storage, spec.name) if resume else None
     if resume:
@@ -187,9 +191,11 @@ def run_search(
         try:
             run.warmed_up()
             result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,
-                                        confirmed, audited, front)
+                                        confirmed, audited, front, ray_done=run.ray_done)
         except Exception as exc:  # the trials are saved: a failure here must not lose them
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
+        finally:
+            run.ray_shut_down()
         mark_concluded(join(storage, round_name(spec.name, round_no)))
     if not verbose:
         console.print(leaderboard(book))
@@ -257,9 +263,11 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
 def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: TrialData | None,
               started: float, uri: str | None, stopped: str | None = None, budget: Budget | None = None,
               confirmed: dict | None = None, audited: dict | None = None,
-              front: dict | None = None) -> tuple[SearchResult, SearchFailed | None]:
+              front: dict | None = None, ray_done: Callable[[], None] = lambda: None,
+              ) -> tuple[SearchResult, SearchFailed | None]:
     """After the trials: the best trial on the test split, its model, the parent run's summary;
-    and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did."""
+    and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did.
+    `ray_done` is called once nothing more needs Ray (a `data:` split is read through it)."""
     best = book.best()
     state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
     evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
@@ -268,6 +276,9 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     test_metrics: dict[str, float] = {}
     if state is not None and evaluates:
         test_metrics = task.evaluate(trial_params(spec, best.config), state, spec.seed, **data_kwargs(data))
+    model_to_log = tracker is not None and state is not None and spec.tracking.log_model and logs_model
+    example = None if data is None or not model_to_log else data.example()
+    ray_done()
     failure = search_failure(spec, book, stopped)
     result = _result(spec, book, tracker, started, uri, budget, test_metrics=test_metrics, confirm=confirmed,
                      audit=audited, pareto=front,
@@ -275,11 +286,10 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
                      status="finished" if failure is None else "failed")
     if tracker is not None:
         # A failed search registers no model version: its best trial is known, not vetted.
-        if failure is None and state is not None and spec.tracking.log_model and logs_model:
+        if failure is None and model_to_log:
             result.model_uri = tracker.log_model(
                 book.parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
-                registered_name=spec.registered_model_name, version_tags=test_metrics,
-                example=None if data is None else data.example(),
+                registered_name=spec.registered_model_name, version_tags=test_metrics, example=example,
             )
         _log_summary(tracker, spec, book, result, data)
         _settle_ids(tracker, result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -89,8 +89,13 @@ def run_training(
     tracking_uri: str | None = None,
     verbose: bool = False,
     console: Console | None = None,
+    shutdown_ray: bool = False,
 ) -> TrainResult:
-    run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console)
+    """Train one configuration and log it as one MLflow run (the module's). `shutdown_ray` (what
+    `raysweep train` does): a Ray this call starts is shut down once the run is trained and
+    tested, while its model is logged."""
+    run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console,
+                shutdown_ray=shutdown_ray)
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
     # The store opens while Ray starts; a cluster that can never hold the run: exit 2.
     run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment))
@@ -123,28 +128,36 @@ def run_training(
             raise TrainFailed(rec.error or f"the run reported no finite {spec.rank_metric!r}", result)
         try:
             run.warmed_up()
-            _conclude(spec, task, rec, result, tracker, data)
+            _conclude(spec, task, rec, result, tracker, data, ray_done=run.ray_done)
         except Exception as exc:  # the trained run stays: its run ends FAILED with the reason
             result.status = "failed"
             error = f"after training: {type(exc).__name__}: {' '.join(str(exc).split())}"
             if tracker is not None:
                 tracker.end_run(rec.run_id, "FAILED", {ERROR_TAG: error[:5000]})
             raise TrainFailed(error, result) from exc
+        finally:
+            run.ray_shut_down()
     result.wall_s = round(time.monotonic() - started, 3)
     return result
 
 
-def _conclude(spec: Spec, task, rec, result: TrainResult, tracker: Tracker | None, data) -> None:
-    """The trained model on the test split, logged with MLflow's PyTorch flavor; the run ended."""
+def _conclude(spec: Spec, task, rec, result: TrainResult, tracker: Tracker | None, data,
+              ray_done: Callable[[], None] = lambda: None) -> None:
+    """The trained model on the test split, logged with MLflow's PyTorch flavor; the run ended.
+    `ray_done` is called once nothing more needs Ray (a `data:` split is read through it)."""
     evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
+    state = None
     if rec.checkpoint is not None and (evaluates or logs_model):
         state = checkpoint_state(rec.checkpoint)
         if evaluates:
             result.test_metrics = task.evaluate(result.params, state, spec.seed, **data_kwargs(data))
-        if tracker is not None:
-            tracker.log_metrics(rec.run_id, result.test_metrics, step=rec.epochs)
-            if logs_model and spec.tracking.log_model:
-                result.model_uri = log_pytorch_model(tracker.uri, rec.run_id, task, result.params, state, spec.seed,
-                                                     example=None if data is None else data.example())
+    model_to_log = tracker is not None and state is not None and logs_model and spec.tracking.log_model
+    example = None if data is None or not model_to_log else data.example()
+    ray_done()
+    if tracker is not None and state is not None:
+        tracker.log_metrics(rec.run_id, result.test_metrics, step=rec.epochs)
+        if model_to_log:
+            result.model_uri = log_pytorch_model(tracker.uri, rec.run_id, task, result.params, state, spec.seed,
+                                                 example=example)
     if tracker is not None:
         tracker.end_run(rec.run_id, "FINISHED", {MODEL_URI_TAG: result.model_uri or ""})
