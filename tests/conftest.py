@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -95,9 +96,26 @@ def s3_server():
 S3_BUCKET = "raysweep-results"
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty SQLite MLflow store, made once: MLflow builds a new store's schema by running
+    every migration, 0.7-2 s on this machine, which each test's fresh store would pay again."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def fresh_store(path: Path, template: Path) -> str:
+    """A new, empty SQLite MLflow store at `path` (a copy of the session's template); its URI."""
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
-def tracking_uri(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def tracking_uri(tmp_path, mlflow_template) -> str:
+    return fresh_store(tmp_path / "mlflow.db", mlflow_template)
 
 
 class MlflowServer:
@@ -223,7 +241,6 @@ def _fast_tier_guard(request, monkeypatch):
     if any(request.node.get_closest_marker(m) for m in TIERS):
         yield
         return
-    import shutil
     import subprocess
     import tempfile
 

@@ -15,7 +15,7 @@ from ray.core.generated import autoscaler_pb2
 from raysweep.capacity import Need
 from raysweep.cli import main
 from raysweep.testing import LocalCluster
-from tests.conftest import ROOT, make_raw
+from tests.conftest import ROOT, fresh_store, make_raw
 
 FAST = {"max_epochs": 1, "search.num_samples": 2, "scheduler.type": "fifo"}
 
@@ -100,12 +100,13 @@ def test_an_autoscaling_cluster_too_small_at_its_largest_is_refused(ray_session,
 
 
 @pytest.mark.cluster  # its own LocalCluster: one 1-CPU node, then a second joins
-def test_concurrency_follows_the_cluster_as_nodes_join(tmp_path):
+def test_concurrency_follows_the_cluster_as_nodes_join(tmp_path, mlflow_template):
     raw = make_raw(**{"name": "grows", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
                       "search.num_samples": 6, "search.max_concurrent": None, "scheduler.type": "fifo",
                       "fixed": {"hidden": 16, "epoch_sleep_s": 2.5}})
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
     db = tmp_path / "mlflow.db"
+    fresh_store(db, mlflow_template)
     with LocalCluster(head_cpus=1, worker_cpus=[]) as cluster:
         driver = subprocess.Popen(
             [sys.executable, "-m", "raysweep.cli", "search", str(tmp_path / "spec.yaml"), "--storage",

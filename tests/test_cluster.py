@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, make_raw
+from tests.conftest import ROOT, fresh_store, make_raw
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def two_nodes(two_node_cluster):
     return two_node_cluster
 
 
-def test_a_two_worker_trial_puts_one_worker_on_each_node(two_nodes, tmp_path):
+def test_a_two_worker_trial_puts_one_worker_on_each_node(two_nodes, tmp_path, mlflow_template):
     raw = make_raw(**{
         "name": "two-nodes", "task": "tests.user_tasks:NodeProbe", "max_epochs": 3,
         "search.num_samples": 1, "scheduler.type": "fifo", "space": {"lr": {"type": "uniform", "low": 0.01, "high": 0.02}},
@@ -32,7 +32,7 @@ def test_a_two_worker_trial_puts_one_worker_on_each_node(two_nodes, tmp_path):
     summary = tmp_path / "summary.json"
     proc = subprocess.run(
         [sys.executable, "-m", "raysweep.cli", "search", str(spec), "--storage", str(tmp_path / "results"),
-         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--summary-json", str(summary)],
+         "--tracking-uri", fresh_store(tmp_path / "mlflow.db", mlflow_template), "--summary-json", str(summary)],
         cwd=ROOT, env=two_nodes.env(), capture_output=True, text=True, timeout=420,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

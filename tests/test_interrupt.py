@@ -13,10 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, make_raw
+from tests.conftest import ROOT, fresh_store, make_raw
 from tests.test_resume import _finished_children, _steps
 
 
@@ -33,6 +34,12 @@ def _metric_points(db: Path) -> int:
             return conn.execute("SELECT COUNT(*) FROM metrics WHERE key = 'val_loss'").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path, mlflow_template):
+    """Each test's MLflow store, empty, where `_start`'s command logs."""
+    fresh_store(tmp_path / "mlflow.db", mlflow_template)
 
 
 def _start(tmp_path, ray_session, raw, *extra, command="search"):

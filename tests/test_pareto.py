@@ -12,7 +12,7 @@ import pytest
 from raysweep.book import FAILED, FINISHED, STOPPED, TrialBook, TrialRecord
 from raysweep.pareto import candidates, choose, describe, front, objective_values
 from raysweep.spec import CONFIRM_KEY, validate
-from tests.conftest import make_raw
+from tests.conftest import fresh_store, make_raw
 
 
 def _book(trials, **changes) -> TrialBook:
@@ -143,7 +143,8 @@ def test_objectives_written_as_lists_or_one_mode_for_all():
 # --------------------------------------------------------------------------- a real search
 
 
-def test_a_two_objective_search_logs_its_pareto_front_and_registers_a_member(ray_session, tmp_path, capsys):
+def test_a_two_objective_search_logs_its_pareto_front_and_registers_a_member(ray_session, tmp_path, capsys,
+                                                                             mlflow_template):
     """digits_cnn over channels and hidden (and lr), val_loss against cost_usd: the front is
     tagged in MLflow, drawn on the parent, listed by `raysweep report`, and none of its members
     is dominated by another trial."""
@@ -156,7 +157,7 @@ def test_a_two_objective_search_logs_its_pareto_front_and_registers_a_member(ray
     from raysweep.spec import load_spec
     from tests.conftest import ROOT
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db", mlflow_template)
     spec = load_spec(ROOT / "search_spaces" / "digits_cnn_pareto.yaml",
                      ["search.num_samples=10", "max_epochs=4", "scheduler.reduction_factor=2", "limits={}"])
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=uri)

@@ -23,7 +23,7 @@ from raysweep.cli import main
 from raysweep.report import build_report
 from raysweep.search import run_search
 from raysweep.spec import validate
-from tests.conftest import ROOT, make_raw
+from tests.conftest import ROOT, fresh_store, make_raw
 
 
 def _children(client: MlflowClient, parent_run_id: str):
@@ -66,12 +66,13 @@ def test_extending_a_finished_search_continues_its_sampler_and_parent_run(ray_se
 # `done`: trials finished before the kill (the Ray Train case one, not two: each costs ~20 s to start).
 @pytest.mark.parametrize("workers,samples,concurrent,done", [(1, 6, 2, 2), (2, 2, 1, 1)], ids=["in-process", "ray-train"])
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, tmp_path, workers, samples, concurrent,
-                                                                 done):
+                                                                 done, mlflow_template):
     raw = make_raw(**{"name": "phoenix", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
                       "search.num_samples": samples, "search.max_concurrent": concurrent, "scheduler.type": "fifo",
                       "resources.workers_per_trial": workers, "fixed": {"hidden": 32, "epoch_sleep_s": 0.6 * workers}})
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
     db = tmp_path / "mlflow.db"
+    fresh_store(db, mlflow_template)
     # Tune saves the search's state at most every 10 s by default; once a second here, so
     # the kill lands after some trials were saved finished and others mid-way.
     env = {**os.environ, "RAY_ADDRESS": ray_session, "TUNE_GLOBAL_CHECKPOINT_S": "1"}

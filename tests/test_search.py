@@ -11,14 +11,14 @@ from raysweep.tracking.models import using_tracking_uri
 from raysweep.errors import SearchFailed
 from raysweep.search import run_search
 from raysweep.spec import validate
-from tests.conftest import make_raw
+from tests.conftest import fresh_store, make_raw
 
 
 @pytest.fixture(scope="module")
-def searched(ray_session, tmp_path_factory):
+def searched(ray_session, tmp_path_factory, mlflow_template):
     """One 9-trial ASHA search shared by the layout tests below."""
     tmp = tmp_path_factory.mktemp("search")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = fresh_store(tmp / "mlflow.db", mlflow_template)
     spec = validate(make_raw(**{"search.num_samples": 9}))
     result = run_search(spec, storage=str(tmp / "results"), tracking_uri=uri)
     client = MlflowClient(uri)
@@ -282,11 +282,11 @@ def test_best_model_is_registered_and_reproduces_its_test_accuracy(searched):
     assert accuracy == pytest.approx(result.test_metrics["test_accuracy"], abs=1e-9)
 
 
-def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_session, tmp_path):
+def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_session, tmp_path, mlflow_template):
     # And no trial loads the digits itself: the driver loaded them once and shared them.
     from tests.user_tasks import reports_trained
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db", mlflow_template)
     spec = validate(make_raw(**{"search.num_samples": 6, "scheduler.report": "async",
                                 "task": "tests.user_tasks:CountsReports", "fixed.out_dir": str(tmp_path)}))
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=uri)
