@@ -57,8 +57,32 @@ def test_a_busy_process_is_estimated_above_an_idle_one():
     assert 0 < idle < busy
 
 
+def test_before_codecarbons_first_reading_the_process_cpu_time_is_the_load():
+    """A trial's first epochs (10 ms on digits) come before codecarbon's first reading, a
+    second in; codecarbon's load over a few milliseconds would be 0 or a spike (10 ms clock
+    ticks). Its model still holds: the TDP's share of the CPU time the process got, plus the
+    RAM's power over the wall time."""
+    from codecarbon.core.util import count_cpus
+
+    _, tdp = carbon.cpu_tdp()
+    for _ in range(5):  # each meter's first figure; the spike came on some, not all
+        energy = carbon.CpuEnergy(interval_s=3600)
+        energy.delta_j()
+        start, cpu = time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < 0.1:  # busy
+            pass
+        busy_j = energy.delta_j()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        assert busy_j == pytest.approx(tdp / count_cpus() * cpu + energy._ram_w * wall, rel=0.2)
+        start = time.perf_counter()
+        time.sleep(0.1)  # idle: the RAM's power, and next to no CPU
+        assert energy.delta_j() / (time.perf_counter() - start) == pytest.approx(energy._ram_w, rel=0.2)
+
+
 def test_between_samples_energy_grows_at_the_last_power_and_never_goes_back():
     energy = carbon.CpuEnergy(interval_s=3600)
+    time.sleep(0.2)
+    energy.sample()  # codecarbon's first reading: the power from here on
     energy.delta_j()
     time.sleep(0.2)
     estimated = energy.delta_j()  # no sample since: the last power x 0.2 s

@@ -92,22 +92,37 @@ class CpuEnergy:
     every epoch of a 60 ms-epoch trial. As codecarbon's own tracker does, a thread samples the
     power every `interval_s` and energy is power x time: `delta_j` adds what the samples
     measured to the latest power times the time since the last one, in microseconds.
+
+    Before the first sample there is no power figure of codecarbon's to go on, and none can be
+    taken early: its process load is CPU time, in clock ticks of 10 ms, over the wall time
+    since its last reading, so over a trial's first milliseconds it reads 0 or several times
+    the real load (38 W measured here against 10 W a second later; a 10 ms epoch then reported
+    a spike or nothing). Until then `delta_j` uses the same model, codecarbon's TDP share of
+    the busy cores plus its RAM power, with this process's own CPU time (`time.process_time`,
+    nanoseconds) as the load. The first sample covers the whole time since the start and
+    corrects the estimate.
     """
 
     def __init__(self, interval_s: float = 1.0):
         _quiet()
-        from codecarbon.external.hardware import CPU
+        from codecarbon.core.util import count_cpus
+        from codecarbon.external.hardware import CPU, POWER_CONSTANT
         from codecarbon.external.ram import RAM
 
         self.model, tdp = cpu_tdp()
         self._cpu = CPU.from_utils(output_dir=".", mode="cpu_load", model=self.model, tdp=tdp, tracking_mode="process")
         self._ram = RAM(tracking_mode="process")
+        self._lock = threading.Lock()
+        self._sampled_j, self._reported_j = 0.0, 0.0
+        self._power_w: float | None = None  # codecarbon's, from the first sample on
+        # The provisional model's terms: CPU.from_utils's TDP (its constant for an unknown
+        # CPU), its core count, and the RAM's power now (memory held, not a rate).
+        self._tdp_w, self._cpus = float(tdp if tdp is not None else POWER_CONSTANT), count_cpus()
+        self._ram_w = self._ram.total_power().W
         for part in (self._cpu, self._ram):
             part.start()
-        self._lock = threading.Lock()
-        self._sampled_j, self._power_w, self._reported_j = 0.0, 0.0, 0.0
         self._last = time.perf_counter()
-        self.sample()  # a first power figure: the CPU's is over the time since start()
+        self._start = (self._last, time.process_time())
         # The thread holds the meter weakly: a finished trial's meter is collected and its thread ends.
         threading.Thread(target=_sampler, args=(weakref.ref(self), interval_s), daemon=True,
                          name="raysweep-energy").start()
@@ -122,9 +137,16 @@ class CpuEnergy:
             if seconds > 0:
                 self._power_w = sum(joules) / seconds
 
+    def _provisional_w(self, now: float) -> float:
+        wall = now - self._start[0]
+        load = (time.process_time() - self._start[1]) / wall if wall > 0 else 0.0
+        return self._tdp_w * min(load, self._cpus) / self._cpus + self._ram_w
+
     def delta_j(self) -> float:
         with self._lock:
-            total = self._sampled_j + self._power_w * (time.perf_counter() - self._last)
+            now = time.perf_counter()
+            power = self._power_w if self._power_w is not None else self._provisional_w(now)
+            total = self._sampled_j + power * (now - self._last)
             # The next sample corrects the estimate; what was reported is never taken back.
             delta = max(0.0, total - self._reported_j)
             self._reported_j += delta
