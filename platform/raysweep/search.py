@@ -128,6 +128,17 @@ def run_search(
     def killed():
         return _ends_runs_killed(book, tracker, mlflow_callback, parent_run_id)
 
+    def after_fit() -> None:
+        if interrupt.after_fit():
+            raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+
+    def fit_round(**tuner_args) -> None:
+        """A further round of trials after the search's own (confirm, audit), on its data."""
+        with killed():
+            fit(build_tuner(spec, storage, callbacks, verbose, round_no=round_no, data=data, splits=splits,
+                            **tuner_args))
+        after_fit()
+
     with interrupt:
         with killed():  # a Ctrl-C before fit() or a second one inside it, a Tune error
             data, splits = run.load_data(), run.shared_splits()
@@ -143,8 +154,7 @@ def run_search(
                                     num_samples=more_samples, prior=dict(book.records), stop=stop, data=data,
                                     splits=splits, budget=budget)
             fit(tuner)
-        if interrupt.after_fit():
-            raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+        after_fit()
         confirmed = None
         if spec.search.confirm is not None and stop.failure is None:
             configs = confirm_configs(spec, book)
@@ -153,11 +163,7 @@ def run_search(
                     book.target += len(configs)
                 if budget is not None:
                     budget.reserve = 0  # the room kept for these runs is theirs now
-                with killed():
-                    fit(build_tuner(spec, storage, callbacks, verbose, round_no=round_no, stop=stop, data=data,
-                                    splits=splits, confirm=configs))
-                if interrupt.after_fit():
-                    raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+                fit_round(stop=stop, confirm=configs)
             confirmed = choose(spec, book)
             if confirmed is not None:
                 console.print(describe(confirmed), highlight=False)
@@ -180,11 +186,7 @@ def run_search(
                     book.target += len(configs)
                 console.print(f"auditing early stopping: {len(configs)} stopped trial(s) trained to max_epochs",
                               highlight=False)
-                with killed():  # no budget stopper: the audit is asked for on top of the search
-                    fit(build_tuner(spec, storage, callbacks, verbose, round_no=round_no, data=data, splits=splits,
-                                    confirm=configs, label="audit"))
-                if interrupt.after_fit():
-                    raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+                fit_round(confirm=configs, label="audit")  # no budget stopper: asked for on top of the search
                 audited = audit_summary(spec, book)
                 if audited is not None:
                     console.print(describe_audit(audited), highlight=False)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .base import Splits, SupervisedTask, mlp
-from .params import COUNT, PROBABILITY, Bounds, OneOf
-from .tabular import Source, read_frame, source_of
+from .base import Splits
+from .params import OneOf
+from .tabular import Source, TableTask, read_frame, source_of
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +86,7 @@ def r2_sum(variance: float):
     return r2
 
 
-class Regression(SupervisedTask):
+class Regression(TableTask):
     """input -> hidden (x layers, ReLU, dropout) -> 1.
 
     Config: dataset or data + target (see the module), hidden (64), layers (2), dropout (0).
@@ -94,11 +94,7 @@ class Regression(SupervisedTask):
 
     loss_fn = staticmethod(squared_error)
     val_metrics: ClassVar[SumMetrics] = {}  # val_r2 needs the split: split_metrics
-    param_rules = {**SupervisedTask.param_rules, "hidden": COUNT, "layers": Bounds(0, integer=True),
-                   "dropout": PROBABILITY, "dataset": OneOf(DATASETS)}
-
-    def splits(self, seed: int) -> Splits:
-        return self.splits_for({}, seed)  # no config: the default dataset
+    param_rules = {**TableTask.param_rules, "dataset": OneOf(DATASETS)}
 
     def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
         return regression_splits(source_of(config, "regression", DATASETS), seed)
@@ -109,6 +105,4 @@ class Regression(SupervisedTask):
 
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         x, _ = load_regression_table(source_of(config, "regression", DATASETS))
-        layers = int(config.get("layers", 2))
-        return mlp(x.shape[1], 1, hidden=int(config.get("hidden", 64)), layers=layers,
-                   dropout=float(config.get("dropout", 0.0)))
+        return self.table_mlp(config, x.shape[1], 1)

@@ -167,7 +167,27 @@ def tabular_splits(source: Source, seed: int) -> Splits:
         raise ValueError(f"tabular: {source} cannot be split 60/20/20 by class: {first}") from None
 
 
-class Tabular(SupervisedTask):
+class TableTask(SupervisedTask):
+    """What the table tasks (this one, and regression.py's) share: an MLP over a table's rows,
+    input -> hidden (x layers, ReLU, dropout) -> outputs, the table a dataset they ship or a
+    user's file, and their default dataset when the config names none.
+
+    Config: dataset or data + target (see the module), hidden (64), layers (2), dropout (0).
+    """
+
+    param_rules = {**SupervisedTask.param_rules, "hidden": COUNT, "layers": Bounds(0, integer=True),
+                   "dropout": PROBABILITY}
+
+    def splits(self, seed: int) -> Splits:
+        return self.splits_for({}, seed)  # no config: the default dataset
+
+    @staticmethod
+    def table_mlp(config: dict[str, Any], n_in: int, n_out: int) -> nn.Module:
+        return mlp(n_in, n_out, hidden=int(config.get("hidden", 64)), layers=int(config.get("layers", 2)),
+                   dropout=float(config.get("dropout", 0.0)))
+
+
+class Tabular(TableTask):
     """input -> hidden (x layers, ReLU, dropout) -> classes.
 
     Config: dataset or data + target (see the module), hidden (64), layers (2), dropout (0).
@@ -175,11 +195,7 @@ class Tabular(SupervisedTask):
 
     val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
     data_formats: ClassVar[tuple[str, ...]] = ("parquet", "csv", "jsonl")
-    param_rules = {**SupervisedTask.param_rules, "hidden": COUNT, "layers": Bounds(0, integer=True),
-                   "dropout": PROBABILITY, "dataset": OneOf(DATASETS)}
-
-    def splits(self, seed: int) -> Splits:
-        return self.splits_for({}, seed)  # no config: the default dataset
+    param_rules = {**TableTask.param_rules, "dataset": OneOf(DATASETS)}
 
     def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
         return tabular_splits(source_of(config), seed)
@@ -194,5 +210,4 @@ class Tabular(SupervisedTask):
         layers = int(config.get("layers", 2))
         if layers < 0:
             raise ValueError(f"tabular: layers ({layers}) must be 0 (a linear model) or more")
-        return mlp(n_in, n_out, hidden=int(config.get("hidden", 64)), layers=layers,
-                   dropout=float(config.get("dropout", 0.0)))
+        return self.table_mlp(config, n_in, n_out)
