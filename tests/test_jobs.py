@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,21 +43,21 @@ def _raysweep_submit(cluster, *flags, env=None) -> subprocess.CompletedProcess:
 
 
 def _wait(cluster, name: str) -> tuple[str, str]:
-    """Wait for job `name` to end: (final status, its logs)."""
-    env = cluster.env()
+    """Wait for job `name` to end: (final status, its logs). Through Ray's Job SDK (HTTP, with the
+    cluster's token): a `ray job status` process every few seconds cost a second of CPU each,
+    which the job's own processes on the same 2 cores waited for."""
+    from ray.job_submission import JobSubmissionClient
+
+    from raysweep.submit import TOKEN_FILE
+
+    token = os.environ.get("RAY_AUTH_TOKEN") or TOKEN_FILE.read_text().strip()
+    client = JobSubmissionClient(cluster.dashboard_url, headers={"authorization": f"Bearer {token}"})
     deadline = time.monotonic() + 420
-    status = ""
-    while time.monotonic() < deadline:
-        out = subprocess.run([RAY, "job", "status", "--address", cluster.dashboard_url, name],
-                             env=env, capture_output=True, text=True, timeout=60).stdout
-        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if f"'{name}' {s.lower()}" in out.lower()
-                       or f"status: {s}" in out), "")
-        if status:
-            break
-        time.sleep(3)
-    logs = subprocess.run([RAY, "job", "logs", "--address", cluster.dashboard_url, name],
-                          env=env, capture_output=True, text=True, timeout=60).stdout
-    return status, logs
+    status = client.get_job_status(name)
+    while not status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.get_job_status(name)
+    return (status.value if status.is_terminal() else "", client.get_job_logs(name))
 
 
 def _mlflow(cluster, path: str, body: dict) -> dict:
