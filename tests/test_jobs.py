@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -48,9 +47,11 @@ def _wait(cluster, name: str) -> tuple[str, str]:
     which the job's own processes on the same 2 cores waited for."""
     from ray.job_submission import JobSubmissionClient
 
-    from raysweep.submit import TOKEN_FILE
+    from raysweep.submit import token_source
 
-    token = os.environ.get("RAY_AUTH_TOKEN") or TOKEN_FILE.read_text().strip()
+    env = cluster.env()
+    source = token_source(env)  # where `ray job submit` takes it from
+    token = env[source] if source == "RAY_AUTH_TOKEN" else Path(source).expanduser().read_text().strip()
     client = JobSubmissionClient(cluster.dashboard_url, headers={"authorization": f"Bearer {token}"})
     deadline = time.monotonic() + 420
     status = client.get_job_status(name)

@@ -124,6 +124,11 @@ def client_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def token_source(env: dict[str, str]) -> str:
+    """Where Ray takes its auth token from in `env`: "RAY_AUTH_TOKEN", or the token file's path."""
+    return "RAY_AUTH_TOKEN" if env.get("RAY_AUTH_TOKEN") else env.get("RAY_AUTH_TOKEN_PATH") or str(TOKEN_FILE)
+
+
 def _flag(args: list[str], name: str) -> str | None:
     """The value of `--name VALUE` or `--name=VALUE` in a raysweep command line."""
     for i, arg in enumerate(args):
@@ -268,7 +273,7 @@ def check_cluster(address: str, env: dict[str, str]) -> None:
         return
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     if last.startswith("auth: "):
-        source = "RAY_AUTH_TOKEN" if env.get("RAY_AUTH_TOKEN") else env.get("RAY_AUTH_TOKEN_PATH") or str(TOKEN_FILE)
+        source = token_source(env)
         if env.get("RAY_AUTH_MODE", "").lower() != "token":
             source = f"RAY_AUTH_MODE={env.get('RAY_AUTH_MODE')}: no token sent"
         reason = last[len("auth: "):].rstrip(".")
