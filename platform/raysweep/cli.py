@@ -19,6 +19,7 @@ from .jobenv import working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
+from .tracking.schema import create_sqlite_store
 from .tracking.uri import UI_PORT, check_tracking_uri, resolve_tracking_uri
 
 EXIT_INPUT = 2
@@ -365,6 +366,7 @@ def cmd_ui(args) -> int:
         print(f"{redact(uri)} is already a tracking server: open it in a browser", file=sys.stderr)
         return EXIT_INPUT
     print(f"MLflow UI on {redact(uri)} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    create_sqlite_store(uri)  # a new store's schema without MLflow's migrations (tracking/schema.py)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
     try:

@@ -23,6 +23,7 @@ from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
 from .names import (AUDITS_TAG, BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
                     ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
+from .schema import create_sqlite_store
 from .spool import Spool, SpoolingClient
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
@@ -60,6 +61,7 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, spool: Spool | None = None):
         self.uri, self.spool = uri, spool
+        create_sqlite_store(uri)  # a new SQLite file in ~10 ms, not MLflow's 2 s of migrations
         self.client = self._client()
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
