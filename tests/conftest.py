@@ -56,6 +56,23 @@ def make_raw(**changes) -> dict:
     return raw
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts_outside_the_checkout(tmp_path_factory):
+    """MLflow puts a SQLite store's artifacts under ./mlruns of the working directory, the
+    checkout's for the tests: the checkpoints, models and views of every test's search, 700 MB
+    after a few runs. MLflow's server hands its artifact root to the stores it makes in this
+    variable (MLflow 3.17, `tracking/_tracking_service/utils.py`); the tests' stores, and the
+    commands they start (which inherit it), take it too, and pytest removes old temp dirs."""
+    root = tmp_path_factory.mktemp("mlruns")
+    before = os.environ.get("_MLFLOW_SERVER_ARTIFACT_ROOT")
+    os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("_MLFLOW_SERVER_ARTIFACT_ROOT", None)
+    else:
+        os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = before
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One Ray for the session. 4 logical CPUs on a 2-core machine: trials are tiny.

@@ -54,6 +54,7 @@ def test_a_made_store_is_the_store_mlflows_migrations_make(tmp_path):
 
 def test_mlflow_opens_and_uses_a_made_store_and_adds_its_default_experiment_here(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("_MLFLOW_SERVER_ARTIFACT_ROOT", raising=False)  # conftest's: MLflow's ./mlruns here
     path = tmp_path / "mlflow.db"
     assert schema.create_sqlite_store(f"sqlite:///{path}")
     client = MlflowClient(f"sqlite:///{path}")
