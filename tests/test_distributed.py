@@ -46,22 +46,37 @@ def test_ddp_averages_gradients_so_ranks_stay_identical(ray_session, tmp_path, t
     assert any(not torch.equal(p, rank0["bare"][n]) for n, p in rank0["synced"].items())
 
 
-def test_killed_worker_restarts_from_checkpoint_with_one_point_per_epoch(ray_session, tmp_path, tracking_uri):
+def test_a_killed_worker_restarts_from_its_checkpoint_each_epoch_logged_once_and_billed_as_trained(
+        ray_session, tmp_path, tracking_uri):
+    """Rank 1 dies after epoch 3, which saved no checkpoint (`checkpoint.every: 2`): the
+    restarted group resumes from epoch 2's and trains epoch 3 again. MLflow keeps one point per
+    epoch; the cost metrics bill the five epochs trained, and the worker group's start-up.
+    (The in-process trial's restart: tests/test_cost.py.)"""
     spec = _spec(**{
-        "name": "ddp-fault", "task": "tests.user_tasks:KillOnce", "max_epochs": 6, "search.num_samples": 1,
-        "failures.max_failures": 1, "fixed": {"out_dir": str(tmp_path), "kill_epoch": 3, "hidden": 32, "batch_size": 64},
+        "name": "ddp-fault", "task": "tests.user_tasks:KillOnce", "max_epochs": 4, "search.num_samples": 1,
+        "failures.max_failures": 1, "checkpoint.every": 2,
+        "fixed": {"out_dir": str(tmp_path), "kill_epoch": 3, "kill_rank": 1, "hidden": 32, "batch_size": 64},
     })
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
     (trial,) = result.trials
     assert (tmp_path / "killed").exists()
-    assert trial["status"] == "finished" and trial["epochs"] == 6
+    assert trial["status"] == "finished" and trial["epochs"] == 4
     starts = [torch.load(f, weights_only=True)["resumed_epoch"] for f in glob.glob(str(tmp_path / "start-*.pt"))]
-    # Two workers started fresh, then the restarted pair resumed from the epoch-3 checkpoint.
-    assert sorted(starts, key=lambda e: e or 0) == [None, None, 3, 3]
+    # Two workers started fresh, then the restarted pair resumed from the epoch-2 checkpoint.
+    assert sorted(starts, key=lambda e: e or 0) == [None, None, 2, 2]
     client = MlflowClient(tracking_uri)
     for metric in ("val_loss", "val_accuracy", "train_loss"):
-        assert _steps(client, trial["run_id"], metric) == [1, 2, 3, 4, 5, 6], metric
+        assert _steps(client, trial["run_id"], metric) == [1, 2, 3, 4], metric
     assert result.best["metrics"]["val_accuracy"] > 0.8
+    history = {m: {p.step: p.value for p in client.get_metric_history(trial["run_id"], m)}
+               for m in ("samples", "flops", "cost_wall_s", "epoch_time_s")}
+    per_epoch = history["samples"][1]
+    # Epochs 1, 2, 3, the kill, epoch 3 again from the epoch-2 checkpoint, then 4: five billed.
+    assert history["samples"][4] == trial["metrics"]["samples"] == result.totals["samples"] == 5 * per_epoch
+    assert history["flops"][4] == pytest.approx(5 * history["flops"][1])
+    assert history["cost_wall_s"][4] > history["cost_wall_s"][3]
+    # The worker group's start-up is billed: seconds before its first epoch.
+    assert history["cost_wall_s"][1] > history["epoch_time_s"][1] + 1.0
 
 
 def test_four_asha_trials_of_two_workers_on_four_cpus_finish(ray_session, tmp_path, tracking_uri):
