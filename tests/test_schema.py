@@ -4,6 +4,7 @@ MLflow's migrations make, opened and used by MLflow as its own."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import stat
@@ -69,7 +70,7 @@ def test_a_search_tracker_makes_its_new_store_from_the_schema(tmp_path, monkeypa
     def built_by_mlflow():
         raise AssertionError("MLflow's migrations ran")
 
-    monkeypatch.setattr(schema, "mlflow_schema_sql", built_by_mlflow)
+    monkeypatch.setattr(schema, "mlflow_schema", built_by_mlflow)
     if not (schema.SHIPPED / schema.schema_name(schema.mlflow_version())).exists():
         pytest.skip(f"no schema shipped for MLflow {schema.mlflow_version()}: python -m raysweep.tracking.schema")
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "made-store")
@@ -108,13 +109,13 @@ def test_searches_making_one_store_at_once_make_it_once(tmp_path):
 def test_another_mlflow_versions_schema_is_built_once_and_cached(tmp_path, monkeypatch, _cache):
     monkeypatch.setattr(schema, "mlflow_version", lambda: "0.0.test")
     assert schema.create_store(tmp_path / "first.db")
-    cached = _cache / "mlflow-0.0.test.sql"
-    assert cached.read_text().startswith("BEGIN TRANSACTION;")
+    cached = json.loads((_cache / "mlflow-0.0.test.json").read_text())
+    assert cached["statements"][0] == "BEGIN TRANSACTION;" and cached["mlflow"] == "0.0.test"
 
     def built_by_mlflow():
         raise AssertionError("built again")
 
-    monkeypatch.setattr(schema, "mlflow_schema_sql", built_by_mlflow)
+    monkeypatch.setattr(schema, "mlflow_schema", built_by_mlflow)
     assert schema.create_store(tmp_path / "second.db")
     assert _contents(tmp_path / "second.db") == _contents(tmp_path / "first.db")
 

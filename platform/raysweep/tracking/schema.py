@@ -3,8 +3,8 @@
 MLflow builds a new store by running every Alembic migration since its first release: 2.3 s
 of CPU here, paid by the first search in a directory (the README's first command pays it
 while Ray starts, on the same two cores). What those migrations leave is the same for every
-store of one MLflow version, so raysweep keeps it as SQL, one file per MLflow version: its
-tables, indexes and the rows the migrations insert (the Alembic revision, the default
+store of one MLflow version, so raysweep keeps it as SQL statements, in a JSON file per MLflow
+version: its tables, indexes and the rows the migrations insert (the Alembic revision, the default
 workspace), never an experiment. Running that SQL takes about 10 ms; MLflow then opens the
 file as any store at its latest revision and adds its "Default" experiment itself, with the
 artifact location of the process that opens it (docs/design.md, point 30).
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import sqlite3
 import sys
@@ -42,37 +43,43 @@ def cache_dir() -> Path:
 
 
 def schema_name(version: str) -> str:
-    return f"mlflow-{version}.sql"
+    return f"mlflow-{version}.json"
 
 
-def schema_sql(path: Path) -> str:
-    """The SQL that makes an empty copy of the SQLite store at `path`: its tables, indexes and
-    the rows its migrations inserted, no experiment."""
+def schema_sql(path: Path) -> list[str]:
+    """The SQL statements that make an empty copy of the SQLite store at `path`: its tables,
+    indexes and the rows its migrations inserted, no experiment."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return "".join(f"{line}\n" for line in db.iterdump() if not line.startswith(_NOT_SCHEMA))
+        return [line for line in db.iterdump() if not line.startswith(_NOT_SCHEMA)]
 
 
-def mlflow_schema_sql() -> str:
-    """The installed MLflow's schema as SQL, from a store MLflow builds in a temporary file."""
+def mlflow_schema() -> dict:
+    """The installed MLflow's schema, from a store MLflow builds in a temporary file: its
+    version and the SQL statements (`schema_sql`), as the JSON files in `schemas/` hold them."""
     from mlflow.tracking import MlflowClient
 
     with tempfile.TemporaryDirectory(prefix="raysweep-schema-") as tmp:
         path = Path(tmp) / "mlflow.db"
         MlflowClient(f"sqlite:///{path}").search_experiments()
-        return schema_sql(path)
+        return {"mlflow": mlflow_version(), "statements": schema_sql(path)}
+
+
+def _dumps(schema: dict) -> str:
+    return json.dumps(schema, indent=1) + "\n"
 
 
 def _installed_schema() -> str:
-    """The installed MLflow version's schema SQL: shipped, cached, or built now and cached."""
+    """The installed MLflow version's schema as one SQL script: shipped, cached, or built now
+    and cached."""
     name = schema_name(mlflow_version())
     for folder in (SHIPPED, cache_dir()):
-        with contextlib.suppress(OSError):
-            return (folder / name).read_text()
-    sql = mlflow_schema_sql()
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return "\n".join(json.loads((folder / name).read_text())["statements"])
+    schema = mlflow_schema()
     with contextlib.suppress(OSError):  # an unwritable home: the next store builds it again
         cache_dir().mkdir(parents=True, exist_ok=True)
-        _write_new(cache_dir() / name, lambda tmp: tmp.write_text(sql))
-    return sql
+        _write_new(cache_dir() / name, lambda tmp: tmp.write_text(_dumps(schema)))
+    return "\n".join(schema["statements"])
 
 
 def _write_new(path: Path, write) -> bool:
@@ -127,7 +134,7 @@ def main() -> int:
     """`python -m raysweep.tracking.schema`: write the installed MLflow's schema to `schemas/`
     (after raising raysweep's MLflow version; tests/test_schema.py says when it is stale)."""
     path = SHIPPED / schema_name(mlflow_version())
-    path.write_text(mlflow_schema_sql())
+    path.write_text(_dumps(mlflow_schema()))
     print(f"wrote {path}")
     return 0
 
