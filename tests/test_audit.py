@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from raysweep.audit import audit_metrics, rung_correlations, rungs
+from raysweep.audit import audit_metrics, rung_correlations
 from raysweep.book import FAILED, FINISHED, STOPPED, TrialBook, TrialRecord
 from raysweep.spec import validate
 from tests.conftest import make_raw
-
-
-@pytest.mark.parametrize(("grace", "rf", "max_epochs", "expected"), [
-    (1, 3, 6, [1, 3]), (1, 3, 20, [1, 3, 9]), (3, 2, 20, [3, 6, 12]), (1, 4, 20, [1, 4, 16]), (5, 3, 5, []),
-])
-def test_rungs_are_ashas_milestones_below_max_epochs(grace, rf, max_epochs, expected):
-    spec = validate(make_raw(**{"scheduler.grace_period": grace, "scheduler.reduction_factor": rf,
-                                "max_epochs": max_epochs}))
-    assert rungs(spec) == expected
 
 
 def _book(curves: dict[str, list[float]], status: dict[str, str] | None = None) -> TrialBook:

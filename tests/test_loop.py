@@ -8,6 +8,9 @@ import torch
 from raysweep.context import LocalContext
 from raysweep.models import best_epoch_state
 from raysweep.tasks.digits import DigitsCNN, DigitsMLP
+from raysweep.spec import validate
+from raysweep.trial import context_kwargs
+from tests.conftest import make_raw
 
 
 COST_KEYS = {"samples", "samples_per_s", "flops", "peak_host_mem_mb", "energy_j", "co2e_kg"}  # and cost_*: cost.py
@@ -33,6 +36,18 @@ def test_checkpoints_every_k_epochs_and_always_the_last():
     ctx = LocalContext(max_epochs=5, seed=0, checkpoint_every=2)
     DigitsMLP().train(CONFIG, ctx)
     assert [c["epoch"] for c in ctx.checkpoints] == [2, 4, 5]
+
+
+def test_the_epochs_asha_may_stop_a_trial_at_always_save():
+    # A trial ASHA stops after epoch 3 (a rung) must have epoch 3's model, the one of the value
+    # it was ranked by, not epoch 2's (trial.context_kwargs gives the spec's rungs).
+    ctx = LocalContext(max_epochs=7, seed=0, checkpoint_every=4, checkpoint_epochs=(1, 3))
+    DigitsMLP().train(CONFIG, ctx)
+    assert [c["epoch"] for c in ctx.checkpoints] == [1, 3, 4, 7]
+    spec = validate(make_raw(**{"max_epochs": 20, "checkpoint.every": 5}))
+    assert context_kwargs(spec)["checkpoint_epochs"] == (1, 3, 9)  # grace 1, rf 3
+    fifo = validate(make_raw(**{"max_epochs": 20, "checkpoint.every": 5, "scheduler.type": "fifo"}))
+    assert context_kwargs(fifo)["checkpoint_epochs"] == ()  # nothing stops a trial early
 
 
 def test_resume_continues_exactly_where_the_checkpoint_left_off():

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from ray.tune import Checkpoint
 
 from raysweep.tracking.models import using_tracking_uri
 from raysweep.errors import SearchFailed
+from raysweep.models import checkpoint_state
 from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import fresh_store, make_raw
@@ -16,10 +18,11 @@ from tests.conftest import fresh_store, make_raw
 
 @pytest.fixture(scope="module")
 def searched(ray_session, tmp_path_factory, mlflow_template):
-    """One 9-trial ASHA search shared by the layout tests below."""
+    """One 9-trial ASHA search shared by the layout tests below. Checkpoints every 4 epochs
+    (of 6): the rungs (1 and 3) still save theirs."""
     tmp = tmp_path_factory.mktemp("search")
     uri = fresh_store(tmp / "mlflow.db", mlflow_template)
-    spec = validate(make_raw(**{"search.num_samples": 9}))
+    spec = validate(make_raw(**{"search.num_samples": 9, "checkpoint.every": 4}))
     result = run_search(spec, storage=str(tmp / "results"), tracking_uri=uri)
     client = MlflowClient(uri)
     runs = client.search_runs([result.experiment_id], max_results=100)
@@ -54,6 +57,17 @@ def test_search_runs_every_trial_and_asha_stops_some(searched):
         assert 0 < hours[0] and all(a <= b for a, b in zip(hours, hours[1:]))
         assert hours[-1] == trial["metrics"]["cost_device_hours"]
         assert trial["checkpoint"] is not None and Path(trial["checkpoint"]).is_dir()  # its last one, kept
+
+
+def test_every_trial_keeps_the_model_of_the_epoch_it_was_ranked_by(searched):
+    # ASHA stopped most trials at a rung (epoch 1 or 3) that `checkpoint.every: 4` skips: the
+    # rung saved a checkpoint anyway, so the chosen model is the one its value came from.
+    _, result, _, _ = searched
+    assert {t["epochs"] for t in result.trials} >= {1, 6}
+    for trial in result.trials:
+        assert trial["checkpoint"] is not None, trial
+        state = checkpoint_state(Checkpoint(trial["checkpoint"]))
+        assert state["epoch"] == trial["epochs"], trial
 
 
 def test_mlflow_has_one_parent_and_a_child_per_trial(searched):

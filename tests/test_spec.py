@@ -304,3 +304,24 @@ def test_text_that_reads_as_a_number_is_dumped_quoted():
     fixed = {"a": "0o17", "b": "+.5", "c": "010", "d": "1e5", "e": "1:30", "f": 15, "g": 0.5, "h": 1e-05}
     spec = validate(make_raw(fixed=fixed))
     assert parse_yaml(spec.to_yaml())["fixed"] == fixed
+
+
+@pytest.mark.parametrize("grace", [1, 2, 3, 5])
+@pytest.mark.parametrize("factor", [1.1, 1.5, 2, 2.5, 3, 4])
+@pytest.mark.parametrize("max_epochs", [5, 6, 9, 20, 27, 100])
+def test_asha_rungs_are_the_epochs_tunes_asha_decides_at(grace, factor, max_epochs):
+    # Where Tune's ASHAScheduler (Ray 2.60) puts its rungs, and the first epoch at or past each:
+    # the epochs a trial may be stopped at, which save a checkpoint and which the budget and the
+    # audit count on. Fails when Ray places them differently.
+    from ray.tune.schedulers import ASHAScheduler
+
+    if grace > max_epochs:
+        pytest.skip("grace_period above max_epochs is refused")
+    spec = validate(make_raw(**{"scheduler.grace_period": grace, "scheduler.reduction_factor": factor,
+                                "max_epochs": max_epochs}))
+    asha = ASHAScheduler(metric="val_loss", mode="min", time_attr="epoch", max_t=max_epochs, grace_period=grace,
+                         reduction_factor=factor)
+    decided = {math.ceil(milestone) for milestone, _ in asha._brackets[0]._rungs}
+    assert spec.asha_rungs == sorted(e for e in decided if e < max_epochs)
+    if (grace, factor, max_epochs) == (1, 2.5, 20):  # rungs at 2.5, 6.25 and 15.6 epochs decide at 3, 7 and 16
+        assert spec.asha_rungs == [1, 3, 7, 16]

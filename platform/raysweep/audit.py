@@ -36,22 +36,13 @@ from .trial import train_seed
 MIN_PAIRED = 3
 
 
-def rungs(spec: Spec) -> list[int]:
-    """ASHA's milestones below max_epochs (Tune's ASHAScheduler: grace * rf^k)."""
-    out, epoch = [], spec.scheduler.grace_period
-    while epoch < spec.max_epochs:
-        out.append(int(epoch))
-        epoch *= spec.scheduler.reduction_factor
-    return sorted(set(out))
-
-
 def rung_correlations(book: TrialBook) -> dict[int, dict]:
     """{rung: {"rho", "n", "against_epoch"}} for each rung with at least MIN_PAIRED trials past it."""
     from scipy.stats import spearmanr
 
     trials = [r.values_by_epoch() for r in book.records.values() if r.retrain is None and r.status != FAILED]
     out = {}
-    for rung in rungs(book.spec):
+    for rung in book.spec.asha_rungs:
         past = [values for values in trials if rung in values and max(values) > rung]
         if len(past) < MIN_PAIRED:
             continue
@@ -97,7 +88,7 @@ def audit_summary(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
     best = min(runs, key=lambda r: sign * r.value)
     searched = [r for r in book.records.values() if r.retrain is None]
     graces = {}
-    for grace in [g for g in rungs(spec) if g > spec.scheduler.grace_period] + [spec.max_epochs]:
+    for grace in [g for g in spec.asha_rungs if g > spec.scheduler.grace_period] + [spec.max_epochs]:
         graces[grace] = {
             "extra_epochs": sum(max(0, grace - r.epochs) for r in searched if r.status != FAILED),
             "winners_kept": sum(stopped_at[w.trial_id] < grace for w in winners),

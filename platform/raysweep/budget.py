@@ -20,7 +20,6 @@ then (tuner.StopAfterFailures), so it overshoots by at most one epoch per runnin
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 
@@ -39,15 +38,9 @@ ESTIMATE_AFTER_EPOCHS = 3
 
 
 def milestones(spec: Spec) -> list[int]:
-    """The epochs at which a trial's future is decided: ASHA's rungs (grace x rf^k, as Tune's
-    ASHAScheduler places them, below max_epochs) and max_epochs; max_epochs alone under FIFO."""
-    out = {spec.max_epochs}
-    if spec.scheduler.type == "asha":
-        rung = float(spec.scheduler.grace_period)
-        while rung < spec.max_epochs:
-            out.add(math.ceil(rung))
-            rung *= spec.scheduler.reduction_factor
-    return sorted(out)
+    """The epochs at which a trial's future is decided: ASHA's rungs (`Spec.asha_rungs`) and
+    max_epochs; max_epochs alone under FIFO."""
+    return [*(spec.asha_rungs if spec.scheduler.type == "asha" else []), spec.max_epochs]
 
 
 class Budget:

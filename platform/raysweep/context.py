@@ -31,6 +31,7 @@ class TrainContext(ABC):
         seed: int,
         train_seed: int | None = None,
         checkpoint_every: int = 1,
+        checkpoint_epochs: tuple[int, ...] = (),
         metric: str | None = None,
         objectives: tuple[str, ...] = (),
         precision: str = "fp32",
@@ -43,6 +44,9 @@ class TrainContext(ABC):
         # a configuration with a fresh one (confirm.py), which must keep the same split.
         self.train_seed = seed if train_seed is None else train_seed
         self.checkpoint_every = checkpoint_every
+        # Epochs that always save, whatever `checkpoint_every`: those at which ASHA may stop the
+        # trial, so that a stopped trial's model is the one of the value it was ranked by.
+        self.checkpoint_epochs = frozenset(checkpoint_epochs)
         self.metric = metric  # the spec's metric: every report must carry it
         # Several objectives (`metric: [val_loss, cost_usd]`): each one too, the task's or the meter's.
         self.objectives = tuple(objectives)
@@ -184,7 +188,7 @@ class TrainContext(ABC):
 
     # -- progress
     def should_checkpoint(self, epoch: int) -> bool:
-        return epoch % self.checkpoint_every == 0 or epoch >= self.max_epochs
+        return epoch % self.checkpoint_every == 0 or epoch >= self.max_epochs or epoch in self.checkpoint_epochs
 
     @abstractmethod
     def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:

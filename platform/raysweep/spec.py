@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
@@ -447,7 +448,8 @@ class TrackingSection(_Frozen):
 
 
 class CheckpointSection(_Frozen):
-    every: int = Field(1, ge=1, description="epochs between checkpoints; the last epoch always saves one")
+    every: int = Field(1, ge=1, description="epochs between checkpoints; the last epoch, and under ASHA each "
+                                             "epoch at which it may stop a trial, always save one")
     keep: int = Field(2, ge=1, description="checkpoints kept per trial")
 
 
@@ -672,6 +674,16 @@ class Spec(_Frozen):
     @property
     def multi_objective(self) -> bool:
         return isinstance(self.metric, list)
+
+    @property
+    def asha_rungs(self) -> list[int]:
+        """The epochs below max_epochs at which ASHA decides whether a trial goes on (where it
+        would, under `scheduler.type: fifo`). Computed as Tune's ASHAScheduler places its rungs
+        (grace_period x reduction_factor^k, k < int(log_rf(max_epochs / grace_period)) + 1) and
+        decides at them: at the first epoch at or past each, so the ceiling of a fractional one."""
+        grace, factor = self.scheduler.grace_period, self.scheduler.reduction_factor
+        count = int(math.log(self.max_epochs / grace) / math.log(factor) + 1)
+        return sorted({epoch for epoch in (math.ceil(grace * factor ** k) for k in range(count)) if epoch < self.max_epochs})
 
     @property
     def experiment(self) -> str:

@@ -36,6 +36,7 @@ def context_kwargs(spec: Spec, started_at: float | None = None, seed: int | None
         "seed": spec.seed,
         "train_seed": spec.seed if seed is None else seed,
         "checkpoint_every": spec.checkpoint.every,
+        "checkpoint_epochs": tuple(spec.asha_rungs) if spec.scheduler.type == "asha" else (),
         "metric": spec.rank_metric,
         "objectives": tuple(m for m, _ in spec.objectives) if spec.multi_objective else (),
         "precision": spec.precision,
