@@ -235,7 +235,7 @@ def test_a_tracked_run_warms_up_its_end_once_a_trial_reports(log_model, tmp_path
     assert not [c for c in run.callbacks(None, dict, None) if isinstance(c, WarmUp)]  # nothing tracked yet
     run.tracker = Tracker(run.uri, spec.experiment)
     warm_up, = [c for c in run.callbacks(None, dict, None, "matplotlib.figure") if isinstance(c, WarmUp)]
-    assert (warm_up.model, warm_up.modules, warm_up.thread) == (log_model, ("matplotlib.figure",), None)
+    assert (warm_up.model, warm_up.work, warm_up.thread) == (log_model, ("matplotlib.figure",), None)
     started = []
     warm_up._run = lambda: started.append(1)  # what it imports: the test below, in a fresh process
     for _ in range(3):
@@ -244,13 +244,20 @@ def test_a_tracked_run_warms_up_its_end_once_a_trial_reports(log_model, tmp_path
     assert started == [1] and warm_up.thread.name == "raysweep-warm-up"
 
 
-def test_the_warm_up_imports_what_logging_a_model_and_the_plots_need():
+def test_the_warm_up_imports_what_logging_a_model_the_plots_and_the_views_need():
+    # As a search hands it its end's work (search.py): the plots' module, and views.warm_up.
+    modules = ("matplotlib.figure", "torch._dynamo", "mlflow.pytorch", "git", "optuna.importance._ped_anova",
+               "optuna.visualization.matplotlib", "plotly.graph_objects")
     code = (
         "import json, sys\n"
+        "import matplotlib\n"
+        "before = matplotlib.get_backend()\n"
         "from raysweep.runsetup import WarmUp\n"
-        "WarmUp(True, ('matplotlib.figure',))._run()\n"
-        "print(json.dumps([m in sys.modules for m in ('matplotlib.figure', 'torch._dynamo', 'mlflow.pytorch', 'git')]))\n"
+        "from raysweep.views import warm_up\n"
+        "WarmUp(True, ('matplotlib.figure', warm_up))._run()\n"
+        f"print(json.dumps([[m in sys.modules for m in {modules!r}], matplotlib.get_backend() == before]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [True, True, True, True]
+    # Every module loaded, and pyplot's backend left as it was (the thread draws without pyplot).
+    assert json.loads(out.stdout) == [[True] * len(modules), True]

@@ -75,16 +75,17 @@ class RunSetup:
         self.wait = wait_for_capacity(self.spec, self.console)
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,
-                  *end_modules: str) -> list:
+                  *end_work: str | Callable[[], None]) -> list:
         """The run's Tune callbacks: the book first (resume.py reads its state as callback 0,
         and it bills each report before MLflow sees it), Ctrl-C, MLflow, what the run's end
-        needs imported (`end_modules` and model logging's: WarmUp), progress."""
+        needs done once per process (`end_work`: modules to import, functions to call; and
+        model logging's: WarmUp), progress."""
         callbacks: list = [self.book, self.interrupt]
         if self.tracker is not None:
             self.mlflow_callback = MLflowCallback(self.tracker, self.book, parent_run_id, self.spec, params_of)
             # `spec.data` stands for the data it will load: a model needs input examples from either.
             model = self.spec.tracking.log_model and can_log_model(self.task, self.spec.data)
-            self.warm_up = WarmUp(model, end_modules)
+            self.warm_up = WarmUp(model, end_work)
             callbacks += [self.mlflow_callback, self.warm_up]
         if not self.verbose:
             callbacks.append(progress)
@@ -131,14 +132,15 @@ class RunSetup:
 
 
 class WarmUp(Callback):
-    """Imports what the run's end will need, in a thread started at the first trial result:
-    its best model's logging (tracking.models.warm_up) and `modules` (the plots' matplotlib).
-    The trials' time pays for them, not the user's (docs/design.md, point 20). Not earlier:
-    while trial processes start, every core is busy importing torch, and the thread would
-    delay the first epoch on a small machine."""
+    """Does what the run's end will need done once per process, in a thread started at the
+    first trial result: its best model's logging's imports (tracking.models.warm_up) and `work`
+    (modules to import: the plots' matplotlib; functions to call: views.warm_up). The trials'
+    time pays for them, not the user's (docs/design.md, point 20). Not earlier: while trial
+    processes start, every core is busy importing torch, and the thread would delay the first
+    epoch on a small machine."""
 
-    def __init__(self, model: bool, modules: tuple[str, ...]):
-        self.model, self.modules = model, modules
+    def __init__(self, model: bool, work: tuple[str | Callable[[], None], ...]):
+        self.model, self.work = model, work
         self.thread: threading.Thread | None = None
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -147,9 +149,12 @@ class WarmUp(Callback):
             self.thread.start()
 
     def _run(self) -> None:
-        for name in self.modules:
+        for item in self.work:
+            if callable(item):
+                item()  # one that raises nothing: views.warm_up keeps its errors for the real drawing
+                continue
             with contextlib.suppress(ImportError):  # the real import reports it
-                importlib.import_module(name)
+                importlib.import_module(item)
         if self.model:
             from .tracking.models import warm_up
 

@@ -36,6 +36,7 @@ from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGE
 from .tracking.spool import Spool, substitute
 from .tracking.tracker import Tracker
 from .tracking.uri import runs_url
+from .views import warm_up as views_warm_up
 from .trial import trial_params
 from .tuner import StopAfterFailures, build_tuner, fit, restore_tuner
 
@@ -120,8 +121,9 @@ def run_search(
             book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric)
     parent_run_id = book.parent_run_id
     progress = ProgressCallback(book, console, budget)
-    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress,
-                              "matplotlib.figure")  # plots.py, at the end
+    # What the parent run's plots (plots.py) and views draw with, readied while the trials train.
+    end_work = ("matplotlib.figure", *((views_warm_up,) if spec.tracking.views else ()))
+    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress, *end_work)
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
     round_no = 0 if previous is None else previous.round + (more_samples is not None)
 

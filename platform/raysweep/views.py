@@ -308,6 +308,33 @@ def write_views(book: TrialBook, directory: str) -> list[str]:
     return [page, *written]
 
 
+def warm_up() -> None:
+    """Do ahead what the first drawing in a process pays, about a second on 2 cores: import
+    Optuna's plots (plotly and pyplot) and importance evaluators, build plotly's figure
+    validators and load matplotlib's fonts by drawing a tiny figure each way. runsetup.WarmUp
+    calls it while the trials train; errors wait for the real drawing."""
+    try:
+        import importlib
+        import io
+
+        import plotly.graph_objects as go
+        from matplotlib.figure import Figure
+
+        # Optuna loads these on first attribute access only: `from optuna import importance` would not.
+        for name in ("optuna.importance", "optuna.visualization", "optuna.visualization.matplotlib"):
+            importlib.import_module(name)
+        go.Figure(go.Scatter(x=[0, 1], y=[0, 1], name="warm-up")).to_html(full_html=False, include_plotlyjs=False)
+        # Without pyplot: no backend switched from this thread (a GUI backend wants the main one).
+        figure = Figure(figsize=(2, 1))
+        axes = figure.subplots()
+        axes.plot([0, 1], [0, 1], label="warm-up")
+        axes.set_title("warm-up")
+        axes.legend()
+        figure.savefig(io.BytesIO(), format="png", dpi=90, bbox_inches="tight")
+    except Exception:  # noqa: BLE001 - write_views meets and reports the same error
+        logging.getLogger(__name__).debug("warming up the views failed", exc_info=True)
+
+
 def _save_png(draw: Callable, path: str) -> bool:
     import matplotlib
 
