@@ -136,3 +136,16 @@ def test_a_made_store_has_the_permissions_mlflows_file_would_have(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "mlflow.db").stat().st_mode) == 0o644
+
+
+def test_the_regeneration_command_writes_the_installed_mlflows_schema(tmp_path, monkeypatch, capsys):
+    # `python -m raysweep.tracking.schema`, run after raising raysweep's MLflow version.
+    monkeypatch.setattr(schema, "SHIPPED", tmp_path)
+    assert schema.main() == 0
+    written = tmp_path / schema.schema_name(schema.mlflow_version())
+    assert capsys.readouterr().out.strip() == f"wrote {written}"
+    made = json.loads(written.read_text())
+    assert made["mlflow"] == schema.mlflow_version() and made["statements"][-1] == "COMMIT;"
+    monkeypatch.setattr(schema, "mlflow_schema", lambda: pytest.fail("built again"))
+    assert schema.create_store(tmp_path / "mlflow.db")  # from the file just written
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
