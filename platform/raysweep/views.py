@@ -344,12 +344,14 @@ def _save_png(draw: Callable, path: str) -> bool:
 
     plt.switch_backend("Agg")
     try:
+        # Optuna's plots warn on every call, and matplotlib when a crowded figure's tight layout
+        # cannot fit its labels (bbox_inches below still keeps them in the PNG): not the user's business.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = draw()
-        axes = result.flat[0] if hasattr(result, "flat") else result
-        fig = axes.figure
-        fig.savefig(path, dpi=90, bbox_inches="tight")  # rotated labels would be clipped
+            axes = result.flat[0] if hasattr(result, "flat") else result
+            fig = axes.figure
+            fig.savefig(path, dpi=90, bbox_inches="tight")  # rotated labels would be clipped
         plt.close(fig)
         return True
     except (ValueError, RuntimeError) as exc:
