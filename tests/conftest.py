@@ -64,13 +64,9 @@ def _artifacts_outside_the_checkout(tmp_path_factory):
     variable (MLflow 3.17, `tracking/_tracking_service/utils.py`); the tests' stores, and the
     commands they start (which inherit it), take it too, and pytest removes old temp dirs."""
     root = tmp_path_factory.mktemp("mlruns")
-    before = os.environ.get("_MLFLOW_SERVER_ARTIFACT_ROOT")
-    os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = str(root)
-    yield root
-    if before is None:
-        os.environ.pop("_MLFLOW_SERVER_ARTIFACT_ROOT", None)
-    else:
-        os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from .uri import sqlite_path
+
 SHIPPED = Path(__file__).with_name("schemas")
 # Rows a store gains once it is used, not from its migrations: MLflow's "Default" experiment
 # names the artifact location of the process that made it.
@@ -124,10 +126,10 @@ def create_store(path: str | os.PathLike) -> bool:
 def create_sqlite_store(uri: str) -> bool:
     """`create_store` for a tracking URI that names an SQLite file (`sqlite:///PATH`); other
     stores (a server, another database, SQLite with URI options) are MLflow's to make."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or "?" in uri:
+    path = sqlite_path(uri)
+    if path is None or "?" in uri:
         return False
-    return create_store(uri[len(prefix):])
+    return create_store(path)
 
 
 def main() -> int:

@@ -24,6 +24,12 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite databa
 UI_PORT = 5000
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file a `sqlite:///PATH` tracking URI names (relative to the working
+    directory unless absolute), or None for any other store."""
+    return Path(uri[len(_SQLITE):]) if uri.startswith(_SQLITE) else None
+
+
 def _chosen_uri(flag: str | None, spec_uri: str | None) -> tuple[str, str]:
     """The tracking URI before resolving, and the setting it came from (for error messages)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -40,8 +46,9 @@ def resolve_tracking_uri(flag: str | None = None, spec_uri: str | None = None) -
     `raysweep report` calls find the same file from any directory.
     """
     uri, _ = _chosen_uri(flag, spec_uri)
-    if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
-        uri = _SQLITE + str(Path(uri[len(_SQLITE):]).resolve())
+    path = sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        uri = _SQLITE + str(path.resolve())
     return uri
 
 
@@ -53,10 +60,11 @@ def check_tracking_uri(flag: str | None = None, spec_uri: str | None = None, *, 
     already hold a database (`report` reads one; `search` and `train` create it).
     """
     uri = resolve_tracking_uri(flag, spec_uri)
+    path = sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         problem = unreachable(uri)
-    elif uri.startswith(_SQLITE):
-        problem = _sqlite_problem(Path(uri[len(_SQLITE):]), existing)
+    elif path is not None:
+        problem = _sqlite_problem(path, existing)
     else:  # databricks, postgresql, ...: MLflow's own client reports those
         problem = None
     if problem:
