@@ -117,7 +117,7 @@ def test_a_search_that_starts_its_own_ray_stops_it_before_its_summary_and_loses_
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
     views = {a.path for a in client.list_artifacts(parent.info.run_id, "views")}
-    assert {"views/search.html", "views/timeline.png"} <= views
+    assert views == {"views/search.html"}  # the PNGs are tracking.view_images' (tests/test_pareto.py)
     assert summary["model_uri"] and client.search_model_versions("name='own-ray'")
     # Ray's raylet wrote its last line (it stopping) before the parent run ended: the views
     # and the summary were logged after Ray's shutdown began, not before the command's exit.

@@ -159,7 +159,8 @@ def test_a_two_objective_search_logs_its_pareto_front_and_registers_a_member(ray
 
     uri = fresh_store(tmp_path / "mlflow.db", mlflow_template)
     spec = load_spec(ROOT / "search_spaces" / "digits_cnn_pareto.yaml",
-                     ["search.num_samples=10", "max_epochs=4", "scheduler.reduction_factor=2", "limits={}"])
+                     ["search.num_samples=10", "max_epochs=4", "scheduler.reduction_factor=2", "limits={}",
+                      "tracking.view_images=true"])
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=uri)
     client = MlflowClient(uri)
     runs = client.search_runs([result.experiment_id], "tags.`raysweep.kind` = 'trial'", max_results=100)
@@ -180,7 +181,7 @@ def test_a_two_objective_search_logs_its_pareto_front_and_registers_a_member(ray
     assert parent.data.params["metric"] == "val_loss,cost_usd" and parent.data.params["mode"] == "min,min"
     assert parent.data.metrics["pareto_size"] == len(tagged)
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "views")}
-    assert {"views/pareto_front.png", "views/search.html"} <= artifacts
+    assert {"views/pareto_front.png", "views/search.html"} <= artifacts  # tracking.view_images: the PNGs too
     page = client.download_artifacts(result.parent_run_id, "views/search.html", str(tmp_path))
     assert 'id="pareto_front"' in open(page).read()
     logged = json.loads(open(client.download_artifacts(result.parent_run_id, "pareto.json", str(tmp_path))).read())

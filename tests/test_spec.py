@@ -81,6 +81,7 @@ MALFORMED = [
     ({"task": ""}, "task: must name a built-in task"),
     ({"epochs": 10}, "epochs: unknown key"),
     ({"tracking.url": "x"}, "tracking.url: unknown key (did you mean 'uri'?)"),
+    ({"tracking.views": False, "tracking.view_images": True}, "view_images: true draws the views as PNGs, but views is false"),
     ({"checkpoint.every": 0}, "checkpoint.every: input should be greater than or equal to 1"),
     ({"failures.max_failures": -2}, "failures.max_failures: input should be greater than or equal to -1"),
     ({"failures.max_failure": 1}, "failures.max_failure: unknown key (did you mean 'max_failures'?)"),

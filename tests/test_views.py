@@ -78,6 +78,13 @@ def test_views_page_holds_every_view_with_plotly_embedded_once(tmp_path):
                     "best_vs_cost"):
         assert f'<section id="{section}">' in page
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # the library once, for every figure: no network needed
+    # Each plot's camera button saves it as <view>.png, what stands in for the images by default.
+    assert page.count('"toImageButtonOptions": {"filename": "') == 7 and '{"filename": "slice"' in page
+    assert written == [str(tmp_path / "search.html")] and not list(tmp_path.glob("*.png"))
+
+
+def test_view_images_draw_a_png_beside_the_page_for_each_view_matplotlib_can_draw(tmp_path):
+    written = write_views(_book(), str(tmp_path), images=True)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["audit.png", "importance.png", "learning_curves.png", "parallel_coordinates.png", "slice.png",
                     "timeline.png"]
@@ -96,7 +103,7 @@ def test_a_search_of_two_objectives_gets_its_pareto_front_drawn(tmp_path):
     book.spec = validate(make_raw(metric=["val_loss", "cost_usd"]))
     for rec in book.records.values():
         rec.metrics = {"val_loss": rec.value, "cost_usd": 0.001 * rec.epochs}
-    write_views(book, str(tmp_path))
+    write_views(book, str(tmp_path), images=True)
     page = (tmp_path / "search.html").read_text()
     section = page.split('<section id="pareto_front">')[1].split("</section>")[0]
     assert "val_loss and cost_usd" in section and "Pareto front" in section
@@ -123,7 +130,7 @@ def test_the_audit_view_shows_each_rungs_correlation_and_the_audited_trials_agai
     audit = TrialRecord("a0", 13, config, status=FINISHED, epochs=6, confirms=stopped.trial_id)
     audit.history = [(600.0 + e, e, 0.5 / e, 0.001 * e) for e in range(1, 7)]
     book.records["a0"] = audit
-    write_views(book, str(tmp_path / "audited"))
+    write_views(book, str(tmp_path / "audited"), images=True)
     section = (tmp_path / "audited" / "search.html").read_text().split('<section id="audit">')[1]
     assert "audited trials to max_epochs" in section and f"trial {stopped.number:03d}" in section
     assert (tmp_path / "audited" / "audit.png").stat().st_size > 5000

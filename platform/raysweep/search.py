@@ -429,14 +429,14 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         tracker.log_artifacts(run_id, directory, "plots")
     totals.update(audit_metrics(rung_correlations(book)))
     if views and spec.tracking.views:
-        from .views import compared_epoch, importances, write_views  # Optuna's plotting: plotly, pyplot
+        from .views import compared_epoch, importances, write_views  # Optuna's plotting: plotly (and pyplot)
 
         shares = importances(book)
         totals.update({f"{IMPORTANCE_PREFIX}{param}": share for param, share in shares.items()})
         if shares:
             tags[IMPORTANCE_EPOCH_TAG] = str(compared_epoch(book))
         with tempfile.TemporaryDirectory(prefix="raysweep-views-") as directory:
-            write_views(book, directory)
+            write_views(book, directory, images=spec.tracking.view_images)
             tracker.log_artifacts(run_id, directory, "views")
     # Step: trials so far. An extended search (--resume --samples +N) logs its summary again.
     tracker.log_metrics(run_id, {k: float(v) for k, v in totals.items() if v is not None and math.isfinite(v)},

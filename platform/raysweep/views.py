@@ -16,9 +16,11 @@ importance, slice and parallel-coordinate code reads COMPLETE trials only:
   (audit.py).
 
 Each view is a section of one HTML page (`views/search.html`: plotly.js is embedded once,
-about 4.6 MB, so the page renders in MLflow's artifact viewer with no network) and a PNG
-beside it for reports. Imported once the trials are done: Optuna's plotting pulls in plotly
-and matplotlib.
+about 4.6 MB, so the page renders in MLflow's artifact viewer with no network), and with
+`tracking.view_images` a PNG beside it for reports (Optuna's matplotlib plots: ten times the
+page's drawing time, so not by default; opened in a browser, each plot on the page downloads as
+`<view>.png` from its camera button, which MLflow's sandboxed viewer blocks).
+Imported once the trials are done: Optuna's plotting pulls in plotly (and matplotlib).
 """
 
 from __future__ import annotations
@@ -281,9 +283,9 @@ def _best_vs_cost_figure(book: TrialBook):
     return fig
 
 
-def write_views(book: TrialBook, directory: str) -> list[str]:
-    """`search.html` with every view and a PNG per view in `directory`; the files written.
-    A view Optuna cannot draw (too few trials of a kind) is left out, not an error."""
+def write_views(book: TrialBook, directory: str, images: bool = False) -> list[str]:
+    """`search.html` with every view in `directory`, and with `images` a PNG per view; the
+    files written. A view Optuna cannot draw (too few trials of a kind) is left out, not an error."""
     os.makedirs(directory, exist_ok=True)
     sections, written, first = [], [], True
     for stem, title, caption, plotly_figure, matplotlib_axes in _views(book):
@@ -294,10 +296,12 @@ def write_views(book: TrialBook, directory: str) -> list[str]:
         except (ValueError, RuntimeError) as exc:
             logging.getLogger(__name__).info("view %s left out: %s", stem, exc)
             continue
-        body = fig.to_html(full_html=False, include_plotlyjs="inline" if first else False, default_height="480px")
+        # The camera button saves the plot as `<view>.png` (plotly's default name: newplot.png).
+        body = fig.to_html(full_html=False, include_plotlyjs="inline" if first else False, default_height="480px",
+                           config={"toImageButtonOptions": {"filename": stem, "scale": 2}, "displaylogo": False})
         first = False
         sections.append(f'<section id="{stem}"><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>{body}</section>')
-        if matplotlib_axes is not None and _save_png(matplotlib_axes, os.path.join(directory, f"{stem}.png")):
+        if images and matplotlib_axes is not None and _save_png(matplotlib_axes, os.path.join(directory, f"{stem}.png")):
             written.append(os.path.join(directory, f"{stem}.png"))
     page = os.path.join(directory, "search.html")
     with open(page, "w") as f:
@@ -311,8 +315,8 @@ def write_views(book: TrialBook, directory: str) -> list[str]:
 def warm_up() -> None:
     """Do ahead what the first drawing in a process pays, about a second on 2 cores: import
     Optuna's plots (plotly and pyplot) and importance evaluators, build plotly's figure
-    validators and load matplotlib's fonts by drawing a tiny figure each way. runsetup.WarmUp
-    calls it while the trials train; errors wait for the real drawing."""
+    validators and load matplotlib's fonts (plots.py draws with it too) by drawing a tiny figure
+    each way. runsetup.WarmUp calls it while the trials train; errors wait for the real drawing."""
     try:
         import importlib
         import io
