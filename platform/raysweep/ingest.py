@@ -59,6 +59,8 @@ IMAGE_DECODE_ROWS = 256  # images per decoding batch: 38 MB of uint8 at 224x224 
 # trial started in it measured 2.2 GB peak RSS while streaming, against 1.35 GB in a fresh one.
 # Merged with a job's own runtime env (working_dir, pip), not replacing it.
 DATA_TASKS = {"runtime_env": {"env_vars": {"RAYSWEEP_DATA_TASK": "1"}}}
+# Longest wait for Ray's resource view to show a free CPU before a read (_materialize).
+FREE_CPU_WAIT_S = 2.0
 
 
 @dataclass
@@ -415,6 +417,20 @@ def _classes(raw: dict, section: DataSection) -> list:
     return labels
 
 
+def _materialize(ds):
+    """`ds.materialize()` once Ray's view of the cluster shows a free CPU, waiting at most
+    FREE_CPU_WAIT_S. The view lags the end of the tasks that just ran (the split read before
+    this one), and Ray Data warns at once that the cluster "does not have any available CPUs.
+    The Dataset job will hang": seen in 1 of about 10 image searches on 2 CPUs, for reads that
+    then ran at once. Where something else holds every CPU, the wait ends and the warning stands."""
+    import ray
+
+    deadline = time.monotonic() + FREE_CPU_WAIT_S
+    while not ray.available_resources().get("CPU") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return ds.materialize()
+
+
 def _batch_rows(fmt: str) -> int | None:
     """Rows per batch of the preprocessing maps. Fused with the read (images, Parquet), their
     batch size is also the number of input rows, here file paths, a task takes: Parquet's is
@@ -455,7 +471,7 @@ def load(section: DataSection, info: dict | None = None, *, say: Callable[[str],
     read = {s: _read(section, s, info) for s in splits}
     raw = {s: ds for s, (ds, _) in read.items()}
     if cache:
-        raw = {s: ds.materialize() for s, ds in raw.items()}
+        raw = {s: _materialize(ds) for s, ds in raw.items()}
     if not images:
         info["classes"] = _classes(raw, section)
     # images: read and decoded in one task per IMAGE_DECODE_ROWS files (_file_paths)
@@ -464,7 +480,7 @@ def load(section: DataSection, info: dict | None = None, *, say: Callable[[str],
                                 **DATA_TASKS)
           for s in splits}
     if cache:
-        xy = {s: ds.materialize() for s, ds in xy.items()}
+        xy = {s: _materialize(ds) for s, ds in xy.items()}
         del raw, read  # the decoded rows are in xy now: free the object store of the raw ones
     if not images:
         info["input_shape"] = list(xy["train"].take_batch(1, batch_format="numpy")["x"].shape[1:])
@@ -476,7 +492,7 @@ def load(section: DataSection, info: dict | None = None, *, say: Callable[[str],
         for ds in datasets.values():  # its own copy of the context: nothing else changes
             ds.context.target_max_block_size = STREAM_BLOCK_BYTES
     if cache:
-        datasets = {s: ds.materialize() for s, ds in datasets.items()}
+        datasets = {s: _materialize(ds) for s, ds in datasets.items()}
         for s, ds in datasets.items():
             info["splits"][s] = {**info["splits"][s], "rows": ds.count()}
     info["cached"] = cache
