@@ -140,6 +140,16 @@ def test_a_read_waits_for_a_free_cpu_instead_of_warning_that_it_will_hang(ray_se
     assert not [w for w in warnings if "available CPUs" in w]
 
 
+def test_data_that_streamed_in_this_process_still_travels_to_a_trial():
+    import pickle
+
+    from raysweep.ingest import TrialData
+
+    data = TrialData({"format": "csv"}, None, _ahead=(row for row in range(3)))  # a prefetch under way
+    copy = pickle.loads(pickle.dumps(data))
+    assert copy.info == {"format": "csv"} and copy._ahead is None and data._ahead is not None
+
+
 def test_a_label_val_has_and_train_has_not_is_named(ray_session, table, tmp_path):
     from raysweep.ingest import load
     from raysweep.errors import SpecError

@@ -79,6 +79,11 @@ class TrialData:
     def for_workers(self) -> TrialData:
         return replace(self, datasets=None, _ahead=None)
 
+    def __getstate__(self) -> dict:
+        # The next epoch's prefetch (a generator) is this process's own: a TrialData that has
+        # streamed here (a benchmark's in-process trials) still travels to the next trial.
+        return {**self.__dict__, "_ahead": None}
+
     def local_dataset(self, split: str):
         """A split streamed by this process itself (a one-worker trial, the driver's test
         metrics): streamed from files, with the object-store budget `STREAM_STORE_BYTES`.
