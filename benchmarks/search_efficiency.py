@@ -5,7 +5,8 @@
         [--set key=value ...] [--variant NAME:key=value[,key=value]] [--cpus 2]
         [--out PATH] [--png PATH] [--fresh]
 
-Per task and seed, every method searches the same space (search_spaces/*.yaml, at the seed)
+Per task and seed, every method searches the same space (search_spaces/*.yaml, at the seed;
+image_folder on a small folder of PNGs it writes, IMAGES, read through Ray Data by every method)
 with the same compute: `--budget-trials` full trials' worth of epochs (24 x 20 = 480), what
 random search without early stopping spends. Each method is what its user gets by default:
 
@@ -52,7 +53,7 @@ from rich.console import Console
 
 from raysweep.context import LocalContext
 from raysweep.models import checkpoint_state
-from raysweep.runsetup import quiet_libraries
+from raysweep.runsetup import data_kwargs, quiet_libraries
 from raysweep.search import run_search
 from raysweep.space import optuna_space
 from raysweep.spec import Spec, SpecError, load_spec
@@ -65,11 +66,18 @@ from efficiency_stats import anytime, bootstrap_ci, median_curve, ranks, reach, 
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILES = {"digits_mlp": "digits_mlp.yaml", "digits_cnn": "digits_cnn.yaml", "tabular": "tabular_wine.yaml",
-              "regression": "diabetes_regression.yaml", "wine": "tabular_wine.yaml"}
+              "regression": "diabetes_regression.yaml", "wine": "tabular_wine.yaml", "image_folder": "image_folder.yaml"}
 # Overrides that make a task's spec the benchmark's: breast_cancer rather than wine for
 # `tabular` (on wine many configs reach val_loss < 0.001); `wine` is the held-out task the
 # defaults were never tuned on.
 TASK_SETTINGS = {"tabular": ["fixed.dataset=breast_cancer"]}
+# The file-backed image task reads a folder of PNGs this script writes once a run
+# (make_image_dataset.py, seed 0): 100 images a class at 16x16 (700 train, 150 val, 150
+# test), a tenth of the shipped spec's pixels a split, so that its ten seeds of four methods
+# take about an hour on 2 cores rather than ten.
+IMAGES = {"per_class": 100, "size": 16}
+_images: dict[str, tempfile.TemporaryDirectory] = {}
+_data: dict[str, object] = {}
 METHODS = ("raysweep", "random", "optuna", "tune")
 GOAL_FRACTION = 0.35  # of random search's compute, for raysweep's median curve to reach its final test metric
 GRID = [round(i / 100, 2) for i in range(0, 151)]  # fractions of random search's compute
@@ -78,13 +86,38 @@ GRID = [round(i / 100, 2) for i in range(0, 151)]  # fractions of random search'
 # --------------------------------------------------------------------------- specs
 
 
+def task_settings(task: str) -> list[str]:
+    if task != "image_folder":
+        return TASK_SETTINGS.get(task, [])
+    if "dir" not in _images:
+        from make_image_dataset import make_dataset
+
+        _images["dir"] = tempfile.TemporaryDirectory(prefix="raysweep-eff-images-")
+        make_dataset(_images["dir"].name, IMAGES["per_class"], size=IMAGES["size"], seed=0, verbose=False)
+    root = Path(_images["dir"].name)
+    return [f"data.{split}={root / split}" for split in ("train", "val", "test")] + [f"data.image_size={IMAGES['size']}"]
+
+
+def task_data(spec: Spec):
+    """The spec's `data:` splits read through Ray Data once (ingest.py), for the methods that
+    run the task themselves; None for a task with its own data."""
+    if spec.data is None:
+        return None
+    from raysweep.ingest import load
+
+    key = spec.data.model_dump_json()
+    if key not in _data:
+        _data[key] = load(spec.data, say=lambda line: None)
+    return _data[key]
+
+
 def base_spec(task: str, seed: int, epochs: int, concurrency: int, overrides: list[str]) -> Spec:
     """The task's shipped spec at the benchmark's epochs, seed, concurrency and `--set`
     overrides; tracking off (the comparison is of search, not logging)."""
     path = ROOT / "search_spaces" / SPEC_FILES[task]
     raw_grace = load_spec(path).scheduler.grace_period
     sized = [f"seed={seed}", f"max_epochs={epochs}", f"search.max_concurrent={concurrency}", "tracking.enabled=false",
-             f"name=eff-{task}-s{seed}", *TASK_SETTINGS.get(task, [])]
+             f"name=eff-{task}-s{seed}", *task_settings(task)]
     if raw_grace > epochs:  # a tiny run (smoke test): the spec's grace period can't exceed max_epochs
         sized.append(f"scheduler.grace_period={epochs}")
     return load_spec(path, [*sized, *overrides])
@@ -114,7 +147,8 @@ def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], c
 
     def test_of(trial: dict) -> float:
         if trial["id"] not in tested:
-            tested[trial["id"]] = task.evaluate(trial_params(spec, trial["config"]), state_of(trial["id"]), spec.seed)
+            tested[trial["id"]] = task.evaluate(trial_params(spec, trial["config"]), state_of(trial["id"]), spec.seed,
+                                                **data_kwargs(task_data(spec)))
         return tested[trial["id"]][name]
 
     chosen = next(t for t in trials if t["id"] == chosen_id)
@@ -190,7 +224,7 @@ def run_optuna(spec: Spec, budget: int) -> dict:
                 if trial.should_prune() or record["epochs"] >= cap < spec.max_epochs:
                     raise optuna.TrialPruned()
 
-            ctx = LocalContext(on_report=on_report, **context_kwargs(spec, time.time()))
+            ctx = LocalContext(on_report=on_report, data=task_data(spec), **context_kwargs(spec, time.time()))
             try:
                 task.train(trial_params(spec, trial.params), ctx)
                 study.tell(trial, record["value"])
@@ -244,7 +278,7 @@ def run_tune(spec: Spec, budget: int) -> dict:
     record = Record()
     searcher = ConcurrencyLimiter(OptunaSearch(space=optuna_space(spec), metric=spec.rank_metric, mode=spec.rank_mode, seed=spec.seed),
                                   max_concurrent=spec.search.max_concurrent)
-    trainable = tune.with_resources(tune.with_parameters(run_in_process, spec=spec),
+    trainable = tune.with_resources(tune.with_parameters(run_in_process, spec=spec, data=task_data(spec)),
                                     {"cpu": spec.resources.cpus_per_worker})
     with tempfile.TemporaryDirectory(prefix="raysweep-eff-tune-") as storage:
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(

@@ -349,7 +349,8 @@ def longer_epochs() -> str:
                  rows)
 
 
-TASK_LABELS = {"tabular": "tabular (breast_cancer)", "wine": "wine (held out)"}  # benchmarks/search_efficiency.py's TASK_SETTINGS
+TASK_LABELS = {"tabular": "tabular (breast_cancer)", "wine": "wine (held out)",
+               "image_folder": "image_folder (1,000 PNGs, 16x16)"}  # benchmarks/search_efficiency.py's TASK_SETTINGS
 
 
 def _share(value: float | None) -> str:

@@ -51,6 +51,25 @@ def test_search_efficiency_gives_every_method_the_same_epochs_and_adds_up_parts(
     assert (tmp_path / "eff.png").stat().st_size > 0
 
 
+def test_the_file_backed_image_task_is_searched_by_every_method_through_ray_data(ray_session, tmp_path, monkeypatch):
+    """The image_folder task reads PNGs the benchmark writes; the methods that run the task
+    themselves (standalone Optuna, plain Tune) and the test evaluation read them through the
+    same Ray Data splits raysweep's search does."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    search_efficiency = importlib.import_module("search_efficiency")
+    monkeypatch.setattr(search_efficiency, "IMAGES", {"per_class": 10, "size": 8})  # 70 / 15 / 15 images
+    monkeypatch.setattr(search_efficiency, "_images", {})  # this test's folder and splits, dropped after it
+    monkeypatch.setattr(search_efficiency, "_data", {})
+    out = tmp_path / "eff.json"
+    size = ["--tasks", "image_folder", "--seeds", "0", "--budget-trials", "2", "--epochs", "2", "--out", str(out)]
+    assert search_efficiency.main(size) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(r["method"] for r in rows) == ["optuna", "random", "raysweep", "tune"]
+    for row in rows:
+        assert row["epochs"] == 4 or (row["method"] == "tune" and 4 <= row["epochs"] <= 5)
+        assert row["test_value"] == row["test"]["test_loss"] > 0 and 0 <= row["test"]["test_accuracy"] <= 1
+
+
 def test_search_efficiency_refuses_to_mix_parts_of_other_settings(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     search_efficiency = importlib.import_module("search_efficiency")
