@@ -144,11 +144,12 @@ def measure(spec: Spec, trials: list[dict], events: list[tuple[float, float]], c
             wall_s: float) -> dict:
     task, name = resolve_task(spec.task), test_metric(spec.rank_metric)
     tested: dict[str, dict] = {}
+    data = data_kwargs(task_data(spec))
 
     def test_of(trial: dict) -> float:
         if trial["id"] not in tested:
             tested[trial["id"]] = task.evaluate(trial_params(spec, trial["config"]), state_of(trial["id"]), spec.seed,
-                                                **data_kwargs(task_data(spec)))
+                                                **data)
         return tested[trial["id"]][name]
 
     chosen = next(t for t in trials if t["id"] == chosen_id)
