@@ -158,3 +158,25 @@ def stop_retrying(trial: Any) -> None:
 
 def quiet_auth_warning() -> None:
     logging.getLogger(AUTH_SETUP_LOGGER).setLevel(logging.ERROR)
+
+
+# Tune saves its experiment state (trial table, searcher, callbacks) into a staging folder
+# while the previous save's copy to the storage path may still be running in a thread. Each
+# file is written under a temporary name (".<uuid>-tmp-<name>") and renamed: a copy that
+# listed the temporary file before the rename fails with FileNotFoundError, and Tune logs it
+# with a traceback ("Saving experiment state to storage ... failed"). Nothing is lost: the
+# next save copies the whole folder again, and the last one, at the search's end, waits for
+# the copy with nothing writing. Seen about once in 20 test sessions (CI, an error after the
+# trials), on Ray 2.60.
+EXPERIMENT_STATE_LOGGER = "ray.tune.execution.experiment_state"
+
+
+def _not_a_staging_race(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, FileNotFoundError) and "-tmp-" in str(error))
+
+
+def quiet_staging_race() -> None:
+    """Drop Tune's traceback for a copy that raced its own temporary file (above); every other
+    failure to save the experiment state is still logged as Tune logs it."""
+    logging.getLogger(EXPERIMENT_STATE_LOGGER).addFilter(_not_a_staging_race)  # added once
