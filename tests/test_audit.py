@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from raysweep.audit import audit_metrics, rung_correlations
+from raysweep.audit import audit_configs, audit_metrics, rung_correlations
 from raysweep.book import FAILED, FINISHED, STOPPED, TrialBook, TrialRecord
-from raysweep.spec import validate
+from raysweep.spec import CONFIRM_KEY, validate
 from tests.conftest import make_raw
 
 
@@ -46,6 +46,20 @@ def test_rungs_with_too_few_trials_past_them_and_failed_trials_are_left_out():
     book = _book({"a": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "b": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5],
                   "broken": [0.1, 5.0, 5.0]}, status={"broken": FAILED})
     assert rung_correlations(book) == {}  # two trials past each rung: no correlation worth a number
+
+
+def test_an_audit_run_is_never_the_best_and_a_trial_audited_before_is_not_drawn_again():
+    """The audit reports on early stopping; it does not pick, in any round (an extended search
+    chooses anew among its trials), and a trial an earlier round audited is not retrained twice."""
+    book = _book({"done": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "s1": [2.0], "s2": [2.1], "s3": [2.2],
+                  "s1-audit": [2.0, 1.0, 0.5, 0.3, 0.2, 0.1]})
+    audit = book.records["s1-audit"]
+    audit.config, audit.confirms = {CONFIRM_KEY: {"of": "s1", "seed": 0, "kind": "audit"}}, "s1"
+    for rec in book.records.values():
+        rec.value = rec.history[-1][2]
+    assert book.ranked()[0] is audit and book.best().trial_id == "done"
+    spec = validate(make_raw(**{"scheduler.audit": 3}))
+    assert sorted(c[CONFIRM_KEY]["of"] for c in audit_configs(spec, book)) == ["s2", "s3"]
 
 
 def test_an_audit_trains_stopped_trials_to_the_end_and_reports_what_stopping_cost(ray_session, tmp_path,

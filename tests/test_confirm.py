@@ -63,6 +63,25 @@ def test_the_best_mean_wins_and_its_best_run_is_registered():
     assert choose(spec, book)["chosen"] == "t2" and book.best().trial_id == "t4"
 
 
+def test_an_extended_search_runs_only_the_confirming_runs_it_lacks_and_counts_each_once():
+    """--resume --samples +N after a confirmed search (or a driver that died while confirming):
+    a candidate's runs already finished are not trained again with the same seed, and an audit's
+    retraining of a trial is not one of its confirming values."""
+    spec = validate(make_raw(**{"search.confirm": {"top_k": 2, "seeds": 3}}))
+    seeds = confirm_seeds(spec.seed, 3)
+    book = _book(spec, (FINISHED, 0.30, None), (FINISHED, 0.31, "t1"), (FINISHED, 0.33, "t1"), ("failed", None, "t1"),
+                 (FINISHED, 0.20, "t1"), (FINISHED, 0.35, None))
+    # t2, t3: seeds 0 and 1 finished; t4: seed 2 failed (run again); t5: an audit of t1, not a confirming run
+    for rec, extra in zip(list(book.records.values())[1:5], ({"seed": seeds[0]}, {"seed": seeds[1]},
+                                                            {"seed": seeds[2]}, {"seed": 7, "kind": "audit"})):
+        rec.config = {**rec.config, CONFIRM_KEY: {"of": "t1", **extra}}
+    configs = confirm_configs(spec, book)
+    assert [(c[CONFIRM_KEY]["of"], c[CONFIRM_KEY]["seed"]) for c in configs] == \
+        [("t1", seeds[2])] + [("t6", s) for s in seeds]
+    t1 = next(r for r in choose(spec, book)["candidates"] if r["trial_id"] == "t1")
+    assert t1["values"] == [0.30, 0.31, 0.33]
+
+
 def test_a_confirmed_search_registers_the_best_mean_and_bills_every_run(ray_session, tmp_path, tracking_uri):
     spec = validate(make_raw(**{"name": "confirmed", "max_epochs": 2, "search.num_samples": 4,
                                 "search.max_concurrent": 2, "scheduler.type": "fifo",
@@ -94,3 +113,19 @@ def test_a_confirmed_search_registers_the_best_mean_and_bills_every_run(ray_sess
     saved = json.loads(client.download_artifacts(result.parent_run_id, "confirm.json", str(tmp_path)) and
                        (tmp_path / "confirm.json").read_text())
     assert saved["chosen"] == confirm["chosen"]
+
+    # Extended (--resume --samples +2): the earlier round's confirming runs are the search's,
+    # none is trained again with its seed, and the new trials are numbered after them.
+    grown = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri, resume=True,
+                       more_samples=2, console=Console(file=io.StringIO(), width=300))
+    children = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    new_candidates = {r["trial_id"] for r in grown.confirm["candidates"]} - {r["trial_id"] for r in confirm["candidates"]}
+    assert len(grown.trials) == len(children) == len(result.trials) + 2 + 2 * len(new_candidates)
+    pairs = [(c.data.tags["raysweep.confirms"], c.data.tags["raysweep.train_seed"]) for c in children
+             if "raysweep.confirms" in c.data.tags]
+    assert len(pairs) == len(set(pairs))
+    assert sorted(int(c.info.run_name.split()[0].split("-")[1]) for c in children) == list(range(1, len(children) + 1))
+    for row in grown.confirm["candidates"]:
+        assert len(row["values"]) == 3
+    assert math.isclose(client.get_run(result.parent_run_id).data.metrics["cost_usd"],
+                        sum(c.data.metrics["cost_usd"] for c in children))

@@ -70,23 +70,9 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     raw = make_raw(**{"name": "phoenix", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
                       "search.num_samples": samples, "search.max_concurrent": concurrent, "scheduler.type": "fifo",
                       "resources.workers_per_trial": workers, "fixed": {"hidden": 32, "epoch_sleep_s": 0.6 * workers}})
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
-    db = tmp_path / "mlflow.db"
-    fresh_store(db, mlflow_template)
-    # Tune saves the search's state at most every 10 s by default; once a second here, so
-    # the kill lands after some trials were saved finished and others mid-way.
-    env = {**os.environ, "RAY_ADDRESS": ray_session, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    # From the repository root, as the session's Ray workers import `tests.user_tasks` from there.
-    cmd = [sys.executable, "-m", "raysweep.cli", "search", str(tmp_path / "spec.yaml"), "--storage",
-           str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}", "--summary-json", str(tmp_path / "summary.json")]
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while _finished_children(db) < done or not _running_with_points(db):  # trials done, another one mid-way
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-3000:]
-        time.sleep(0.3)
-    time.sleep(1.5)  # a state save after they finished
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    # The kill lands after some trials were saved finished and others mid-way.
+    cmd, env, db = _kill_driver(tmp_path, ray_session, mlflow_template, raw,
+                                lambda db: _finished_children(db) >= done and _running_with_points(db))
     killed_at_ms = time.time() * 1000
 
     client = MlflowClient(f"sqlite:///{db}")
@@ -127,15 +113,69 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
         assert epochs.count(1) == 1, (result, epochs)
 
 
-def _running_with_points(db: Path) -> bool:
-    """Whether a running trial has logged an epoch."""
+def test_a_driver_killed_while_confirming_resumes_its_confirming_runs_once_each(ray_session, tmp_path, mlflow_template):
+    """search.confirm's round is a Tune experiment of its own: a driver killed in it is resumed
+    there (its runs from their checkpoints), and the book it saved there, not the search
+    round's older one, is the search's: no confirming run lost, repeated, or left RUNNING."""
+    raw = make_raw(**{"name": "sure", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
+                      "search.num_samples": 2, "search.max_concurrent": 2, "scheduler.type": "fifo",
+                      "search.confirm": {"top_k": 1, "seeds": 2}, "fixed": {"hidden": 32, "epoch_sleep_s": 0.6}})
+    cmd, env, db = _kill_driver(tmp_path, ray_session, mlflow_template, raw,
+                                lambda db: _running_with_points(db, confirming=True))
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = [r for r in client.search_runs(["1"], max_results=1000) if r.data.tags.get("raysweep.kind") == "trial"]
+    assert not [r for r in runs if r.info.status == "RUNNING"] and not [r for r in runs if "raysweep.orphaned" in r.data.tags]
+    confirming = [r for r in runs if "raysweep.confirms" in r.data.tags]
+    assert len(runs) == len(summary["trials"]) == 4 and len(confirming) == 2
+    assert sorted(int(r.info.run_name.split()[0].split("-")[1]) for r in runs) == [1, 2, 3, 4]
+    for run in runs:  # one point per epoch: none lost, none twice
+        assert _steps(client, run.info.run_id) == [1, 2, 3, 4], run.info.run_name
+    chosen = next(c for c in summary["confirm"]["candidates"] if c["trial_id"] == summary["confirm"]["chosen"])
+    assert len(chosen["values"]) == 3 and len(set(chosen["values"])) == 3
+    results = glob.glob(str(tmp_path / "results" / "sure-confirm" / "trial_*" / "result.json"))
+    assert len(results) == 2
+    for result in results:  # continued from its checkpoint, not from epoch 1
+        epochs = [json.loads(line)["epoch"] for line in Path(result).read_text().splitlines() if line.strip()]
+        assert epochs.count(1) == 1, (result, epochs)
+
+
+def _kill_driver(tmp_path: Path, ray_session: str, mlflow_template, raw: dict, ready) -> tuple[list, dict, Path]:
+    """Start `raysweep search` on `raw` (its MLflow in tmp_path/mlflow.db); once `ready()`, and a
+    state save later, kill it (-9); `ready` is given the database. Returns its command, environment and database, to --resume."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    db = tmp_path / "mlflow.db"
+    fresh_store(db, mlflow_template)
+    # Tune saves the search's state at most every 10 s by default; once a second here.
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    # From the repository root, as the session's Ray workers import `tests.user_tasks` from there.
+    cmd = [sys.executable, "-m", "raysweep.cli", "search", str(tmp_path / "spec.yaml"), "--storage",
+           str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}", "--summary-json", str(tmp_path / "summary.json")]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not ready(db):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-3000:]
+        time.sleep(0.3)
+    time.sleep(1.5)  # a state save after that
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    return cmd, env, db
+
+
+def _running_with_points(db: Path, confirming: bool = False) -> bool:
+    """Whether a running trial (a confirming run) has logged an epoch."""
     if not db.exists():
         return False
+    confirm = (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = 'raysweep.confirms')"
+               if confirming else "")
     try:
         with sqlite3.connect(db) as conn:
             return bool(conn.execute(
                 "SELECT COUNT(*) FROM runs r JOIN metrics m ON r.run_uuid = m.run_uuid "
-                "WHERE r.status = 'RUNNING' AND m.key = 'val_loss'").fetchone()[0])
+                "WHERE r.status = 'RUNNING' AND m.key = 'val_loss'" + confirm).fetchone()[0])
     except sqlite3.OperationalError:  # tables not created yet
         return False
 

@@ -68,8 +68,10 @@ def audit_metrics(correlations: dict[int, dict]) -> dict[str, float]:
 def audit_configs(spec: Spec, book: TrialBook) -> list[dict[str, Any]]:
     """The Tune configs of the audit round: `scheduler.audit` trials ASHA stopped, drawn with
     the spec's seed, each with its own training seed (it replays, then goes on)."""
-    stopped = sorted((r for r in book.records.values()
-                      if r.retrain is None and r.status == STOPPED and r.epochs < spec.max_epochs),
+    # A trial an earlier round audited (an extended search) is not trained to the end twice.
+    audited = {r.confirms for r in book.records.values() if r.retrain == "audit" and r.status == FINISHED}
+    stopped = sorted((r for r in book.records.values() if r.retrain is None and r.status == STOPPED
+                      and r.epochs < spec.max_epochs and r.trial_id not in audited),
                      key=lambda r: r.number)
     drawn = random.Random(f"audit:{spec.seed}").sample(stopped, min(spec.scheduler.audit, len(stopped)))
     return [{**rec.config, CONFIRM_KEY: {"of": rec.trial_id, "seed": train_seed(spec, rec.config), "kind": "audit"}}

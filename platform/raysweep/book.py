@@ -56,7 +56,7 @@ class TrialRecord:
     @property
     def retrain(self) -> str | None:
         """"confirm" or "audit" for a run retraining another trial's configuration, else None."""
-        return None if self.confirms is None else self.config[CONFIRM_KEY].get("kind", "confirm")
+        return None if self.confirms is None else self.config.get(CONFIRM_KEY, {}).get("kind", "confirm")
 
     def bill(self, result: dict[str, Any]) -> None:
         """Turn a report's per-segment cost figures into the trial's totals, in place (so MLflow,
@@ -245,10 +245,11 @@ class TrialBook(Callback):
 
         A trial the search stopped while its first checkpoint was being saved (Tune drops the
         save) has a value and nothing to load: the best that does is the one a user can use
-        (`pareto.choose` does the same among the front's members)."""
+        (`pareto.choose` does the same among the front's members). scheduler.audit's runs are
+        never the best: the audit reports on early stopping, it does not pick (audit.py)."""
         if self.chosen is not None and self.chosen in self.records:
             return self.records[self.chosen]
-        ranked = self.ranked()
+        ranked = [r for r in self.ranked() if r.retrain != "audit"]
         saved = [r for r in ranked if r.checkpoint is not None]
         return (saved or ranked or [None])[0]
 

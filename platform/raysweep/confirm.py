@@ -49,10 +49,24 @@ def candidates(book: TrialBook, top_k: int) -> list[TrialRecord]:
 
 
 def confirm_configs(spec: Spec, book: TrialBook) -> list[dict[str, Any]]:
-    """The Tune configs of the confirming runs: each candidate's, with a fresh seed each."""
+    """The Tune configs of the confirming runs: each candidate's, with a fresh seed each.
+
+    A run an earlier round already finished (an extended search, `--resume --samples +N`, whose
+    candidates were confirmed before; a driver that died during confirmation) is not run again:
+    with the same seed it would train the same model, and its value would count twice."""
     seeds = confirm_seeds(spec.seed, spec.search.confirm.seeds)
+    done = {(r.confirms, r.config.get(CONFIRM_KEY, {}).get("seed")) for r in _confirming(book)}
     return [{**rec.config, CONFIRM_KEY: {"of": rec.trial_id, "seed": seed}}
-            for rec in candidates(book, spec.search.confirm.top_k) for seed in seeds]
+            for rec in candidates(book, spec.search.confirm.top_k) for seed in seeds
+            if (rec.trial_id, seed) not in done]
+
+
+def _confirming(book: TrialBook, of: str | None = None) -> list[TrialRecord]:
+    """Finished confirming runs with a finite value (of one trial, if given); not the audit's
+    runs, which retrain a stopped trial for another purpose (audit.py)."""
+    return [r for r in book.records.values() if r.confirms is not None and (of is None or r.confirms == of)
+            and r.config.get(CONFIRM_KEY, {}).get("kind", "confirm") == "confirm"
+            and r.status == FINISHED and r.value is not None and math.isfinite(r.value)]
 
 
 def choose(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
@@ -64,8 +78,7 @@ def choose(spec: Spec, book: TrialBook) -> dict[str, Any] | None:
     sign = 1.0 if spec.rank_mode == "min" else -1.0
     rows = []
     for rec in top:
-        runs = [rec] + [r for r in book.records.values() if r.confirms == rec.trial_id and r.status == FINISHED
-                        and r.value is not None and math.isfinite(r.value)]
+        runs = [rec, *_confirming(book, rec.trial_id)]
         values = [r.value for r in runs]
         rows.append({"trial_id": rec.trial_id, "number": rec.number, "config": rec.config, "values": values,
                      "run_ids": [r.run_id for r in runs], "mean": statistics.fmean(values),

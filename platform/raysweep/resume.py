@@ -77,11 +77,16 @@ def mark_concluded(path: str) -> None:
         f.write(b"the search's last steps ran\n")
 
 
-def find_previous(storage: str, name: str) -> Previous | None:
+def can_restore(path: str) -> bool:
+    """Whether Tune saved an experiment there (its tuner.pkl)."""
     from ray import tune
 
+    return tune.Tuner.can_restore(path)
+
+
+def find_previous(storage: str, name: str) -> Previous | None:
     latest = None
-    while tune.Tuner.can_restore(join(storage, round_name(name, 0 if latest is None else latest + 1))):
+    while can_restore(join(storage, round_name(name, 0 if latest is None else latest + 1))):
         latest = 0 if latest is None else latest + 1
     if latest is None:
         return None
@@ -90,12 +95,13 @@ def find_previous(storage: str, name: str) -> Previous | None:
 
 
 def _newest_state(path: str, prefix: str) -> Any:
-    """The newest `<prefix>*.pkl` Tune saved in the round's directory, unpickled (None: none)."""
+    """The newest `<prefix>*.pkl` Tune saved in the experiment's directory, unpickled (None: none,
+    or no such directory)."""
     import pyarrow.fs
     from ray import cloudpickle
 
-    fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
-    found = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    fs, root = _filesystem(path)
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     states = sorted(f.path for f in found if f.base_name.startswith(prefix) and f.base_name.endswith(".pkl"))
     if not states:
         return None
@@ -103,10 +109,24 @@ def _newest_state(path: str, prefix: str) -> Any:
         return cloudpickle.loads(f.readall())
 
 
+# A round's further Tune experiments, after its own: search.confirm's runs, scheduler.audit's
+# (tuner.build_tuner names them NAME-<label>).
+RETRAIN_LABELS = ("confirm", "audit")
+
+
+def retrain_name(round_name_or_path: str, label: str) -> str:
+    """A round's retraining experiment: its name, or its directory (URI) from the round's."""
+    return f"{round_name_or_path}-{label}"
+
+
 def _book_state(path: str) -> dict[str, Any] | None:
-    """The trial book Tune saved with the round's newest experiment state (callback 0)."""
-    states = _newest_state(path, "callback-states-")
-    return states.get(0) if states else None
+    """The trial book Tune saved last of the round's experiments (callback 0 of each one's newest
+    state): the book is one object for all of them, so the latest saved holds the confirming and
+    audit runs too, and its `elapsed` says which that is."""
+    books = [states.get(0) for p in (path, *(retrain_name(path, label) for label in RETRAIN_LABELS))
+             if (states := _newest_state(p, "callback-states-"))]
+    books = [b for b in books if b]
+    return max(books, key=lambda b: b.get("elapsed", 0.0)) if books else None
 
 
 def _searched_space(path: str) -> dict[str, Any] | None:

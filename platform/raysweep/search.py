@@ -25,7 +25,7 @@ from .models import checkpoint_state
 from .pareto import choose as choose_from_front, describe as describe_front
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard
-from .resume import check_resume, find_previous, mark_concluded, round_name
+from .resume import can_restore, check_resume, find_previous, mark_concluded, retrain_name, round_name
 from .runsetup import begin, data_kwargs, end_running_killed
 from .spec import Spec
 from .storage import join
@@ -106,7 +106,9 @@ def run_search(
         check_resume(previous, spec, storage, more_samples)
     if previous is not None and previous.book_state:
         book.set_state(previous.book_state)
-        book.target = None if book.target is None else book.target + (more_samples or 0)
+        if more_samples is not None:  # a new round: its target on top of every earlier run's; its own choice
+            book.target = None if book.target is None else previous.book_state["target"] + more_samples
+            book.chosen = None
     budget = None if spec.search.budget is None else Budget(spec, book)
     if budget is not None:
         console.print(budget.forecast(spec.search.samples, spec.max_epochs), highlight=False)
@@ -134,11 +136,26 @@ def run_search(
         if interrupt.after_fit():
             raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
 
-    def fit_round(**tuner_args) -> None:
-        """A further round of trials after the search's own (confirm, audit), on its data."""
+    # --resume of a driver that died after its trials but before its end: it may have died in a
+    # confirm or audit round, which then goes on (Tune's experiment, runs from their checkpoints).
+    continuing = previous is not None and more_samples is None and not previous.finished
+
+    def retrain_round(configs: list[dict], label: str, stop: StopAfterFailures | None = None) -> None:
+        """A further round after the search's own (confirm, audit), on its data: these `configs`,
+        or the round a dead driver began, continued."""
+        path = join(storage, retrain_name(round_name(spec.name, round_no), label))
         with killed():
-            fit(build_tuner(spec, storage, callbacks, verbose, round_no=round_no, data=data, splits=splits,
-                            **tuner_args))
+            if continuing and can_restore(path):
+                tuner = restore_tuner(spec, storage, path, callbacks, book.records, stop, data=data,
+                                      splits=splits, retrain=True)
+            elif configs:
+                if book.target is not None:
+                    book.target += len(configs)
+                tuner = build_tuner(spec, storage, callbacks, verbose, round_no=round_no, data=data, splits=splits,
+                                    stop=stop, confirm=configs, label=label)
+            else:
+                return
+            fit(tuner)
         after_fit()
 
     with interrupt:
@@ -159,13 +176,9 @@ def run_search(
         after_fit()
         confirmed = None
         if spec.search.confirm is not None and stop.failure is None:
-            configs = confirm_configs(spec, book)
-            if configs:
-                if book.target is not None:
-                    book.target += len(configs)
-                if budget is not None:
-                    budget.reserve = 0  # the room kept for these runs is theirs now
-                fit_round(stop=stop, confirm=configs)
+            if budget is not None:
+                budget.reserve = 0  # the room kept for these runs is theirs now
+            retrain_round(confirm_configs(spec, book), "confirm", stop=stop)
             confirmed = choose(spec, book)
             if confirmed is not None:
                 console.print(describe(confirmed), highlight=False)
@@ -181,17 +194,12 @@ def run_search(
         if spec.scheduler.audit and stop.failure is None:
             configs = audit_configs(spec, book)
             if configs:
-                best = book.best()
-                if book.chosen is None and best is not None:
-                    book.chosen = best.trial_id  # the audit reports; it does not pick
-                if book.target is not None:
-                    book.target += len(configs)
                 console.print(f"auditing early stopping: {len(configs)} stopped trial(s) trained to max_epochs",
                               highlight=False)
-                fit_round(confirm=configs, label="audit")  # no budget stopper: asked for on top of the search
-                audited = audit_summary(spec, book)
-                if audited is not None:
-                    console.print(describe_audit(audited), highlight=False)
+            retrain_round(configs, "audit")  # no budget stopper: asked for on top of the search
+            audited = audit_summary(spec, book)
+            if audited is not None:
+                console.print(describe_audit(audited), highlight=False)
         try:
             run.warmed_up()
             result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,

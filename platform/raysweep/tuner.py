@@ -16,7 +16,7 @@ from .failures import TRACKING
 from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
 from .ray_internals import restored_searcher, set_restored_tuner
-from .resume import round_name, seed_asha
+from .resume import retrain_name, round_name, seed_asha
 from .searcher import FixedConfigs, SweepSearch
 from .spec import Spec
 from .tasks import needs_ray_train, resolve_task
@@ -193,7 +193,8 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=(f"{spec.name}-train" if fixed_config is not None else
-                  round_name(spec.name, round_no) + (f"-{label}" if confirm is not None else "")),
+                  retrain_name(round_name(spec.name, round_no), label) if confirm is not None else
+                  round_name(spec.name, round_no)),
             storage_path=storage,
             callbacks=tune_callbacks(callbacks),
             verbose=2 if verbose else 0,
@@ -209,13 +210,15 @@ def build_tuner(
 
 def restore_tuner(
     spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None,
-    data: TrialData | None = None, splits: Any = None, budget: Budget | None = None,
+    data: TrialData | None = None, splits: Any = None, budget: Budget | None = None, retrain: bool = False,
 ) -> tune.Tuner:
-    """The interrupted round's Tuner: unfinished trials continue from their checkpoints."""
+    """The interrupted round's Tuner: unfinished trials continue from their checkpoints.
+    `retrain`: a round of fixed configurations (search.confirm's, scheduler.audit's), run FIFO."""
     tuner = tune.Tuner.restore(path, _trainable(spec, storage, data, splits), resume_unfinished=True,
                                resume_errored=False)
     # Fresh callbacks holding this driver's book and tracker, and ASHA with its rungs rebuilt.
-    set_restored_tuner(tuner, callbacks=tune_callbacks(callbacks), stop=stop, scheduler=_scheduler(spec, records))
+    scheduler = FIFOScheduler() if retrain else _scheduler(spec, records)
+    set_restored_tuner(tuner, callbacks=tune_callbacks(callbacks), stop=stop, scheduler=scheduler)
     searcher = restored_searcher(tuner)
     while not isinstance(searcher, SweepSearch) and hasattr(searcher, "searcher"):  # the concurrency limiter's
         searcher = searcher.searcher
