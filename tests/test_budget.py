@@ -168,12 +168,27 @@ def test_a_search_ends_on_its_budget_finished_within_an_epoch_of_it(ray_session,
 
 
 def test_an_epochs_budget_is_never_crossed(ray_session, tmp_path):
-    spec = validate(make_raw(**{"name": "epoch-budget", "max_epochs": 4, "search.budget": {"epochs": 14},
-                                "search.num_samples": 50, "search.max_concurrent": 3, "tracking.enabled": False}))
+    raw = {"name": "epoch-budget", "max_epochs": 4, "search.budget": {"epochs": 14}, "search.num_samples": 50,
+           "search.max_concurrent": 3, "tracking.enabled": False}
+    spec = validate(make_raw(**raw))
     result = run_search(spec, storage=str(tmp_path / "results"), console=Console(file=io.StringIO()))
     assert result.status == "finished" and result.epochs_run <= 14 and result.budget["reached"] == "epochs"
     assert result.epochs_run >= 14 - 3  # nothing fitted beside the trials committed at the end
     assert len(result.trials) < 50
+
+    # Ended on its budget, the search has run all it meant to: --resume alone has nothing to do,
+    # and more trials need more budget (it spans every round). Raised, it grows from the book
+    # the search ended with: the trials the budget cut off ended, none is picked up again.
+    storage = str(tmp_path / "results")
+    with pytest.raises(SpecError, match=f"already ran all its {len(result.trials)} trials"):
+        run_search(spec, storage=storage, resume=True, console=Console(file=io.StringIO()))
+    with pytest.raises(SpecError, match=r"^--samples \+2: search 'epoch-budget' has spent its search.budget "
+                                        r"\(1\d of 14 epochs\): raise search.budget.epochs \(--set search.budget.epochs=...\)"):
+        run_search(spec, storage=storage, resume=True, more_samples=2, console=Console(file=io.StringIO()))
+    raised = validate(make_raw(**{**raw, "search.budget": {"epochs": 40}}))
+    grown = run_search(raised, storage=storage, resume=True, more_samples=2, console=Console(file=io.StringIO()))
+    assert len(grown.trials) == len(result.trials) + 2 and "running" not in {t["status"] for t in grown.trials}
+    assert grown.epochs_run <= 40 and grown.epochs_run - result.epochs_run <= 2 * 4
 
 
 def test_a_search_that_confirms_its_winner_keeps_room_for_it():

@@ -84,7 +84,9 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert len(summary["trials"]) == samples and {t["status"] for t in summary["trials"]} == {"finished"}
+    errors = [Path(f).read_text()[-2000:] for f in glob.glob(str(tmp_path / "results" / "phoenix" / "*" / "error.txt"))]
+    assert len(summary["trials"]) == samples and {t["status"] for t in summary["trials"]} == {"finished"}, \
+        (resumed.stderr[-3000:], errors)
 
     runs = client.search_runs(["1"], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("raysweep.kind") == "search"]

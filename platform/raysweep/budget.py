@@ -187,11 +187,14 @@ class Budget:
             line += f"; the rest buys about {epochs[first]:.0f} more epochs ({first} runs out first)"
         return line
 
+    def spent_text(self) -> str:
+        """Each limit's spend, e.g. "20 of 20 epochs, $0.0012 of $5"."""
+        return ", ".join(f"{_amount(limit, self.spent(limit), unit=False)} of {_amount(limit, cap)}"
+                         for limit, cap in self.limits.items())
+
     def summary(self) -> str:
-        spent = ", ".join(f"{_amount(limit, self.spent(limit), unit=False)} of {_amount(limit, cap)}"
-                          for limit, cap in self.limits.items())
         ended = f"; {self.reached} reached, the search ended there" if self.reached else ""
-        return f"budget spent: {spent}{ended}"
+        return f"budget spent: {self.spent_text()}{ended}"
 
 
 def _amount(limit: str, value: float, unit: bool = True) -> str:

@@ -53,8 +53,10 @@ class Previous:
 
     @property
     def finished(self) -> bool:
-        """Every trial the search meant to run has ended (so `--resume` alone has nothing to do).
-        A search with a budget and no trial count (target None) says it only by concluding."""
+        """Every trial the search meant to run has ended (so `--resume` alone has nothing to do):
+        it concluded (a budget's end, too many failures), or every trial it meant to run ended."""
+        if self.concluded:
+            return True
         state = self.book_state
         enough = state and (state["target"] is None or len(state["records"]) >= state["target"])
         return bool(enough) and all(r.status != RUNNING for r in state["records"].values())
@@ -63,6 +65,9 @@ class Previous:
 # Written in a round's directory once the search's last steps ran: a round whose trials all
 # ended without it (an error after them, a Ctrl-C during them) is finished by `--resume`.
 CONCLUDED = "raysweep-concluded"
+# ... and beside it the book as the search ended. Tune saved its last one before the search
+# settled the trials a budget (or too many failures) cut off: in it they are still running.
+CONCLUDED_BOOK = "raysweep-concluded-book.pkl"
 
 
 def _filesystem(path: str):
@@ -71,8 +76,12 @@ def _filesystem(path: str):
     return pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
 
 
-def mark_concluded(path: str) -> None:
+def mark_concluded(path: str, book_state: dict[str, Any]) -> None:
+    from ray import cloudpickle
+
     fs, root = _filesystem(path)
+    with fs.open_output_stream(f"{root}/{CONCLUDED_BOOK}") as f:
+        f.write(cloudpickle.dumps(book_state))
     with fs.open_output_stream(f"{root}/{CONCLUDED}") as f:
         f.write(b"the search's last steps ran\n")
 
@@ -120,12 +129,13 @@ def retrain_name(round_name_or_path: str, label: str) -> str:
 
 
 def _book_state(path: str) -> dict[str, Any] | None:
-    """The trial book Tune saved last of the round's experiments (callback 0 of each one's newest
-    state): the book is one object for all of them, so the latest saved holds the confirming and
-    audit runs too, and its `elapsed` says which that is."""
+    """The trial book saved last in the round: by Tune with each of the round's experiments
+    (callback 0 of its newest state), or by the search as it concluded (`mark_concluded`). The
+    book is one object for all of them, so the latest holds the confirming and audit runs too,
+    and its `elapsed` says which that is."""
     books = [states.get(0) for p in (path, *(retrain_name(path, label) for label in RETRAIN_LABELS))
              if (states := _newest_state(p, "callback-states-"))]
-    books = [b for b in books if b]
+    books = [b for b in [*books, _newest_state(path, CONCLUDED_BOOK)] if b]
     return max(books, key=lambda b: b.get("elapsed", 0.0)) if books else None
 
 

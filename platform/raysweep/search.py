@@ -19,7 +19,7 @@ from .audit import (audit_configs, audit_metrics, audit_summary, audit_summary_m
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .budget import Budget
 from .confirm import choose, confirm_configs, describe, summary_metrics
-from .errors import Interrupted, SearchFailed, TooManyFailures
+from .errors import Interrupted, SearchFailed, SpecError, TooManyFailures
 from .ingest import TrialData
 from .models import checkpoint_state
 from .pareto import choose as choose_from_front, describe as describe_front
@@ -111,6 +111,10 @@ def run_search(
             book.chosen = None
     budget = None if spec.search.budget is None else Budget(spec, book)
     if budget is not None:
+        if more_samples is not None and budget.exhausted():  # it spans every round of the search
+            raise SpecError(f"--samples +{more_samples}: search {spec.name!r} has spent its search.budget "
+                            f"({budget.spent_text()}): raise "
+                            f"search.budget.{budget.reached} (--set search.budget.{budget.reached}=...) to run more")
         console.print(budget.forecast(spec.search.samples, spec.max_epochs), highlight=False)
     # MLflow down mid-search: its writes wait in the search's storage (spool.py). Ray starts
     # before the parent run: a cluster that can never hold a trial is refused first.
@@ -208,7 +212,7 @@ def run_search(
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         finally:
             run.ray_shut_down()
-        mark_concluded(join(storage, round_name(spec.name, round_no)))
+        mark_concluded(join(storage, round_name(spec.name, round_no)), book.get_state())
     if not verbose:
         console.print(leaderboard(book))
     if budget is not None:
