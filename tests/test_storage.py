@@ -8,8 +8,11 @@ import glob
 import torch
 from mlflow import MlflowClient
 
+from raysweep.ray_internals import unfinished_checkpoints
+from raysweep.resume import refill_checkpoints
 from raysweep.search import run_search
 from raysweep.spec import validate
+from raysweep.storage import join
 from tests.conftest import S3_BUCKET, make_raw
 
 
@@ -47,6 +50,9 @@ def test_a_search_on_s3_resumes_from_its_state_there(ray_session, s3_server, tmp
     storage, client = s3_server
     spec = validate(make_raw(**{"name": "s3-grow", "max_epochs": 2, "search.num_samples": 3}))
     first = run_search(spec, storage=storage("grow"), tracking_uri=tracking_uri)
+    # What --resume of a dead driver checks first reads Tune's saved state there too (none unfinished).
+    assert refill_checkpoints(join(storage("grow"), "s3-grow")) == [] and unfinished_checkpoints(
+        join(storage("grow"), "s3-grow")) == {}
     grown = run_search(spec, storage=storage("grow"), tracking_uri=tracking_uri, resume=True, more_samples=2)
     assert grown.parent_run_id == first.parent_run_id and len(grown.trials) == 5
     assert [t["trial_id"] for t in grown.trials[:3]] == [t["trial_id"] for t in first.trials]

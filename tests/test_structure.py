@@ -218,6 +218,12 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     from ray.tune.experiment import Trial
 
     assert "max_failures" in Trial.__init__.__code__.co_varnames
+    # unfinished_checkpoints reads Tune's saved state as its controller does
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    assert callable(_find_newest_experiment_checkpoint) and callable(Trial.from_json_state)
+    assert callable(Trial.restore_run_metadata) and isinstance(_CheckpointManager.best_checkpoint_results, property)
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \

@@ -180,3 +180,35 @@ def quiet_staging_race() -> None:
     """Drop Tune's traceback for a copy that raced its own temporary file (above); every other
     failure to save the experiment state is still logged as Tune logs it."""
     logging.getLogger(EXPERIMENT_STATE_LOGGER).addFilter(_not_a_staging_race)  # added once
+
+
+def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], str]]:
+    """For each unfinished trial of a Tune experiment (by its directory's name): the names of
+    the checkpoints Tune's newest saved experiment state keeps for it, and the latest, which the
+    trial will be restored from. Read as Tune's controller reads it (`TuneController.
+    _restore_trials`: the state file's `trial_data`, `Trial.from_json_state`,
+    `restore_run_metadata`; the kept ones are the trial's `checkpoint_manager`'s)."""
+    import json
+    import posixpath
+
+    import pyarrow.fs
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+    from ray.tune.experiment.trial import Trial
+
+    newest = _find_newest_experiment_checkpoint(experiment_path)
+    if newest is None:
+        return {}
+    fs = pyarrow.fs.FileSystem.from_uri(experiment_path)[0] if "://" in experiment_path else pyarrow.fs.LocalFileSystem()
+    with fs.open_input_stream(newest) as f:
+        state = json.loads(f.readall())
+    found = {}
+    for json_state, run_metadata in state["trial_data"]:
+        trial = Trial.from_json_state(json_state, stub=True)
+        trial.restore_run_metadata(run_metadata)
+        latest = trial.checkpoint
+        if trial.status in (Trial.TERMINATED, Trial.ERROR) or latest is None:
+            continue
+        kept = [r.checkpoint.path for r in trial.run_metadata.checkpoint_manager.best_checkpoint_results]
+        found[posixpath.basename(posixpath.dirname(latest.path))] = (
+            [posixpath.basename(p) for p in kept], posixpath.basename(latest.path))
+    return found

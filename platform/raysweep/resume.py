@@ -100,7 +100,7 @@ def find_previous(storage: str, name: str) -> Previous | None:
     if latest is None:
         return None
     path = join(storage, round_name(name, latest))
-    return Previous(path, latest, _book_state(path))
+    return Previous(path, latest, _book_state(storage, round_name(name, latest)))
 
 
 def _newest_state(path: str, prefix: str) -> Any:
@@ -123,17 +123,18 @@ def _newest_state(path: str, prefix: str) -> Any:
 RETRAIN_LABELS = ("confirm", "audit")
 
 
-def retrain_name(round_name_or_path: str, label: str) -> str:
-    """A round's retraining experiment: its name, or its directory (URI) from the round's."""
-    return f"{round_name_or_path}-{label}"
+def retrain_name(round_name: str, label: str) -> str:
+    """The name of a round's retraining experiment."""
+    return f"{round_name}-{label}"
 
 
-def _book_state(path: str) -> dict[str, Any] | None:
+def _book_state(storage: str, round_: str) -> dict[str, Any] | None:
     """The trial book saved last in the round: by Tune with each of the round's experiments
     (callback 0 of its newest state), or by the search as it concluded (`mark_concluded`). The
     book is one object for all of them, so the latest holds the confirming and audit runs too,
     and its `elapsed` says which that is."""
-    books = [states.get(0) for p in (path, *(retrain_name(path, label) for label in RETRAIN_LABELS))
+    path = join(storage, round_)
+    books = [states.get(0) for p in (path, *(join(storage, retrain_name(round_, label)) for label in RETRAIN_LABELS))
              if (states := _newest_state(p, "callback-states-"))]
     books = [b for b in [*books, _newest_state(path, CONCLUDED_BOOK)] if b]
     return max(books, key=lambda b: b.get("elapsed", 0.0)) if books else None
@@ -178,6 +179,40 @@ def _check_space(previous: Previous, spec: Spec) -> None:
             f"--resume: {', '.join('space.' + k for k in changed)} changed since search {spec.name!r} ran; "
             "every round of a search samples the same space: put it back, or start a new search under another name"
         )
+
+
+def refill_checkpoints(path: str) -> list[str]:
+    """Give each unfinished trial of a Tune experiment the checkpoints Tune will look for.
+
+    Tune deletes a trial's checkpoints beyond `checkpoint.keep` as it registers new ones, and
+    the experiment state it saved (copied to storage in the background) lags by a few: a driver
+    killed then leaves a state naming checkpoints that are gone. Tune fails a trial whose latest
+    is gone on `--resume` ("Could not recover from checkpoint as it does not exist on storage
+    anymore"), and logs a traceback when it cannot delete an older one it kept.
+    A missing latest is refilled from the trial's next checkpoint on storage (its deletion means
+    a newer one was registered, so complete), and the trial continues from that later epoch;
+    a missing older one becomes an empty directory, for Tune to delete (it never loads one).
+    Returns a line for each latest checkpoint refilled."""
+    import pyarrow.fs
+
+    from .ray_internals import unfinished_checkpoints
+
+    fs, root = _filesystem(path)
+    refilled = []
+    for trial_dir, (kept, latest) in unfinished_checkpoints(path).items():
+        here = {f.base_name for f in fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{trial_dir}",
+                                                                               allow_not_found=True))
+                if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")}
+        later = sorted(name for name in here if name > latest)
+        if latest not in here and later:
+            fs.create_dir(f"{root}/{trial_dir}/{latest}")
+            pyarrow.fs.copy_files(f"{root}/{trial_dir}/{later[0]}", f"{root}/{trial_dir}/{latest}",
+                                  source_filesystem=fs, destination_filesystem=fs)
+            refilled.append(f"{trial_dir}: {latest} was deleted after Tune's last saved state; "
+                            f"continuing from {later[0]}")
+        for name in set(kept) - here - {latest}:
+            fs.create_dir(f"{root}/{trial_dir}/{name}")
+    return refilled
 
 
 def seed_asha(scheduler, records: dict[str, TrialRecord]) -> None:

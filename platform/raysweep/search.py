@@ -133,6 +133,9 @@ def run_search(
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
     round_no = 0 if previous is None else previous.round + (more_samples is not None)
 
+    def say(line: str) -> None:
+        console.print(line, highlight=False)
+
     def killed():
         return _ends_runs_killed(book, tracker, mlflow_callback, parent_run_id)
 
@@ -151,7 +154,7 @@ def run_search(
         with killed():
             if continuing and can_restore(path):
                 tuner = restore_tuner(spec, storage, path, callbacks, book.records, stop, data=data,
-                                      splits=splits, retrain=True)
+                                      splits=splits, retrain=True, say=say)
             elif configs:
                 if book.target is not None:
                     book.target += len(configs)
@@ -171,7 +174,7 @@ def run_search(
                                     budget=budget)
             elif more_samples is None:
                 tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data,
-                                      splits=splits, budget=budget)
+                                      splits=splits, budget=budget, say=say)
             else:
                 tuner = build_tuner(spec, storage, callbacks, verbose, round_no=round_no,
                                     num_samples=more_samples, prior=dict(book.records), stop=stop, data=data,

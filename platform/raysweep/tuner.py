@@ -3,7 +3,7 @@ trials run at once, when the whole search stops, and a restored round's Tuner.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -16,7 +16,7 @@ from .failures import TRACKING
 from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
 from .ray_internals import restored_searcher, set_restored_tuner
-from .resume import retrain_name, round_name, seed_asha
+from .resume import refill_checkpoints, retrain_name, round_name, seed_asha
 from .searcher import FixedConfigs, SweepSearch
 from .spec import Spec
 from .tasks import needs_ray_train, resolve_task
@@ -211,9 +211,13 @@ def build_tuner(
 def restore_tuner(
     spec: Spec, storage: str, path: str, callbacks: list, records: dict, stop: tune.Stopper | None = None,
     data: TrialData | None = None, splits: Any = None, budget: Budget | None = None, retrain: bool = False,
+    say: Callable[[str], None] = print,
 ) -> tune.Tuner:
-    """The interrupted round's Tuner: unfinished trials continue from their checkpoints.
+    """The interrupted round's Tuner: unfinished trials continue from their checkpoints (each
+    one's there: `resume.refill_checkpoints`, which `say`s what it refilled).
     `retrain`: a round of fixed configurations (search.confirm's, scheduler.audit's), run FIFO."""
+    for line in refill_checkpoints(path):
+        say(line)
     tuner = tune.Tuner.restore(path, _trainable(spec, storage, data, splits), resume_unfinished=True,
                                resume_errored=False)
     # Fresh callbacks holding this driver's book and tracker, and ASHA with its rungs rebuilt.
