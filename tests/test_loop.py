@@ -62,6 +62,17 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off():
     assert resumed.reports[-1]["val_loss_best"] == pytest.approx(full.reports[-1]["val_loss_best"], rel=1e-5)
 
 
+def test_resumed_from_its_last_epochs_checkpoint_a_trial_reports_that_epoch_again():
+    """Trained and saved to max_epochs, its last report lost (a killed driver; --resume from a
+    later checkpoint than Tune's state names): it says that epoch again, and trains nothing."""
+    done = LocalContext(max_epochs=3, seed=0)
+    DigitsMLP().train(CONFIG, done)
+    resumed = LocalContext(max_epochs=3, seed=0, resume=done.checkpoints[-1])
+    DigitsMLP().train(CONFIG, resumed)
+    assert [r["epoch"] for r in resumed.reports] == [3] and resumed.checkpoints == []
+    assert resumed.reports[0]["val_loss"] == done.reports[-1]["val_loss"]
+
+
 def test_a_report_without_the_specs_metric_is_refused():
     ctx = LocalContext(max_epochs=1, seed=0, metric="val_f1")
     with pytest.raises(KeyError, match="got no 'val_f1'"):

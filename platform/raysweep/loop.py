@@ -183,6 +183,12 @@ def fit(
         start_epoch = int(state["epoch"]) + 1
         best_val_loss = float(state.get("val_loss_best", best_val_loss))
         best = {k: state[k] for k in ("best_model", "best_epoch") if k in state}
+        if start_epoch > ctx.max_epochs and "metrics" in state:
+            # Its last epoch was trained and saved, but the search lost the report (a driver
+            # killed before Tune recorded it; --resume continuing from a later checkpoint than
+            # Tune's state names): say it again, or the trial would end an epoch short.
+            ctx.report(dict(state["metrics"]))
+            return
 
     if (train is None) != (val is None):
         raise ValueError("fit: give both train and val tensors, or neither (stream the spec's data: splits)")
@@ -233,7 +239,7 @@ def fit(
         checkpoint = None
         if ctx.should_checkpoint(epoch):
             checkpoint = {**(extra_state or {}), "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                          "epoch": epoch, "val_loss_best": best_val_loss, **best}
+                          "epoch": epoch, "val_loss_best": best_val_loss, "metrics": dict(metrics), **best}
             if lr_scheduler is not None:
                 checkpoint["lr_scheduler"] = lr_scheduler.state_dict()
         ctx.report(metrics, checkpoint=checkpoint)
