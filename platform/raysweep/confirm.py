@@ -64,8 +64,7 @@ def confirm_configs(spec: Spec, book: TrialBook) -> list[dict[str, Any]]:
 def _confirming(book: TrialBook, of: str | None = None) -> list[TrialRecord]:
     """Finished confirming runs with a finite value (of one trial, if given); not the audit's
     runs, which retrain a stopped trial for another purpose (audit.py)."""
-    return [r for r in book.records.values() if r.confirms is not None and (of is None or r.confirms == of)
-            and r.config.get(CONFIRM_KEY, {}).get("kind", "confirm") == "confirm"
+    return [r for r in book.records.values() if r.retrain == "confirm" and (of is None or r.confirms == of)
             and r.status == FINISHED and r.value is not None and math.isfinite(r.value)]
 
 

@@ -191,14 +191,15 @@ def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], s
     import json
     import posixpath
 
-    import pyarrow.fs
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
     from ray.tune.experiment.trial import Trial
 
-    newest = _find_newest_experiment_checkpoint(experiment_path)
+    from .storage import filesystem
+
+    fs, root = filesystem(experiment_path)
+    newest = _find_newest_experiment_checkpoint(root, fs=fs)
     if newest is None:
         return {}
-    fs = pyarrow.fs.FileSystem.from_uri(experiment_path)[0] if "://" in experiment_path else pyarrow.fs.LocalFileSystem()
     with fs.open_input_stream(newest) as f:
         state = json.loads(f.readall())
     found = {}

@@ -18,13 +18,14 @@ Every round searches the same space: a spec whose `space` changed is refused (`c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .book import RUNNING, TrialRecord
 from .space import optuna_space
 from .errors import SpecError
 from .spec import Spec
-from .storage import join
+from .storage import filesystem, join
 
 
 def round_name(name: str, k: int) -> str:
@@ -43,10 +44,10 @@ class Previous:
     def records(self) -> dict[str, TrialRecord]:
         return self.book_state["records"] if self.book_state else {}
 
-    @property
+    @cached_property  # one look at the storage (an S3 request) for the checks that ask
     def concluded(self) -> bool:
         """Its last steps (test evaluation, model, summary) ran after its trials (`mark_concluded`)."""
-        fs, root = _filesystem(self.path)
+        fs, root = filesystem(self.path)
         import pyarrow.fs
 
         return fs.get_file_info(f"{root}/{CONCLUDED}").type != pyarrow.fs.FileType.NotFound
@@ -70,16 +71,10 @@ CONCLUDED = "raysweep-concluded"
 CONCLUDED_BOOK = "raysweep-concluded-book.pkl"
 
 
-def _filesystem(path: str):
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
-
-
 def mark_concluded(path: str, book_state: dict[str, Any]) -> None:
     from ray import cloudpickle
 
-    fs, root = _filesystem(path)
+    fs, root = filesystem(path)
     with fs.open_output_stream(f"{root}/{CONCLUDED_BOOK}") as f:
         f.write(cloudpickle.dumps(book_state))
     with fs.open_output_stream(f"{root}/{CONCLUDED}") as f:
@@ -109,7 +104,7 @@ def _newest_state(path: str, prefix: str) -> Any:
     import pyarrow.fs
     from ray import cloudpickle
 
-    fs, root = _filesystem(path)
+    fs, root = filesystem(path)
     found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     states = sorted(f.path for f in found if f.base_name.startswith(prefix) and f.base_name.endswith(".pkl"))
     if not states:
@@ -197,7 +192,7 @@ def refill_checkpoints(path: str) -> list[str]:
 
     from .ray_internals import unfinished_checkpoints
 
-    fs, root = _filesystem(path)
+    fs, root = filesystem(path)
     refilled = []
     for trial_dir, (kept, latest) in unfinished_checkpoints(path).items():
         here = {f.base_name for f in fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{trial_dir}",

@@ -13,6 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_STORAGE = "./raysweep_results"
 
 
+def filesystem(location: str):
+    """(pyarrow filesystem, path on it) of a directory or URI."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(location) if "://" in location else (pyarrow.fs.LocalFileSystem(), location)
+
+
 def resolve(storage: str | None) -> str:
     """The storage location as Ray needs it: an absolute path, or the URI unchanged."""
     storage = storage or DEFAULT_STORAGE
