@@ -73,6 +73,23 @@ def test_resumed_from_its_last_epochs_checkpoint_a_trial_reports_that_epoch_agai
     assert resumed.reports[0]["val_loss"] == done.reports[-1]["val_loss"]
 
 
+
+def test_resumed_from_a_checkpoint_the_search_may_not_have_recorded_a_trial_reports_it_then_trains_on():
+    """--resume put a later checkpoint in place of one Tune deleted (resume.refill_checkpoints):
+    its epoch's report may have died with the driver, so it is said again, and the epochs after
+    it train as they would have (the re-report is not counted as an epoch of the new process)."""
+    full = LocalContext(max_epochs=4, seed=0)
+    DigitsMLP().train(CONFIG, full)
+    first = LocalContext(max_epochs=2, seed=0)
+    DigitsMLP().train(CONFIG, first)
+    resumed = LocalContext(max_epochs=4, seed=0, resume=first.checkpoints[-1])
+    resumed.resume_unreported = True
+    DigitsMLP().train(CONFIG, resumed)
+    assert [r["epoch"] for r in resumed.reports] == [2, 3, 4] and resumed.epoch == 5
+    assert resumed.reports[0]["val_loss"] == first.reports[-1]["val_loss"]
+    assert [c["epoch"] for c in resumed.checkpoints] == [3, 4]
+    assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
+
 def test_a_report_without_the_specs_metric_is_refused():
     ctx = LocalContext(max_epochs=1, seed=0, metric="val_f1")
     with pytest.raises(KeyError, match="got no 'val_f1'"):

@@ -60,6 +60,36 @@ def test_a_restarted_trial_repeating_epochs_leaves_one_point_per_epoch(tracking_
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]
 
 
+
+def test_a_trial_ending_on_a_repeated_epoch_leaves_its_whole_cost_in_mlflow(tracking_uri):
+    """A resumed trial whose last epoch MLflow already holds says that epoch again from a new
+    process: its start-up was paid for, so the run's latest cost is the ledger's total, as in
+    the search's summary (`raysweep report` reads it from MLflow)."""
+    from types import SimpleNamespace
+
+    from raysweep.book import TrialBook
+    from raysweep.cost import SEGMENT_KEY
+    from raysweep.spec import validate
+    from raysweep.tracking import MLflowCallback, Tracker
+    from tests.conftest import make_raw
+
+    spec = validate(make_raw())
+    tracker = Tracker(tracking_uri, spec.experiment)
+    book = TrialBook(spec)
+    callback = MLflowCallback(tracker, book, tracker.start_search(spec), spec, dict)
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01})
+    book.on_trial_start(0, [], trial)
+    callback.on_trial_start(0, [], trial)
+    # Two epochs from the first process (segment 1), then the second one's repeat of epoch 2.
+    for epoch, segment, hours in [(1, 1, 0.5), (2, 1, 1.0), (2, 2, 0.25)]:
+        book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": 1.0 / epoch, SEGMENT_KEY: segment,
+                                            "cost_device_hours": hours})
+        callback.on_trial_result(0, [], trial, {})
+    callback.on_trial_complete(0, [], trial)
+    client, run_id = tracker.client, book.records["t1"].run_id
+    assert client.get_run(run_id).data.metrics["cost_device_hours"] == 1.25 == book.records["t1"].metrics["cost_device_hours"]
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]  # still one point per epoch
+
 def test_report_on_a_running_search_counts_running_trials_and_their_cost_so_far(tracking_uri):
     """What the driver has written mid-search: a RUNNING parent, a RUNNING and a finished child."""
     from types import SimpleNamespace

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -18,7 +19,7 @@ import torch
 from .cost import SEGMENT_KEY, Meter
 from .failures import check_finite
 
-from .statefile import load_state, save_state
+from .statefile import REPORT_AGAIN_FILE, load_state, save_state
 
 
 class TrainContext(ABC):
@@ -52,6 +53,9 @@ class TrainContext(ABC):
         self.objectives = tuple(objectives)
         self.precision = precision
         self._reports = 0
+        # The checkpoint resumed from holds an epoch whose report the search may have lost
+        # (statefile.REPORT_AGAIN_FILE): the loop says it again (`report_again`).
+        self.resume_unreported = False
         # Created now, so its clock starts with the trial; the device is known only later.
         # A dict: the Meter's settings; anything else: a meter of one's own (benchmarks).
         self._meter = Meter(**(meter or {})) if meter is None or isinstance(meter, dict) else meter
@@ -89,6 +93,13 @@ class TrainContext(ABC):
             raise KeyError(f"ctx.report() got no {missing[0]!r}, one of the spec's objectives (reported: "
                            f"{', '.join(shown)})")
         return metrics
+
+    def report_again(self, metrics: dict[str, float]) -> None:
+        """Report the resumed checkpoint's epoch again, from the metrics saved with it: no
+        checkpoint, and not counted as an epoch of this process (`epoch` stays the next one's).
+        MLflow keeps one point per epoch, so a report the search did record changes nothing there."""
+        self.report(metrics)
+        self._reports -= 1
 
     # -- topology
     @property
@@ -295,6 +306,7 @@ class RayContext(TrainContext):
             if ckpt is not None:
                 with ckpt.as_directory() as directory:
                     self._resume = load_state(directory, map_location=self.device)
+                    self.resume_unreported = os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
         return self._resume
 
 

@@ -183,11 +183,13 @@ def fit(
         start_epoch = int(state["epoch"]) + 1
         best_val_loss = float(state.get("val_loss_best", best_val_loss))
         best = {k: state[k] for k in ("best_model", "best_epoch") if k in state}
-        if start_epoch > ctx.max_epochs and "metrics" in state:
-            # Its last epoch was trained and saved, but the search lost the report (a driver
-            # killed before Tune recorded it; --resume continuing from a later checkpoint than
-            # Tune's state names): say it again, or the trial would end an epoch short.
-            ctx.report(dict(state["metrics"]))
+        if "metrics" in state and (ctx.resume_unreported or start_epoch > ctx.max_epochs):
+            # The search may have lost this epoch's report: --resume continuing from a later
+            # checkpoint than Tune's state names (resume.refill_checkpoints), whose epoch a
+            # killed driver never recorded. Say it again: MLflow would miss its point, and a
+            # trial at its last epoch would end an epoch short.
+            ctx.report_again(dict(state["metrics"]))
+        if start_epoch > ctx.max_epochs:
             return
 
     if (train is None) != (val is None):

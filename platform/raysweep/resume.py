@@ -185,12 +185,15 @@ def refill_checkpoints(path: str) -> list[str]:
     is gone on `--resume` ("Could not recover from checkpoint as it does not exist on storage
     anymore"), and logs a traceback when it cannot delete an older one it kept.
     A missing latest is refilled from the trial's next checkpoint on storage (its deletion means
-    a newer one was registered, so complete), and the trial continues from that later epoch;
+    a newer one was registered, so complete), and the trial continues from that later epoch,
+    reporting it again first (statefile.REPORT_AGAIN_FILE: the dead driver may never have
+    recorded it);
     a missing older one becomes an empty directory, for Tune to delete (it never loads one).
     Returns a line for each latest checkpoint refilled."""
     import pyarrow.fs
 
     from .ray_internals import unfinished_checkpoints
+    from .statefile import REPORT_AGAIN_FILE
 
     fs, root = filesystem(path)
     refilled = []
@@ -203,6 +206,8 @@ def refill_checkpoints(path: str) -> list[str]:
             fs.create_dir(f"{root}/{trial_dir}/{latest}")
             pyarrow.fs.copy_files(f"{root}/{trial_dir}/{later[0]}", f"{root}/{trial_dir}/{latest}",
                                   source_filesystem=fs, destination_filesystem=fs)
+            with fs.open_output_stream(f"{root}/{trial_dir}/{latest}/{REPORT_AGAIN_FILE}") as marker:
+                marker.write(f"a copy of {later[0]}: its epoch is reported again\n".encode())
             refilled.append(f"{trial_dir}: {latest} was deleted after Tune's last saved state; "
                             f"continuing from {later[0]}")
         for name in set(kept) - here - {latest}:

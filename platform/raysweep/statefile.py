@@ -8,6 +8,9 @@ from typing import Any
 import torch
 
 CHECKPOINT_FILE = "state.pt"
+# Beside the state of a checkpoint `--resume` put in place of one Tune deleted (resume.py,
+# refill_checkpoints): the search may never have recorded that checkpoint's epoch.
+REPORT_AGAIN_FILE = "raysweep-report-again"
 
 
 def save_state(state: dict, directory: str) -> str:

@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 
 from ..book import FAILED, STOPPED, TrialBook, TrialRecord
+from ..cost import BILLED
 from ..failures import TRACKING
 from ..redact import scrubbed_spec
 from ..spec import Spec
@@ -47,12 +48,13 @@ class MLflowCallback(Callback):
         self._params_of = params_of
         self._buffer: dict[str, list[Point]] = {}  # trial id -> epochs not yet written
         self._written: dict[str, float] = {}  # trial id -> time.monotonic() of its last write
+        self._unbilled: set[str] = set()  # trials whose cost grew on epochs MLflow already holds
 
     def __getstate__(self):
         # Tune pickles its callbacks (tuner.pkl, in the search's storage). A buffer is this
         # driver's alone; the spec goes without its tracking credentials, and `params_of` (a
         # closure over the spec as given) not at all: unpickled, it is the spec's trial params.
-        return {**self.__dict__, "_buffer": {}, "_written": {}, "spec": scrubbed_spec(self.spec), "_params_of": None}
+        return {**self.__dict__, "_buffer": {}, "_written": {}, "_unbilled": set(), "spec": scrubbed_spec(self.spec), "_params_of": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -90,8 +92,12 @@ class MLflowCallback(Callback):
         buffered = self._buffer.setdefault(rec.trial_id, [])
         # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
         # keeps the first report of each epoch, so every metric has one point per epoch.
+        # Its cost totals did grow (repeated epochs are paid for): MLflow gets them with its next
+        # new epoch, or when it ends on a repeated one (_end).
         if rec.epochs <= max(rec.logged_epoch, buffered[-1][0] if buffered else 0):
+            self._unbilled.add(rec.trial_id)
             return
+        self._unbilled.discard(rec.trial_id)
         buffered.append((rec.epochs, dict(rec.metrics), _now_ms()))
         if time.monotonic() - self._written.get(rec.trial_id, -math.inf) >= FLUSH_INTERVAL_S:
             with self._guard(rec):
@@ -136,6 +142,14 @@ class MLflowCallback(Callback):
             return
         points = self._buffer.pop(rec.trial_id, [])
         self._written.pop(rec.trial_id, None)
+        if rec.trial_id in self._unbilled:
+            # Its last report repeated an epoch MLflow holds (a restart from an older
+            # checkpoint, or a resumed trial saying its last epoch again): that epoch's step gets
+            # the ledger's totals once more, later, so they are the run's latest values.
+            self._unbilled.discard(rec.trial_id)
+            billed = {k: v for k, v in rec.metrics.items() if k in BILLED}
+            if billed:
+                points = [*points, (max(rec.epochs, rec.logged_epoch), billed, _now_ms())]
         with self._guard(rec):
             self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
             if points:
