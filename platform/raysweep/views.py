@@ -122,12 +122,18 @@ def importances(book: TrialBook) -> dict[str, float]:
 # --------------------------------------------------------------------------- drawing
 
 
-def _views(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
-    """(file stem, title, what it shows, plotly figure, matplotlib axes) of every view there is
-    data for."""
+def _optuna_plot(name: str, *args, **kwargs) -> tuple[Callable, Callable]:
+    """Optuna's plot `name` (`plot_slice`, ...) on these arguments: drawn as a plotly figure,
+    and as matplotlib axes (optuna.visualization.matplotlib has the same functions)."""
     from optuna import visualization as vis
     from optuna.visualization import matplotlib as mpl
 
+    return lambda: getattr(vis, name)(*args, **kwargs), lambda: getattr(mpl, name)(*args, **kwargs)
+
+
+def _views(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
+    """(file stem, title, what it shows, plotly figure, matplotlib axes) of every view there is
+    data for."""
     spec = book.spec
     history = history_study(book)
     rung, epoch = rung_study(book)
@@ -140,25 +146,22 @@ def _views(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
             ("importance", "Hyperparameter importance",
              f"How much each hyperparameter mattered for {why}. Optuna's PED-ANOVA: how differently the best 10% "
              "of trials are spread over each hyperparameter than all trials; the shares sum to 1.",
-             lambda: vis.plot_param_importances(rung, evaluator=_evaluator(), target_name=at),
-             lambda: mpl.plot_param_importances(rung, evaluator=_evaluator(), target_name=at)),
+             *_optuna_plot("plot_param_importances", rung, evaluator=_evaluator(), target_name=at)),
             ("parallel_coordinates", "Parallel coordinates",
              f"One line per trial through its hyperparameters, coloured by {why}.",
-             lambda: vis.plot_parallel_coordinate(rung, target_name=at),
-             lambda: mpl.plot_parallel_coordinate(rung, target_name=at)),
+             *_optuna_plot("plot_parallel_coordinate", rung, target_name=at)),
             ("slice", "Slice per hyperparameter",
              f"{at} against each hyperparameter; the colour is the trial's number (later trials are TPE's).",
-             lambda: vis.plot_slice(rung, target_name=at),
-             lambda: mpl.plot_slice(rung, target_name=at)),
+             *_optuna_plot("plot_slice", rung, target_name=at)),
         ]
     if history.trials:
         views += [
             ("learning_curves", "Learning curves",
              f"{spec.rank_metric} at every epoch of every trial; a trial's line ends where it finished or was stopped.",
-             lambda: vis.plot_intermediate_values(history), lambda: mpl.plot_intermediate_values(history)),
+             *_optuna_plot("plot_intermediate_values", history)),
             ("timeline", "Timeline",
              "When each trial ran; Pruned: early stopping ended it at a rung; Complete: it ran to max_epochs.",
-             lambda: vis.plot_timeline(history), lambda: mpl.plot_timeline(history)),
+             *_optuna_plot("plot_timeline", history)),
             *_pareto_view(book),
             *_audit_view(book),
             ("best_vs_cost", "Best so far against compute",
@@ -173,9 +176,6 @@ def _pareto_view(book: TrialBook) -> list[tuple[str, str, str, Callable, Callabl
     highlighted (Optuna's plot; three objectives make it 3-D, more: the first two)."""
     if not book.spec.multi_objective:
         return []
-    from optuna import visualization as vis
-    from optuna.visualization import matplotlib as mpl
-
     from .pareto import pareto_study
 
     study = pareto_study(book)
@@ -186,8 +186,7 @@ def _pareto_view(book: TrialBook) -> list[tuple[str, str, str, Callable, Callabl
              f"Each trial by {' and '.join(shown)} (its last report; a stopped trial's cost is what it ran). The "
              "front: the trials no other trial beats on every objective. The model registered is the front's best "
              f"{names[0]} within the spec's limits.",
-             lambda: vis.plot_pareto_front(study, target_names=shown, targets=targets),
-             lambda: mpl.plot_pareto_front(study, target_names=shown, targets=targets))]
+             *_optuna_plot("plot_pareto_front", study, target_names=shown, targets=targets))]
 
 
 def _audit_view(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
