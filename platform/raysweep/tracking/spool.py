@@ -58,7 +58,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from ..redact import for_pickle, from_pickle, redact, redact_text, write_private
 from ..statefile import load_state, save_state
-from ..storage import join
+from ..storage import filesystem, join
 from .names import MODEL_URI_TAG, RUN_KEY_TAG
 from .uri import unreachable
 
@@ -155,13 +155,8 @@ class _Files:
         return {**self.__dict__, "_fs": None}
 
     def _path(self, name: str) -> tuple[Any, str]:
-        import pyarrow.fs
-
         if self._fs is None:
-            if self.local:
-                self._fs, self._root = pyarrow.fs.LocalFileSystem(), self.location
-            else:
-                self._fs, self._root = pyarrow.fs.FileSystem.from_uri(self.location)
+            self._fs, self._root = filesystem(self.location)
         return self._fs, f"{self._root.rstrip('/')}/{name}"
 
     def exists(self, name: str) -> bool:
