@@ -73,7 +73,6 @@ def test_resumed_from_its_last_epochs_checkpoint_a_trial_reports_that_epoch_agai
     assert resumed.reports[0]["val_loss"] == done.reports[-1]["val_loss"]
 
 
-
 def test_resumed_from_a_checkpoint_the_search_may_not_have_recorded_a_trial_reports_it_then_trains_on():
     """--resume put a later checkpoint in place of one Tune deleted (resume.refill_checkpoints):
     its epoch's report may have died with the driver, so it is said again, and the epochs after
@@ -89,6 +88,7 @@ def test_resumed_from_a_checkpoint_the_search_may_not_have_recorded_a_trial_repo
     assert resumed.reports[0]["val_loss"] == first.reports[-1]["val_loss"]
     assert [c["epoch"] for c in resumed.checkpoints] == [3, 4]
     assert resumed.reports[-1]["val_loss"] == pytest.approx(full.reports[-1]["val_loss"], rel=1e-5)
+
 
 def test_a_report_without_the_specs_metric_is_refused():
     ctx = LocalContext(max_epochs=1, seed=0, metric="val_f1")

@@ -60,7 +60,6 @@ def test_a_restarted_trial_repeating_epochs_leaves_one_point_per_epoch(tracking_
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]
 
 
-
 def test_a_trial_ending_on_a_repeated_epoch_leaves_its_whole_cost_in_mlflow(tracking_uri):
     """A resumed trial whose last epoch MLflow already holds says that epoch again from a new
     process: its start-up was paid for, so the run's latest cost is the ledger's total, as in
@@ -89,6 +88,7 @@ def test_a_trial_ending_on_a_repeated_epoch_leaves_its_whole_cost_in_mlflow(trac
     client, run_id = tracker.client, book.records["t1"].run_id
     assert client.get_run(run_id).data.metrics["cost_device_hours"] == 1.25 == book.records["t1"].metrics["cost_device_hours"]
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]  # still one point per epoch
+
 
 def test_report_on_a_running_search_counts_running_trials_and_their_cost_so_far(tracking_uri):
     """What the driver has written mid-search: a RUNNING parent, a RUNNING and a finished child."""

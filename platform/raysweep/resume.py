@@ -47,9 +47,9 @@ class Previous:
     @cached_property  # one look at the storage (an S3 request) for the checks that ask
     def concluded(self) -> bool:
         """Its last steps (test evaluation, model, summary) ran after its trials (`mark_concluded`)."""
-        fs, root = filesystem(self.path)
         import pyarrow.fs
 
+        fs, root = filesystem(self.path)
         return fs.get_file_info(f"{root}/{CONCLUDED}").type != pyarrow.fs.FileType.NotFound
 
     @property

@@ -25,6 +25,12 @@ from .tracker import Point, Tracker, _now_ms, refused_tags
 FLUSH_INTERVAL_S = 1.0
 
 
+def _newest_step(rec: TrialRecord, buffered: list[Point]) -> int:
+    """The last epoch the trial's run holds in MLflow or will once `buffered` is written (a
+    report at or below it repeats an epoch: rec.epochs is never above it then)."""
+    return max(rec.logged_epoch, buffered[-1][0] if buffered else 0)
+
+
 class MLflowCallback(Callback):
     """Mirrors the `TrialBook` into MLflow as Tune reports; runs after the book in the list.
 
@@ -94,7 +100,7 @@ class MLflowCallback(Callback):
         # keeps the first report of each epoch, so every metric has one point per epoch.
         # Its cost totals did grow (repeated epochs are paid for): MLflow gets them with its next
         # new epoch, or when it ends on a repeated one (_end).
-        if rec.epochs <= max(rec.logged_epoch, buffered[-1][0] if buffered else 0):
+        if rec.epochs <= _newest_step(rec, buffered):
             self._unbilled.add(rec.trial_id)
             return
         self._unbilled.discard(rec.trial_id)
@@ -149,7 +155,7 @@ class MLflowCallback(Callback):
             self._unbilled.discard(rec.trial_id)
             billed = {k: v for k, v in rec.metrics.items() if k in BILLED}
             if billed:
-                points = [*points, (max(rec.epochs, rec.logged_epoch), billed, _now_ms())]
+                points = [*points, (_newest_step(rec, points), billed, _now_ms())]
         with self._guard(rec):
             self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
             if points:
