@@ -98,6 +98,47 @@ def test_an_extended_search_puts_earlier_trials_in_the_study_as_they_ended():
     assert searcher.suggest("next") is not None and len(searcher.study.trials) == 3
 
 
+def test_an_extended_search_counts_each_configuration_once_and_an_audited_one_as_it_ended():
+    from ray.tune.schedulers import ASHAScheduler
+
+    from raysweep.book import TrialBook
+    from raysweep.ray_internals import asha_rungs
+    from raysweep.resume import seed_asha
+    from raysweep.spec import CONFIRM_KEY
+
+    spec = _spec(**{"search.algorithm": "random"})
+    book = TrialBook(spec)
+
+    def add(trial_id, status, values, lr, retrain=None):
+        config = {"lr": lr, "dropout": 0.1, "batch_size": 64, **({CONFIRM_KEY: retrain} if retrain else {})}
+        book.records[trial_id] = TrialRecord(
+            trial_id, len(book.records) + 1, config, status=status, epochs=len(values), value=values[-1],
+            history=[(float(e), e, v, 0.0) for e, v in enumerate(values, start=1)],
+            confirms=(retrain or {}).get("of"))
+
+    add("t1", FINISHED, [0.9] * 8 + [0.3], 0.01)
+    add("t2", STOPPED, [0.8], 0.02)
+    add("t3", STOPPED, [0.7], 0.03)
+    add("c1", FINISHED, [0.9] * 8 + [0.1], 0.01, {"of": "t1", "seed": 7})  # search.confirm's run of t1
+    add("a2", FINISHED, [0.8, 0.5] + [0.4] * 6 + [0.2], 0.02, {"of": "t2", "seed": 1, "kind": "audit"})
+    add("a3", "failed", [0.7, 0.6], 0.03, {"of": "t3", "seed": 2, "kind": "audit"})  # never reached the end
+
+    prior = book.searched()
+    searcher = SweepSearch(spec, round_no=1, prior=prior)
+    t1, t2, t3 = searcher.study.trials  # three configurations, each once
+    assert t1.state == TrialState.COMPLETE and t1.value == 0.3  # not also c1's 0.1 under another seed
+    # t2 as its audit ended: complete at max_epochs, every epoch, where ASHA had it pruned at 1.
+    assert t2.state == TrialState.COMPLETE and t2.value == 0.2 and t2.params["lr"] == 0.02
+    assert len(t2.intermediate_values) == 9 and t2.intermediate_values[1] == 0.8
+    assert t3.state == TrialState.PRUNED and t3.intermediate_values == {1: 0.7}
+    scheduler = ASHAScheduler(metric="val_loss", mode="min", time_attr="epoch", max_t=9, grace_period=1,
+                              reduction_factor=3)
+    seed_asha(scheduler, prior)
+    # ASHA keeps each rung's values negated when it minimises.
+    assert {m: sorted(-v for v in r.values()) for m, r in asha_rungs(scheduler)} == {
+        9: [0.2, 0.3], 3: [0.4, 0.9], 1: [0.7, 0.8, 0.9]}
+
+
 def test_fixed_configs_are_suggested_once_each_in_order_and_survive_a_save(tmp_path):
     from ray.tune.search import Searcher
 

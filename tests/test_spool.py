@@ -7,6 +7,7 @@ same port and database; nothing of MLflow or Ray is mocked.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import shutil
 import threading
@@ -181,6 +182,16 @@ def test_spool_on_object_storage_keeps_order_files_and_progress(s3_server, tmp_p
         assert (Path(local) / "sub" / "a.txt").read_text() == "payload"
     spool.clear({}, spool.segments(), left)
     assert not spool.exists() and spool.pending() == 0
+
+
+def test_fail_fast_cuts_mlflows_retries_only_inside_and_a_users_own_setting_wins(monkeypatch):
+    env = spool_module.FAIL_FAST_ENV
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")  # the user's export
+    for name in set(env) - {"MLFLOW_HTTP_REQUEST_TIMEOUT"}:
+        monkeypatch.delenv(name, raising=False)
+    with spool_module.fail_fast():
+        assert {k: os.environ.get(k) for k in env} == {**env, "MLFLOW_HTTP_REQUEST_TIMEOUT": "120"}
+    assert {k: os.environ.get(k) for k in env} == {**dict.fromkeys(env), "MLFLOW_HTTP_REQUEST_TIMEOUT": "120"}
 
 
 def test_sync_without_a_spool_is_one_line_and_exit_2(tmp_path, capsys):

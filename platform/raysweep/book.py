@@ -239,6 +239,22 @@ class TrialBook(Callback):
         scored = [r for r in self.records.values() if r.value is not None and r.status != FAILED]
         return sorted(scored, key=lambda r: r.value if self.spec.rank_mode == "min" else -r.value)
 
+    def searched(self) -> dict[str, TrialRecord]:
+        """Each configuration the search tried, once, as a later round's sampler and ASHA rungs
+        should see it (`--resume --samples +N`).
+
+        A confirming run (search.confirm: a top configuration with a fresh seed) is left out: its
+        configuration is there already, and counting it again would pull TPE towards the
+        confirmed ones and raise ASHA's cut-offs with their values twice. An audited trial
+        (stopped, then trained to max_epochs by scheduler.audit with its own seed, replaying its
+        epochs) is its audit run when that finished: the same epochs and the ones after, so
+        the sampler learns how the configuration ended rather than where ASHA stopped it."""
+        out = {tid: rec for tid, rec in self.records.items() if rec.retrain is None}
+        for rec in self.records.values():
+            if rec.retrain == "audit" and rec.status == FINISHED and rec.confirms in out:
+                out[rec.confirms] = rec
+        return out
+
     def best(self) -> TrialRecord | None:
         """The best trial by its metric among those with a checkpoint (a model to test and log),
         or by its metric alone when none has one; with search.confirm, the run confirmation chose.

@@ -165,7 +165,7 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any 
 
     trial_id = tune.get_context().get_trial_id()
     _pin_cluster_address()
-    with scoped_env(POLL_ENV, str(poll_interval(spec))):  # read as each controller starts
+    with scoped_env({POLL_ENV: str(poll_interval(spec))}):  # read as each controller starts
         _fit_with_restarts(config, spec, storage, trial_id, data)
     _drain_reports()
 

@@ -12,15 +12,17 @@ class SpecError(ValueError):
     is one line, ready to print (CLI exit code 2)."""
 
 
-class RunFailed(RuntimeError):
-    """A search or training run failed (CLI exit code 1).
-
-    `result` holds what it did record (the CLI still writes it as --summary-json).
-    """
+class _WithResult(Exception):
+    """An end of a run that still recorded something: `result` holds it (the CLI writes it as
+    --summary-json before it exits)."""
 
     def __init__(self, message: str, result=None):
         super().__init__(message)
         self.result = result
+
+
+class RunFailed(_WithResult, RuntimeError):
+    """A search or training run failed (CLI exit code 1); `result`: what it did record."""
 
 
 class SearchFailed(RunFailed):
@@ -35,15 +37,9 @@ class TrainFailed(RunFailed):
     """The training run raised or never reported its metric."""
 
 
-class Interrupted(Exception):
-    """The run was stopped by Ctrl-C after Tune saved its state (CLI exit code 130).
-
-    `result` holds what had finished (the CLI writes it as --summary-json).
-    """
-
-    def __init__(self, message: str, result=None):
-        super().__init__(message)
-        self.result = result
+class Interrupted(_WithResult):
+    """The run was stopped by Ctrl-C after Tune saved its state (CLI exit code 130); `result`:
+    what had finished."""
 
 
 class NonFiniteLoss(ValueError):

@@ -34,15 +34,17 @@ def working_dir() -> str:
 
 
 @contextlib.contextmanager
-def scoped_env(name: str, value: str) -> Iterator[None]:
-    """`name=value` in this process's environment while the block runs, then as it was (a
-    notebook's next Tune run, or a reused Tune trial process, must not inherit it)."""
-    before = os.environ.get(name)
-    os.environ[name] = value
+def scoped_env(values: dict[str, str], *, override: bool = True) -> Iterator[None]:
+    """These variables in this process's environment while the block runs, then as they were (a
+    notebook's next Tune run, or a reused Tune trial process, must not inherit them).
+    `override=False`: a variable already set keeps its value (one the user exported wins)."""
+    before = {name: os.environ.get(name) for name in values if override or name not in os.environ}
+    os.environ.update({name: values[name] for name in before})
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -173,11 +173,11 @@ def run_search(
                 tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data, splits=splits,
                                     budget=budget)
             elif more_samples is None:
-                tuner = restore_tuner(spec, storage, previous.path, callbacks, book.records, stop, data=data,
+                tuner = restore_tuner(spec, storage, previous.path, callbacks, book.searched(), stop, data=data,
                                       splits=splits, budget=budget, say=say)
             else:
                 tuner = build_tuner(spec, storage, callbacks, verbose, round_no=round_no,
-                                    num_samples=more_samples, prior=dict(book.records), stop=stop, data=data,
+                                    num_samples=more_samples, prior=book.searched(), stop=stop, data=data,
                                     splits=splits, budget=budget)
             fit(tuner)
         after_fit()

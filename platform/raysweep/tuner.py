@@ -161,7 +161,7 @@ def build_tuner(
     the same budget, stops trials at rungs past which it has no room).
 
     `round_no` > 0 (`--resume --samples +N`): `num_samples` more trials in experiment NAME+round_no,
-    with the earlier trials (`prior`, the book's records) in the sampler's and ASHA's history.
+    with the earlier trials (`prior`: `TrialBook.searched()`) in the sampler's and ASHA's history.
     """
     train_path = needs_ray_train(spec, resolve_task(spec.task))
     if fixed_config is not None:  # one run: nothing to sample, nothing to stop early
@@ -239,5 +239,5 @@ MAX_PENDING_TRIALS = 256
 
 
 def fit(tuner: tune.Tuner):
-    with scoped_env("TUNE_MAX_PENDING_TRIALS_PG", str(MAX_PENDING_TRIALS)):  # read as fit() starts
+    with scoped_env({"TUNE_MAX_PENDING_TRIALS_PG": str(MAX_PENDING_TRIALS)}):  # read as fit() starts
         return tuner.fit()

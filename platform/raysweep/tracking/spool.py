@@ -44,7 +44,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shlex
 import tempfile
 import time
@@ -56,6 +55,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
+from ..jobenv import scoped_env
 from ..redact import for_pickle, from_pickle, redact, redact_text, write_private
 from ..statefile import load_state, save_state
 from ..storage import filesystem, join
@@ -89,17 +89,10 @@ FAIL_FAST_ENV = {
 log = logging.getLogger("raysweep.spool")
 
 
-@contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
+def fail_fast():
     """MLflow's HTTP retries cut to seconds for the calls inside (environment is process-wide:
     another thread of this process calling MLflow meanwhile gets the same settings)."""
-    added = {k: v for k, v in FAIL_FAST_ENV.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
+    return scoped_env(FAIL_FAST_ENV, override=False)
 
 
 def is_outage(exc: BaseException | None) -> bool:
