@@ -161,11 +161,10 @@ def own_ray(num_cpus: int = 2):
     if ray.is_initialized():
         yield
         return
-    from raysweep.ray_internals import node_env_defaults
+    from raysweep.ray_internals import start_local_ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    node_env_defaults()  # as raysweep's own local Ray
-    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False)
+    start_local_ray(num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False)  # as raysweep's own
     try:
         yield
     finally:

@@ -77,12 +77,12 @@ def ray_session():
     """
     import ray
 
-    from raysweep.ray_internals import node_env_defaults
+    from raysweep.ray_internals import start_local_ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    node_env_defaults()  # the node settings of the Ray raysweep starts itself
-    # "local": a new instance even if a `ray start` cluster runs on this machine.
-    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
+    # As raysweep starts its own (its node settings); a new instance even if a `ray start`
+    # cluster runs on this machine.
+    start_local_ray(num_cpus=4, logging_level=logging.WARNING, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -3,6 +3,7 @@ search's stopper."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 from ray import tune
@@ -31,3 +32,31 @@ def test_a_stopper_unpickled_where_no_search_runs_stops_nothing(monkeypatch):
     saved = pickle.dumps(StopAfterFailures(TrialBook(validate(make_raw())), 1))
     monkeypatch.setattr(tuner, "_live_stopper", None)
     assert isinstance(pickle.loads(saved), tune.stopper.NoopStopper)
+
+
+def _probe_search(tmp_path, name):
+    from raysweep.search import run_search
+
+    spec = validate(make_raw(**{
+        "name": name, "task": "tests.user_tasks:process_probe", "max_epochs": 1, "search.num_samples": 2,
+        "search.algorithm": "random", "tracking.enabled": False, "fixed": {"out_dir": str(tmp_path)},
+        "space": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}}}))
+    run_search(spec, storage=str(tmp_path / "results"))
+    return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+
+
+def test_trials_of_a_ray_raysweep_started_inherit_tunes_variables_without_a_runtime_env(ray_session, tmp_path,
+                                                                                        monkeypatch):
+    from ray.tune.execution import class_cache
+
+    before = dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE)
+    # No runtime env (so Ray may start them in the processes it keeps idle), Tune's variables all the same.
+    inherited = {"PL_DISABLE_FORK": "1", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+                 "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": None}
+    assert _probe_search(tmp_path / "a", "probe-a") == [{"runtime_env_vars": {}, "environ": inherited}] * 2
+    # A variable of Tune's set since Ray started is not inherited: Tune's runtime env carries it.
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    assert _probe_search(tmp_path / "b", "probe-b") == [{
+        "runtime_env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"},
+        "environ": {**inherited, "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}}] * 2
+    assert (class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE) == before  # Tune's, as they were

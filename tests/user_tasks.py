@@ -341,3 +341,18 @@ def reports_trained(out_dir, lr):
 
     path = Path(out_dir) / f"reports-{lr!r}"
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def process_probe(config, ctx):
+    """Writes what the trial's process holds of Tune's variables and its runtime env."""
+    import json
+    import os
+    from pathlib import Path
+
+    import ray
+
+    names = ("PL_DISABLE_FORK", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS")
+    Path(config["out_dir"], f"{os.getpid()}-{config['x']}.json").write_text(json.dumps({
+        "runtime_env_vars": dict(ray.get_runtime_context().runtime_env.get("env_vars") or {}),
+        "environ": {name: os.environ.get(name) for name in names}}))
+    ctx.report({"val_loss": config["x"]})

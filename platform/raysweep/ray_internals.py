@@ -7,8 +7,10 @@ of them, rather than a search failing on a user's cluster.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 CHECKED_ON = "2.60"
@@ -32,11 +34,21 @@ NODE_ENV = {
 
 
 # Only for a Ray that raysweep starts on this machine with `ray.init` (not `LocalCluster`,
-# which stands in for a real cluster, nor cluster/): Ray Train's preemption watcher, an actor
-# every worker group starts to follow Ray's node-drain notices (spot instances being taken
-# back). One machine's own Ray is never drained, and the watcher is one more process of about
-# 200 MB per trial, starting while the first epoch trains (docs/design.md, point 28).
-LOCAL_NODE_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+# which stands in for a real cluster, nor cluster/):
+LOCAL_NODE_ENV = {
+    # Ray Train's preemption watcher, an actor every worker group starts to follow Ray's
+    # node-drain notices (spot instances being taken back). One machine's own Ray is never
+    # drained, and the watcher is one more process of about 200 MB per trial, starting while
+    # the first epoch trains (docs/design.md, point 28).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Tune's default variable for its trial actors (`class_cache.DEFAULT_ENV_VARS`): set on
+    # the node, every process has it without a runtime env (`trial_actors_inherit_env`).
+    "PL_DISABLE_FORK": "1",
+}
+
+# The environment each Ray this process started was given, by the node's id: every process of
+# that Ray inherits it (`trial_actors_inherit_env`).
+_STARTED_WITH: dict[str, dict[str, str]] = {}
 
 
 def node_env_defaults() -> None:
@@ -44,6 +56,44 @@ def node_env_defaults() -> None:
     before it starts a local Ray: its processes, Ray Train's controllers among them, inherit it."""
     for name, value in {**NODE_ENV, **LOCAL_NODE_ENV}.items():
         os.environ.setdefault(name, value)
+
+
+def start_local_ray(**init_kwargs: Any) -> None:
+    """`ray.init` of a new Ray on this machine with `node_env_defaults`, its environment
+    remembered for `trial_actors_inherit_env`."""
+    import ray
+
+    node_env_defaults()
+    ray.init(address="local", **init_kwargs)
+    _STARTED_WITH[ray.get_runtime_context().get_node_id()] = dict(os.environ)
+
+
+@contextlib.contextmanager
+def trial_actors_inherit_env() -> Iterator[None]:
+    """While the block runs Tune: trial actors get no runtime env for variables they inherit.
+
+    Tune gives its trial actors' class a runtime env of its default variables and of those of
+    its `ENV_VARS_TO_PROPAGATE` set in this process (`ray.tune.execution.class_cache`). Ray
+    hands an actor with any runtime env none of the worker processes it starts idle beside
+    the driver (one per CPU): the first trials waited for new processes while those idled
+    (docs/design.md, point 31). On a Ray `start_local_ray` started, every process inherited
+    this process's environment then: a variable with that value is left out of Tune's list,
+    and with none left, trials start in the waiting processes. On any other Ray (a cluster,
+    `ray job submit`), and for a variable changed since, Tune's runtime env as it is."""
+    import ray
+    from ray.tune.execution import class_cache
+
+    inherited = _STARTED_WITH.get(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+    if inherited is None:
+        yield
+        return
+    saved = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
+    class_cache.DEFAULT_ENV_VARS = {k: v for k, v in saved[0].items() if inherited.get(k) != v}
+    class_cache.ENV_VARS_TO_PROPAGATE = {k for k in saved[1] if k in os.environ and os.environ[k] != inherited.get(k)}
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = saved
 
 
 class NoDatasetShards:

@@ -26,7 +26,7 @@ from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
 from .errors import SpecError
-from .ray_internals import node_env_defaults, quiet_auth_warning, quiet_staging_race
+from .ray_internals import quiet_auth_warning, quiet_staging_race, start_local_ray
 from .spec import Spec
 from .storage import resolve as storage_location
 from .tasks import resolve_task
@@ -238,8 +238,9 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     # this machine (/tmp/ray/ray_current_cluster), even a dead one.
     address = os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
-        node_env_defaults()
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+        start_local_ray(logging_level=logging.WARNING, log_to_driver=log_to_driver)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
     return True
 
 
