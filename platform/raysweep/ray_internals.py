@@ -1,7 +1,7 @@
 """Every use of Ray's private API, behind one door.
 
 Each function names what it reaches into and why no public API does it; all were checked on
-Ray 2.60 (`CHECKED_ON`). `tests/test_ray_internals.py` fails when an installed Ray moves any
+Ray 2.60 (`CHECKED_ON`). `tests/test_structure.py` fails when an installed Ray moves any
 of them, rather than a search failing on a user's cluster.
 """
 
