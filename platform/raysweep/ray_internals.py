@@ -51,19 +51,14 @@ LOCAL_NODE_ENV = {
 _STARTED_WITH: dict[str, dict[str, str]] = {}
 
 
-def node_env_defaults() -> None:
-    """Put `NODE_ENV` and `LOCAL_NODE_ENV` into this process's environment, where not set,
-    before it starts a local Ray: its processes, Ray Train's controllers among them, inherit it."""
-    for name, value in {**NODE_ENV, **LOCAL_NODE_ENV}.items():
-        os.environ.setdefault(name, value)
-
-
 def start_local_ray(**init_kwargs: Any) -> None:
-    """`ray.init` of a new Ray on this machine with `node_env_defaults`, its environment
-    remembered for `trial_actors_inherit_env`."""
+    """`ray.init` of a new Ray on this machine, with `NODE_ENV` and `LOCAL_NODE_ENV` put into
+    this process's environment first where not set (its processes, Ray Train's controllers
+    among them, inherit it), and that environment remembered for `trial_actors_inherit_env`."""
     import ray
 
-    node_env_defaults()
+    for name, value in {**NODE_ENV, **LOCAL_NODE_ENV}.items():
+        os.environ.setdefault(name, value)
     ray.init(address="local", **init_kwargs)
     _STARTED_WITH[ray.get_runtime_context().get_node_id()] = dict(os.environ)
 

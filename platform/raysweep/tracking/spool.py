@@ -89,7 +89,7 @@ FAIL_FAST_ENV = {
 log = logging.getLogger("raysweep.spool")
 
 
-def fail_fast():
+def fail_fast() -> contextlib.AbstractContextManager[None]:
     """MLflow's HTTP retries cut to seconds for the calls inside (environment is process-wide:
     another thread of this process calling MLflow meanwhile gets the same settings)."""
     return scoped_env(FAIL_FAST_ENV, override=False)
