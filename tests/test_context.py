@@ -42,3 +42,42 @@ def test_a_stop_or_an_error_in_the_report_is_raised_where_the_next_epoch_reports
     assert raised.value is error and cleaned == [1]
     pending.send(fails, after=lambda: None)
     pending.wait(raise_error=False)  # the trial's own error wins over the last report's
+
+
+def test_a_trial_goes_on_from_its_newest_whole_checkpoint_on_storage_and_numbers_the_next_past_it(tmp_path,
+                                                                                                 monkeypatch):
+    """A driver killed after a trial's checkpoint reached storage, before Tune's saved state
+    named it: `--resume` gives the trial an older checkpoint, or none (CI: a trial trained its
+    first epoch twice). The trial goes on from the newest whole one instead, says its epoch
+    again, skips one the kill cut short, and writes its next checkpoint past all of them."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from raysweep import ray_internals
+    from raysweep.context import InProcessContext
+    from raysweep.statefile import CHECKPOINT_FILE, save_state
+
+    trial_dir = tmp_path / "trial_1"
+    for index in range(4):
+        (trial_dir / f"checkpoint_{index:06d}").mkdir(parents=True)
+        save_state({"epoch": index + 1, "metrics": {"val_loss": 1.0 / (index + 1)}}, str(trial_dir / f"checkpoint_{index:06d}"))
+    whole = (trial_dir / "checkpoint_000003" / CHECKPOINT_FILE).read_bytes()
+    (trial_dir / "checkpoint_000003" / CHECKPOINT_FILE).write_bytes(whole[: len(whole) // 2])  # the kill mid-copy
+    storage = SimpleNamespace(current_checkpoint_index=1)  # Tune's saved state: one checkpoint registered
+    monkeypatch.setattr(ray_internals, "trial_storage", lambda: (pyarrow.fs.LocalFileSystem(), str(trial_dir), storage))
+
+    def resumed(tune_latest: str | None) -> InProcessContext:
+        from ray import tune
+
+        ctx = InProcessContext(max_epochs=9, seed=0)
+        monkeypatch.setattr(ctx, "_ray_checkpoint", lambda: tune_latest and tune.Checkpoint(str(trial_dir / tune_latest)))
+        return ctx
+
+    for tune_latest in (None, "checkpoint_000000"):
+        ctx = resumed(tune_latest)
+        assert ctx.resume_state["epoch"] == 3 and ctx.resume_unreported and ctx.epoch == 4
+        assert storage.current_checkpoint_index == 4  # checkpoint_000003, cut short, is written over
+    # Tune's latest is the newest on storage (as when nothing was lost): it is the one, as Tune said.
+    ctx = resumed("checkpoint_000002")
+    assert ctx.resume_state["epoch"] == 3 and not ctx.resume_unreported

@@ -71,9 +71,9 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     raw = make_raw(**{"name": "phoenix", "task": "tests.user_tasks:SlowDigits", "max_epochs": 4,
                       "search.num_samples": samples, "search.max_concurrent": concurrent, "scheduler.type": "fifo",
                       "resources.workers_per_trial": workers, "fixed": {"hidden": 32, "epoch_sleep_s": 0.6 * workers}})
-    # The kill lands after some trials were saved finished and others mid-way.
+    # The kill lands after some trials were saved finished and others mid-way (in-process: two).
     cmd, env, db = _kill_driver(tmp_path, ray_session, mlflow_template, raw,
-                                lambda db: _finished_children(db) >= done and _running_with_points(db))
+                                lambda db: _finished_children(db) >= done and _running_with_points(db) >= concurrent)
     killed_at_ms = time.time() * 1000
 
     client = MlflowClient(f"sqlite:///{db}")
@@ -82,11 +82,13 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     done_before = {tid for tid, r in before.items() if r.info.status == "FINISHED"}
     assert len(done_before) >= done and any(r.info.status == "RUNNING" for r in before.values())
     refilled = _lose_checkpoints_as_tune_can(tmp_path / "results" / "phoenix") if workers == 1 else []
+    mended = _cut_short_as_a_kill_can(tmp_path / "results" / "phoenix")
 
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
     assert all(f"{line} was deleted after Tune's last saved state" in resumed.stdout for line in refilled)
+    assert f"{mended} was cut short when the driver was killed; put back" in resumed.stdout, resumed.stdout[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     errors = [Path(f).read_text()[-2000:] for f in glob.glob(str(tmp_path / "results" / "phoenix" / "*" / "error.txt"))]
     assert len(summary["trials"]) == samples and {t["status"] for t in summary["trials"]} == {"finished"}, \
@@ -111,12 +113,16 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_session, t
     assert report["counts"] == {"running": 0, "finished": samples, "stopped": 0, "failed": 0}
     for key in ("device_hours", "cost_usd", "flops", "samples"):
         assert report["totals"][key] == pytest.approx(summary["totals"][key], rel=1e-9), key
-    # Interrupted trials continued from their checkpoints rather than from epoch 1.
+    # Interrupted trials continued from their newest checkpoints: no epoch trained twice. An
+    # epoch is there twice only as the same report said again (its own epoch_time_s), from a
+    # checkpoint Tune's saved state did not name, or named but lost.
     # (A trial the dead driver started but Tune never saved has a directory too: an orphan.)
     results = [tmp_path / "results" / "phoenix" / f"trial_{t['trial_id']}" / "result.json" for t in summary["trials"]]
     for result in results:
-        epochs = [json.loads(line)["epoch"] for line in Path(result).read_text().splitlines() if line.strip()]
-        assert epochs.count(1) == 1, (result, epochs)
+        lines = [json.loads(line) for line in Path(result).read_text().splitlines() if line.strip()]
+        assert sorted({r["epoch"] for r in lines}) == [1, 2, 3, 4], result
+        trained = {(r["epoch"], r["epoch_time_s"]) for r in lines}
+        assert len(trained) == 4, (result, sorted(trained))
 
 
 def test_a_driver_killed_while_confirming_resumes_its_confirming_runs_once_each(ray_session, tmp_path, mlflow_template):
@@ -152,14 +158,20 @@ def test_a_driver_killed_while_confirming_resumes_its_confirming_runs_once_each(
 def _lose_checkpoints_as_tune_can(experiment: Path) -> list[str]:
     """Tune deletes a trial's checkpoints beyond checkpoint.keep as it registers new ones, and
     the state it saved lags by a few: a killed driver can leave a state naming checkpoints that
-    are gone (1 run in about 20 here; a trial then failed on --resume). Make it certain: the
-    first unfinished trial's latest checkpoint is gone, a later one there; the others lose the
-    older ones their state keeps. Returns "<trial dir>: <checkpoint>" of each latest lost."""
+    are gone (1 run in about 20 here; a trial then failed on --resume), or naming none of a
+    trial's (CI: the trial trained its first epoch again). Make it certain: the first
+    unfinished trial's latest checkpoint is gone, a later one there; the second's state names
+    none; any others lose the older ones their state keeps. Returns "<trial dir>: <checkpoint>"
+    of each latest lost."""
     from raysweep.ray_internals import unfinished_checkpoints
 
+    unfinished = unfinished_checkpoints(str(experiment))
+    assert len(unfinished) >= 2, "not two unfinished trials with a checkpoint at the kill"
     lost = []
-    for n, (trial_dir, (kept, latest)) in enumerate(unfinished_checkpoints(str(experiment)).items()):
-        if n == 0:
+    for n, (trial_dir, (kept, latest)) in enumerate(unfinished.items()):
+        if n == 1:
+            _forget_checkpoints(experiment, trial_dir)
+        elif n == 0:
             later = experiment / trial_dir / f"checkpoint_{int(latest.removeprefix('checkpoint_')) + 1:06d}"
             if later.exists():
                 shutil.rmtree(experiment / trial_dir / latest)
@@ -169,8 +181,41 @@ def _lose_checkpoints_as_tune_can(experiment: Path) -> list[str]:
         else:
             for name in set(kept) - {latest}:
                 shutil.rmtree(experiment / trial_dir / name, ignore_errors=True)
-    assert lost, "no unfinished trial with a checkpoint at the kill"
     return lost
+
+
+def _newest_state(experiment: Path) -> Path:
+    return max(experiment.glob("experiment_state-*.json"))
+
+
+def _forget_checkpoints(experiment: Path, trial_dir: str) -> None:
+    """Rewrite Tune's saved state of the trial's run as saved before it registered a checkpoint."""
+    from ray.tune.experiment.trial import Trial
+
+    path = _newest_state(experiment)
+    state = json.loads(path.read_text())
+    for entry in state["trial_data"]:
+        trial = Trial.from_json_state(entry[0], stub=True)
+        if trial.storage.trial_dir_name == trial_dir:
+            trial.restore_run_metadata(entry[1])
+            trial.run_metadata.checkpoint_manager._checkpoint_results = []
+            trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
+            entry[1] = trial.run_metadata.get_json_state()
+    path.write_text(json.dumps(state))
+
+
+def _cut_short_as_a_kill_can(experiment: Path) -> str:
+    """A driver killed while Tune copied its staged state to storage leaves the file on storage
+    cut short (CI: an empty experiment_state; --resume then failed), the staged one whole.
+    Make it certain: the newest state on storage as it was (staged too), cut in half. Returns its name."""
+    from raysweep.ray_internals import driver_staging_copies
+
+    path = _newest_state(experiment)
+    (staged, *_) = driver_staging_copies(experiment.name, path.name)
+    whole = path.read_bytes()
+    Path(staged, path.name).write_bytes(whole)
+    path.write_bytes(whole[: len(whole) // 2])
+    return path.name
 
 
 def _kill_driver(tmp_path: Path, ray_session: str, mlflow_template, raw: dict, ready) -> tuple[list, dict, Path]:
@@ -195,19 +240,19 @@ def _kill_driver(tmp_path: Path, ray_session: str, mlflow_template, raw: dict, r
     return cmd, env, db
 
 
-def _running_with_points(db: Path, confirming: bool = False) -> bool:
-    """Whether a running trial (a confirming run) has logged an epoch."""
+def _running_with_points(db: Path, confirming: bool = False) -> int:
+    """How many running trials (confirming runs) have logged an epoch."""
     if not db.exists():
-        return False
+        return 0
     confirm = (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = 'raysweep.confirms')"
                if confirming else "")
     try:
         with sqlite3.connect(db) as conn:
-            return bool(conn.execute(
-                "SELECT COUNT(*) FROM runs r JOIN metrics m ON r.run_uuid = m.run_uuid "
+            return int(conn.execute(
+                "SELECT COUNT(DISTINCT r.run_uuid) FROM runs r JOIN metrics m ON r.run_uuid = m.run_uuid "
                 "WHERE r.status = 'RUNNING' AND m.key = 'val_loss'" + confirm).fetchone()[0])
     except sqlite3.OperationalError:  # tables not created yet
-        return False
+        return 0
 
 
 def _finished_children(db: Path) -> int:
@@ -246,3 +291,51 @@ def test_a_new_round_draws_new_configurations_and_a_changed_space_is_refused(ray
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and f"{key} changed since search 'fresh' ran" in err, err
     assert not (tmp_path / "results" / "fresh+2").exists()
+
+
+def test_a_state_file_a_killed_driver_cut_short_is_put_back_from_its_staged_copy_or_refused_in_one_line(
+        tmp_path, monkeypatch, capsys):
+    """Tune copies its staged state to storage by rewriting each file in place: a driver killed
+    mid-copy left an empty experiment_state (CI), and `--resume` failed with a JSONDecodeError's
+    traceback. The driver's staged copy (Ray's session directory) is whole: the session's files
+    come back from it, as one save. With no copy left, a one-line error and exit 1."""
+    import pickle
+
+    from raysweep.errors import RunFailed
+    from raysweep.resume import mend_saved_state
+
+    session, older = "2026-12-04_05-00-01", "2026-12-04_04-00-00"
+    experiment = tmp_path / "results" / "phoenix"
+    experiment.mkdir(parents=True)
+    (experiment / f"experiment_state-{older}.json").write_text('{"an": "earlier run"}')
+    (experiment / f"experiment_state-{session}.json").write_bytes(b"")  # cut short by the kill
+    (experiment / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"trials": 3}))  # a save older than staged
+    (experiment / "tuner.pkl").write_bytes(pickle.dumps("tuner"))
+    before = {p.name: p.read_bytes() for p in experiment.iterdir()}
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "tmp"))
+    staged = tmp_path / "tmp" / "ray" / "session_2026-12-04_04-59-58_1_2" / "artifacts" / "2026-12-04_05-00-00" / \
+        "phoenix" / "driver_artifacts"
+    staged.mkdir(parents=True)
+    (staged / f"experiment_state-{session}.json").write_text('{"trial_data": []}')
+    (staged / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"trials": 4}))
+
+    assert mend_saved_state(str(experiment)) == [
+        f"{experiment}: experiment_state-{session}.json was cut short when the driver was killed; put back from the "
+        f"driver's copy in {staged}"]
+    after = {p.name: p.read_bytes() for p in experiment.iterdir()}
+    assert after == {**before, f"experiment_state-{session}.json": b'{"trial_data": []}',
+                     f"searcher-state-{session}.pkl": pickle.dumps({"trials": 4})}
+    assert mend_saved_state(str(experiment)) == []  # whole now: nothing to do
+
+    # A pickle cut short, and the staged copy gone (another machine, a reboot): refused.
+    (experiment / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"trials": 4})[:-5])
+    shutil.rmtree(tmp_path / "tmp")
+    with pytest.raises(RunFailed, match=rf"saved state {experiment}/searcher-state-{session}.pkl was cut short .* "
+                                        r"start it again under another --name"):
+        mend_saved_state(str(experiment))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(make_raw(name="phoenix")))
+    code = main(["search", str(tmp_path / "spec.yaml"), "--storage", str(tmp_path / "results"), "--resume",
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert f"searcher-state-{session}.pkl was cut short" in err

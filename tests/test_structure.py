@@ -228,6 +228,24 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
 
     assert callable(_find_newest_experiment_checkpoint) and callable(Trial.from_json_state)
     assert callable(Trial.restore_run_metadata) and isinstance(_CheckpointManager.best_checkpoint_results, property)
+    # driver_staging_copies: where a Tune driver stages its state, and what it names the file;
+    # trial_storage: the trial's storage context, its checkpoint numbering.
+    import inspect
+
+    from ray._common.utils import get_default_system_temp_dir
+    from ray.train._internal.session import get_storage
+    from ray.train._internal.storage import StorageContext
+    from ray.train.constants import _get_ray_train_session_dir
+    from ray.tune.execution.tune_controller import TuneController
+
+    assert callable(get_default_system_temp_dir) and callable(get_storage)
+    from ray._private.node import Node
+
+    assert callable(Node.get_session_dir_path) and hasattr(ray._private.worker, "_global_node")
+    assert '"artifacts"' in inspect.getsource(_get_ray_train_session_dir)
+    assert '"driver_artifacts"' in inspect.getsource(StorageContext.experiment_driver_staging_path.fget)
+    assert TuneController.CKPT_FILE_TMPL == ray_internals.TUNE_STATE_PREFIX + "{}.json"
+    assert "current_checkpoint_index" in inspect.signature(StorageContext.__init__).parameters
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \

@@ -298,11 +298,28 @@ class RayContext(TrainContext):
         finally:
             after()
 
+    def _checkpoints_left(self, after: str | None) -> list:
+        """Checkpoints of this trial on storage later than `after` (the one Tune restores it
+        from, by name; None: none), newest first: the in-process trial's (InProcessContext)."""
+        return []
+
     @property
     def resume_state(self) -> dict | None:
         if not self._resume_loaded:
             self._resume_loaded = True
             ckpt = self._ray_checkpoint()
+            # A driver killed after a checkpoint reached storage but before Tune's saved state
+            # named it restores the trial from an older one, or from none: the trial trains
+            # those epochs again (and bills them twice). The newest whole one goes on instead,
+            # its epoch reported again (the dead driver may never have recorded it).
+            for later in self._checkpoints_left(None if ckpt is None else os.path.basename(ckpt.path)):
+                with later.as_directory() as directory:
+                    try:
+                        self._resume = load_state(directory, map_location=self.device)
+                    except (OSError, RuntimeError, EOFError, ValueError):  # cut short by the kill
+                        continue
+                self.resume_unreported = True
+                return self._resume
             if ckpt is not None:
                 with ckpt.as_directory() as directory:
                     self._resume = load_state(directory, map_location=self.device)
@@ -381,3 +398,18 @@ class InProcessContext(RayContext):
         from ray import tune
 
         return tune.get_checkpoint()
+
+    def _checkpoints_left(self, after: str | None) -> list:
+        from ray import tune
+
+        from .ray_internals import trial_storage
+        from .statefile import checkpoint_dirs
+
+        fs, trial_dir, storage = trial_storage()
+        found = checkpoint_dirs(fs, trial_dir)
+        if found:
+            # Tune numbers the next checkpoint from its saved state, which may lag those on
+            # storage (above): past them, so none is written over and names keep epoch order.
+            storage.current_checkpoint_index = max(storage.current_checkpoint_index, found[-1][0] + 1)
+        since = -1 if after is None else dict((name, index) for index, name in found).get(after, -1)
+        return [tune.Checkpoint(f"{trial_dir}/{name}", filesystem=fs) for index, name in reversed(found) if index > since]

@@ -258,3 +258,44 @@ def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], s
         found[posixpath.basename(posixpath.dirname(latest.path))] = (
             [posixpath.basename(p) for p in kept], posixpath.basename(latest.path))
     return found
+
+
+# Tune's saved state of an experiment: `experiment_state-<session>.json` beside the searcher's
+# and the callbacks' `*-<session>.pkl` (one session per run of the Tuner), and tuner.pkl. The
+# driver writes them into a staging folder of its Ray session's directory (each file under a
+# temporary name, then renamed: whole there), then copies that folder to storage with
+# pyarrow's copy_files, which writes each file in place: a driver killed mid-copy leaves a file
+# on storage cut short (CI saw an empty experiment_state, and `--resume` fail to parse it).
+TUNE_STATE_PREFIX = "experiment_state-"
+
+
+def driver_staging_copies(experiment_dir_name: str, state_file: str) -> list[str]:
+    """The staging folders, on this machine, of Tune drivers that saved `state_file` for an
+    experiment of that name (`StorageContext.experiment_driver_staging_path`:
+    `<Ray's temp dir>/session_*/artifacts/<timestamp>/<name>/driver_artifacts`), newest first.
+    Ray keeps a session's directory after its processes end. The timestamp folder is the
+    storage context's, the file's the controller's: taken apart by a second, so any is looked at."""
+    import glob
+
+    import ray
+    from ray._common.utils import get_default_system_temp_dir
+
+    roots = {os.path.join(get_default_system_temp_dir(), "ray")}
+    if ray.is_initialized():  # a Ray started with its own temp dir
+        roots.add(os.path.dirname(ray._private.worker._global_node.get_session_dir_path()))
+    # realpath: one folder once, not again through the `session_latest` link.
+    found = {os.path.realpath(os.path.dirname(f)) for root in roots for f in glob.glob(os.path.join(
+        glob.escape(root), "session_*", "artifacts", "*", glob.escape(experiment_dir_name), "driver_artifacts",
+        glob.escape(state_file)))}
+    return sorted(found, key=os.path.getmtime, reverse=True)
+
+
+def trial_storage() -> tuple[Any, str, Any]:
+    """Inside a Tune trial: its storage filesystem, its directory there, and the storage
+    context whose `current_checkpoint_index` names the trial's next checkpoint directory
+    (`ray.train._internal.session.get_storage`, a DeveloperAPI: Tune's public context gives the
+    trial's directory as a local path only, no filesystem, and no index)."""
+    from ray.train._internal.session import get_storage
+
+    storage = get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path, storage

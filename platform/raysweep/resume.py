@@ -17,13 +17,14 @@ Every round searches the same space: a spec whose `space` changed is refused (`c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from .book import RUNNING, TrialRecord
 from .space import optuna_space
-from .errors import SpecError
+from .errors import RunFailed, SpecError
 from .spec import Spec
 from .storage import filesystem, join
 
@@ -39,6 +40,7 @@ class Previous:
     path: str  # its Tune experiment directory (or URI)
     round: int
     book_state: dict[str, Any] | None  # None: the driver died before Tune first saved its state
+    mended: list[str] = field(default_factory=list)  # saved state files put back (mend_saved_state)
 
     @property
     def records(self) -> dict[str, TrialRecord]:
@@ -95,7 +97,75 @@ def find_previous(storage: str, name: str) -> Previous | None:
     if latest is None:
         return None
     path = join(storage, round_name(name, latest))
-    return Previous(path, latest, _book_state(storage, round_name(name, latest)))
+    # Before anything reads the round's saved state (the book, the searched space, Tune).
+    mended = [line for p in (path, *(join(storage, retrain_name(round_name(name, latest), label))
+                                     for label in RETRAIN_LABELS)) for line in mend_saved_state(p)]
+    return Previous(path, latest, _book_state(storage, round_name(name, latest)), mended)
+
+
+def _whole(data: bytes) -> bool:
+    """Whether a state file Tune saved is complete: a pickle whose opcodes run to its STOP (read,
+    never unpickled), or JSON that parses. By content: the search generator's "*.json" is a pickle."""
+    import json
+    import pickletools
+
+    try:
+        if data.startswith(b"\x80"):  # the PROTO opcode every pickle of protocol 2 and later starts with
+            for _ in pickletools.genops(data):
+                pass
+        else:
+            json.loads(data)
+    except ValueError:  # json's JSONDecodeError, or "pickle exhausted before seeing STOP"
+        return False
+    return True
+
+
+def mend_saved_state(path: str) -> list[str]:
+    """Put back a state file of the experiment that a killed driver left cut short on storage.
+
+    Tune copies its staged state to storage by rewriting each file in place
+    (ray_internals.TUNE_STATE_PREFIX): killed mid-copy, the driver leaves a file cut short, and
+    Tune cannot restore the experiment. The staged copy the driver wrote, on its machine, is
+    whole: its files of that session are copied back, the newest state as one (a file on
+    storage may be a save older than the rest). Returns a line for each file put back; a
+    RunFailed when the newest state is cut short and no whole copy is left. Nothing to do (and
+    one listing of storage) when the state is whole."""
+    import pyarrow.fs
+
+    from .ray_internals import TUNE_STATE_PREFIX, driver_staging_copies
+
+    fs, root = filesystem(path)
+    files = {f.base_name: f.path for f in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+             if f.type == pyarrow.fs.FileType.File}
+    states = sorted(n for n in files if n.startswith(TUNE_STATE_PREFIX) and n.endswith(".json"))
+    if not states:
+        return []
+    session = states[-1].removeprefix(TUNE_STATE_PREFIX).removesuffix(".json")
+    # The newest session's files, and the tuner (written once, at the experiment's start).
+    ours = [n for n in files if n == "tuner.pkl" or n.endswith((f"-{session}.json", f"-{session}.pkl"))]
+
+    def read(location: str) -> bytes:
+        with fs.open_input_stream(location) as f:
+            return f.readall()
+
+    broken = [n for n in ours if not _whole(read(files[n]))]
+    if not broken:
+        return []
+    name = root.rstrip("/").rsplit("/", 1)[-1]
+    for staging in driver_staging_copies(name, states[-1]):
+        copies = {n: Path(staging, n).read_bytes() for n in ours if Path(staging, n).is_file()}
+        if set(broken) <= set(copies) and all(_whole(data) for data in copies.values()):
+            for n, data in sorted(copies.items()):
+                # Under another name, then renamed: a kill now leaves the file as it was.
+                with fs.open_output_stream(f"{root}/.raysweep-mending-{n}") as f:
+                    f.write(data)
+                fs.move(f"{root}/.raysweep-mending-{n}", files[n])
+            return [f"{path}: {n} was cut short when the driver was killed; put back from the driver's copy "
+                    f"in {staging}" for n in sorted(broken)]
+    raise RunFailed(
+        f"--resume: Tune's saved state {files[broken[0]]} was cut short when the driver was killed, and no whole "
+        "copy is left on this machine (Ray's session directory, where the driver staged it): the search cannot "
+        "continue; its MLflow runs are kept: start it again under another --name")
 
 
 def _newest_state(path: str, prefix: str) -> Any:

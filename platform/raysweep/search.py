@@ -104,6 +104,8 @@ def run_search(
     previous = find_previous(storage, spec.name) if resume else None
     if resume:
         check_resume(previous, spec, storage, more_samples)
+        for line in previous.mended:
+            console.print(line, highlight=False)
     if previous is not None and previous.book_state:
         book.set_state(previous.book_state)
         if more_samples is not None:  # a new round: its target on top of every earlier run's; its own choice

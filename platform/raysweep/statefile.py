@@ -13,6 +13,17 @@ CHECKPOINT_FILE = "state.pt"
 REPORT_AGAIN_FILE = "raysweep-report-again"
 
 
+def checkpoint_dirs(fs, directory: str) -> list[tuple[int, str]]:
+    """The `checkpoint_<index>` directories Tune wrote in a trial's directory on a pyarrow
+    filesystem, as (index, name), oldest first."""
+    import pyarrow.fs
+
+    found = fs.get_file_info(pyarrow.fs.FileSelector(directory, allow_not_found=True))
+    names = [f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory]
+    return sorted((int(n.removeprefix("checkpoint_")), n) for n in names
+                  if n.startswith("checkpoint_") and n.removeprefix("checkpoint_").isdigit())
+
+
 def save_state(state: dict, directory: str) -> str:
     path = os.path.join(directory, CHECKPOINT_FILE)
     torch.save(state, path)
