@@ -38,3 +38,19 @@ def test_slow_poll_warning_travels_with_tune_experiment_state():
     _results(warning, "a", 0.1)
     restored = pickle.loads(pickle.dumps(warning))  # Tune pickles callbacks; a console doesn't travel
     assert restored.poll_s == 0.5 and restored._short == {"a": 1} and restored.console is not None
+
+
+def test_the_leaderboard_title_counts_the_rows_it_shows():
+    """A search of 4 trials said "top 5 of 4 trials"."""
+    from raysweep.book import TrialBook
+    from raysweep.progress import leaderboard
+    from raysweep.spec import validate
+    from tests.conftest import make_raw
+
+    book = TrialBook(validate(make_raw(name="few")))
+    for n in range(4):
+        trial = SimpleNamespace(trial_id=f"t{n}", config={"lr": 0.01}, checkpoint=None)
+        book.on_trial_start(0, [], trial)
+        book.on_trial_result(0, [], trial, {"epoch": 1, "val_loss": 1.0 + n})
+    assert leaderboard(book).title == "top 4 of 4 trials by val_loss (min)"
+    assert leaderboard(book, top=2).title == "top 2 of 4 trials by val_loss (min)"

@@ -160,7 +160,7 @@ class SlowPollWarning(_Printing):
 def leaderboard(book: TrialBook, top: int = 5) -> Table:
     """The top trials: value, epochs, status and their sampled hyperparameters."""
     spec = book.spec
-    table = Table(title=f"top {top} of {len(book.records)} trials by {spec.rank_metric} ({spec.rank_mode})", title_justify="left")
+    table = Table(title=f"top {min(top, len(book.records))} of {len(book.records)} trials by {spec.rank_metric} ({spec.rank_mode})", title_justify="left")
     others = [m for m, _ in spec.objectives[1:]]  # several objectives: the later ones beside the first
     for col in ("#", "trial", spec.rank_metric, *others, "epochs", "status", *spec.space):
         table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
