@@ -60,3 +60,44 @@ def test_a_search_on_s3_resumes_from_its_state_there(ray_session, s3_server, tmp
     children = MlflowClient(tracking_uri).search_runs(
         [first.experiment_id], f"tags.`mlflow.parentRunId` = '{first.parent_run_id}'")
     assert len(children) == 5
+
+
+def test_a_file_written_whole_is_there_whole_or_as_it_was_when_the_writer_dies(tmp_path):
+    """write_whole (the concluded search's book and marker, a state file --resume puts back): a
+    writer that dies mid-write leaves the earlier file, never one cut short."""
+    import pyarrow.fs
+
+    from raysweep.storage import write_whole
+
+    local = pyarrow.fs.LocalFileSystem()
+    path = f"{tmp_path}/book.pkl"
+    write_whole(local, path, b"first book")
+    write_whole(local, path, b"second book")
+    assert (tmp_path / "book.pkl").read_bytes() == b"second book"
+
+    class DiesMidWrite:  # the filesystem of a process killed after half the bytes
+        def open_output_stream(self, where):
+            stream = local.open_output_stream(where)
+
+            class Half:
+                def __enter__(self):
+                    return self
+
+                def write(self, data):
+                    stream.write(data[: len(data) // 2])
+                    stream.close()
+                    raise KeyboardInterrupt
+
+                def __exit__(self, *exc):
+                    return False
+            return Half()
+
+        def move(self, src, dest):
+            local.move(src, dest)
+
+    try:
+        write_whole(DiesMidWrite(), path, b"third book, never whole")
+    except KeyboardInterrupt:
+        pass
+    assert (tmp_path / "book.pkl").read_bytes() == b"second book"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".raysweep-tmp-book.pkl", "book.pkl"]

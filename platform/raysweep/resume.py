@@ -26,7 +26,7 @@ from .book import RUNNING, TrialRecord
 from .space import optuna_space
 from .errors import RunFailed, SpecError
 from .spec import Spec
-from .storage import filesystem, join
+from .storage import filesystem, join, write_whole
 
 
 def round_name(name: str, k: int) -> str:
@@ -77,10 +77,9 @@ def mark_concluded(path: str, book_state: dict[str, Any]) -> None:
     from ray import cloudpickle
 
     fs, root = filesystem(path)
-    with fs.open_output_stream(f"{root}/{CONCLUDED_BOOK}") as f:
-        f.write(cloudpickle.dumps(book_state))
-    with fs.open_output_stream(f"{root}/{CONCLUDED}") as f:
-        f.write(b"the search's last steps ran\n")
+    # Whole or not at all: `--resume` reads the book, and takes the marker to mean the search ended.
+    write_whole(fs, f"{root}/{CONCLUDED_BOOK}", cloudpickle.dumps(book_state))
+    write_whole(fs, f"{root}/{CONCLUDED}", b"the search's last steps ran\n")
 
 
 def can_restore(path: str) -> bool:
@@ -156,10 +155,7 @@ def mend_saved_state(path: str) -> list[str]:
         copies = {n: Path(staging, n).read_bytes() for n in ours if Path(staging, n).is_file()}
         if set(broken) <= set(copies) and all(_whole(data) for data in copies.values()):
             for n, data in sorted(copies.items()):
-                # Under another name, then renamed: a kill now leaves the file as it was.
-                with fs.open_output_stream(f"{root}/.raysweep-mending-{n}") as f:
-                    f.write(data)
-                fs.move(f"{root}/.raysweep-mending-{n}", files[n])
+                write_whole(fs, files[n], data)  # a kill now leaves the file as it was
             return [f"{path}: {n} was cut short when the driver was killed; put back from the driver's copy "
                     f"in {staging}" for n in sorted(broken)]
     raise RunFailed(

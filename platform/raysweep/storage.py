@@ -32,3 +32,14 @@ def join(storage: str, *parts: str) -> str:
         return str(Path(storage, *parts))
     url = urlsplit(storage)
     return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
+
+
+def write_whole(fs, path: str, data: bytes) -> None:
+    """Write a file on a pyarrow filesystem so that a reader finds it whole or not at all: under
+    a temporary name, then renamed. A process killed mid-write leaves only the temporary file;
+    the file's earlier content, if any, stays as it was."""
+    directory, name = path.rsplit("/", 1)
+    temporary = f"{directory}/.raysweep-tmp-{name}"
+    with fs.open_output_stream(temporary) as f:
+        f.write(data)
+    fs.move(temporary, path)
