@@ -74,9 +74,11 @@ def test_a_trial_goes_on_from_its_newest_whole_checkpoint_on_storage_and_numbers
         monkeypatch.setattr(ctx, "_ray_checkpoint", lambda: tune_latest and tune.Checkpoint(str(trial_dir / tune_latest)))
         return ctx
 
-    for tune_latest in (None, "checkpoint_000000"):
+    # The epochs after the one Tune's own checkpoint holds (it registered it) are said again.
+    for tune_latest, recorded in ((None, 0), ("checkpoint_000000", 1)):
         ctx = resumed(tune_latest)
         assert ctx.resume_state["epoch"] == 3 and ctx.resume_unreported and ctx.epoch == 4
+        assert ctx.resume_recorded_epoch == recorded
         assert storage.current_checkpoint_index == 4  # checkpoint_000003, cut short, is written over
     # Tune's latest is the newest on storage (as when nothing was lost): it is the one, as Tune said.
     ctx = resumed("checkpoint_000002")

@@ -56,6 +56,9 @@ class TrainContext(ABC):
         # The checkpoint resumed from holds an epoch whose report the search may have lost
         # (statefile.REPORT_AGAIN_FILE): the loop says it again (`report_again`).
         self.resume_unreported = False
+        # ... and the last epoch the search did record then, whose later ones the loop says again
+        # (None: all but the checkpoint's own).
+        self.resume_recorded_epoch: int | None = None
         # Created now, so its clock starts with the trial; the device is known only later.
         # A dict: the Meter's settings; anything else: a meter of one's own (benchmarks).
         self._meter = Meter(**(meter or {})) if meter is None or isinstance(meter, dict) else meter
@@ -313,18 +316,32 @@ class RayContext(TrainContext):
             # those epochs again (and bills them twice). The newest whole one goes on instead,
             # its epoch reported again (the dead driver may never have recorded it).
             for later in self._checkpoints_left(None if ckpt is None else os.path.basename(ckpt.path)):
-                with later.as_directory() as directory:
-                    try:
-                        self._resume = load_state(directory, map_location=self.device)
-                    except (OSError, RuntimeError, EOFError, ValueError):  # cut short by the kill
-                        continue
+                try:
+                    self._resume = _load(later, self.device)
+                except (OSError, RuntimeError, EOFError, ValueError):  # cut short by the kill
+                    continue
                 self.resume_unreported = True
+                # Tune's own checkpoint's epoch was recorded (Tune registered it): the rest are said again.
+                self.resume_recorded_epoch = _epoch(ckpt)
                 return self._resume
             if ckpt is not None:
+                self._resume = _load(ckpt, self.device)
                 with ckpt.as_directory() as directory:
-                    self._resume = load_state(directory, map_location=self.device)
                     self.resume_unreported = os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
         return self._resume
+
+
+def _load(checkpoint, device) -> dict:
+    with checkpoint.as_directory() as directory:
+        return load_state(directory, map_location=device)
+
+
+def _epoch(checkpoint) -> int:
+    """The epoch a checkpoint Tune registered holds (0: none, or none left that loads)."""
+    try:
+        return 0 if checkpoint is None else int(_load(checkpoint, "cpu")["epoch"])
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError):
+        return 0
 
 
 class _PendingReport:

@@ -174,6 +174,9 @@ def fit(
     # best epoch's, not the last's (models.checkpoint_state).
     keep_best = ctx.metric == "val_loss_best"
     best: dict = {}  # best_model (CPU copies of the weights) and best_epoch, when keep_best
+    # Every epoch's metrics, carried by each checkpoint: a resumed trial can say again all
+    # those a killed driver may not have recorded, not only its checkpoint's (below).
+    history: list[dict] = []
     state = ctx.resume_state
     if state is not None:
         unwrap(model).load_state_dict(state["model"])
@@ -183,12 +186,17 @@ def fit(
         start_epoch = int(state["epoch"]) + 1
         best_val_loss = float(state.get("val_loss_best", best_val_loss))
         best = {k: state[k] for k in ("best_model", "best_epoch") if k in state}
+        history = list(state.get("history", []))
         if "metrics" in state and (ctx.resume_unreported or start_epoch > ctx.max_epochs):
-            # The search may have lost this epoch's report: --resume continuing from a later
-            # checkpoint than Tune's state names (resume.refill_checkpoints), whose epoch a
-            # killed driver never recorded. Say it again: MLflow would miss its point, and a
-            # trial at its last epoch would end an epoch short.
-            ctx.report_again(dict(state["metrics"]))
+            # The search may have lost these epochs' reports: --resume continuing from a later
+            # checkpoint than Tune's state names (context.RayContext.resume_state,
+            # resume.refill_checkpoints), whose epochs a killed driver never recorded. Say them
+            # again: MLflow would miss their points, and a trial at its last epoch would end an
+            # epoch short. (A checkpoint of an earlier release holds its own epoch's only.)
+            recorded = start_epoch - 2 if ctx.resume_recorded_epoch is None else ctx.resume_recorded_epoch
+            again = [m for m in history if m["epoch"] > recorded] if ctx.resume_unreported else []
+            for metrics in again or [state["metrics"]]:
+                ctx.report_again(dict(metrics))
         if start_epoch > ctx.max_epochs:
             return
 
@@ -238,10 +246,12 @@ def fit(
         metrics["epoch"] = epoch
         metrics["epoch_time_s"] = time.perf_counter() - started
         meter.add_epoch(sums[1].item(), metrics["epoch_time_s"], sums[2].item())
+        history.append(dict(metrics))
         checkpoint = None
         if ctx.should_checkpoint(epoch):
             checkpoint = {**(extra_state or {}), "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                          "epoch": epoch, "val_loss_best": best_val_loss, "metrics": dict(metrics), **best}
+                          "epoch": epoch, "val_loss_best": best_val_loss, "metrics": dict(metrics),
+                          "history": list(history), **best}
             if lr_scheduler is not None:
                 checkpoint["lr_scheduler"] = lr_scheduler.state_dict()
         ctx.report(metrics, checkpoint=checkpoint)
