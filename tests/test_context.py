@@ -80,6 +80,16 @@ def test_a_trial_goes_on_from_its_newest_whole_checkpoint_on_storage_and_numbers
         assert ctx.resume_state["epoch"] == 3 and ctx.resume_unreported and ctx.epoch == 4
         assert ctx.resume_recorded_epoch == recorded
         assert storage.current_checkpoint_index == 4  # checkpoint_000003, cut short, is written over
+    # Tune's latest is a later one `--resume` copied in place of one Tune deleted: only the epoch
+    # before the copy's was recorded.
+    from raysweep.statefile import REPORT_AGAIN_FILE
+
+    (trial_dir / "checkpoint_000001" / REPORT_AGAIN_FILE).write_text("a copy of checkpoint_000002")
+    for copied, recorded in ((True, 1), (False, 2)):
+        if not copied:
+            (trial_dir / "checkpoint_000001" / REPORT_AGAIN_FILE).unlink()
+        ctx = resumed("checkpoint_000001")
+        assert ctx.resume_state["epoch"] == 3 and ctx.resume_recorded_epoch == recorded
     # Tune's latest is the newest on storage (as when nothing was lost): it is the one, as Tune said.
     ctx = resumed("checkpoint_000002")
     assert ctx.resume_state["epoch"] == 3 and not ctx.resume_unreported

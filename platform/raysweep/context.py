@@ -314,7 +314,7 @@ class RayContext(TrainContext):
             # A driver killed after a checkpoint reached storage but before Tune's saved state
             # named it restores the trial from an older one, or from none: the trial trains
             # those epochs again (and bills them twice). The newest whole one goes on instead,
-            # its epoch reported again (the dead driver may never have recorded it).
+            # the epochs after Tune's reported again (the dead driver may never have recorded them).
             for later in self._checkpoints_left(None if ckpt is None else os.path.basename(ckpt.path)):
                 try:
                     self._resume = _load(later, self.device)
@@ -337,9 +337,15 @@ def _load(checkpoint, device) -> dict:
 
 
 def _epoch(checkpoint) -> int:
-    """The epoch a checkpoint Tune registered holds (0: none, or none left that loads)."""
+    """The last epoch the search recorded by a checkpoint Tune registered: its own, or the one
+    before for a later checkpoint `--resume` copied in place of it (REPORT_AGAIN_FILE); 0: none,
+    or none that loads."""
+    if checkpoint is None:
+        return 0
     try:
-        return 0 if checkpoint is None else int(_load(checkpoint, "cpu")["epoch"])
+        with checkpoint.as_directory() as directory:
+            copied = os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
+            return int(load_state(directory, map_location="cpu")["epoch"]) - copied
     except (OSError, RuntimeError, EOFError, ValueError, KeyError):
         return 0
 
