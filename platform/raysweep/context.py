@@ -317,37 +317,39 @@ class RayContext(TrainContext):
             # the epochs after Tune's reported again (the dead driver may never have recorded them).
             for later in self._checkpoints_left(None if ckpt is None else os.path.basename(ckpt.path)):
                 try:
-                    self._resume = _load(later, self.device)
-                except (OSError, RuntimeError, EOFError, ValueError):  # cut short by the kill
+                    self._resume, _ = _load(later, self.device)
+                except _CUT_SHORT:  # by the kill
                     continue
                 self.resume_unreported = True
                 # Tune's own checkpoint's epoch was recorded (Tune registered it): the rest are said again.
                 self.resume_recorded_epoch = _epoch(ckpt)
                 return self._resume
             if ckpt is not None:
-                self._resume = _load(ckpt, self.device)
-                with ckpt.as_directory() as directory:
-                    self.resume_unreported = os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
+                self._resume, self.resume_unreported = _load(ckpt, self.device)
         return self._resume
 
 
-def _load(checkpoint, device) -> dict:
+# What loading a checkpoint's state raises when a kill cut it short (or left none).
+_CUT_SHORT = (OSError, RuntimeError, EOFError, ValueError)
+
+
+def _load(checkpoint, device) -> tuple[dict, bool]:
+    """A checkpoint's state, and whether `--resume` copied it in place of one Tune deleted
+    (statefile.REPORT_AGAIN_FILE: the search may not have recorded its epoch)."""
     with checkpoint.as_directory() as directory:
-        return load_state(directory, map_location=device)
+        return load_state(directory, map_location=device), os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
 
 
 def _epoch(checkpoint) -> int:
     """The last epoch the search recorded by a checkpoint Tune registered: its own, or the one
-    before for a later checkpoint `--resume` copied in place of it (REPORT_AGAIN_FILE); 0: none,
-    or none that loads."""
+    before for a copy `--resume` put in its place; 0: none, or none that loads."""
     if checkpoint is None:
         return 0
     try:
-        with checkpoint.as_directory() as directory:
-            copied = os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
-            return int(load_state(directory, map_location="cpu")["epoch"]) - copied
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError):
+        state, copied = _load(checkpoint, "cpu")
+    except _CUT_SHORT:
         return 0
+    return int(state["epoch"]) - copied
 
 
 class _PendingReport:
@@ -434,5 +436,5 @@ class InProcessContext(RayContext):
             # Tune numbers the next checkpoint from its saved state, which may lag those on
             # storage (above): past them, so none is written over and names keep epoch order.
             storage.current_checkpoint_index = max(storage.current_checkpoint_index, found[-1][0] + 1)
-        since = -1 if after is None else dict((name, index) for index, name in found).get(after, -1)
+        since = next((index for index, name in found if name == after), -1)
         return [tune.Checkpoint(f"{trial_dir}/{name}", filesystem=fs) for index, name in reversed(found) if index > since]

@@ -259,14 +259,12 @@ def refill_checkpoints(path: str) -> list[str]:
     import pyarrow.fs
 
     from .ray_internals import unfinished_checkpoints
-    from .statefile import REPORT_AGAIN_FILE
+    from .statefile import REPORT_AGAIN_FILE, checkpoint_dirs
 
     fs, root = filesystem(path)
     refilled = []
     for trial_dir, (kept, latest) in unfinished_checkpoints(path).items():
-        here = {f.base_name for f in fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{trial_dir}",
-                                                                               allow_not_found=True))
-                if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")}
+        here = {name for _, name in checkpoint_dirs(fs, f"{root}/{trial_dir}")}
         later = sorted(name for name in here if name > latest)
         if latest not in here and later:
             fs.create_dir(f"{root}/{trial_dir}/{latest}")
