@@ -246,6 +246,8 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     assert '"driver_artifacts"' in inspect.getsource(StorageContext.experiment_driver_staging_path.fget)
     assert TuneController.CKPT_FILE_TMPL == ray_internals.TUNE_STATE_PREFIX + "{}.json"
     assert "current_checkpoint_index" in inspect.signature(StorageContext.__init__).parameters
+    # keep_trial_actors: the controller builds its actor cache from the module's name
+    assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(TuneController.__init__)
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \

@@ -34,13 +34,13 @@ def test_a_stopper_unpickled_where_no_search_runs_stops_nothing(monkeypatch):
     assert isinstance(pickle.loads(saved), tune.stopper.NoopStopper)
 
 
-def _probe_search(tmp_path, name):
+def _probe_search(tmp_path, name, **overrides):
     from raysweep.search import run_search
 
     spec = validate(make_raw(**{
         "name": name, "task": "tests.user_tasks:process_probe", "max_epochs": 1, "search.num_samples": 2,
         "search.algorithm": "random", "tracking.enabled": False, "fixed": {"out_dir": str(tmp_path)},
-        "space": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}}}))
+        "space": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}}, **overrides}))
     run_search(spec, storage=str(tmp_path / "results"))
     return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
 
@@ -60,3 +60,25 @@ def test_trials_of_a_ray_raysweep_started_inherit_tunes_variables_without_a_runt
         "runtime_env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"},
         "environ": {**inherited, "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}}] * 2
     assert (class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE) == before  # Tune's, as they were
+
+
+
+def test_trial_processes_whose_trials_end_together_all_wait_for_the_next_trials():
+    """Tune keeps one ended trial's process for reuse when no trial is pending, and stops any
+    other: in a search of short trials, one process then ran the trials one at a time while a
+    new one started and was stopped again (ray_internals.keep_trial_actors). The cache is
+    built the way TuneController builds it."""
+    from ray.tune.execution import tune_controller
+
+    from raysweep.ray_internals import keep_trial_actors
+
+    resources = tune.PlacementGroupFactory([{"CPU": 1}])
+    tunes = tune_controller._ObjectCache(may_keep_one=True)
+    assert [tunes.cache_object(resources, actor) for actor in ("a", "b")] == [True, False]  # b stopped
+    with keep_trial_actors():
+        cache = tune_controller._ObjectCache(may_keep_one=True)
+        assert [cache.cache_object(resources, actor) for actor in ("a", "b")] == [True, True]
+        assert list(cache.flush_cached_objects()) == []  # each step of Tune's loop: both stay
+        assert cache.pop_cached_object(resources) == "a"  # the next trial takes one
+        assert list(cache.flush_cached_objects(force_all=True)) == ["b"]  # the search is over
+    assert type(tune_controller._ObjectCache(may_keep_one=True)) is type(tunes)  # Tune's again after

@@ -91,6 +91,42 @@ def trial_actors_inherit_env() -> Iterator[None]:
         class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = saved
 
 
+@contextlib.contextmanager
+def keep_trial_actors() -> Iterator[None]:
+    """While the block runs Tune: a trial process whose trial ends waits for the next trial
+    (`reuse_actors`), however many others end at that moment with none pending yet.
+
+    Tune caches an ended trial's actor for reuse only when a trial is pending for it, or when
+    no other actor is cached (`ray.tune.utils.object_cache._ObjectCache`, built by
+    `TuneController`); any other is stopped. In a search of short trials two often end
+    together before the searcher has suggested the next: one process stopped, its CPU idle
+    while a new one started (3-4 s of a 2-core machine's CPU for imports), and by then the
+    surviving process had taken the next trial, so Tune stopped the new one too. Traced in a
+    24-trial search of the README's spec on 2 CPUs: from the first such stop, the other 15
+    trials ran one at a time in one process (docs/design.md, point 33). Here every ended
+    trial's actor is cached while the search may start more; Tune still stops them all once
+    the searcher is finished and nothing is pending, and as the run ends."""
+    from ray.tune.execution import tune_controller
+
+    base = tune_controller._ObjectCache
+
+    class KeepEvery(base):
+        def cache_object(self, key, obj) -> bool:
+            self._cached_objects[key].append(obj)
+            self._num_cached_objects += 1
+            return True
+
+        def flush_cached_objects(self, force_all: bool = False):
+            if force_all:  # the search is over: Tune stops them
+                yield from super().flush_cached_objects(force_all=True)
+
+    tune_controller._ObjectCache = KeepEvery
+    try:
+        yield
+    finally:
+        tune_controller._ObjectCache = base
+
+
 class NoDatasetShards:
     """What the workers of a group given no datasets hold for `ray.train.get_dataset_shard`:
     the KeyError Ray's own provider raises for a name it was not given."""
