@@ -60,6 +60,36 @@ def test_extending_a_finished_search_continues_its_sampler_and_parent_run(ray_se
                for r in first.trials}
     assert {(round(t.params["lr"], 12), t.value, t.state.name) for t in study[:16]} == earlier
     assert any(r["status"] == STOPPED for r in first.trials)
+    # One registered version per model chosen: a second only if the new round's best is another trial.
+    versions = client.search_model_versions(f"name = '{spec.registered_model_name}'")
+    unchanged = grown.best["trial_id"] == first.best["trial_id"]
+    assert len(versions) == (1 if unchanged else 2)
+    assert (grown.model_uri == first.model_uri) == unchanged
+    assert client.get_run(first.parent_run_id).data.tags["raysweep.model_uri"] == grown.model_uri
+
+
+def test_an_extended_search_whose_best_is_unchanged_keeps_its_model():
+    """--resume --samples +N: the parent run's model came from the same best checkpoint, so the
+    new round logs no second model and registers no new version; any other choice does."""
+    from ray.tune import Checkpoint
+
+    from raysweep.book import FINISHED, TrialBook, TrialRecord
+    from raysweep.search import _model_logged_before, model_source
+
+    spec = validate(make_raw(**{"name": "grow"}))
+    book = TrialBook(spec)
+    for n, value in enumerate((0.3, 0.2)):
+        book.records[f"t{n}"] = TrialRecord(f"t{n}", n + 1, {}, status=FINISHED, epochs=2, value=value,
+                                            checkpoint=Checkpoint(f"/results/grow/t{n}/checkpoint_000001"))
+    assert _model_logged_before(book, spec) is None  # a first round: nothing logged yet
+    book.parent_tags = {"raysweep.model_uri": "models:/m-1", "raysweep.model_source": model_source(spec, book.best())}
+    assert _model_logged_before(book, spec) == "models:/m-1"
+    book.records["t2"] = TrialRecord("t2", 3, {}, status=FINISHED, epochs=2, value=0.1,
+                                     checkpoint=Checkpoint("/results/grow+1/t2/checkpoint_000001"))
+    assert _model_logged_before(book, spec) is None  # a better trial: its own model
+    other = validate(make_raw(**{"name": "grow", "tracking.registered_model": "elsewhere"}))
+    del book.records["t2"]
+    assert _model_logged_before(book, other) is None  # registered under another name: a version there
 
 
 # In-process trials, and Ray Train trials (a worker group per trial, its checkpoints in Ray

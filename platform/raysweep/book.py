@@ -108,6 +108,7 @@ class TrialBook(Callback):
         self.records: dict[str, TrialRecord] = {}
         self.parent_run_id: str | None = None  # the search's MLflow run, for `--resume`
         self.parent_params: set[str] = set()  # params that run already had when this driver took it over
+        self.parent_tags: dict[str, str] = {}  # and its tags then
         # trials the search means to run, all rounds together; None: as many as its budget buys
         self.target = spec.search.samples
         self.cut_off: list[TrialRecord] = []  # running when the search stopped; now settled

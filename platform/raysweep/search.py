@@ -32,7 +32,8 @@ from .storage import join
 from .tasks.contract import can_log_model, capabilities
 from .totals import cost_sums, search_totals
 from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGET_REACHED_TAG, ERROR_TAG,
-                             IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, INTERRUPTED_TAG, MODEL_URI_TAG, PARETO_TAG)
+                             IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, INTERRUPTED_TAG, MODEL_SOURCE_TAG, MODEL_URI_TAG,
+                             PARETO_TAG)
 from .tracking.spool import Spool, substitute
 from .tracking.tracker import Tracker
 from .tracking.uri import runs_url
@@ -126,7 +127,7 @@ def run_search(
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            book.parent_params, book.orphaned = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric)
+            book.parent_params, book.orphaned, book.parent_tags = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric)
     parent_run_id = book.parent_run_id
     progress = ProgressCallback(book, console, budget)
     # What the parent run's plots (plots.py) and views draw with, readied while the trials train.
@@ -220,6 +221,9 @@ def run_search(
         mark_concluded(join(storage, round_name(spec.name, round_no)), book.get_state())
     if not verbose:
         console.print(leaderboard(book))
+    if result.model_uri and result.model_uri == book.parent_tags.get(MODEL_URI_TAG):
+        console.print(f"best trial unchanged since the last round: its model stays {result.model_uri} "
+                      "(no new version)", highlight=False)
     if budget is not None:
         console.print(budget.summary(), highlight=False)
     if failure is not None:
@@ -308,13 +312,29 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     if tracker is not None:
         # A failed search registers no model version: its best trial is known, not vetted.
         if failure is None and model_to_log:
-            result.model_uri = tracker.log_model(
+            result.model_uri = _model_logged_before(book, spec) or tracker.log_model(
                 book.parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
                 registered_name=spec.registered_model_name, version_tags=test_metrics, example=example,
             )
         _log_summary(tracker, spec, book, result, data)
         _settle_ids(tracker, result)
     return result, failure
+
+
+def model_source(spec: Spec, best) -> str:
+    """What the best model is built from: its trial, checkpoint and registered name."""
+    return json.dumps({"trial_id": best.trial_id, "checkpoint": None if best.checkpoint is None else best.checkpoint.path,
+                       "registered_model": spec.registered_model_name})
+
+
+def _model_logged_before(book: TrialBook, spec: Spec) -> str | None:
+    """The model URI an earlier round of this search logged from the same best checkpoint, if
+    one did: an extended search (--resume --samples +N) whose choice is unchanged registers no
+    second version of the same model."""
+    tags = book.parent_tags
+    if tags.get(MODEL_URI_TAG) and tags.get(MODEL_SOURCE_TAG) == model_source(spec, book.best()):
+        return tags[MODEL_URI_TAG]
+    return None
 
 
 def _settle_ids(tracker: Tracker, result: SearchResult) -> None:
@@ -440,7 +460,7 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
         if best.run_id:
             tracker.set_tags(best.run_id, {BEST_TAG: "true"})
         if result.model_uri:
-            tags[MODEL_URI_TAG] = result.model_uri
+            tags.update({MODEL_URI_TAG: result.model_uri, MODEL_SOURCE_TAG: model_source(spec, best)})
     with tempfile.TemporaryDirectory(prefix="raysweep-plots-") as directory:
         write_plots(book, directory)
         tracker.log_artifacts(run_id, directory, "plots")

@@ -24,6 +24,9 @@ BEST_RUN_ID_TAG = "raysweep.best_run_id"
 BEST_TAG = "raysweep.best"  # "true" on the best trial's run
 PARETO_TAG = "raysweep.pareto"  # "true" on a trial's run on the Pareto front of several objectives (pareto.py)
 MODEL_URI_TAG = "raysweep.model_uri"  # the parent's: the logged model
+# The parent's: what its logged model was built from (search.model_source); an extended search whose
+# choice is the same logs no second model and registers no new version.
+MODEL_SOURCE_TAG = "raysweep.model_source"
 RUN_KEY_TAG = "raysweep.run_key"  # every run's: how a replayed spool finds a run it created (spool.py)
 IMPORTANCE_EPOCH_TAG = "raysweep.importance_epoch"  # the parent's: the epoch its importances compare trials at
 

@@ -170,7 +170,7 @@ class Tracker:
         self.set_tags(run_id, {BEST_CONFIG_TAG: json.dumps(params, default=str)[:_MAX_PARAM]})
 
     def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord],
-                      metric: str) -> tuple[set[str], dict[str, float]]:
+                      metric: str) -> tuple[set[str], dict[str, float], dict[str, str]]:
         """Pick a resumed search's MLflow runs up again, and put right what its dead driver left.
 
         Each trial's run is found by its `raysweep.trial_id` tag (the saved book may predate
@@ -179,10 +179,12 @@ class Tracker:
         trials Tune never saved (the driver died first) end KILLED, tagged as orphans.
 
         Each trial's cost ledger continues from what MLflow last got (`TrialRecord.rebase_bill`).
-        Returns the parent's param names, and the orphans' billed totals (their compute was spent).
+        Returns the parent's param names, the orphans' billed totals (their compute was spent),
+        and the parent's tags.
         """
         self.client.update_run(parent_run_id, status="RUNNING")
-        logged_params = set(self.client.get_run(parent_run_id).data.params)
+        parent = self.client.get_run(parent_run_id).data
+        logged_params = set(parent.params)
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000,
         )
@@ -206,7 +208,7 @@ class Tracker:
                 self.end_run(rec.run_id, "FAILED" if rec.status == FAILED else "FINISHED")
             elif rec.status == RUNNING and run.info.status != "RUNNING":  # ended KILLED by a Ctrl-C
                 self.client.update_run(rec.run_id, status="RUNNING")
-        return logged_params, orphaned
+        return logged_params, orphaned, dict(parent.tags)
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
