@@ -127,7 +127,8 @@ def run_search(
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            book.parent_params, book.orphaned, book.parent_tags = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric)
+            book.parent_params, book.orphaned, book.parent_tags = tracker.reopen_search(
+                book.parent_run_id, book.records, spec.rank_metric)
     parent_run_id = book.parent_run_id
     progress = ProgressCallback(book, console, budget)
     # What the parent run's plots (plots.py) and views draw with, readied while the trials train.
@@ -222,8 +223,8 @@ def run_search(
     if not verbose:
         console.print(leaderboard(book))
     if result.model_uri and result.model_uri == book.parent_tags.get(MODEL_URI_TAG):
-        console.print(f"best trial unchanged since the last round: its model stays {result.model_uri} "
-                      "(no new version)", highlight=False)
+        console.print(f"best trial unchanged: its model, logged before, stays {result.model_uri} (no new version)",
+                      highlight=False)
     if budget is not None:
         console.print(budget.summary(), highlight=False)
     if failure is not None:
@@ -323,8 +324,8 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
 
 def model_source(spec: Spec, best) -> str:
     """What the best model is built from: its trial, checkpoint and registered name."""
-    return json.dumps({"trial_id": best.trial_id, "checkpoint": None if best.checkpoint is None else best.checkpoint.path,
-                       "registered_model": spec.registered_model_name})
+    checkpoint = None if best.checkpoint is None else best.checkpoint.path
+    return json.dumps({"trial_id": best.trial_id, "checkpoint": checkpoint, "registered_model": spec.registered_model_name})
 
 
 def _model_logged_before(book: TrialBook, spec: Spec) -> str | None:
