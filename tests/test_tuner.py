@@ -34,13 +34,13 @@ def test_a_stopper_unpickled_where_no_search_runs_stops_nothing(monkeypatch):
     assert isinstance(pickle.loads(saved), tune.stopper.NoopStopper)
 
 
-def _probe_search(tmp_path, name, **overrides):
+def _probe_search(tmp_path, name):
     from raysweep.search import run_search
 
     spec = validate(make_raw(**{
         "name": name, "task": "tests.user_tasks:process_probe", "max_epochs": 1, "search.num_samples": 2,
         "search.algorithm": "random", "tracking.enabled": False, "fixed": {"out_dir": str(tmp_path)},
-        "space": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}}, **overrides}))
+        "space": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}}}))
     run_search(spec, storage=str(tmp_path / "results"))
     return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
 
@@ -60,7 +60,6 @@ def test_trials_of_a_ray_raysweep_started_inherit_tunes_variables_without_a_runt
         "runtime_env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"},
         "environ": {**inherited, "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}}] * 2
     assert (class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE) == before  # Tune's, as they were
-
 
 
 def test_trial_processes_whose_trials_end_together_all_wait_for_the_next_trials():
