@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from raysweep.testing import free_port
+from raysweep.tracking.uri import server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # User-task tests import `examples.*` and `tests.*` modules; Ray hands the driver's
@@ -151,7 +152,7 @@ class MlflowServer:
                 [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                  "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=server_env(),
             )
         deadline = time.monotonic() + timeout_s
         while True:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from raysweep.cli import main
+from raysweep.testing import free_port
+from raysweep.tracking.uri import JOB_EXECUTION, server_env
 from tests.conftest import ROOT
 
 SPEC = str(ROOT / "search_spaces" / "digits_mlp.yaml")
@@ -154,3 +159,42 @@ def test_heavy_imports_leave_what_they_built_out_of_collections_and_the_collecto
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     collecting_during, frozen_after, collecting_after_an_error = json.loads(out.stdout)
     assert not collecting_during and frozen_after and collecting_after_an_error
+
+
+def test_server_env_turns_mlflows_job_runner_off_unless_the_user_set_it():
+    assert server_env({"PATH": "/bin"}) == {"PATH": "/bin", JOB_EXECUTION: "false"}
+    assert server_env({JOB_EXECUTION: "true"})[JOB_EXECUTION] == "true"  # a user's choice stands
+
+
+@pytest.mark.integration
+def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_path):
+    """`raysweep ui` on a store with a run: the UI's API lists its experiment; MLflow's job
+    runner for GenAI jobs (eight processes, design.md point 34) is not started; Ctrl-C
+    (SIGINT to the terminal's process group) ends it with exit 0."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_run(client.create_experiment("ui-shown"))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=2) as r:
+                    names = {e["name"] for e in json.load(r)["experiments"]}
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "raysweep ui did not start"
+                time.sleep(0.5)
+        assert "ui-shown" in names
+        group = subprocess.run(["ps", "-o", "args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        assert "uvicorn" in group and "mlflow.server.jobs" not in group, group
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert f"at http://127.0.0.1:{port} (Ctrl-C stops it)" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -20,7 +20,7 @@ from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
 from .tracking.schema import create_sqlite_store
-from .tracking.uri import UI_PORT, check_tracking_uri, resolve_tracking_uri
+from .tracking.uri import UI_PORT, check_tracking_uri, resolve_tracking_uri, server_env
 
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -370,7 +370,7 @@ def cmd_ui(args) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
     try:
-        return subprocess.call(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+        return subprocess.call(cmd, env={**server_env(), "MLFLOW_TRACKING_URI": uri})
     except KeyboardInterrupt:
         return 0
 

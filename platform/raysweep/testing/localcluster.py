@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..ray_internals import NODE_ENV
+from ..tracking.uri import server_env
 
 _RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -149,7 +150,7 @@ class LocalCluster:
                     sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.mlflow_port),
                     "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
                     "--artifacts-destination", str(self.workdir / "mlartifacts"), "--workers", "1",
-                ])
+                ], env=server_env(self._node_env()))
                 _wait_for("mlflow server", lambda: _http_ok(f"{self.mlflow_url}/health"), proc, log, timeout=180)
         except BaseException:
             self.stop()

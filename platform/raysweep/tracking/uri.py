@@ -1,4 +1,5 @@
-"""Where MLflow is: the tracking URI's precedence, a check that it can be used, the UI link.
+"""Where MLflow is: the tracking URI's precedence, a check that it can be used, the UI link,
+the environment of an MLflow server raysweep starts.
 
 No MLflow, Ray or torch import: the CLI checks a URI before anything heavy starts.
 """
@@ -137,6 +138,20 @@ def _sqlite_problem(path: Path, existing: bool) -> str | None:
     if not path.parent.is_dir():
         return f"cannot create {path}: directory {path.parent} does not exist"
     return None
+
+
+# MLflow 3's server starts a job runner (huey consumers, eight processes here) for its GenAI
+# jobs: scorers, evaluations, prompt optimisation. raysweep uses none, and each of those
+# processes imports MLflow at every start (measured: docs/design.md, point 34).
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
+def server_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for an `mlflow server`/`mlflow ui` raysweep starts: `env` (default: this
+    process's) with MLflow's job runner off unless the variable is set there already."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault(JOB_EXECUTION, "false")
+    return env
 
 
 def runs_url(uri: str, experiment_id: str) -> str:
