@@ -306,13 +306,20 @@ def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_sessi
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=uri)
     statuses = [t["status"] for t in result.trials]
     assert "stopped" in statuses and "finished" in statuses
+    unreported = []
     for trial in result.trials:
         assert [h["epoch"] for h in trial["history"]] == list(range(1, trial["epochs"] + 1))
-        # A stopped trial trained on while its last reported epoch was judged: one epoch, never reported.
-        extra = 1 if trial["status"] == "stopped" else 0
-        assert trial["epochs"] in ((1, 3) if extra else (spec.max_epochs,))
-        assert reports_trained(tmp_path, trial["config"]["lr"]) == trial["epochs"] + extra
+        trained = reports_trained(tmp_path, trial["config"]["lr"])
+        if trial["status"] == "stopped":
+            # It trained on while its last reported epoch was judged: at most one epoch, never
+            # reported. Tune does not wait for that epoch to end (its process may stop first:
+            # seen with both cores busy), so it may also be cut short.
+            assert trial["epochs"] in (1, 3) and trained in (trial["epochs"], trial["epochs"] + 1)
+            unreported.append(trained - trial["epochs"])
+        else:
+            assert trial["epochs"] == spec.max_epochs and trained == trial["epochs"]
         assert trial["metrics"]["loads"] == 0
+    assert 1 in unreported  # the reports were asynchronous: some trial trained past its last report
     assert result.epochs_run == sum(t["epochs"] for t in result.trials)  # billed: what was reported
     assert result.best["metrics"]["val_accuracy"] > 0.8  # the shared splits are the digits, x with y
     assert result.model_uri and result.test_metrics["test_accuracy"] > 0.8
