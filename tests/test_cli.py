@@ -175,8 +175,10 @@ def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_
     client = MlflowClient(uri)
     client.create_run(client.create_experiment("ui-shown"))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "ui.log"  # a file, not a pipe: a pipe nobody reads can fill and stall the server
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -193,7 +195,7 @@ def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_
         assert "uvicorn" in group and "mlflow.server.jobs" not in group, group
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0
-        assert f"at http://127.0.0.1:{port} (Ctrl-C stops it)" in proc.stdout.read()
+        assert f"at http://127.0.0.1:{port} (Ctrl-C stops it)" in log.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
