@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mlflow import MlflowClient
 
 from raysweep.cli import main
 from raysweep.testing import free_port
+from raysweep.testing.localcluster import _http_ok, _wait_for  # the cluster's own wait for a server
 from raysweep.tracking.uri import JOB_EXECUTION, server_env
 from tests.conftest import ROOT
 
@@ -181,16 +181,9 @@ def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=2) as r:
-                    names = {e["name"] for e in json.load(r)["experiments"]}
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "raysweep ui did not start"
-                time.sleep(0.5)
-        assert "ui-shown" in names
+        _wait_for("raysweep ui", lambda: _http_ok(f"{url}/health"), proc, log, timeout=120)
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=10) as r:
+            assert "ui-shown" in {e["name"] for e in json.load(r)["experiments"]}
         group = subprocess.run(["ps", "-o", "args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
         assert "uvicorn" in group and "mlflow.server.jobs" not in group, group
         os.killpg(proc.pid, signal.SIGINT)
