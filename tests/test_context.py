@@ -44,6 +44,34 @@ def test_a_stop_or_an_error_in_the_report_is_raised_where_the_next_epoch_reports
     pending.wait(raise_error=False)  # the trial's own error wins over the last report's
 
 
+def test_a_trial_directory_made_while_it_is_listed_is_listed_again(tmp_path):
+    """pyarrow lists a directory, and when that fails asks whether it exists: one made between
+    the two (Tune's driver makes a trial's directory as the trial starts, while the trial looks
+    in it for checkpoints) raised FileNotFoundError, and a starting trial failed. Here the
+    directory is made at that moment: a filesystem that makes it, then fails as pyarrow did."""
+    import pyarrow.fs
+
+    from raysweep.statefile import checkpoint_dirs
+
+    class MadeWhileListed:
+        def __init__(self, made):
+            self.local, self.made, self.raised = pyarrow.fs.LocalFileSystem(), made, False
+
+        def get_file_info(self, selector):
+            if not self.raised:
+                self.raised = True
+                self.made()
+                raise FileNotFoundError(f"[Errno 2] Cannot list directory '{selector.base_dir}'. "
+                                        "Detail: [errno 2] No such file or directory")
+            return self.local.get_file_info(selector)
+
+    trial_dir = tmp_path / "trial_a"
+    assert checkpoint_dirs(MadeWhileListed(lambda: trial_dir.mkdir()), str(trial_dir)) == []
+    made = lambda: (trial_dir / "checkpoint_000000").mkdir()  # noqa: E731 - and a checkpoint in it
+    assert checkpoint_dirs(MadeWhileListed(made), str(trial_dir)) == [(0, "checkpoint_000000")]
+    assert checkpoint_dirs(pyarrow.fs.LocalFileSystem(), str(tmp_path / "none")) == []  # not there: none
+
+
 def test_a_trial_goes_on_from_its_newest_whole_checkpoint_on_storage_and_numbers_the_next_past_it(tmp_path,
                                                                                                  monkeypatch):
     """A driver killed after a trial's checkpoint reached storage, before Tune's saved state

@@ -18,7 +18,16 @@ def checkpoint_dirs(fs, directory: str) -> list[tuple[int, str]]:
     filesystem, as (index, name), oldest first."""
     import pyarrow.fs
 
-    found = fs.get_file_info(pyarrow.fs.FileSelector(directory, allow_not_found=True))
+    selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
+    try:
+        found = fs.get_file_info(selector)
+    except FileNotFoundError:
+        # pyarrow lists the directory and, when that fails, asks whether it exists: a
+        # directory made between the two raises ("Cannot list directory ... No such file or
+        # directory"). Tune's driver makes a trial's directory on storage as the trial starts
+        # (copying its params.json there), while the trial looks for checkpoints of its own in it:
+        # a starting trial failed so, once in a search on a loaded machine. Listed again, it is there.
+        found = fs.get_file_info(selector)
     names = [f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory]
     return sorted((int(n.removeprefix("checkpoint_")), n) for n in names
                   if n.startswith("checkpoint_") and n.removeprefix("checkpoint_").isdigit())
