@@ -248,6 +248,8 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     assert "current_checkpoint_index" in inspect.signature(StorageContext.__init__).parameters
     # keep_trial_actors: the controller builds its actor cache from the module's name
     assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(TuneController.__init__)
+    # state_saved_on_its_schedule: the controller tells its state's manager of each checkpoint
+    assert "self._checkpoint_manager.on_trial_checkpoint(trial)" in inspect.getsource(TuneController)
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \

@@ -127,6 +127,31 @@ def keep_trial_actors() -> Iterator[None]:
         tune_controller._ObjectCache = base
 
 
+@contextlib.contextmanager
+def state_saved_on_its_schedule() -> Iterator[None]:
+    """While the block runs Tune: its experiment state is saved on its schedule
+    (`TUNE_GLOBAL_CHECKPOINT_S`; by default every 10 s or more, at most 5% of the time) and as
+    the run ends or is interrupted, not also each time a trial has registered
+    `checkpoint.keep` checkpoints since the last save.
+
+    Tune forces those saves (`_ExperimentCheckpointManager.on_trial_checkpoint`, from
+    `TuneController`) so that its saved state never names a checkpoint it has since deleted;
+    each one writes the whole trial table and waits for its copy to storage, in the loop that
+    takes the trials' reports. With raysweep's default `keep: 2` and a checkpoint every epoch
+    that was a save every epoch or so: 113 in an 8 s search of 16 trials, 1.6 s of the driver's
+    loop (docs/design.md, point 35). `--resume` does not rely on them: it trusts the
+    checkpoints on storage over the saved state (`resume.refill_checkpoints`,
+    `context._checkpoints_left`; docs/design.md, point 32)."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    base = _ExperimentCheckpointManager.on_trial_checkpoint
+    _ExperimentCheckpointManager.on_trial_checkpoint = lambda self, trial: None
+    try:
+        yield
+    finally:
+        _ExperimentCheckpointManager.on_trial_checkpoint = base
+
+
 class NoDatasetShards:
     """What the workers of a group given no datasets hold for `ray.train.get_dataset_shard`:
     the KeyError Ray's own provider raises for a name it was not given."""

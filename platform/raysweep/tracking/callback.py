@@ -45,8 +45,8 @@ class MLflowCallback(Callback):
     holds. The buffer is saved with Tune's experiment state (`get_state`) and written when a
     resumed search restores it (`set_state`); epochs reported after Tune's last save are
     reported again by the resumed trials, which restart from a checkpoint of that save or
-    older. So a dead driver loses no point, and no epoch gets two. (Flushing at each save
-    instead would undo the batching: Tune saves every other checkpoint of any trial.)
+    older. So a dead driver loses no point, and no epoch gets two. (Flushing only at each save
+    would hold points back for Tune's schedule, 10 s or more: docs/design.md, point 35.)
     """
 
     def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str | None, spec: Spec, params_of):
