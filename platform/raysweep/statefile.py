@@ -26,7 +26,7 @@ def checkpoint_dirs(fs, directory: str) -> list[tuple[int, str]]:
         # directory made between the two raises ("Cannot list directory ... No such file or
         # directory"). Tune's driver makes a trial's directory on storage as the trial starts
         # (copying its params.json there), while the trial looks for checkpoints of its own in it:
-        # a starting trial failed so, once in a search on a loaded machine. Listed again, it is there.
+        # a starting trial failed so, once in a 16-trial search. Listed again, it is there.
         found = fs.get_file_info(selector)
     names = [f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory]
     return sorted((int(n.removeprefix("checkpoint_")), n) for n in names
