@@ -62,37 +62,43 @@ def test_trials_of_a_ray_raysweep_started_inherit_tunes_variables_without_a_runt
     assert (class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE) == before  # Tune's, as they were
 
 
-def test_tune_saves_its_state_on_its_schedule_not_at_every_trials_keep_checkpoints(tmp_path):
+def test_tunes_state_saves_for_trials_checkpoints_are_spaced_its_schedule_and_end_kept(tmp_path):
     """Tune forced a save of its whole state, waiting for its copy to storage, each time a
     trial registered `checkpoint.keep` checkpoints: with keep 2 and a checkpoint an epoch, about
-    one an epoch, in the loop that takes the reports (ray_internals.state_saved_on_its_schedule).
-    Its own schedule and the save at the end stay; so does Tune's way outside raysweep's fit."""
+    one an epoch, in the loop that takes the reports (ray_internals.state_saves_spaced). Spaced,
+    the forced save waits for the spacing since the last save, then comes with the trial's next
+    checkpoint; Tune's schedule and its save at the end stay, and so does Tune's way outside."""
+    import time
     from types import SimpleNamespace
 
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
-    from raysweep.ray_internals import state_saved_on_its_schedule
+    from raysweep.ray_internals import state_saves_spaced
 
     # Tune's manager as it is; its storage (a Ray session's staging folder) stood in for.
     syncer = SimpleNamespace(sync_up=lambda source, destination: True, wait=lambda: None)
     storage = SimpleNamespace(experiment_driver_staging_path=str(tmp_path / "staged"),
                               experiment_fs_path=str(tmp_path / "e"), syncer=syncer)
 
-    def saves_after_two_checkpoints() -> int:
-        saves = []
+    def saves(spacing_s: float = 0.0) -> list[str]:
+        done = []
         manager = _ExperimentCheckpointManager(storage=storage, checkpoint_period="auto",
                                                sync_every_n_trial_checkpoints=2)
-        manager.sync_up_experiment_state(lambda: saves.append("first"))  # then none for 10 s
-        for _ in range(2):
+        manager.sync_up_experiment_state(lambda: done.append("first"))  # then none for 10 s
+        for n in range(1, 3):  # two checkpoints of a trial, at once
             manager.on_trial_checkpoint("trial")
-            manager.sync_up_experiment_state(lambda: saves.append("after a checkpoint"))
-        manager.sync_up_experiment_state(lambda: saves.append("the end"), force=True, wait=True)
-        return saves
+            manager.sync_up_experiment_state(lambda n=n: done.append(f"checkpoint {n}"))
+        time.sleep(spacing_s)
+        manager.on_trial_checkpoint("trial")
+        manager.sync_up_experiment_state(lambda: done.append("checkpoint 3"))
+        manager.sync_up_experiment_state(lambda: done.append("the end"), force=True, wait=True)
+        return done
 
-    assert saves_after_two_checkpoints() == ["first", "after a checkpoint", "the end"]  # Tune's
-    with state_saved_on_its_schedule():
-        assert saves_after_two_checkpoints() == ["first", "the end"]
-    assert saves_after_two_checkpoints() == ["first", "after a checkpoint", "the end"]  # Tune's again after
+    assert saves() == ["first", "checkpoint 2", "the end"]  # Tune's: one at each second checkpoint
+    with state_saves_spaced(0.5):
+        assert saves(0.6) == ["first", "checkpoint 3", "the end"]  # after the spacing, at the next one
+        assert saves() == ["first", "the end"]  # within it: none
+    assert saves() == ["first", "checkpoint 2", "the end"]  # Tune's again after
 
 
 def test_trial_processes_whose_trials_end_together_all_wait_for_the_next_trials():

@@ -127,25 +127,39 @@ def keep_trial_actors() -> Iterator[None]:
         tune_controller._ObjectCache = base
 
 
+# Tune's state is saved at most this often for trials' checkpoints (state_saves_spaced).
+STATE_SAVE_SPACING_S = 1.0
+
+
 @contextlib.contextmanager
-def state_saved_on_its_schedule() -> Iterator[None]:
-    """While the block runs Tune: its experiment state is saved on its schedule
-    (`TUNE_GLOBAL_CHECKPOINT_S`; by default every 10 s or more, at most 5% of the time) and as
-    the run ends or is interrupted, not also each time a trial has registered
-    `checkpoint.keep` checkpoints since the last save.
+def state_saves_spaced(spacing_s: float = STATE_SAVE_SPACING_S) -> Iterator[None]:
+    """While the block runs Tune: the save of its experiment state that Tune forces each time a
+    trial has registered `checkpoint.keep` checkpoints since the last save waits until
+    `spacing_s` have passed since that save. Tune's own schedule (`TUNE_GLOBAL_CHECKPOINT_S`)
+    and its save as the run ends or is interrupted are unchanged.
 
     Tune forces those saves (`_ExperimentCheckpointManager.on_trial_checkpoint`, from
     `TuneController`) so that its saved state never names a checkpoint it has since deleted;
     each one writes the whole trial table and waits for its copy to storage, in the loop that
     takes the trials' reports. With raysweep's default `keep: 2` and a checkpoint every epoch
     that was a save every epoch or so: 113 in an 8 s search of 16 trials, 1.6 s of the driver's
-    loop (docs/design.md, point 35). `--resume` does not rely on them: it trusts the
-    checkpoints on storage over the saved state (`resume.refill_checkpoints`,
-    `context._checkpoints_left`; docs/design.md, point 32)."""
+    loop (docs/design.md, point 35). `--resume` does not need them for the checkpoints (it
+    trusts those on storage over the saved state: `resume.refill_checkpoints`,
+    `context._checkpoints_left`, point 32); the saves keep what a driver killed -9 loses to
+    about a second of the search (trials started or ended since the last save run again)."""
+    import time
+
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     base = _ExperimentCheckpointManager.on_trial_checkpoint
-    _ExperimentCheckpointManager.on_trial_checkpoint = lambda self, trial: None
+
+    def spaced(self, trial) -> None:
+        base(self, trial)
+        # The trial's count stays at `keep` or more: its next checkpoint after the spacing forces the save.
+        if time.monotonic() - self._last_save_time < spacing_s:
+            self._should_force_sync_up = False
+
+    _ExperimentCheckpointManager.on_trial_checkpoint = spaced
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ from .distributed import run_distributed
 from .failures import TRACKING
 from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
-from .ray_internals import (keep_trial_actors, restored_searcher, set_restored_tuner, state_saved_on_its_schedule,
+from .ray_internals import (keep_trial_actors, restored_searcher, set_restored_tuner, state_saves_spaced,
                             trial_actors_inherit_env)
 from .resume import refill_checkpoints, retrain_name, round_name, seed_asha
 from .searcher import FixedConfigs, SweepSearch
@@ -242,5 +242,5 @@ MAX_PENDING_TRIALS = 256
 def fit(tuner: tune.Tuner):
     # TUNE_MAX_PENDING_TRIALS_PG is read as fit() starts.
     with (scoped_env({"TUNE_MAX_PENDING_TRIALS_PG": str(MAX_PENDING_TRIALS)}), trial_actors_inherit_env(),
-          keep_trial_actors(), state_saved_on_its_schedule()):
+          keep_trial_actors(), state_saves_spaced()):
         return tuner.fit()

@@ -46,7 +46,7 @@ class MLflowCallback(Callback):
     resumed search restores it (`set_state`); epochs reported after Tune's last save are
     reported again by the resumed trials, which restart from a checkpoint of that save or
     older. So a dead driver loses no point, and no epoch gets two. (Flushing only at each save
-    would hold points back for Tune's schedule, 10 s or more: docs/design.md, point 35.)
+    would hold points back for Tune's saves, a second or more apart: docs/design.md, point 35.)
     """
 
     def __init__(self, tracker: Tracker, book: TrialBook, parent_run_id: str | None, spec: Spec, params_of):
