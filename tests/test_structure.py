@@ -248,8 +248,12 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     assert "current_checkpoint_index" in inspect.signature(StorageContext.__init__).parameters
     # keep_trial_actors: the controller builds its actor cache from the module's name
     assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(TuneController.__init__)
-    # state_saved_on_its_schedule: the controller tells its state's manager of each checkpoint
+    # state_saves_spaced: the controller tells its state's manager of each checkpoint; the
+    # manager's flag for a forced save and the time of its last save
     assert "self._checkpoint_manager.on_trial_checkpoint(trial)" in inspect.getsource(TuneController)
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    assert {"_last_save_time", "_should_force_sync_up"} <= set(_ExperimentCheckpointManager.__init__.__code__.co_names)
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \
