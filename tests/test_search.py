@@ -319,7 +319,7 @@ def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_sessi
         else:
             assert trial["epochs"] == spec.max_epochs and trained == trial["epochs"]
         assert trial["metrics"]["loads"] == 0
-    assert 1 in unreported  # the reports were asynchronous: some trial trained past its last report
+    assert max(unreported) == 1  # the reports were asynchronous: some trial trained past its last report
     assert result.epochs_run == sum(t["epochs"] for t in result.trials)  # billed: what was reported
     assert result.best["metrics"]["val_accuracy"] > 0.8  # the shared splits are the digits, x with y
     assert result.model_uri and result.test_metrics["test_accuracy"] > 0.8
