@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,8 +148,6 @@ def state_saves_spaced(spacing_s: float = STATE_SAVE_SPACING_S) -> Iterator[None
     trusts those on storage over the saved state: `resume.refill_checkpoints`,
     `context._checkpoints_left`, point 32); the saves keep what a driver killed -9 loses to
     about a second of the search (trials started or ended since the last save run again)."""
-    import time
-
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     base = _ExperimentCheckpointManager.on_trial_checkpoint
