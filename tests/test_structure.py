@@ -222,7 +222,7 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     from ray.tune.experiment import Trial
 
     assert "max_failures" in Trial.__init__.__code__.co_varnames
-    # unfinished_checkpoints reads Tune's saved state as its controller does
+    # _saved_unfinished_trials (unfinished_checkpoints, unfinished_trial_ids) reads Tune's saved state as its controller does
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 

@@ -215,6 +215,86 @@ def test_buffered_epochs_saved_with_tunes_state_are_written_when_a_resume_restor
     assert history == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3)), (4, 0.25)]
 
 
+def _died_after_t2_and_t3_began(tracking_uri):
+    """Tune saved the search with t1 running and t2 pending; then t2 ran to its end and t3
+    (which Tune never saved) began, each with a run; then the driver died. Returns the tracker,
+    the resumed book (from the saved state) and the runs of t2 and t3."""
+    import pickle
+    from types import SimpleNamespace
+
+    from raysweep.book import TrialBook
+
+    tracker, book, callback, t1 = _one_trial(tracking_uri, max_epochs=4)
+    _report(book, callback, t1, 1, 0.9)
+    saved = pickle.loads(pickle.dumps(book.get_state()))  # Tune's last save
+    t2, t3 = (SimpleNamespace(trial_id=i, config={"lr": 0.02}, checkpoint=None) for i in ("t2", "t3"))
+    for trial, epochs in ((t2, 4), (t3, 1)):
+        book.on_trial_start(0, [], trial)
+        callback.on_trial_start(0, [], trial)
+        for epoch in range(1, epochs + 1):
+            book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": 1.0 / epoch, "cost_usd": 0.25 * epoch})
+            callback.on_trial_result(0, [], trial, {})
+    book.on_trial_complete(0, [], t2)
+    callback.on_trial_complete(0, [], t2)
+    resumed = TrialBook(book.spec)
+    resumed.set_state(saved)
+    resumed.interrupt = SimpleNamespace(happened=False)
+    return tracker, callback, resumed, book.records["t2"].run_id, book.records["t3"].run_id, t2
+
+
+def test_a_run_begun_after_tunes_last_save_is_taken_up_by_its_trial_on_resume(tracking_uri):
+    """kill -9 after Tune's last save: t2 (saved pending) ran and ended, t3 (never saved) began.
+    Resumed, Tune runs t2 again: it continues its own run, so each trial has one run."""
+    from raysweep.tracking import MLflowCallback
+
+    tracker, callback, book, t2_run, t3_run, t2 = _died_after_t2_and_t3_began(tracking_uri)
+    parent = callback.parent_run_id
+    reopened = tracker.reopen_search(parent, book.records, "val_loss", unfinished={"t1", "t2"})
+    assert set(reopened.waiting) == {"t2"} and reopened.orphaned == {"cost_usd": 1.0 + 0.25}
+    assert tracker.client.get_run(t2_run).info.status == "RUNNING"  # its trial will run again
+    t3 = tracker.client.get_run(t3_run)
+    assert t3.info.status == "KILLED" and "raysweep.orphaned" in t3.data.tags  # Tune never saved it
+    book.orphaned, book.waiting = reopened.orphaned, reopened.waiting
+    resumed = MLflowCallback(tracker, book, parent, book.spec, dict)
+    book.on_trial_start(0, [], t2)
+    resumed.on_trial_start(0, [], t2)
+    rec = book.records["t2"]
+    assert rec.run_id == t2_run and rec.logged_epoch == 4 and book.orphaned == {"cost_usd": 0.25}
+    for epoch in (3, 4):  # from its epoch-2 checkpoint: epochs MLflow holds are not logged twice
+        _report(book, resumed, t2, epoch, 0.1 * epoch)
+    book.on_trial_complete(0, [], t2)
+    resumed.on_trial_complete(0, [], t2)
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`raysweep.trial_id` = 't2'")
+    assert [r.info.run_id for r in runs] == [t2_run] and runs[0].info.status == "FINISHED"
+    assert [m.step for m in tracker.client.get_metric_history(t2_run, "val_loss")] == [1, 2, 3, 4]
+    assert "raysweep.orphaned" not in runs[0].data.tags
+
+
+def test_a_waiting_run_whose_trial_never_starts_again_ends_as_an_orphan_or_waits_past_a_ctrl_c(tracking_uri):
+    from types import SimpleNamespace
+
+    from raysweep.runsetup import end_running_killed
+    from raysweep.tracking import MLflowCallback
+
+    tracker, callback, book, t2_run, t3_run, t2 = _died_after_t2_and_t3_began(tracking_uri)
+    reopened = tracker.reopen_search(callback.parent_run_id, book.records, "val_loss", unfinished={"t2"})
+    book.orphaned, book.waiting = reopened.orphaned, dict(reopened.waiting)
+    resumed = MLflowCallback(tracker, book, callback.parent_run_id, book.spec, dict)
+    book.interrupt = SimpleNamespace(happened=True)  # Ctrl-C before t2 started again
+    resumed.on_experiment_end([t2])
+    end_running_killed(book, tracker, resumed, {"raysweep.interrupted": "true"})
+    run = tracker.client.get_run(t2_run)
+    assert run.info.status == "KILLED" and "raysweep.orphaned" not in run.data.tags and "t2" in book.waiting
+    # resumed again: waiting again; this time the search ends (a budget spent) before t2 starts
+    reopened = tracker.reopen_search(callback.parent_run_id, book.records, "val_loss", unfinished={"t2"})
+    assert tracker.client.get_run(t2_run).info.status == "RUNNING" and set(reopened.waiting) == {"t2"}
+    book.waiting, book.interrupt.happened = reopened.waiting, False
+    resumed.on_experiment_end([t2])
+    run = tracker.client.get_run(t2_run)
+    assert run.info.status == "KILLED" and "started again" in run.data.tags["raysweep.orphaned"] and not book.waiting
+    assert reopened.orphaned["cost_usd"] == 1.0 + 0.25  # its compute stays billed, as an orphan's
+
+
 def test_a_long_buffer_is_split_into_batches_mlflow_accepts(tracking_uri):
     """MLflow takes at most 1000 metrics per log_batch: 120 epochs x 10 metrics is 1200."""
     tracker, book, callback, trial = _one_trial(tracking_uri, max_epochs=200)

@@ -116,6 +116,9 @@ class TrialBook(Callback):
         self.front: list[str] = []  # several objectives: the Pareto front's trial ids when last logged (pareto.py)
         # Billed totals of runs a dead driver left that --resume could not continue (tracking.py).
         self.orphaned: dict[str, float] = {}
+        # --resume: by trial id, runs the dead driver began for trials Tune saved before they
+        # started; each trial takes its run up again as it starts (tracking.LeftRun).
+        self.waiting: dict[str, Any] = {}
         self.interrupt = None  # interrupt.Interrupt of the run: after a Ctrl-C running trials stay running
         self.started = time.monotonic()
         self.started_at = time.time()  # the same moment on the wall clock: the views' timeline

@@ -301,14 +301,11 @@ def quiet_staging_race() -> None:
     logging.getLogger(EXPERIMENT_STATE_LOGGER).addFilter(_not_a_staging_race)  # added once
 
 
-def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], str]]:
-    """For each unfinished trial of a Tune experiment (by its directory's name): the names of
-    the checkpoints Tune's newest saved experiment state keeps for it, and the latest, which the
-    trial will be restored from. Read as Tune's controller reads it (`TuneController.
-    _restore_trials`: the state file's `trial_data`, `Trial.from_json_state`,
-    `restore_run_metadata`; the kept ones are the trial's `checkpoint_manager`'s)."""
+def _saved_unfinished_trials(experiment_path: str) -> list:
+    """The unfinished trials (stubs, with their run metadata) of Tune's newest saved state of
+    an experiment, read as Tune's controller reads it (`TuneController._restore_trials`: the
+    state file's `trial_data`, `Trial.from_json_state`, `restore_run_metadata`)."""
     import json
-    import posixpath
 
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
     from ray.tune.experiment.trial import Trial
@@ -318,15 +315,33 @@ def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], s
     fs, root = filesystem(experiment_path)
     newest = _find_newest_experiment_checkpoint(root, fs=fs)
     if newest is None:
-        return {}
+        return []
     with fs.open_input_stream(newest) as f:
         state = json.loads(f.readall())
-    found = {}
+    trials = []
     for json_state, run_metadata in state["trial_data"]:
         trial = Trial.from_json_state(json_state, stub=True)
         trial.restore_run_metadata(run_metadata)
+        if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+            trials.append(trial)
+    return trials
+
+
+def unfinished_trial_ids(experiment_path: str) -> set[str]:
+    """The trials a restored Tune experiment starts or continues: unfinished when last saved."""
+    return {trial.trial_id for trial in _saved_unfinished_trials(experiment_path)}
+
+
+def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], str]]:
+    """For each unfinished trial of a Tune experiment (by its directory's name): the names of
+    the checkpoints Tune's newest saved experiment state keeps for it, and the latest, which the
+    trial will be restored from (the kept ones are the trial's `checkpoint_manager`'s)."""
+    import posixpath
+
+    found = {}
+    for trial in _saved_unfinished_trials(experiment_path):
         latest = trial.checkpoint
-        if trial.status in (Trial.TERMINATED, Trial.ERROR) or latest is None:
+        if latest is None:
             continue
         kept = [r.checkpoint.path for r in trial.run_metadata.checkpoint_manager.best_checkpoint_results]
         found[posixpath.basename(posixpath.dirname(latest.path))] = (

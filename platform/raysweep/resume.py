@@ -41,6 +41,15 @@ class Previous:
     round: int
     book_state: dict[str, Any] | None  # None: the driver died before Tune first saved its state
     mended: list[str] = field(default_factory=list)  # saved state files put back (mend_saved_state)
+    retrains: list[str] = field(default_factory=list)  # its retraining rounds' experiments (confirm, audit)
+
+    @cached_property  # read before Tune restores the round (refill_checkpoints may add a checkpoint)
+    def unfinished(self) -> set[str]:
+        """The trials Tune's saved states of the round and its retraining rounds hold unfinished:
+        restored, Tune starts or continues each, the ones it saved before they started too."""
+        from .ray_internals import unfinished_trial_ids
+
+        return {trial_id for p in (self.path, *self.retrains) if can_restore(p) for trial_id in unfinished_trial_ids(p)}
 
     @property
     def records(self) -> dict[str, TrialRecord]:
@@ -96,10 +105,10 @@ def find_previous(storage: str, name: str) -> Previous | None:
     if latest is None:
         return None
     path = join(storage, round_name(name, latest))
+    retrains = [join(storage, retrain_name(round_name(name, latest), label)) for label in RETRAIN_LABELS]
     # Before anything reads the round's saved state (the book, the searched space, Tune).
-    mended = [line for p in (path, *(join(storage, retrain_name(round_name(name, latest), label))
-                                     for label in RETRAIN_LABELS)) for line in mend_saved_state(p)]
-    return Previous(path, latest, _book_state(storage, round_name(name, latest)), mended)
+    mended = [line for p in (path, *retrains) for line in mend_saved_state(p)]
+    return Previous(path, latest, _book_state(storage, round_name(name, latest)), mended, retrains)
 
 
 def _whole(data: bytes) -> bool:
@@ -251,9 +260,9 @@ def refill_checkpoints(path: str) -> list[str]:
     is gone on `--resume` ("Could not recover from checkpoint as it does not exist on storage
     anymore"), and logs a traceback when it cannot delete an older one it kept.
     A missing latest is refilled from the trial's next checkpoint on storage (its deletion means
-    a newer one was registered, so complete), and the trial continues from that later epoch,
-    reporting it again first (statefile.REPORT_AGAIN_FILE: the dead driver may never have
-    recorded it);
+    a newer one was registered, so complete), and the trial continues from that later epoch or
+    its newest whole checkpoint after it (`TrainContext.resume_state`), reporting the epochs
+    again first (statefile.REPORT_AGAIN_FILE: the dead driver may never have recorded them);
     a missing older one becomes an empty directory, for Tune to delete (it never loads one).
     Returns a line for each latest checkpoint refilled."""
     import pyarrow.fs
@@ -272,8 +281,10 @@ def refill_checkpoints(path: str) -> list[str]:
                                   source_filesystem=fs, destination_filesystem=fs)
             with fs.open_output_stream(f"{root}/{trial_dir}/{latest}/{REPORT_AGAIN_FILE}") as marker:
                 marker.write(f"a copy of {later[0]}: its epoch is reported again\n".encode())
-            refilled.append(f"{trial_dir}: {latest} was deleted after Tune's last saved state; "
-                            f"continuing from {later[0]}")
+            # Tune restores the trial from the copy; the trial itself goes on from the newest
+            # whole one after it (context.TrainContext.resume_state).
+            refilled.append(f"{trial_dir}: {latest} was deleted after Tune's last saved state; put back as "
+                            f"a copy of {later[0]} (the trial goes on from its newest whole checkpoint, {later[-1]})")
         for name in set(kept) - here - {latest}:
             fs.create_dir(f"{root}/{trial_dir}/{name}")
     return refilled

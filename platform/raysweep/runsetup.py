@@ -286,3 +286,5 @@ def end_running_killed(book: TrialBook, tracker: Tracker, mlflow_callback, tags:
     for rec in book.records.values():
         if rec.status == RUNNING and rec.run_id is not None:
             tracker.end_run(rec.run_id, "KILLED", tags)
+    for left in book.waiting.values():  # --resume: still waiting for their trials (Tracker.reopen_search)
+        tracker.end_run(left.run_id, "KILLED", tags)

@@ -127,8 +127,9 @@ def run_search(
         if book.parent_run_id is None:
             book.parent_run_id = tracker.start_search(spec)
         else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            book.parent_params, book.orphaned, book.parent_tags = tracker.reopen_search(
-                book.parent_run_id, book.records, spec.rank_metric)
+            reopened = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric, previous.unfinished)
+            book.parent_params, book.orphaned, book.parent_tags = reopened.params, reopened.orphaned, reopened.tags
+            book.waiting = reopened.waiting
     parent_run_id = book.parent_run_id
     progress = ProgressCallback(book, console, budget)
     # What the parent run's plots (plots.py) and views draw with, readied while the trials train.

@@ -16,8 +16,12 @@ from ..cost import BILLED
 from ..failures import TRACKING
 from ..redact import scrubbed_spec
 from ..spec import Spec
-from .names import ERROR_TAG, FAILURE_TAG, STOPPED_EARLY_TAG
+from .names import ERROR_TAG, FAILURE_TAG, ORPHANED_TAG, STOPPED_EARLY_TAG
 from .tracker import Point, Tracker, _now_ms, refused_tags
+
+# A run a dead driver began for a trial Tune saved before it started, which --resume's search
+# ended before starting again (a budget spent, too many failures): no trial of the search.
+NOT_STARTED_AGAIN = "the search's driver died after this trial began; --resume's search ended before it started again"
 
 # A trial's epoch metrics are written at most this often (the rest wait in the driver): each
 # write is a synchronous SQLite transaction (~20 ms) in Tune's event loop, during which no
@@ -87,7 +91,10 @@ class MLflowCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
-        if rec.run_id is None and rec.failure != TRACKING:
+        left = self.book.waiting.pop(trial.trial_id, None)
+        if rec.run_id is None and left is not None:  # --resume: the run its dead driver began
+            left.take_up(rec, self.book.orphaned)
+        elif rec.run_id is None and rec.failure != TRACKING:
             with self._guard(rec):
                 rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
 
@@ -180,4 +187,11 @@ class MLflowCallback(Callback):
         for rec in self.book.cut_off:  # settled by the book, which runs first
             if rec.run_id is not None:
                 self._end_finished(rec)
+        if not (self.book.interrupt is not None and self.book.interrupt.happened):
+            # --resume: runs of this round's trials that never started again (the search
+            # stopped first) are no trials of it. After a Ctrl-C they still wait (end_running_killed).
+            for trial in trials:
+                left = self.book.waiting.pop(trial.trial_id, None)
+                if left is not None:
+                    self.tracker.end_run(left.run_id, "KILLED", {ORPHANED_TAG: NOT_STARTED_AGAIN})
         self.flush()

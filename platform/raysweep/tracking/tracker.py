@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow import MlflowClient
@@ -50,6 +52,37 @@ def _params(values: dict[str, Any]) -> list[Param]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# A run the dead driver began for a trial Tune never saved: no trial of the resumed search.
+ORPHANED_WHY = "the search's driver died before this trial was saved; it was not resumed"
+
+
+@dataclass
+class LeftRun:
+    """A run a dead driver began for a trial Tune saved before it started (`reopen_search`)."""
+
+    run_id: str
+    logged: dict[str, float]  # its billed totals in MLflow
+    last_step: int  # its last epoch in MLflow
+
+    def take_up(self, rec: TrialRecord, orphaned: dict[str, float]) -> None:
+        """`rec`'s trial started again: its run, ledger and logged epochs are this run's."""
+        rec.run_id = self.run_id
+        rec.rebase_bill(self.logged)
+        rec.logged_epoch = max(rec.logged_epoch, self.last_step)
+        for key, value in self.logged.items():  # billed by the trial now, not as an orphan's
+            orphaned[key] = orphaned.get(key, 0.0) - value
+
+
+@dataclass
+class Reopened:
+    """What `Tracker.reopen_search` found of a resumed search in MLflow."""
+
+    params: set[str]  # the parent's param names
+    orphaned: dict[str, float]  # the billed totals of runs no saved trial holds
+    tags: dict[str, str]  # the parent's tags
+    waiting: dict[str, LeftRun]  # by trial id: runs of trials Tune saved before they started
 
 
 class Tracker:
@@ -169,46 +202,57 @@ class Tracker:
         self.log_params(run_id, {k: v for k, v in params.items() if k not in logged})
         self.set_tags(run_id, {BEST_CONFIG_TAG: json.dumps(params, default=str)[:_MAX_PARAM]})
 
-    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord],
-                      metric: str) -> tuple[set[str], dict[str, float], dict[str, str]]:
+    def reopen_search(self, parent_run_id: str, records: dict[str, TrialRecord], metric: str,
+                      unfinished: Collection[str] = ()) -> Reopened:
         """Pick a resumed search's MLflow runs up again, and put right what its dead driver left.
 
         Each trial's run is found by its `raysweep.trial_id` tag (the saved book may predate
         it) and the last epoch it holds is read back, so no run is created twice and no epoch
-        logged twice. Runs still RUNNING of trials that had ended get their status; runs of
-        trials Tune never saved (the driver died first) end KILLED, tagged as orphans.
+        logged twice. Runs still RUNNING of trials that had ended get their status.
+
+        A run of a trial the saved book does not know began after Tune's last save. Its trial
+        may be `unfinished` in Tune's saved state (saved before it started): the run waits,
+        RUNNING, for the trial to start again and take it up (`Reopened.waiting`). Any other is
+        an orphan, a trial Tune never saved: tagged so, ended KILLED if it was running.
 
         Each trial's cost ledger continues from what MLflow last got (`TrialRecord.rebase_bill`).
-        Returns the parent's param names, the orphans' billed totals (their compute was spent),
-        and the parent's tags.
+        Orphans' and waiting runs' billed totals are `Reopened.orphaned` (their compute was
+        spent; a waiting run's leaves it when its trial takes it up).
         """
         self.client.update_run(parent_run_id, status="RUNNING")
         parent = self.client.get_run(parent_run_id).data
-        logged_params = set(parent.params)
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000,
         )
-        orphaned: dict[str, float] = {}
+        reopened = Reopened(set(parent.params), {}, dict(parent.tags), {})
         for run in runs:
-            rec = records.get(run.data.tags.get(TRIAL_ID_TAG, ""))
+            trial_id = run.data.tags.get(TRIAL_ID_TAG, "")
+            rec = records.get(trial_id)
             logged = {k: v for k, v in run.data.metrics.items() if k in BILLED}  # the latest values
             if rec is None:
-                if run.info.status == "RUNNING":
-                    self.end_run(run.info.run_id, "KILLED", {ORPHANED_TAG: "the search's driver died "
-                                                              "before this trial was saved; it was not resumed"})
                 for key, value in logged.items():  # its compute was spent: still billed
-                    orphaned[key] = orphaned.get(key, 0.0) + value
+                    reopened.orphaned[key] = reopened.orphaned.get(key, 0.0) + value
+                if trial_id in unfinished and ORPHANED_TAG not in run.data.tags:
+                    if run.info.status != "RUNNING":  # it ended, but its trial will run again
+                        self.client.update_run(run.info.run_id, status="RUNNING")
+                    reopened.waiting[trial_id] = LeftRun(run.info.run_id, logged, self._last_step(run.info.run_id, metric))
+                elif run.info.status == "RUNNING":
+                    self.end_run(run.info.run_id, "KILLED", {ORPHANED_TAG: ORPHANED_WHY})
+                elif ORPHANED_TAG not in run.data.tags:  # it ended: its status and end time stay
+                    self.set_tags(run.info.run_id, {ORPHANED_TAG: ORPHANED_WHY})
                 continue
             if rec.run_id in (None, run.info.run_id):
                 rec.rebase_bill(logged)
             rec.run_id = rec.run_id or run.info.run_id
-            steps = [m.step for m in self.client.get_metric_history(rec.run_id, metric)]
-            rec.logged_epoch = max([rec.logged_epoch, *steps])
+            rec.logged_epoch = max(rec.logged_epoch, self._last_step(rec.run_id, metric))
             if rec.status != RUNNING and run.info.status == "RUNNING":
                 self.end_run(rec.run_id, "FAILED" if rec.status == FAILED else "FINISHED")
             elif rec.status == RUNNING and run.info.status != "RUNNING":  # ended KILLED by a Ctrl-C
                 self.client.update_run(rec.run_id, status="RUNNING")
-        return logged_params, orphaned, dict(parent.tags)
+        return reopened
+
+    def _last_step(self, run_id: str, metric: str) -> int:
+        return max([0, *(m.step for m in self.client.get_metric_history(run_id, metric))])
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
