@@ -115,3 +115,15 @@ def test_audit_needs_early_stopping():
 
     with pytest.raises((SpecError, ValueError), match="scheduler.audit: 2 audits early stopping"):
         validate(make_raw(**{"scheduler.type": "fifo", "scheduler.audit": 2}))
+
+
+def test_a_trial_whose_history_skips_the_compared_epoch_is_left_out_of_that_pair_not_an_error():
+    """A history may miss an epoch whose report never came (a plain Ray Train loop's; before the
+    fix, a trial --resume continued past several deleted checkpoints): the search's summary once
+    failed on it with KeyError."""
+    book = _book({"a": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], "b": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5],
+                  "c": [3.0, 2.9, 2.8, 2.7, 2.6, 2.5], "d": [4.0, 3.9, 3.8, 3.7, 3.6, 3.5]})
+    book.records["d"].history = [h for h in book.records["d"].history if h[1] != 6]  # epoch 6 never said
+    book.records["d"].history.append((7.0, 7, 3.4, 0.0))  # ... and a later one was
+    corr = rung_correlations(book)
+    assert corr[3] == {"rho": pytest.approx(1.0), "n": 3, "against_epoch": 6}  # a-c at epoch 6; d has none

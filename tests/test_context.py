@@ -108,14 +108,17 @@ def test_a_trial_goes_on_from_its_newest_whole_checkpoint_on_storage_and_numbers
         assert ctx.resume_state["epoch"] == 3 and ctx.resume_unreported and ctx.epoch == 4
         assert ctx.resume_recorded_epoch == recorded
         assert storage.current_checkpoint_index == 4  # checkpoint_000003, cut short, is written over
-    # Tune's latest is a later one `--resume` copied in place of one Tune deleted: only the epoch
-    # before the copy's was recorded.
-    from raysweep.statefile import REPORT_AGAIN_FILE
+    # Tune's latest is a later one `--resume` copied in place of one Tune deleted: the search
+    # recorded what the marker says (the trial's last result in Tune's saved state: Tune may have
+    # deleted several checkpoints after the missing one), or, by an older marker, the epoch before the copy's.
+    from raysweep.statefile import REPORT_AGAIN_FILE, report_again_marker
 
-    (trial_dir / "checkpoint_000001" / REPORT_AGAIN_FILE).write_text("a copy of checkpoint_000002")
-    for copied, recorded in ((True, 1), (False, 2)):
-        if not copied:
-            (trial_dir / "checkpoint_000001" / REPORT_AGAIN_FILE).unlink()
+    marker = trial_dir / "checkpoint_000001" / REPORT_AGAIN_FILE
+    for content, recorded in ((report_again_marker("checkpoint_000001", 0), 0), ("a copy of checkpoint_000002", 1),
+                              (None, 2)):
+        marker.unlink(missing_ok=True)
+        if content is not None:
+            marker.write_bytes(content if isinstance(content, bytes) else content.encode())
         ctx = resumed("checkpoint_000001")
         assert ctx.resume_state["epoch"] == 3 and ctx.resume_recorded_epoch == recorded
     # Tune's latest is the newest on storage (as when nothing was lost): it is the one, as Tune said.

@@ -44,9 +44,11 @@ def rung_correlations(book: TrialBook) -> dict[int, dict]:
     out = {}
     for rung in book.spec.asha_rungs:
         past = [values for values in trials if rung in values and max(values) > rung]
+        later = min((max(values) for values in past), default=0)
+        # A trial's history may skip an epoch (a report that never came: a plain Ray Train loop's).
+        past = [values for values in past if later in values]
         if len(past) < MIN_PAIRED:
             continue
-        later = min(max(values) for values in past)
         rho = spearmanr([v[rung] for v in past], [v[later] for v in past]).statistic
         if math.isfinite(rho):
             out[rung] = {"rho": float(rho), "n": len(past), "against_epoch": later}

@@ -19,7 +19,7 @@ import torch
 from .cost import SEGMENT_KEY, Meter
 from .failures import check_finite
 
-from .statefile import REPORT_AGAIN_FILE, load_state, save_state
+from .statefile import REPORT_AGAIN_FILE, load_state, recorded_epoch, save_state
 
 
 class TrainContext(ABC):
@@ -325,7 +325,8 @@ class RayContext(TrainContext):
                 self.resume_recorded_epoch = _epoch(ckpt)
                 return self._resume
             if ckpt is not None:
-                self._resume, self.resume_unreported = _load(ckpt, self.device)
+                self._resume, self.resume_recorded_epoch = _load(ckpt, self.device)
+                self.resume_unreported = self.resume_recorded_epoch is not None
         return self._resume
 
 
@@ -333,23 +334,28 @@ class RayContext(TrainContext):
 _CUT_SHORT = (OSError, RuntimeError, EOFError, ValueError)
 
 
-def _load(checkpoint, device) -> tuple[dict, bool]:
-    """A checkpoint's state, and whether `--resume` copied it in place of one Tune deleted
-    (statefile.REPORT_AGAIN_FILE: the search may not have recorded its epoch)."""
+def _load(checkpoint, device) -> tuple[dict, int | None]:
+    """A checkpoint's state, and for a copy `--resume` put in place of one Tune deleted
+    (statefile.REPORT_AGAIN_FILE) the last epoch the search recorded; None for any other."""
     with checkpoint.as_directory() as directory:
-        return load_state(directory, map_location=device), os.path.exists(os.path.join(directory, REPORT_AGAIN_FILE))
+        state = load_state(directory, map_location=device)
+        marker = os.path.join(directory, REPORT_AGAIN_FILE)
+        if not os.path.exists(marker):
+            return state, None
+        with open(marker) as f:
+            return state, recorded_epoch(f.read(), int(state["epoch"]))
 
 
 def _epoch(checkpoint) -> int:
-    """The last epoch the search recorded by a checkpoint Tune registered: its own, or the one
-    before for a copy `--resume` put in its place; 0: none, or none that loads."""
+    """The last epoch the search recorded by a checkpoint Tune registered: its own, or for a
+    copy `--resume` put in its place the one its marker names; 0: none, or none that loads."""
     if checkpoint is None:
         return 0
     try:
-        state, copied = _load(checkpoint, "cpu")
+        state, recorded = _load(checkpoint, "cpu")
     except _CUT_SHORT:
         return 0
-    return int(state["epoch"]) - copied
+    return int(state["epoch"]) if recorded is None else recorded
 
 
 class _PendingReport:

@@ -332,10 +332,11 @@ def unfinished_trial_ids(experiment_path: str) -> set[str]:
     return {trial.trial_id for trial in _saved_unfinished_trials(experiment_path)}
 
 
-def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], str]]:
+def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], str, int | None]]:
     """For each unfinished trial of a Tune experiment (by its directory's name): the names of
-    the checkpoints Tune's newest saved experiment state keeps for it, and the latest, which the
-    trial will be restored from (the kept ones are the trial's `checkpoint_manager`'s)."""
+    the checkpoints Tune's newest saved experiment state keeps for it, the latest, which the
+    trial will be restored from (the kept ones are the trial's `checkpoint_manager`'s), and the
+    epoch of its last result there (Tune's callbacks had it: the search recorded it)."""
     import posixpath
 
     found = {}
@@ -344,8 +345,10 @@ def unfinished_checkpoints(experiment_path: str) -> dict[str, tuple[list[str], s
         if latest is None:
             continue
         kept = [r.checkpoint.path for r in trial.run_metadata.checkpoint_manager.best_checkpoint_results]
+        epoch = (trial.run_metadata.last_result or {}).get("epoch")
         found[posixpath.basename(posixpath.dirname(latest.path))] = (
-            [posixpath.basename(p) for p in kept], posixpath.basename(latest.path))
+            [posixpath.basename(p) for p in kept], posixpath.basename(latest.path),
+            int(epoch) if isinstance(epoch, (int, float)) else None)
     return found
 
 

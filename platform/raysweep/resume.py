@@ -268,11 +268,11 @@ def refill_checkpoints(path: str) -> list[str]:
     import pyarrow.fs
 
     from .ray_internals import unfinished_checkpoints
-    from .statefile import REPORT_AGAIN_FILE, checkpoint_dirs
+    from .statefile import REPORT_AGAIN_FILE, checkpoint_dirs, report_again_marker
 
     fs, root = filesystem(path)
     refilled = []
-    for trial_dir, (kept, latest) in unfinished_checkpoints(path).items():
+    for trial_dir, (kept, latest, recorded) in unfinished_checkpoints(path).items():
         here = {name for _, name in checkpoint_dirs(fs, f"{root}/{trial_dir}")}
         later = sorted(name for name in here if name > latest)
         if latest not in here and later:
@@ -280,7 +280,8 @@ def refill_checkpoints(path: str) -> list[str]:
             pyarrow.fs.copy_files(f"{root}/{trial_dir}/{later[0]}", f"{root}/{trial_dir}/{latest}",
                                   source_filesystem=fs, destination_filesystem=fs)
             with fs.open_output_stream(f"{root}/{trial_dir}/{latest}/{REPORT_AGAIN_FILE}") as marker:
-                marker.write(f"a copy of {later[0]}: its epoch is reported again\n".encode())
+                # Tune may have deleted several after it: every epoch since the last recorded is said again.
+                marker.write(report_again_marker(later[0], recorded))
             # Tune restores the trial from the copy; the trial itself goes on from the newest
             # whole one after it (context.TrainContext.resume_state).
             refilled.append(f"{trial_dir}: {latest} was deleted after Tune's last saved state; put back as "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -9,8 +10,26 @@ import torch
 
 CHECKPOINT_FILE = "state.pt"
 # Beside the state of a checkpoint `--resume` put in place of one Tune deleted (resume.py,
-# refill_checkpoints): the search may never have recorded that checkpoint's epoch.
+# refill_checkpoints): the search may never have recorded that checkpoint's epoch, nor those
+# before it back to the last one Tune's saved state had (JSON: `report_again_marker`).
 REPORT_AGAIN_FILE = "raysweep-report-again"
+
+
+def report_again_marker(copy_of: str, recorded_epoch: int | None) -> bytes:
+    """REPORT_AGAIN_FILE's content: the checkpoint copied, and the last epoch the search recorded
+    (the trial's last result in Tune's saved state; None: not known)."""
+    return json.dumps({"copy_of": copy_of, "recorded_epoch": recorded_epoch}).encode()
+
+
+def recorded_epoch(marker: str, epoch: int) -> int:
+    """The last epoch the search recorded, by a REPORT_AGAIN_FILE beside the state of `epoch`:
+    the one it names, else (a marker that names none, or one of an earlier release) the epoch
+    before the copy's own."""
+    try:
+        named = json.loads(marker).get("recorded_epoch")
+    except (ValueError, AttributeError):
+        named = None
+    return min(int(named), epoch - 1) if isinstance(named, (int, float)) else epoch - 1
 
 
 def checkpoint_dirs(fs, directory: str) -> list[tuple[int, str]]:
