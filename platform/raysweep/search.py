@@ -18,6 +18,7 @@ from .audit import (audit_configs, audit_metrics, audit_summary, audit_summary_m
                     rung_correlations)
 from .book import FAILED, FINISHED, RUNNING, STOPPED, TrialBook
 from .budget import Budget
+from .claim import hold
 from .confirm import choose, confirm_configs, describe, summary_metrics
 from .errors import Interrupted, SearchFailed, SpecError, TooManyFailures
 from .ingest import TrialData
@@ -26,7 +27,7 @@ from .pareto import choose as choose_from_front, describe as describe_front
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard
 from .resume import can_restore, check_resume, find_previous, mark_concluded, retrain_name, round_name
-from .runsetup import begin, data_kwargs, end_running_killed
+from .runsetup import RunSetup, begin, data_kwargs, end_running_killed
 from .spec import Spec
 from .storage import join
 from .tasks.contract import can_log_model, capabilities
@@ -101,6 +102,14 @@ def run_search(
     """
     run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console,
                 shutdown_ray=shutdown_ray)
+    # One driver per search; a new search of a name used before keeps the earlier one's files aside.
+    with hold(run.storage, spec.name, resume=resume, tracking_uri=run.uri,
+              say=lambda line: run.console.print(line, highlight=False)):
+        return _search(spec, run, verbose=verbose, resume=resume, more_samples=more_samples)
+
+
+def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samples: int | None) -> SearchResult:
+    """`run_search`'s work, by the search's one driver."""
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
     previous = find_previous(storage, spec.name) if resume else None
     if resume:
