@@ -270,6 +270,8 @@ ROWS = [
         f"--summary-json: cannot write {TMP}/out/s.json: directory {TMP}/out does not exist"),
     row("--storage is a file", ["train", "good.yaml", "--storage", "results.txt"],
         "--storage: results.txt is a file, not a directory", {"results.txt": "x"}),
+    row("--storage under a file", ["search", "good.yaml", "--storage", "results.txt/runs"],
+        f"--storage: cannot write {TMP}/results.txt/runs/test-search: not a directory", {"results.txt": "x"}),
     row("unknown subcommand", ["serach", "good.yaml"], "argument command: invalid choice: 'serach'"),
     row("train --workers 0", ["train", "good.yaml", "--workers", "0"],
         "resources.workers_per_trial: input should be greater than or equal to 1, got 0"),

@@ -4,9 +4,11 @@ the same name kept aside. On the real filesystem, with real processes; no Ray.""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +27,12 @@ def test_a_driver_holds_its_search_while_it_runs_and_lets_go_however_it_ends(tmp
     with hold(str(tmp_path), "s", resume=False, say=lines.append):
         held = json.loads((tmp_path / "s" / HOLDER_FILE).read_text())
         assert Holder(**held).running() is True and held["pid"] > 0
-    assert not (tmp_path / "s" / HOLDER_FILE).exists() and lines == []  # nothing ran before: nothing moved
+    assert not (tmp_path / "s").exists() and lines == []  # nothing ran before: nothing moved; nothing left
     with pytest.raises(KeyboardInterrupt):
         with hold(str(tmp_path), "s", resume=True):
+            (tmp_path / "s" / "experiment_state-x.json").write_text("{}")  # what Tune saved
             raise KeyboardInterrupt  # a Ctrl-C: the file goes all the same
-    assert not (tmp_path / "s" / HOLDER_FILE).exists()
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["experiment_state-x.json"]
 
 
 def test_a_second_driver_of_a_running_search_is_refused_and_a_dead_ones_file_is_taken_over(tmp_path):
@@ -45,6 +48,12 @@ def test_a_second_driver_of_a_running_search_is_refused_and_a_dead_ones_file_is_
                 with hold(str(tmp_path), "s", resume=resume):
                     pass
         assert json.loads((tmp_path / "s" / HOLDER_FILE).read_text())["pid"] == other.pid  # left as it was
+        other.kill()  # kill -9; not yet reaped by its parent (a zombie): gone all the same
+        deadline = time.monotonic() + 10
+        while Holder(**_holder_of(other)).running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with hold(str(tmp_path), "s", resume=True):
+            assert json.loads((tmp_path / "s" / HOLDER_FILE).read_text())["pid"] == os.getpid()
     finally:
         other.kill()
         other.wait()
@@ -85,6 +94,7 @@ def test_a_new_search_of_a_name_used_before_keeps_the_earlier_ones_files_aside(t
     assert {"s-train", "sx", "other"} <= {p.name for p in tmp_path.iterdir()}
     assert len(lines) == 1 and f"its files are kept in {aside[0]}" in lines[0]
     # --resume continues the search there, and a name with only a dead driver's file is no search.
+    (tmp_path / "s").mkdir()
     (tmp_path / "s" / "experiment_state-x.json").write_text("{}")
     with hold(str(tmp_path), "s", resume=True, say=lines.append):
         pass

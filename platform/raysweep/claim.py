@@ -29,12 +29,21 @@ from .storage import filesystem, join, write_whole
 HOLDER_FILE = "raysweep-driver.json"
 
 
-def _process_start(pid: int) -> float | None:
-    """When process `pid` started (clock ticks after boot, Linux's /proc); None where unknown."""
+def _stat(pid: int) -> list[str] | None:
+    """Process `pid`'s fields in Linux's /proc after its name (state first); None where unknown."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return float(f.read().rsplit(")", 1)[1].split()[19])  # field 22, after the name
-    except (OSError, IndexError, ValueError):
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (clock ticks after boot); None where unknown."""
+    fields = _stat(pid)
+    try:
+        return float(fields[19]) if fields else None  # field 22 of the line
+    except (IndexError, ValueError):
         return None
 
 
@@ -61,6 +70,8 @@ class Holder:
             return False
         except PermissionError:  # another user's process: running
             pass
+        if (_stat(self.pid) or ["?"])[0] == "Z":  # killed, not yet reaped by its parent: dead
+            return False
         now = _process_start(self.pid)
         return None in (now, self.process_started) or now == self.process_started
 
@@ -131,6 +142,8 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
     """Run the search `name` under `storage` as its one driver (module docstring): a SpecError
     (exit 2, before Ray starts) while another driver runs it; without `resume`, an earlier
     search of that name moved aside first. The holder file goes when the block ends, however."""
+    import pyarrow.fs
+
     fs, root = filesystem(storage)
     path = f"{root}/{name}/{HOLDER_FILE}"
     holder = _read(fs, path)
@@ -144,11 +157,20 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
     if not resume and _used(fs, root, name):
         _move_aside(fs, root, storage, name, tracking_uri, say)
     me = Holder.this_process()
-    fs.create_dir(f"{root}/{name}")
-    write_whole(fs, path, json.dumps(asdict(me)).encode())
+    directory = f"{root}/{name}"
+    try:
+        created = fs.get_file_info(directory).type == pyarrow.fs.FileType.NotFound
+        fs.create_dir(directory)
+        write_whole(fs, path, json.dumps(asdict(me)).encode())
+    except OSError as exc:  # under a file, read-only, full: one line, before Ray starts
+        reason = os.strerror(exc.errno).lower() if exc.errno else " ".join(str(exc).split())
+        raise SpecError(f"--storage: cannot write {redact(join(storage, name))}: {reason}") from None
     try:
         yield
     finally:
         with contextlib.suppress(OSError):  # storage gone meanwhile: the next driver finds the pid dead
             if _read(fs, path) == me:
                 fs.delete_file(path)
+            # A search refused before it ran (a cluster that can never hold a trial) leaves nothing.
+            if created and not fs.get_file_info(pyarrow.fs.FileSelector(directory, allow_not_found=True)):
+                fs.delete_dir(directory)
