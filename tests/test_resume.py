@@ -340,8 +340,11 @@ def test_a_new_round_draws_new_configurations_and_a_changed_space_is_refused(ray
     # The space edited between rounds: one line naming the key, exit 2, before anything runs.
     changed, dropped = make_raw(**small, **{"space.lr.high": 0.5}), make_raw(**small)
     del dropped["space"]["dropout"]
+    # ... or a setting the trials so far were trained, stopped or ranked by.
+    longer, asha = make_raw(**{**small, "max_epochs": 2}), make_raw(**{**small, "scheduler.type": "asha"})
     capsys.readouterr()  # MLflow's lines about the models the searches registered
-    for raw, key in ((changed, "space.lr"), (dropped, "space.dropout")):
+    for raw, key in ((changed, "space.lr"), (dropped, "space.dropout"), (longer, "max_epochs (1, now 2)"),
+                     (asha, "scheduler.type (fifo, now asha)")):
         (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
         code = main(["search", str(tmp_path / "spec.yaml"), "--storage", storage, "--tracking-uri", tracking_uri,
                      "--resume", "--samples", "+2"])
@@ -396,3 +399,30 @@ def test_a_state_file_a_killed_driver_cut_short_is_put_back_from_its_staged_copy
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
     assert f"searcher-state-{session}.pkl was cut short" in err
+
+
+def test_resume_refuses_a_changed_setting_that_defines_the_search_and_names_it(tmp_path):
+    """A search killed, then resumed with `--set max_epochs=10 --set scheduler.type=asha` (it
+    had 30 and FIFO) ran on: its trials ended at 1 to 23 epochs under a parent run saying 30."""
+    from raysweep.book import TrialBook
+    from raysweep.errors import SpecError
+    from raysweep.resume import Previous, check_resume
+
+    spec = validate(make_raw(**{"name": "defined", "max_epochs": 30, "scheduler.type": "fifo"}))
+    saved = TrialBook(spec).get_state()
+    previous = Previous(str(tmp_path / "defined"), 0, saved)
+    check_resume(previous, spec, str(tmp_path), None)  # the same spec: on it goes
+    check_resume(previous, validate(make_raw(**{"name": "defined", "max_epochs": 30, "scheduler.type": "fifo",
+                                                "search.max_concurrent": 8, "tracking.views": False})),
+                 str(tmp_path), None)  # what may change between runs of a search
+    edited = validate(make_raw(**{"name": "defined", "max_epochs": 10, "scheduler.type": "asha",
+                                  "metric": "val_accuracy", "mode": "max"}))
+    with pytest.raises(SpecError) as refused:
+        check_resume(previous, edited, str(tmp_path), None)
+    assert str(refused.value) == (
+        "--resume: objectives (val_loss (min), now val_accuracy (max)), max_epochs (30, now 10), "
+        "scheduler.type (fifo, now asha) changed since search 'defined' ran; the trials so far were trained, "
+        "stopped and ranked by them: put them back, or start a new search under another name")
+    check_resume(Previous(str(tmp_path / "defined"), 0, {k: v for k, v in saved.items() if k != "settings"}),
+                 edited, str(tmp_path), None)  # a book saved before these were kept: nothing to compare
+

@@ -16,7 +16,7 @@ from ray.tune import Callback
 from .cost import BILLED, SEGMENT_KEY
 from .ray_internals import stop_retrying
 from .failures import NON_FINITE, TRACKING, read_trial_error
-from .spec import CONFIRM_KEY, Spec
+from .spec import CONFIRM_KEY, Spec, resume_fixed
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
 
@@ -123,6 +123,7 @@ class TrialBook(Callback):
         self.started = time.monotonic()
         self.started_at = time.time()  # the same moment on the wall clock: the views' timeline
         self._reserved = _tune_keys()
+        self.settings = resume_fixed(spec)
 
     # -- Tune callback hooks
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -155,7 +156,8 @@ class TrialBook(Callback):
     def get_state(self) -> dict:
         return {"records": self.records, "parent_run_id": self.parent_run_id, "target": self.target,
                 "chosen": self.chosen, "front": self.front,
-                "elapsed": time.monotonic() - self.started}
+                "elapsed": time.monotonic() - self.started,
+                "settings": self.settings}  # what --resume may not change (spec.RESUME_FIXED)
 
     def set_state(self, state: dict) -> None:
         if self.records:

@@ -25,7 +25,7 @@ from typing import Any
 from .book import RUNNING, TrialRecord
 from .space import optuna_space
 from .errors import RunFailed, SpecError
-from .spec import Spec
+from .spec import Spec, resume_fixed
 from .storage import filesystem, join, write_whole
 
 
@@ -234,6 +234,32 @@ def check_resume(previous: Previous | None, spec: Spec, storage: str, more: int 
     if more is not None and not previous.finished:
         raise SpecError(f"--samples +{more}: search {spec.name!r} has unfinished trials; finish it first with --resume")
     _check_space(previous, spec)
+    _check_settings(previous, spec)
+
+
+def _check_settings(previous: Previous, spec: Spec) -> None:
+    """Refuse a changed setting of spec.RESUME_FIXED (max_epochs, the metric, the scheduler,
+    ...): the trials already run were trained, stopped and ranked by the old one. Tried: a
+    search of 30-epoch FIFO trials killed and resumed with `max_epochs=10` and ASHA ended with
+    trials of 1 to 23 epochs under a parent run saying 30 and FIFO."""
+    before = (previous.book_state or {}).get("settings")
+    if before is None:  # a book saved before raysweep kept them, or none saved
+        return
+    now = resume_fixed(spec)
+    changed = [f"{key} ({_shown(before[key])}, now {_shown(now[key])})" for key in now
+               if key in before and before[key] != now[key]]
+    if changed:
+        raise SpecError(
+            f"--resume: {', '.join(changed)} changed since search {spec.name!r} ran; the trials so far were "
+            f"trained, stopped and ranked by {'it: put it' if len(changed) == 1 else 'them: put them'} back, "
+            "or start a new search under another name"
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 for v in value):  # objectives
+        return ", ".join(f"{m} ({mode})" for m, mode in value)
+    return str(value)
 
 
 def _check_space(previous: Previous, spec: Spec) -> None:

@@ -718,6 +718,27 @@ class Spec(_Frozen):
 # The search settings a search's MLflow parent run logs as params (tracking.Tracker.start_search).
 SEARCH_SETTINGS = ("task", "metric", "mode", "max_epochs", "seed", "search.algorithm", "search.num_samples",
                    "scheduler.type", "workers_per_trial")
+# What a search is, besides its space: `--resume` refuses a spec that changes any of these
+# (resume.check_resume), as trials already run were trained, stopped and ranked by them. The rest
+# (trials to run, concurrency, budget, resources but the workers per trial, tracking,
+# checkpoints kept, failures, cost prices, confirm and audit) may change between runs of it.
+RESUME_FIXED = ("task", "objectives", "limits", "max_epochs", "seed", "search.algorithm", "search.n_startup_trials",
+                "scheduler.type", "scheduler.grace_period", "scheduler.reduction_factor",
+                "resources.workers_per_trial", "fixed", "precision")
+
+
+def resume_fixed(spec: Spec) -> dict[str, Any]:
+    """RESUME_FIXED's values in `spec`, comparable across processes (saved with the search)."""
+    values = {**spec.to_dict(), "objectives": [list(o) for o in spec.objectives]}
+    out = {}
+    for key in RESUME_FIXED:
+        value = values
+        for part in key.split("."):
+            value = value[part]
+        out[key] = value
+    return out
+
+
 # Hyperparameter names refused in space and fixed. A search setting's: logging the best
 # trial's params on the parent run at the end of a search would change that param, which
 # MLflow refuses. A spec field's: `raysweep train --set seed=3` must mean the spec's seed. Not
