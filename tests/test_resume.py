@@ -92,6 +92,40 @@ def test_an_extended_search_whose_best_is_unchanged_keeps_its_model():
     assert _model_logged_before(book, other) is None  # registered under another name: a version there
 
 
+def test_a_resumed_search_whose_dead_driver_registered_its_model_registers_no_second_version(tracking_uri):
+    """Killed after the model's registration but before the parent run said so (seen by hand:
+    versions 2 and 3 of one best trial), the resumed search finds the version by the checkpoint
+    it was built from (a tag it was created with) and logs nothing again; another best, a new one."""
+    from ray.tune import Checkpoint
+
+    from raysweep.book import FINISHED, TrialBook, TrialRecord
+    from raysweep.context import LocalContext
+    from raysweep.search import _model_logged_before, model_source
+    from raysweep.tasks.digits import DigitsMLP
+    from raysweep.tracking import Tracker
+    from raysweep.tracking.models import log_pytorch_model
+
+    spec = validate(make_raw(**{"name": "reborn"}))
+    tracker = Tracker(tracking_uri, spec.experiment)
+    book = TrialBook(spec)
+    book.parent_run_id = tracker.start_search(spec)
+    config = {"lr": 1e-2, "batch_size": 64, "hidden": 16, "dropout": 0.0}
+    ctx = LocalContext(max_epochs=1, seed=0)
+    DigitsMLP().train(config, ctx)
+    book.records["t0"] = TrialRecord("t0", 1, config, status=FINISHED, epochs=1, value=0.3,
+                                     checkpoint=Checkpoint("/results/reborn/t0/checkpoint_000000"))
+    uri = log_pytorch_model(tracking_uri, book.parent_run_id, DigitsMLP(), config, ctx.checkpoints[-1], seed=0,
+                            registered_name=spec.registered_model_name,
+                            version_tags={"test_loss": 0.5, "raysweep.model_source": model_source(spec, book.best())})
+    (version,) = tracker.client.search_model_versions(f"name = '{spec.registered_model_name}'")
+    assert version.tags == {"test_loss": "0.5", "raysweep.model_source": model_source(spec, book.best())}
+    assert _model_logged_before(book, spec, tracker) is None  # a first run (no parent tags): never looked up
+    book.parent_tags = dict(tracker.client.get_run(book.parent_run_id).data.tags)  # --resume read them
+    assert "raysweep.model_uri" not in book.parent_tags and _model_logged_before(book, spec, tracker) == uri
+    book.records["t0"].checkpoint = Checkpoint("/results/reborn/t0/checkpoint_000001")  # another checkpoint
+    assert _model_logged_before(book, spec, tracker) is None
+
+
 # In-process trials, and Ray Train trials (a worker group per trial, its checkpoints in Ray
 # Train's own run directory): both die with the driver, both continue from their checkpoints.
 # `done`: trials finished before the kill (the Ray Train case one, not two: each costs ~20 s to start).

@@ -323,9 +323,10 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     if tracker is not None:
         # A failed search registers no model version: its best trial is known, not vetted.
         if failure is None and model_to_log:
-            result.model_uri = _model_logged_before(book, spec) or tracker.log_model(
+            result.model_uri = _model_logged_before(book, spec, tracker) or tracker.log_model(
                 book.parent_run_id, spec.task, trial_params(spec, best.config), state, spec.seed,
-                registered_name=spec.registered_model_name, version_tags=test_metrics, example=example,
+                registered_name=spec.registered_model_name, example=example,
+                version_tags={**test_metrics, MODEL_SOURCE_TAG: model_source(spec, best)},
             )
         _log_summary(tracker, spec, book, result, data)
         _settle_ids(tracker, result)
@@ -338,13 +339,17 @@ def model_source(spec: Spec, best) -> str:
     return json.dumps({"trial_id": best.trial_id, "checkpoint": checkpoint, "registered_model": spec.registered_model_name})
 
 
-def _model_logged_before(book: TrialBook, spec: Spec) -> str | None:
+def _model_logged_before(book: TrialBook, spec: Spec, tracker: Tracker | None = None) -> str | None:
     """The model URI an earlier round of this search logged from the same best checkpoint, if
     one did: an extended search (--resume --samples +N) whose choice is unchanged registers no
-    second version of the same model."""
-    tags = book.parent_tags
-    if tags.get(MODEL_URI_TAG) and tags.get(MODEL_SOURCE_TAG) == model_source(spec, book.best()):
+    second version of the same model. Nor does a resumed search whose dead driver registered
+    it but died before the parent run said so: the registry's version of this parent run
+    built from the same checkpoint (its tag) is the one."""
+    tags, source = book.parent_tags, model_source(spec, book.best())
+    if tags.get(MODEL_URI_TAG) and tags.get(MODEL_SOURCE_TAG) == source:
         return tags[MODEL_URI_TAG]
+    if tags and tracker is not None:  # parent_tags: a resumed search's
+        return tracker.registered_from(spec.registered_model_name, book.parent_run_id, source)
     return None
 
 

@@ -74,7 +74,8 @@ def log_pytorch_model(
     `task`: a resolved task that can rebuild its model (tasks.contract, `rebuild`).
     `example`: a few preprocessed inputs (the spec's `data:`, ingest.TrialData.example);
     None: the task's own test split's. With `registered_name`, the model also becomes a new
-    version of that registered model, tagged with `version_tags` (e.g. its test metrics)."""
+    version of that registered model, created with `version_tags` (e.g. its test metrics and
+    what it was built from: a driver killed right after can tell it registered it)."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
@@ -90,14 +91,11 @@ def log_pytorch_model(
                 model,
                 name="model",
                 input_example=example,
-                registered_model_name=registered_name,
                 pip_requirements=pip_requirements(),
             )
-    version = getattr(info, "registered_model_version", None)
-    if registered_name and version is not None:
-        client = mlflow.MlflowClient(uri)
-        for key, value in (version_tags or {}).items():
-            client.set_model_version_tag(registered_name, str(version), key, str(value))
+        if registered_name:  # the version and its tags in one write (they were one write each)
+            mlflow.register_model(info.model_uri, registered_name,
+                                  tags={key: str(value) for key, value in (version_tags or {}).items()})
     return info.model_uri
 
 

@@ -24,7 +24,7 @@ from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
 from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
 from .names import (AUDITS_TAG, BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
-                    ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
+                    MODEL_SOURCE_TAG, ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
 from .schema import create_sqlite_store
 from .spool import Spool, SpoolingClient
 
@@ -260,6 +260,17 @@ class Tracker:
     def log_model(self, run_id: str, task: str, params: dict, state: dict, seed: int, **registry) -> str | None:
         """`models.log_task_model` of the spec's `task`; None while MLflow is unreachable."""
         return self.client.log_pytorch_model(run_id, task, params, state, seed, **registry)
+
+    def registered_from(self, name: str, run_id: str, source: str) -> str | None:
+        """The model URI of a version of registered model `name` that run `run_id` registered
+        from `source` (its MODEL_SOURCE_TAG); None if none, or while MLflow is unreachable
+        (the model is then logged again, spooled: a version too many, never one too few)."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        except Exception:  # noqa: BLE001 - MLflow down, or a store without a registry
+            return None
+        found = [v for v in versions if v.tags.get(MODEL_SOURCE_TAG) == source]
+        return max(found, key=lambda v: int(v.version)).source if found else None
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, redact_text(text), artifact_file)  # a traceback may quote a URL
