@@ -26,7 +26,7 @@ def test_a_driver_holds_its_search_while_it_runs_and_lets_go_however_it_ends(tmp
     lines = []
     with hold(str(tmp_path), "s", resume=False, say=lines.append):
         held = json.loads((tmp_path / "s" / HOLDER_FILE).read_text())
-        assert Holder(**held).running() is True and held["pid"] > 0
+        assert Holder(**held).running() is True and held["pid"] == os.getpid()
     assert not (tmp_path / "s").exists() and lines == []  # nothing ran before: nothing moved; nothing left
     with pytest.raises(KeyboardInterrupt):
         with hold(str(tmp_path), "s", resume=True):
@@ -58,7 +58,7 @@ def test_a_second_driver_of_a_running_search_is_refused_and_a_dead_ones_file_is_
         other.kill()
         other.wait()
     with hold(str(tmp_path), "s", resume=True):
-        assert json.loads((tmp_path / "s" / HOLDER_FILE).read_text())["pid"] != other.pid
+        assert json.loads((tmp_path / "s" / HOLDER_FILE).read_text())["pid"] == os.getpid()
     # A pid the system gave to a new process since: not the driver that wrote the file.
     reused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -43,7 +43,7 @@ class Previous:
     mended: list[str] = field(default_factory=list)  # saved state files put back (mend_saved_state)
     retrains: list[str] = field(default_factory=list)  # its retraining rounds' experiments (confirm, audit)
 
-    @cached_property  # read before Tune restores the round (refill_checkpoints may add a checkpoint)
+    @cached_property  # one read of each saved state, before Tune restores the round
     def unfinished(self) -> set[str]:
         """The trials Tune's saved states of the round and its retraining rounds hold unfinished:
         restored, Tune starts or continues each, the ones it saved before they started too."""

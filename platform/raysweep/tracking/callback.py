@@ -193,5 +193,6 @@ class MLflowCallback(Callback):
             for trial in trials:
                 left = self.book.waiting.pop(trial.trial_id, None)
                 if left is not None:
-                    self.tracker.end_run(left.run_id, "KILLED", {ORPHANED_TAG: NOT_STARTED_AGAIN})
+                    with contextlib.suppress(MlflowException):  # refused: its run stays as it was
+                        self.tracker.end_run(left.run_id, "KILLED", {ORPHANED_TAG: NOT_STARTED_AGAIN})
         self.flush()
