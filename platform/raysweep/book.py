@@ -221,7 +221,7 @@ class TrialBook(Callback):
 
     def on_experiment_end(self, trials, **info):
         # Ctrl-C: Tune saved the running trials to be resumed (--resume); they are not stopped early.
-        if self.interrupt is not None and self.interrupt.happened:
+        if self.interrupted:
             return
         # Trials still running when the search stopped early (search.max_failed_trials):
         # Tune stops them without an on_trial_complete.
@@ -234,6 +234,11 @@ class TrialBook(Callback):
                 rec.checkpoint = getattr(trial, "checkpoint", None)
 
     # -- queries
+    @property
+    def interrupted(self) -> bool:
+        """A Ctrl-C stopped the run: its running trials stay running, saved for --resume."""
+        return self.interrupt is not None and self.interrupt.happened
+
     def counts(self) -> dict[str, int]:
         out = {RUNNING: 0, FINISHED: 0, STOPPED: 0, FAILED: 0}
         for rec in self.records.values():

@@ -38,9 +38,9 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _process_start(pid: int) -> float | None:
-    """When process `pid` started (clock ticks after boot); None where unknown."""
-    fields = _stat(pid)
+def _process_start(pid: int, fields: list[str] | None = None) -> float | None:
+    """When process `pid` started (clock ticks after boot; `fields`: its _stat, if read); None where unknown."""
+    fields = fields or _stat(pid)
     try:
         return float(fields[19]) if fields else None  # field 22 of the line
     except (IndexError, ValueError):
@@ -70,9 +70,10 @@ class Holder:
             return False
         except PermissionError:  # another user's process: running
             pass
-        if (_stat(self.pid) or ["?"])[0] == "Z":  # killed, not yet reaped by its parent: dead
+        fields = _stat(self.pid)
+        if fields and fields[0] == "Z":  # killed, not yet reaped by its parent: dead
             return False
-        now = _process_start(self.pid)
+        now = _process_start(self.pid, fields)
         return None in (now, self.process_started) or now == self.process_started
 
     def describe(self) -> str:
@@ -104,19 +105,19 @@ def earlier_dirs(fs, root: str, name: str) -> list[str]:
     return sorted(f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory and pattern.fullmatch(f.base_name))
 
 
-def _used(fs, root: str, name: str) -> bool:
-    """Whether a search of that name ran under the storage (a directory of it holds more than a
-    driver's holder file)."""
+def _used(fs, root: str, dirs: list[str]) -> bool:
+    """Whether a search ran in `dirs` (one of them holds more than a driver's holder file)."""
     import pyarrow.fs
 
-    for directory in earlier_dirs(fs, root, name):
+    for directory in dirs:
         entries = fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{directory}", allow_not_found=True))
         if any(f.base_name != HOLDER_FILE for f in entries):
             return True
     return False
 
 
-def _move_aside(fs, root: str, storage: str, name: str, tracking_uri: str | None, say: Callable[[str], None]) -> None:
+def _move_aside(fs, root: str, storage: str, name: str, dirs: list[str], tracking_uri: str | None,
+                say: Callable[[str], None]) -> None:
     from .tracking.spool import Spool
 
     where = redact(join(storage, name))
@@ -130,7 +131,7 @@ def _move_aside(fs, root: str, storage: str, name: str, tracking_uri: str | None
                         f"({spool.path}): send them first with `{send}`")
     aside = f"{name}~{time.strftime('%Y%m%d-%H%M%S')}"
     fs.create_dir(f"{root}/{aside}")
-    for directory in earlier_dirs(fs, root, name):
+    for directory in dirs:
         fs.move(f"{root}/{directory}", f"{root}/{aside}/{directory}")
     say(f"search {name!r} ran before under {redact(storage)}: its files are kept in {redact(join(storage, aside))}; "
         "this search starts afresh (--resume continues the newest search of a name)")
@@ -151,11 +152,11 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
         running = holder.running()
         if running is not False:
             state = "is running" if running else "may be running (on another machine: it cannot be told)"
-            raise SpecError(
-                f"search {name!r} under {redact(storage)} {state}: {holder.describe()}; wait for it or stop it, "
-                f"or start another with --set name=...{'' if running else f' (if it is not running, delete {redact(join(storage, name, HOLDER_FILE))})'}")
-    if not resume and _used(fs, root, name):
-        _move_aside(fs, root, storage, name, tracking_uri, say)
+            unknown = f" (if it is not running, delete {redact(join(storage, name, HOLDER_FILE))})"
+            raise SpecError(f"search {name!r} under {redact(storage)} {state}: {holder.describe()}; wait for it or "
+                            f"stop it, or start another with --set name=...{'' if running else unknown}")
+    if not resume and _used(fs, root, dirs := earlier_dirs(fs, root, name)):
+        _move_aside(fs, root, storage, name, dirs, tracking_uri, say)
     me = Holder.this_process()
     directory = f"{root}/{name}"
     try:

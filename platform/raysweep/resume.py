@@ -246,20 +246,13 @@ def _check_settings(previous: Previous, spec: Spec) -> None:
     if before is None:  # a book saved before raysweep kept them, or none saved
         return
     now = resume_fixed(spec)
-    changed = [f"{key} ({_shown(before[key])}, now {_shown(now[key])})" for key in now
-               if key in before and before[key] != now[key]]
+    changed = [f"{key} ({before[key]}, now {now[key]})" for key in now if key in before and before[key] != now[key]]
     if changed:
         raise SpecError(
             f"--resume: {', '.join(changed)} changed since search {spec.name!r} ran; the trials so far were "
             f"trained, stopped and ranked by {'it: put it' if len(changed) == 1 else 'them: put them'} back, "
             "or start a new search under another name"
         )
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 for v in value):  # objectives
-        return ", ".join(f"{m} ({mode})" for m, mode in value)
-    return str(value)
 
 
 def _check_space(previous: Previous, spec: Spec) -> None:

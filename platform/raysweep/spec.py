@@ -729,7 +729,7 @@ RESUME_FIXED = ("task", "objectives", "limits", "max_epochs", "seed", "search.al
 
 def resume_fixed(spec: Spec) -> dict[str, Any]:
     """RESUME_FIXED's values in `spec`, comparable across processes (saved with the search)."""
-    values = {**spec.to_dict(), "objectives": [list(o) for o in spec.objectives]}
+    values = {**spec.to_dict(), "objectives": ", ".join(f"{m} ({mode})" for m, mode in spec.objectives)}
     out = {}
     for key in RESUME_FIXED:
         value = values

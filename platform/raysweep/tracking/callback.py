@@ -187,7 +187,7 @@ class MLflowCallback(Callback):
         for rec in self.book.cut_off:  # settled by the book, which runs first
             if rec.run_id is not None:
                 self._end_finished(rec)
-        if not (self.book.interrupt is not None and self.book.interrupt.happened):
+        if not self.book.interrupted:
             # --resume: runs of this round's trials that never started again (the search
             # stopped first) are no trials of it. After a Ctrl-C they still wait (end_running_killed).
             for trial in trials:
