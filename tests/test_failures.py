@@ -224,7 +224,7 @@ def test_diverged_trials_fail_once_without_retries_and_the_search_goes_on(ray_se
     assert result.best["config"]["lr"] == 0.003
 
 
-def test_raising_trials_fail_with_their_traceback_after_their_retries(ray_session, tmp_path, tracking_uri):
+def test_raising_trials_fail_with_their_traceback_after_their_retries(ray_session, tmp_path, tracking_uri, capfd):
     spec = _spec(**{
         "name": "raises", "task": "tests.user_tasks:raises_for_some", "max_epochs": 2, "search.num_samples": 6,
         "failures.max_failures": 1,
@@ -258,6 +258,14 @@ def test_raising_trials_fail_with_their_traceback_after_their_retries(ray_sessio
             assert tags["raysweep.failure"] == OOM
             assert "torch.OutOfMemoryError: CUDA out of memory" in traceback
         assert traceback.count("Failure # ") == 2  # both attempts' errors
+    # On the console: one line per failed trial; Tune's traceback of each stays in MLflow.
+    out, err = capfd.readouterr()
+    failed = [t for t in result.trials if t["status"] == FAILED]
+    for trial in failed:
+        number = [t["trial_id"] for t in result.trials].index(trial["trial_id"]) + 1
+        assert f"trial {number:03d} failed after 1 epoch: {trial['error']}; traceback: error/traceback.txt" in out
+    assert out.count(" failed after ") == len(failed)
+    assert "Trial task failed" not in err and "Traceback" not in err and "Trials did not complete" not in err
 
 
 def test_max_failed_trials_stops_the_search_and_keeps_what_finished(ray_session, tmp_path, tracking_uri, capsys):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
+from raysweep.book import FAILED
 from raysweep.progress import SlowPollWarning
 
 
@@ -54,3 +55,36 @@ def test_the_leaderboard_title_counts_the_rows_it_shows():
         book.on_trial_result(0, [], trial, {"epoch": 1, "val_loss": 1.0 + n})
     assert leaderboard(book).title == "top 4 of 4 trials by val_loss (min)"
     assert leaderboard(book, top=2).title == "top 2 of 4 trials by val_loss (min)"
+    # A failed trial is one of the search's trials, but not a row: "top 5 of 5" showed 4.
+    failed = SimpleNamespace(trial_id="t4", config={"lr": 0.01}, checkpoint=None)
+    book.on_trial_start(0, [], failed)
+    book.on_trial_result(0, [], failed, {"epoch": 1, "val_loss": 0.5})
+    book.records["t4"].status = FAILED
+    assert leaderboard(book).title == "top 4 of 5 trials by val_loss (min)" and leaderboard(book).row_count == 4
+
+
+def test_a_failed_trial_gets_one_line_naming_its_error_and_where_its_traceback_is():
+    """Tune printed 40-odd lines of Ray's traceback per failed trial between the status lines."""
+    from raysweep.book import TrialBook
+    from raysweep.progress import ProgressCallback
+    from raysweep.spec import validate
+    from tests.conftest import make_raw
+
+    book = TrialBook(validate(make_raw(name="fails")))
+    out = io.StringIO()
+    progress = ProgressCallback(book, Console(file=out, width=300))
+    for n, (epochs, run_id) in enumerate([(1, "run-a"), (0, None)]):
+        trial = SimpleNamespace(trial_id=f"t{n}", config={"lr": 0.01}, checkpoint=None)
+        book.on_trial_start(0, [], trial)
+        for epoch in range(1, epochs + 1):
+            book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": 1.0})
+        rec = book.records[trial.trial_id]
+        # What the book's own on_trial_error (callback 0) read from Tune's error files.
+        rec.status, rec.error, rec.run_id = FAILED, "NonFiniteLoss: train_loss became nan at epoch [2]", run_id
+        progress.on_trial_error(0, [], trial)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("trial ")]
+    assert lines == [
+        "trial 001 failed after 1 epoch: NonFiniteLoss: train_loss became nan at epoch [2]; "
+        "traceback: error/traceback.txt in its MLflow run",
+        "trial 002 failed after 0 epochs: NonFiniteLoss: train_loss became nan at epoch [2]",  # no MLflow
+    ]

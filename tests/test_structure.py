@@ -254,6 +254,13 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     assert {"_last_save_time", "_should_force_sync_up"} <= set(_ExperimentCheckpointManager.__init__.__code__.co_names)
+    # quiet_trial_errors: the controller's switch for its per-failure traceback, and the line
+    # Tune's module logger ends a search with failed trials on
+    assert '"TUNE_PRINT_ALL_TRIAL_ERRORS"' in inspect.getsource(TuneController.__init__)
+    from ray.tune import tune as tune_module
+
+    assert tune_module.logger.name == ray_internals.TUNE_LOGGER
+    assert '"Trials did not complete: %s"' in inspect.getsource(tune_module)
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \

@@ -30,6 +30,12 @@ def _param(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def failure_line(rec) -> str:
+    """What a failed trial's line says: the error in one line, and where its traceback is."""
+    where = "; traceback: error/traceback.txt in its MLflow run" if rec.run_id else ""
+    return f"trial {rec.number:03d} failed after {rec.epochs} epoch{'' if rec.epochs == 1 else 's'}: {rec.error}{where}"
+
+
 class _Printing(Callback):
     """A callback that prints: Tune pickles its callbacks with the experiment state, and a
     console doesn't travel (a restored search gets a fresh one)."""
@@ -91,7 +97,7 @@ class ProgressCallback(_Printing):
             return
         now = time.monotonic()
         changed = line.split(" · ")[:-1] != self._last_line.split(" · ")[:-1]
-        if force or (changed and now - self._last_plain >= _PLAIN_INTERVAL_S):
+        if changed and (force or now - self._last_plain >= _PLAIN_INTERVAL_S):  # force: now, if new
             self.console.print(line, highlight=False)
             self._last_plain, self._last_line = now, line
 
@@ -103,6 +109,11 @@ class ProgressCallback(_Printing):
         self._show()
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        rec = self.book.records.get(trial.trial_id)  # the book, callback 0, has read the error
+        if rec is not None and rec.error:
+            # markup=False: an error's text may hold [brackets] that rich would eat; soft_wrap:
+            # one line however long, as grep and a log reader expect.
+            self.console.print(failure_line(rec), highlight=False, markup=False, soft_wrap=True)
         self._show()
 
     def on_experiment_end(self, trials, **info):
@@ -160,11 +171,12 @@ class SlowPollWarning(_Printing):
 def leaderboard(book: TrialBook, top: int = 5) -> Table:
     """The top trials: value, epochs, status and their sampled hyperparameters."""
     spec = book.spec
-    table = Table(title=f"top {min(top, len(book.records))} of {len(book.records)} trials by {spec.rank_metric} ({spec.rank_mode})", title_justify="left")
+    ranked = book.ranked()  # failed trials have no place in it
+    table = Table(title=f"top {min(top, len(ranked))} of {len(book.records)} trials by {spec.rank_metric} ({spec.rank_mode})", title_justify="left")
     others = [m for m, _ in spec.objectives[1:]]  # several objectives: the later ones beside the first
     for col in ("#", "trial", spec.rank_metric, *others, "epochs", "status", *spec.space):
         table.add_column(col, justify="right" if col not in ("trial", "status") else "left")
-    for rank, rec in enumerate(book.ranked()[:top], start=1):
+    for rank, rec in enumerate(ranked[:top], start=1):
         params = [_param(rec.config.get(k)) for k in spec.space]
         status = rec.status if rec.retrain is None else f"{rec.status} ({rec.retrain})"  # confirm.py, audit.py
         table.add_row(str(rank), f"{rec.number:03d}", _value(rec.value), *(_value(rec.metrics.get(m)) for m in others),

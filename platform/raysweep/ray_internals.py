@@ -301,6 +301,23 @@ def quiet_staging_race() -> None:
     logging.getLogger(EXPERIMENT_STATE_LOGGER).addFilter(_not_a_staging_race)  # added once
 
 
+# Tune logs every failed trial at ERROR with Ray's whole traceback (40-odd lines of Ray's own
+# frames between the progress lines), and at the end "Trials did not complete: [...]" naming
+# trials by Tune's ids. raysweep prints one line per failed trial instead (progress.py) and
+# keeps the traceback in the trial's MLflow run (error/traceback.txt); --verbose keeps Tune's.
+# TUNE_PRINT_ALL_TRIAL_ERRORS is read by TuneController.__init__ (Ray 2.60).
+TUNE_LOGGER = "ray.tune.tune"
+
+
+def _not_incomplete_trials(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Trials did not complete")
+
+
+def quiet_trial_errors() -> None:
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    logging.getLogger(TUNE_LOGGER).addFilter(_not_incomplete_trials)  # added once
+
+
 def _saved_unfinished_trials(experiment_path: str) -> list:
     """The unfinished trials (stubs, with their run metadata) of Tune's newest saved state of
     an experiment, read as Tune's controller reads it (`TuneController._restore_trials`: the

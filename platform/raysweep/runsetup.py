@@ -26,7 +26,7 @@ from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
 from .errors import SpecError
-from .ray_internals import quiet_auth_warning, quiet_staging_race, start_local_ray
+from .ray_internals import quiet_auth_warning, quiet_staging_race, quiet_trial_errors, start_local_ray
 from .spec import Spec
 from .storage import resolve as storage_location
 from .tasks import resolve_task
@@ -211,6 +211,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     quiet_auth_warning()
     quiet_staging_race()
+    quiet_trial_errors()
     # Tune warns whenever checkpoints of short epochs force experiment snapshots; it says
     # nothing a user can act on for second-long trials.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
