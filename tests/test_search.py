@@ -260,7 +260,11 @@ def test_report_reads_the_same_best_trial_and_totals_from_mlflow(searched, capsy
     # The table form, by parent run id: leaderboard, totals and what early stopping saved.
     assert main(["report", result.parent_run_id, "--tracking-uri", result.tracking_uri, "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert result.best["trial_id"] in out and "device-hours" in out and "of the budget saved" in out
+    # Trials by the number the search's console said (the run's name), not Tune's id.
+    best_row = next(line for line in out.splitlines() if line.startswith("│ 1 "))
+    assert f"│ {result.best['number']:03d} " in best_row and result.best["trial_id"] not in out
+    assert report["best"]["number"] == result.best["number"]
+    assert "device-hours" in out and f"trials x max_epochs), {report['totals']['compute_saved_fraction']:.0%} saved" in out
     assert set(report["importances"]) == {"lr", "batch_size", "dropout"} and report["importance_epoch"] == 1
     top = next(iter(report["importances"]))  # the largest first, in the JSON and the printed line
     assert f"importance (val_loss at epoch 1, PED-ANOVA): {top} " in out

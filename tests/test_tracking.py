@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from raysweep.tracking import resolve_tracking_uri, runs_url, trial_run_name
+from raysweep.tracking import resolve_tracking_uri, runs_url, trial_number, trial_run_name
 from tests.conftest import ROOT
 
 
@@ -33,6 +33,9 @@ def test_runs_url_opens_the_runs_tab():
 def test_trial_run_names_show_number_and_hyperparameters():
     name = trial_run_name(7, {"lr": 0.0031234, "batch_size": 64, "dropout": 0.25})
     assert name == "trial-007 lr=0.00312 batch_size=64 dropout=0.25"
+    # ... read back by `raysweep report`, which shows trials by the number the console said
+    assert trial_number(name) == 7 and trial_number(trial_run_name(1234, {})) == 1234
+    assert trial_number("train lr=0.1") is None and trial_number("trial-x lr=1") is None and trial_number(None) is None
 
 
 def test_a_restarted_trial_repeating_epochs_leaves_one_point_per_epoch(tracking_uri):

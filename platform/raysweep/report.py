@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .errors import SpecError
 from .totals import cost_sums, search_totals
+from .tracking.names import trial_number
 from .tracking.names import (ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
                              PARENT_TAG, PARETO_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
 
@@ -67,6 +68,7 @@ def build_report(client: MlflowClient, name_or_run_id: str) -> dict[str, Any]:
     for run in kept:
         m = run.data.metrics
         trials.append({
+            "number": trial_number(run.info.run_name),
             "run_id": run.info.run_id, "trial_id": run.data.tags.get(TRIAL_ID_TAG), "name": run.info.run_name,
             "status": _status(run), "value": m.get(metric), "epochs": int(m.get("epoch", 0)),
             "cost_usd": m.get("cost_usd"), "cost_device_hours": m.get("cost_device_hours"),
@@ -104,6 +106,11 @@ def insight(parent) -> dict[str, Any]:
             "importance_epoch": int(epoch) if epoch else None, "rungs": dict(sorted(rungs.items())), "audit": audit}
 
 
+def _label(t: dict[str, Any]) -> str:
+    """The trial as the search's console and the run's name say it (`014`)."""
+    return f"{t['number']:03d}" if t["number"] is not None else t["trial_id"] or t["run_id"][:8]
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -129,7 +136,7 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
     for col in ("#", "trial", metric, "epochs", "status", "cost_usd", "device_h", *params):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
     for i, t in enumerate(report["trials"][:top], start=1):
-        table.add_row(str(i), t["trial_id"] or t["run_id"][:8], _fmt(t["value"]), str(t["epochs"]), t["status"],
+        table.add_row(str(i), _label(t), _fmt(t["value"]), str(t["epochs"]), t["status"],
                       _fmt(t["cost_usd"]), _fmt(t["cost_device_hours"]), *(_param(t["params"].get(p, "")) for p in params))
     console.print(table)
     if report.get("objectives"):
@@ -141,8 +148,8 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
         f"total: {totals['device_hours']:.4g} device-hours · ${totals['cost_usd']:.4g} · {totals['flops']:.3g} FLOPs · "
         f"{totals['samples']:.0f} samples{energy}", highlight=False)
     console.print(
-        f"early stopping: {totals['epochs_run']} of {totals['epochs_budget']} epochs run, "
-        f"{totals['compute_saved_fraction']:.0%} of the budget saved", highlight=False)
+        f"early stopping: {totals['epochs_run']} of {totals['epochs_budget']} epochs run "
+        f"({len(report['trials'])} trials x max_epochs), {totals['compute_saved_fraction']:.0%} saved", highlight=False)
     if report.get("importances"):
         console.print(f"importance ({metric} at epoch {report['importance_epoch']}, PED-ANOVA): "
                       + " · ".join(f"{p} {v:.2f}" for p, v in report["importances"].items()), highlight=False)
@@ -166,6 +173,6 @@ def print_front(report: dict[str, Any], console: Console) -> None:
     for col in ("trial", *names, "epochs", "status"):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
     for t in report["front"]:
-        table.add_row(t["trial_id"] or t["run_id"][:8], *(_fmt(t["objectives"][n]) for n in names), str(t["epochs"]),
+        table.add_row(_label(t), *(_fmt(t["objectives"][n]) for n in names), str(t["epochs"]),
                       t["status"])
     console.print(table)

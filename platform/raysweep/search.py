@@ -269,11 +269,11 @@ def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float
         metric=spec.rank_metric,
         mode=spec.rank_mode,
         best=None if best is None else {
-            "trial_id": best.trial_id, "run_id": best.run_id, "config": best.config, "value": best.value,
+            "number": best.number, "trial_id": best.trial_id, "run_id": best.run_id, "config": best.config, "value": best.value,
             "epochs": best.epochs, "metrics": best.metrics,
         },
         trials=[
-            {"trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
+            {"number": r.number, "trial_id": r.trial_id, "run_id": r.run_id, "status": r.status, "epochs": r.epochs,
              "value": r.value, "config": r.config, "metrics": r.metrics,
              # the metric epoch by epoch, timed from the search's start, with the trial's
              # device-hours so far: anytime curves (best value against epochs, seconds or

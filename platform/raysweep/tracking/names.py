@@ -34,3 +34,19 @@ IMPORTANCE_EPOCH_TAG = "raysweep.importance_epoch"  # the parent's: the epoch it
 IMPORTANCE_PREFIX = "importance_"  # + a hyperparameter: its importance, the shares summing to 1
 RUNG_CORR_PREFIX = "rung_corr_"  # + a rung's epoch: Spearman correlation of its ranking with the later one
 RUNG_N_PREFIX = "rung_n_"  # + a rung's epoch: the trials that correlation rests on
+
+
+# A trial's run name: its number, as the console says it, and its first hyperparameters.
+TRIAL_RUN_PREFIX = "trial-"
+
+
+def trial_run_name(number: int, config: dict, keys: int = 4) -> str:
+    shown = " ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}" for k, v in list(config.items())[:keys])
+    return f"{TRIAL_RUN_PREFIX}{number:03d} {shown}".strip()
+
+
+def trial_number(run_name: str | None) -> int | None:
+    """The number in a trial's run name (`trial-014 lr=...`), or None for another name."""
+    head = (run_name or "").split(" ", 1)[0]
+    digits = head.removeprefix(TRIAL_RUN_PREFIX)
+    return int(digits) if head.startswith(TRIAL_RUN_PREFIX) and digits.isdigit() else None

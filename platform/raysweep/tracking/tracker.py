@@ -23,6 +23,7 @@ from ..failures import TRACKING
 from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
 from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
+from .names import trial_run_name
 from .names import (AUDITS_TAG, BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
                     MODEL_SOURCE_TAG, ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
 from .schema import create_sqlite_store
@@ -32,17 +33,6 @@ _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 _MAX_BATCH = 1000  # MLflow's limit on metrics (and entities) in one log_batch
 
 Point = tuple[int, dict[str, float], int]  # (step, metrics, timestamp in ms): one epoch's report
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
-def trial_run_name(number: int, config: dict[str, Any], keys: int = 4) -> str:
-    shown = " ".join(f"{k}={_fmt(v)}" for k, v in list(config.items())[:keys])
-    return f"trial-{number:03d} {shown}".strip()
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
