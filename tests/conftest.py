@@ -294,3 +294,42 @@ def _fast_tier_guard(request, monkeypatch):
                         "mark it integration (docs/contributing.md)", pytrace=False)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+class WebServer:
+    """A web server on 127.0.0.1 that is not a usable MLflow: `walled` answers /health and
+    refuses everything else (401, an MLflow behind an auth proxy); otherwise nothing is found
+    (404, a web server that is not MLflow's, the Ray dashboard's port)."""
+
+    def __init__(self, walled: bool):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                code = (200 if self.path == "/health" else 401) if walled else 404
+                self.send_response(code)
+                self.end_headers()
+                self.wfile.write(b"<html>no</html>")
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def web_server(request):
+    """A WebServer: parametrize it indirectly with "walled" or "not-mlflow"."""
+    server = WebServer(walled=request.param == "walled")
+    yield server
+    server.stop()

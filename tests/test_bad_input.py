@@ -517,3 +517,28 @@ def test_the_summary_json_check_leaves_no_file_and_changes_none(tmp_path):
     (tmp_path / "old.json").write_text("previous summary\n")
     _check_output_file("--summary-json", tmp_path / "old.json")
     assert (tmp_path / "old.json").read_text() == "previous summary\n"
+
+
+
+@pytest.mark.parametrize("web_server", ["not-mlflow"], indirect=True)
+@pytest.mark.parametrize("command", [["search", "good.yaml"], ["train", "good.yaml"], ["report", "digits"]])
+def test_a_web_server_that_is_not_mlflow_is_refused_before_ray(command, web_server, scratch, capsys):
+    """It took a traceback (MLflow's 404 with the server's HTML page) after Ray had started."""
+    assert main([*command, "--tracking-uri", web_server.url]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"raysweep: error: --tracking-uri: cannot use {web_server.url}: it answers, but not as an MLflow "
+                   "tracking server (404 for /health and for MLflow's REST API); give the MLflow server's address "
+                   "(its UI's, e.g. http://HOST:5000)\n")
+    assert out == "" and not (scratch / "raysweep_results").exists()
+
+
+@pytest.mark.parametrize("web_server", ["walled"], indirect=True)
+def test_an_mlflow_refusing_its_first_request_is_one_line_saying_to_give_credentials(web_server, scratch, capsys):
+    """A 401 took a traceback: for `report` here, for `search` and `train` once Ray had started
+    (the Tracker's first request; tests/test_tracking.py)."""
+    assert main(["report", "digits", "--tracking-uri", web_server.url]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"raysweep: error: MLflow at {web_server.url} refused raysweep's first request: API request to "
+                   "endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code 401 != 200; give its "
+                   "credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)\n")
+    assert out == ""

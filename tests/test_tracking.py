@@ -374,3 +374,18 @@ def test_the_warm_up_imports_what_logging_a_model_the_plots_and_the_views_need()
     assert out.returncode == 0, out.stderr
     # Every module loaded, and pyplot's backend left as it was (the thread draws without pyplot).
     assert json.loads(out.stdout) == [[True] * len(modules), True]
+
+
+@pytest.mark.parametrize("web_server", ["walled"], indirect=True)
+def test_a_tracker_whose_mlflow_refuses_its_first_request_says_so_in_one_line(web_server):
+    """`search` and `train` open their Tracker while Ray starts: MLflow's 401 (an auth proxy,
+    no credentials) came out as a traceback quoting the response body."""
+    from raysweep.errors import SpecError
+    from raysweep.tracking import Tracker
+
+    with pytest.raises(SpecError) as refused:
+        Tracker(web_server.url, "walled-off")
+    assert str(refused.value) == (
+        f"MLflow at {web_server.url} refused raysweep's first request: API request to endpoint "
+        "/api/2.0/mlflow/experiments/get-by-name failed with error code 401 != 200; give its credentials "
+        "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)")

@@ -10,12 +10,14 @@ import re
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
 from .errors import SpecError
 from .totals import cost_sums, search_totals
 from .tracking.names import trial_number
+from .tracking.uri import refused
 from .tracking.names import (ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
                              PARENT_TAG, PARETO_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
 
@@ -32,7 +34,10 @@ def find_parent(client: MlflowClient, name_or_run_id: str):
         if run.data.tags.get(KIND_TAG) != "search":
             raise SpecError(f"report: run {name_or_run_id} is not a raysweep search (no raysweep.kind=search tag)")
         return run
-    experiment = client.get_experiment_by_name(name_or_run_id)
+    try:
+        experiment = client.get_experiment_by_name(name_or_run_id)
+    except MlflowException as exc:  # the first request: a 401, a server that is not MLflow's
+        raise SpecError(refused(client.tracking_uri, exc)) from None
     if experiment is None:
         raise SpecError(f"report: no experiment named {name_or_run_id!r} in this tracking store")
     runs = client.search_runs(

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from ..book import FAILED, RUNNING, TrialRecord
 from ..cost import BILLED
+from ..errors import SpecError
 from ..failures import TRACKING
 from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
 from ..spec import CONFIRM_KEY, Spec
@@ -28,6 +29,7 @@ from .names import (AUDITS_TAG, BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERI
                     MODEL_SOURCE_TAG, ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
 from .schema import create_sqlite_store
 from .spool import Spool, SpoolingClient
+from .uri import refused
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 _MAX_BATCH = 1000  # MLflow's limit on metrics (and entities) in one log_batch
@@ -86,7 +88,10 @@ class Tracker:
         self.uri, self.spool = uri, spool
         create_sqlite_store(uri)  # a new SQLite file in ~10 ms, not MLflow's 2 s of migrations
         self.client = self._client()
-        found = self.client.get_experiment_by_name(experiment)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+        except MlflowException as exc:  # the first request: a 401, a server that is not MLflow's
+            raise SpecError(refused(uri, exc)) from None
         if found is None:
             self.experiment_id = self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
         else:

@@ -90,7 +90,10 @@ def unreachable(uri: str, tries: int = 2, timeout_s: float = 3.0) -> str | None:
         try:
             with urllib.request.urlopen(request, timeout=timeout_s):
                 return None
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and _no_mlflow_api(request, timeout_s):
+                return (f"cannot use {redact(uri)}: it answers, but not as an MLflow tracking server (404 for /health "
+                        "and for MLflow's REST API); give the MLflow server's address (its UI's, e.g. http://HOST:5000)")
             return None  # a server answered (a proxy, an auth wall): MLflow's client takes it from here
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -101,6 +104,32 @@ def unreachable(uri: str, tries: int = 2, timeout_s: float = 3.0) -> str | None:
     text = getattr(reason, "strerror", None) or str(reason)
     text = redact_text(f"{text[:1].lower()}{text[1:]}", uri)
     return f"cannot reach MLflow at {redact(uri)}: {text}"
+
+
+def _no_mlflow_api(health: urllib.request.Request, timeout_s: float) -> bool:
+    """Whether the server that had no /health has no MLflow REST API either (a web server that
+    is not MLflow's, the Ray dashboard's port): only a 404 there says so. A proxy that routes
+    only MLflow's API answers it otherwise."""
+    api = health.full_url.removesuffix("/health") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(api, headers=dict(health.header_items()))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 404
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+
+
+def refused(uri: str, error: Exception) -> str:
+    """One line for an MLflow server refusing raysweep's first request, with what to do about
+    the refusals a user can fix: MLflow's message, without the response body it quotes."""
+    text = (str(error).split(". Response body", 1)[0].strip().splitlines() or [type(error).__name__])[0]
+    hint = ""
+    if any(f"error code {code}" in text for code in (401, 403)):
+        hint = ("; give its credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+                "MLFLOW_TRACKING_TOKEN)")
+    return f"MLflow at {redact(uri)} refused raysweep's first request: {redact_text(text, uri)}{hint}"
 
 
 def _health_request(uri: str) -> urllib.request.Request | str:
