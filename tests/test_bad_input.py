@@ -272,6 +272,10 @@ ROWS = [
         "--storage: results.txt is a file, not a directory", {"results.txt": "x"}),
     row("--storage under a file", ["search", "good.yaml", "--storage", "results.txt/runs"],
         f"--storage: cannot write {TMP}/results.txt/runs/test-search: not a directory", {"results.txt": "x"}),
+    # pyarrow's own errors for a storage URI (a scheme it lacks; a bucket it cannot reach, which
+    # pyarrow retries for seconds, said the same way): they were tracebacks
+    row("--storage with a scheme pyarrow lacks", ["search", "good.yaml", "--storage", "s4://bucket/runs"],
+        "--storage: cannot use s4://bucket/runs: Unrecognized filesystem type in URI: s4://bucket/runs"),
     row("unknown subcommand", ["serach", "good.yaml"], "argument command: invalid choice: 'serach'"),
     row("train --workers 0", ["train", "good.yaml", "--workers", "0"],
         "resources.workers_per_trial: input should be greater than or equal to 1, got 0"),

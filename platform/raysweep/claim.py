@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from .errors import SpecError
-from .redact import redact
+from .redact import redact, redact_text
 from .storage import filesystem, join, write_whole
 
 HOLDER_FILE = "raysweep-driver.json"
@@ -137,6 +137,12 @@ def _move_aside(fs, root: str, storage: str, name: str, dirs: list[str], trackin
         "this search starts afresh (--resume continues the newest search of a name)")
 
 
+def _reason(exc: Exception) -> str:
+    """An OS error in words; pyarrow's (an object store's) as its message, on one line."""
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno).lower() if errno else redact_text(" ".join(str(exc).split()))
+
+
 @contextlib.contextmanager
 def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = None,
          say: Callable[[str], None] = print) -> Iterator[None]:
@@ -145,9 +151,12 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
     search of that name moved aside first. The holder file goes when the block ends, however."""
     import pyarrow.fs
 
-    fs, root = filesystem(storage)
-    path = f"{root}/{name}/{HOLDER_FILE}"
-    holder = _read(fs, path)
+    try:
+        fs, root = filesystem(storage)
+        path = f"{root}/{name}/{HOLDER_FILE}"
+        holder = _read(fs, path)
+    except (OSError, ValueError) as exc:  # a scheme pyarrow lacks, a bucket unreachable or refused
+        raise SpecError(f"--storage: cannot use {redact(storage)}: {_reason(exc)}") from None
     if holder is not None:
         running = holder.running()
         if running is not False:
@@ -164,8 +173,7 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
         fs.create_dir(directory)
         write_whole(fs, path, json.dumps(asdict(me)).encode())
     except OSError as exc:  # under a file, read-only, full: one line, before Ray starts
-        reason = os.strerror(exc.errno).lower() if exc.errno else " ".join(str(exc).split())
-        raise SpecError(f"--storage: cannot write {redact(join(storage, name))}: {reason}") from None
+        raise SpecError(f"--storage: cannot write {redact(join(storage, name))}: {_reason(exc)}") from None
     try:
         yield
     finally:
