@@ -276,6 +276,10 @@ ROWS = [
     # pyarrow retries for seconds, said the same way): they were tracebacks
     row("--storage with a scheme pyarrow lacks", ["search", "good.yaml", "--storage", "s4://bucket/runs"],
         "--storage: cannot use s4://bucket/runs: Unrecognized filesystem type in URI: s4://bucket/runs"),
+    row("train --storage with a scheme pyarrow lacks", ["train", "good.yaml", "--storage", "s4://bucket/runs"],
+        "--storage: cannot use s4://bucket/runs: Unrecognized filesystem type in URI: s4://bucket/runs"),
+    row("sync --storage with a scheme pyarrow lacks", ["sync", "digits", "--storage", "s4://bucket/runs"],
+        "--storage: cannot use s4://bucket/runs: Unrecognized filesystem type in URI: s4://bucket/runs"),
     row("unknown subcommand", ["serach", "good.yaml"], "argument command: invalid choice: 'serach'"),
     row("train --workers 0", ["train", "good.yaml", "--workers", "0"],
         "resources.workers_per_trial: input should be greater than or equal to 1, got 0"),

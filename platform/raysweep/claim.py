@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from .errors import SpecError
-from .redact import redact, redact_text
-from .storage import filesystem, join, write_whole
+from .redact import redact
+from .storage import filesystem, join, reason, write_whole
 
 HOLDER_FILE = "raysweep-driver.json"
 
@@ -137,12 +137,6 @@ def _move_aside(fs, root: str, storage: str, name: str, dirs: list[str], trackin
         "this search starts afresh (--resume continues the newest search of a name)")
 
 
-def _reason(exc: Exception) -> str:
-    """An OS error in words; pyarrow's (an object store's) as its message, on one line."""
-    errno = getattr(exc, "errno", None)
-    return os.strerror(errno).lower() if errno else redact_text(" ".join(str(exc).split()))
-
-
 @contextlib.contextmanager
 def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = None,
          say: Callable[[str], None] = print) -> Iterator[None]:
@@ -156,7 +150,7 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
         path = f"{root}/{name}/{HOLDER_FILE}"
         holder = _read(fs, path)
     except (OSError, ValueError) as exc:  # a scheme pyarrow lacks, a bucket unreachable or refused
-        raise SpecError(f"--storage: cannot use {redact(storage)}: {_reason(exc)}") from None
+        raise SpecError(f"--storage: cannot use {redact(storage)}: {reason(exc)}") from None
     if holder is not None:
         running = holder.running()
         if running is not False:
@@ -173,7 +167,7 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
         fs.create_dir(directory)
         write_whole(fs, path, json.dumps(asdict(me)).encode())
     except OSError as exc:  # under a file, read-only, full: one line, before Ray starts
-        raise SpecError(f"--storage: cannot write {redact(join(storage, name))}: {_reason(exc)}") from None
+        raise SpecError(f"--storage: cannot write {redact(join(storage, name))}: {reason(exc)}") from None
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ from .jobenv import working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
+from .storage import check as check_storage
 from .tracking.schema import create_sqlite_store
 from .tracking.uri import UI_PORT, check_tracking_uri, resolve_tracking_uri, server_env
 
@@ -166,6 +167,8 @@ def _preflight(spec: Spec, args, train_params: dict | None = None) -> None:
     local_storage = Path(args.storage) if args.storage and "://" not in args.storage else None
     if local_storage is not None and local_storage.exists() and not local_storage.is_dir():
         raise SpecError(f"--storage: {args.storage} is a file, not a directory")
+    if args.storage:
+        check_storage(args.storage)
 
 
 def _check_output_file(flag: str, path: Path) -> None:

@@ -7,8 +7,12 @@ S3-compatible server. A cluster of several nodes needs one every node reaches.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from .errors import SpecError
+from .redact import redact, redact_text
 
 DEFAULT_STORAGE = "./raysweep_results"
 
@@ -18,6 +22,23 @@ def filesystem(location: str):
     import pyarrow.fs
 
     return pyarrow.fs.FileSystem.from_uri(location) if "://" in location else (pyarrow.fs.LocalFileSystem(), location)
+
+
+def reason(exc: Exception) -> str:
+    """A storage error in one line: an OS error in words, pyarrow's (an object store's) as its
+    message, credentials masked."""
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno).lower() if errno else redact_text(" ".join(str(exc).split()))
+
+
+def check(location: str) -> None:
+    """A SpecError in one line, before Ray starts, when pyarrow cannot open a storage URI: a
+    scheme it lacks, an option it does not take, a bucket whose region it cannot resolve."""
+    if "://" in location:
+        try:
+            filesystem(location)
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"--storage: cannot use {redact(location)}: {reason(exc)}") from None
 
 
 def resolve(storage: str | None) -> str:

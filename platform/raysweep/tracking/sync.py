@@ -9,7 +9,7 @@ import sys
 from ..errors import SpecError
 from ..redact import is_redacted, redact, redact_text, strip_credentials
 from ..spec import NAME_PATTERN
-from ..storage import resolve
+from ..storage import check as check_storage, resolve
 from .models import log_task_model
 from .spool import SPOOL_DIR, Spool, _root_cause, is_outage, replay
 from .uri import check_tracking_uri
@@ -23,6 +23,7 @@ def sync(name: str, storage: str | None, tracking_uri: str | None) -> int:
     # files there, so `../x` or `a/b` must not reach outside the search's directory.
     if not NAME_PATTERN.fullmatch(name):
         raise SpecError(f"sync: {name!r} is not a search name (a letter or digit, then letters, digits, '_', '.', '-')")
+    check_storage(resolve(storage))
     spool = Spool(resolve(storage), name)
     if not spool.exists():
         raise SpecError(f"sync: nothing to send: no MLflow spool of search {name!r} in {redact(spool.storage)} "
