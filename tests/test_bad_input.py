@@ -435,6 +435,7 @@ ROWS = [
     row("report of an unknown search", ["report", "nope", "--tracking-uri", "sqlite:///store/m.db"],
         "report: no experiment named 'nope' in this tracking store", setup=mlflow_store),
     row("report --top 0", ["report", "digits", "--top", "0"], "argument --top: must be at least 1, got 0"),
+    row("ui --port out of range", ["ui", "--port", "99999"], "argument --port: a port is 1 to 65535, got 99999"),
 ]
 
 
@@ -550,3 +551,19 @@ def test_an_mlflow_refusing_its_first_request_is_one_line_saying_to_give_credent
                    "endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code 401 != 200; give its "
                    "credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)\n")
     assert out == ""
+
+
+def test_ui_on_a_port_in_use_is_one_line_before_it_says_where_it_is(scratch, capsys):
+    """MLflow's server logged 'Address already in use' and exited 0, after raysweep had printed
+    the UI's link: a browser opened whatever else listened there."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", "--port", str(port), "--tracking-uri", "sqlite:///m.db"]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"raysweep: error: --port: cannot listen on 127.0.0.1:{port}: address already in use "
+                   f"(another MLflow UI? pick a free one with --port {port + 1})\n")
+    assert out == "" and not (scratch / "m.db").exists()

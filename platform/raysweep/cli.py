@@ -42,6 +42,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
 def _samples(text: str) -> str:
     """`N` or `+N` (N more trials, with --resume), kept as text."""
     digits = text.removeprefix("+")
@@ -132,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("ui", help="open the MLflow UI on the store searches log to (127.0.0.1)")
     u.add_argument("--tracking-uri", help="store to show (default: as for search)")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    u.add_argument("--port", type=int, default=UI_PORT)
+    u.add_argument("--port", type=_port, default=UI_PORT)
     return parser
 
 
@@ -363,11 +370,31 @@ def cmd_sync(args) -> int:
     return sync(args.name, args.storage, args.tracking_uri)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """That the UI can listen on host:port, before it says where it is: MLflow's server logs
+    'Address already in use' and exits 0, after raysweep printed the link (to whatever else
+    answers on that port). SO_REUSEADDR as uvicorn sets it: a port in TIME_WAIT is free."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except socket.gaierror as exc:
+        raise SpecError(f"--host: cannot listen on {host!r}: {exc.strerror.lower()}") from None
+    except OSError as exc:
+        busy = f" (another MLflow UI? pick a free one with --port {port + 1})" if exc.errno == errno.EADDRINUSE else ""
+        raise SpecError(f"--port: cannot listen on {host}:{port}: {os.strerror(exc.errno).lower()}{busy}") from None
+
+
 def cmd_ui(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"{redact(uri)} is already a tracking server: open it in a browser", file=sys.stderr)
         return EXIT_INPUT
+    _check_listen(args.host, args.port)
     print(f"MLflow UI on {redact(uri)} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     create_sqlite_store(uri)  # a new store's schema without MLflow's migrations (tracking/schema.py)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
