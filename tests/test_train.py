@@ -80,15 +80,72 @@ def test_logging_a_model_leaves_the_process_tracking_uri_as_it_was(tmp_path, mon
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://team:5000"
 
 
+def _searched(tracking_uri: str, experiment: str, best: dict | None) -> str:
+    """A search's parent run as a search leaves it (raysweep.kind=search; its best trial's
+    hyperparameters written by the Tracker's own log_best_params); its run id."""
+    from raysweep.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, experiment)
+    run_id = tracker.client.create_run(tracker.experiment_id, tags={"raysweep.kind": "search"},
+                                       run_name=experiment).info.run_id
+    if best is not None:
+        tracker.log_best_params(run_id, best, set())
+    return run_id
+
+
+def _train_args(*argv: str):
+    from raysweep.cli import build_parser
+
+    return build_parser().parse_args(["train", "search_spaces/digits_mlp.yaml", *argv])
+
+
+def test_from_search_starts_from_the_searchs_best_configuration_with_set_on_top(tracking_uri, capsys):
+    from raysweep.cli import _train_spec
+
+    best = {"hidden": 128, "lr": 0.0123, "batch_size": 32, "weight_decay": 1e-5, "dropout": 0.4}
+    parent = _searched(tracking_uri, "digits-mlp", best)
+    args = _train_args("--from-search", "--set", "dropout=0.1", "--set", "hidden=64", "--tracking-uri", tracking_uri)
+    _, params = _train_spec(args)
+    # The sampled ones from the search, --set above them; fixed ones stay the spec's (--set's here).
+    assert params == {"hidden": 64, "lr": 0.0123, "batch_size": 32, "weight_decay": 1e-5, "dropout": 0.1}
+    assert args.from_search_run == parent
+    # By parent run id too; a parameter the space gained since takes its middle, and is named.
+    del best["weight_decay"]
+    other = _searched(tracking_uri, "digits-mlp", best)
+    args = _train_args("--from-search", parent, "--tracking-uri", tracking_uri)
+    assert _train_spec(args)[1]["weight_decay"] == 1e-5 and args.from_search_run == parent
+    args = _train_args("--from-search", "--tracking-uri", tracking_uri)  # the latest search: `other`
+    params = _train_spec(args)[1]
+    assert args.from_search_run == other and params["weight_decay"] == pytest.approx(math.sqrt(1e-6 * 1e-2))
+    assert capsys.readouterr().err == ("raysweep: note: weight_decay is not in the search's best configuration: "
+                                       "it takes the middle of its range (or give it with --set)\n")
+
+
+def test_from_search_of_no_search_or_of_one_without_a_best_is_one_line(tracking_uri, capsys):
+    parent = _searched(tracking_uri, "digits-mlp", None)  # running, or every trial failed
+    for search, expected in [
+        ("", f"--from-search: search 'digits-mlp' (run {parent}) has no best configuration yet: none of its "
+             "trials reported a value, or it is still running"),
+        ("nope", "--from-search: no experiment named 'nope' in this tracking store"),
+    ]:
+        assert main(["train", "search_spaces/digits_mlp.yaml", "--from-search", search, "--tracking-uri", tracking_uri]) == 2
+        assert capsys.readouterr().err == f"raysweep: error: {expected}\n"
+
+
 def test_ranked_by_val_loss_best_the_logged_model_is_the_best_epochs(ray_session, tmp_path, tracking_uri):
+    # The configuration comes from a search in the store (--from-search), as a user trains a winner.
+    parent = _searched(tracking_uri, "digits-mlp", {"hidden": 128, "lr": 0.01, "batch_size": 64, "dropout": 0,
+                                                    "weight_decay": 0})
     summary = tmp_path / "summary.json"
     code = main([
         "train", "search_spaces/digits_mlp.yaml", "--set", "metric=val_loss_best", "--set", "max_epochs=8",
-        "--set", "lr=0.01", "--set", "batch_size=64", "--set", "dropout=0", "--set", "weight_decay=0",
-        "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "results"), "--summary-json", str(summary),
+        "--from-search", "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "results"),
+        "--summary-json", str(summary),
     ])
     assert code == 0
     result = json.loads(summary.read_text())
+    assert result["params"] == {"hidden": 128, "lr": 0.01, "batch_size": 64, "dropout": 0, "weight_decay": 0}
+    assert MlflowClient(tracking_uri).get_run(result["run_id"]).data.tags["raysweep.from_search"] == parent
     losses = [m.value for m in MlflowClient(tracking_uri).get_metric_history(result["run_id"], "val_loss")]
     assert len(losses) == 8 and losses.index(min(losses)) < 7  # at this rate the last epoch is not the best
 

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a spec field (--set max_epochs=50); repeatable")
     t.add_argument("--workers", type=int, metavar="N", help="data-parallel workers (resources.workers_per_trial)")
     t.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs per worker (resources.gpus_per_worker)")
+    t.add_argument("--from-search", nargs="?", const="", metavar="NAME_OR_PARENT_RUN_ID",
+                   help="start from the best configuration of a search in MLflow: its experiment's name (default: "
+                        "the spec's) or parent run id; --set still overrides any of it")
     _run_args(t, "MLflow tracking URI (as for search)", "write the run's summary as JSON",
               "Ray's own output instead of a line per epoch")
 
@@ -285,10 +288,12 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _train_spec(args) -> tuple[Spec, dict]:
+def _train_spec(args, lookup: bool = True) -> tuple[Spec, dict]:
     """The spec and the hyperparameters of `raysweep train`.
 
-    `--set lr=0.003` names a hyperparameter; dotted keys and spec fields change the spec.
+    `--set lr=0.003` names a hyperparameter; dotted keys and spec fields change the spec. With
+    `--from-search`, the search's best configuration comes first (read from MLflow unless
+    `lookup` is off: `submit` checks flags here, and its job reads the cluster's MLflow).
     """
     values, overrides = {}, []
     for assignment in args.overrides:
@@ -304,6 +309,14 @@ def _train_spec(args) -> tuple[Spec, dict]:
     from .train import train_params
 
     spec = load_spec(args.spec, overrides)
+    if lookup and getattr(args, "from_search", None) is not None:
+        from .report import best_configuration
+
+        args.from_search_run, best = best_configuration(spec, args.from_search, args.tracking_uri)
+        for name in sorted(set(spec.space) - set(best) - set(values)):  # the space grew since
+            print(f"raysweep: note: {name} is not in the search's best configuration: it takes the middle "
+                  "of its range (or give it with --set)", file=sys.stderr)
+        values = {**{k: v for k, v in best.items() if k in spec.space}, **values}
     return spec, train_params(spec, values)
 
 
@@ -316,12 +329,16 @@ def cmd_train(args) -> int:
     _preflight(spec, args, params)
     console = make_console()
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    source = getattr(args, "from_search_run", None)
+    if source:
+        console.print(f"the best configuration of search run {source} (--set on top)", highlight=False)
     console.print(f"training {spec.task} for {spec.max_epochs} epochs on "
                   f"{spec.resources.workers_per_trial} worker(s): {shown}", highlight=False)
     result = _run(
         "training", args, console,
         lambda: run_training(spec, params, storage=args.storage, tracking_uri=args.tracking_uri,
-                             verbose=args.verbose, console=console, shutdown_ray=True),
+                             verbose=args.verbose, console=console, shutdown_ray=True,
+                             from_search=getattr(args, "from_search_run", None)),
     )
     if isinstance(result, int):
         return result
@@ -337,7 +354,7 @@ def cmd_submit(args, job_args: list[str]) -> int:
     # The job's flags are checked here, as `raysweep search|train` would, before anything is sent.
     job_ns = build_parser().parse_args([job, args.spec, *job_args])
     if args.train:
-        _train_spec(job_ns)
+        _train_spec(job_ns, lookup=False)
     else:
         _load(job_ns)
     submission = plan(args.spec, job_args, address=args.address, working_dir=args.working_dir, job=job,

@@ -17,35 +17,50 @@ from rich.table import Table
 from .errors import SpecError
 from .totals import cost_sums, search_totals
 from .tracking.names import trial_number
-from .tracking.uri import refused
-from .tracking.names import (ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
+from .tracking.uri import check_tracking_uri, refused
+from .tracking.names import (BEST_CONFIG_TAG, ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
                              PARENT_TAG, PARETO_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def find_parent(client: MlflowClient, name_or_run_id: str):
-    """The search's parent run: by run id, else the latest search in the experiment of that name."""
+def find_parent(client: MlflowClient, name_or_run_id: str, flag: str = "report"):
+    """The search's parent run: by run id, else the latest search in the experiment of that name.
+    `flag`: what the errors name (the command or option that asked)."""
     if _RUN_ID.match(name_or_run_id):
         try:
             run = client.get_run(name_or_run_id)
         except Exception:  # noqa: BLE001 - MLflow raises its own types per store
-            raise SpecError(f"report: no run {name_or_run_id!r} in this tracking store") from None
+            raise SpecError(f"{flag}: no run {name_or_run_id!r} in this tracking store") from None
         if run.data.tags.get(KIND_TAG) != "search":
-            raise SpecError(f"report: run {name_or_run_id} is not a raysweep search (no raysweep.kind=search tag)")
+            raise SpecError(f"{flag}: run {name_or_run_id} is not a raysweep search (no raysweep.kind=search tag)")
         return run
     try:
         experiment = client.get_experiment_by_name(name_or_run_id)
     except MlflowException as exc:  # the first request: a 401, a server that is not MLflow's
         raise SpecError(refused(client.tracking_uri, exc)) from None
     if experiment is None:
-        raise SpecError(f"report: no experiment named {name_or_run_id!r} in this tracking store")
+        raise SpecError(f"{flag}: no experiment named {name_or_run_id!r} in this tracking store")
     runs = client.search_runs(
         [experiment.experiment_id], "tags.`raysweep.kind` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
     )
     if not runs:
-        raise SpecError(f"report: experiment {name_or_run_id!r} holds no raysweep search")
+        raise SpecError(f"{flag}: experiment {name_or_run_id!r} holds no raysweep search")
     return runs[0]
+
+
+def best_configuration(spec, search: str, tracking_uri: str | None) -> tuple[str, dict[str, Any]]:
+    """(parent run id, hyperparameters) of the best trial of a search in MLflow, for `raysweep
+    train --from-search`: `search` is its experiment's name ("" for the spec's) or parent run id."""
+    import json
+
+    uri = check_tracking_uri(tracking_uri, spec.tracking.uri, existing=True)
+    parent = find_parent(MlflowClient(uri), search or spec.experiment, flag="--from-search")
+    text = parent.data.tags.get(BEST_CONFIG_TAG)
+    if not text:
+        raise SpecError(f"--from-search: search {parent.info.run_name!r} (run {parent.info.run_id}) has no best "
+                        "configuration yet: none of its trials reported a value, or it is still running")
+    return parent.info.run_id, json.loads(text)
 
 
 def _status(run) -> str:

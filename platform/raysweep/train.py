@@ -22,7 +22,7 @@ from .runsetup import begin, data_kwargs, end_running_killed
 from .spec import Choice, IntParam, LogUniform, Spec
 from .tasks.contract import can_log_model, capabilities
 from .tracking.models import log_pytorch_model
-from .tracking.names import ERROR_TAG, INTERRUPTED_TAG, MODEL_URI_TAG
+from .tracking.names import ERROR_TAG, FROM_SEARCH_TAG, INTERRUPTED_TAG, MODEL_URI_TAG
 from .tracking.tracker import Tracker
 from .tuner import build_tuner
 
@@ -90,10 +90,12 @@ def run_training(
     verbose: bool = False,
     console: Console | None = None,
     shutdown_ray: bool = False,
+    from_search: str | None = None,
 ) -> TrainResult:
     """Train one configuration and log it as one MLflow run (the module's). `shutdown_ray` (what
     `raysweep train` does): a Ray this call starts is shut down once the run is trained and
-    tested, while its model is logged."""
+    tested, while its model is logged. `from_search`: the parent run id of the search whose best
+    configuration this is (`--from-search`), tagged on the run."""
     run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console,
                 shutdown_ray=shutdown_ray)
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
@@ -113,6 +115,8 @@ def run_training(
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
             raise
         rec = next(iter(book.records.values()), None)  # None: stopped before the trial started
+        if tracker is not None and from_search and rec is not None and rec.run_id:
+            tracker.set_tags(rec.run_id, {FROM_SEARCH_TAG: from_search})
         result = TrainResult(spec.name, rec and rec.run_id, params, rec.epochs if rec else 0,
                              dict(rec.metrics) if rec else {}, tracking_uri=uri)
         if interrupt.after_fit():

@@ -19,6 +19,7 @@ AUDITS_TAG = "raysweep.audits"  # a run training that stopped trial's configurat
 TRAIN_SEED_TAG = "raysweep.train_seed"  # its training seed
 ORPHANED_TAG = "raysweep.orphaned"  # a dead driver's run of a trial --resume could not continue
 BEST_CONFIG_TAG = "raysweep.best_config"  # the parent's: the best trial's hyperparameters, as JSON
+FROM_SEARCH_TAG = "raysweep.from_search"  # a `raysweep train --from-search` run's: the search's parent run id
 BEST_TRIAL_ID_TAG = "raysweep.best_trial_id"
 BEST_RUN_ID_TAG = "raysweep.best_run_id"
 BEST_TAG = "raysweep.best"  # "true" on the best trial's run
