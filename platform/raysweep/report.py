@@ -6,6 +6,7 @@ machine that can reach the tracking store: no Ray, no storage path.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,11 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import SpecError
+from .spec import Spec
 from .totals import cost_sums, search_totals
-from .tracking.names import trial_number
-from .tracking.uri import check_tracking_uri, refused
 from .tracking.names import (BEST_CONFIG_TAG, ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
-                             PARENT_TAG, PARETO_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG)
+                             PARENT_TAG, PARETO_TAG, RUNG_CORR_PREFIX, RUNG_N_PREFIX, STOPPED_EARLY_TAG, TRIAL_ID_TAG,
+                             trial_number)
+from .tracking.uri import check_tracking_uri, refused
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -49,11 +51,9 @@ def find_parent(client: MlflowClient, name_or_run_id: str, flag: str = "report")
     return runs[0]
 
 
-def best_configuration(spec, search: str, tracking_uri: str | None) -> tuple[str, dict[str, Any]]:
+def best_configuration(spec: Spec, search: str, tracking_uri: str | None) -> tuple[str, dict[str, Any]]:
     """(parent run id, hyperparameters) of the best trial of a search in MLflow, for `raysweep
     train --from-search`: `search` is its experiment's name ("" for the spec's) or parent run id."""
-    import json
-
     uri = check_tracking_uri(tracking_uri, spec.tracking.uri, existing=True)
     parent = find_parent(MlflowClient(uri), search or spec.experiment, flag="--from-search")
     text = parent.data.tags.get(BEST_CONFIG_TAG)

@@ -24,9 +24,9 @@ from ..failures import TRACKING
 from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
 from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
-from .names import trial_run_name
 from .names import (AUDITS_TAG, BEST_CONFIG_TAG, CONFIRMS_TAG, ERROR_TAG, EXPERIMENT_KIND, FAILURE_TAG, KIND_TAG, METRIC_TAG,
-                    MODEL_SOURCE_TAG, ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG)
+                    MODEL_SOURCE_TAG, ORPHANED_TAG, PARENT_TAG, TASK_TAG, TRAIN_SEED_TAG, TRIAL_ID_TAG,
+                    trial_run_name)
 from .schema import create_sqlite_store
 from .spool import Spool, SpoolingClient
 from .uri import refused
