@@ -341,3 +341,49 @@ def test_a_diverged_ray_train_trial_fails_without_restarting_its_workers(ray_ses
     assert _steps(client, run.info.run_id, "val_loss") == [1]
     traceback = _traceback(client, run.info.run_id)
     assert "in check_finite" in traceback  # the worker's own frames, from Ray Train's group error
+
+
+def test_an_error_out_of_tune_fails_the_search_in_one_line_with_its_parent_failed(
+        ray_session, tmp_path, tracking_uri, monkeypatch):
+    """A Tune error (its own, or storage filling up under it) came out of `raysweep search` as a
+    traceback, the parent run KILLED as after a Ctrl-C. Injected after a real round of trials."""
+    from raysweep import search
+    from raysweep.errors import SearchFailed
+
+    def fit_then_fail(tuner):
+        real_fit(tuner)
+        raise RuntimeError("Tune could not save its experiment\nstate: disk full")
+
+    real_fit = search.fit
+    monkeypatch.setattr(search, "fit", fit_then_fail)
+    spec = _spec(**{"name": "tune-error", "max_epochs": 1, "search.num_samples": 2})
+    with pytest.raises(SearchFailed) as failed:
+        run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    error = "RuntimeError: Tune could not save its experiment state: disk full"
+    assert str(failed.value) == (f"the search stopped: {error}; what ran is recorded, and the trials' state "
+                                 "saved (--resume continues the search once the cause is fixed)")
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tune-error")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`raysweep.kind` = 'search'")
+    assert parent.info.status == "FAILED" and parent.data.tags["raysweep.error"] == error
+    with open(client.download_artifacts(parent.info.run_id, "error/traceback.txt")) as f:
+        assert "in fit_then_fail" in f.read()
+    assert all(r.info.status != "RUNNING" for r in _child_runs(client, "tune-error").values())
+
+
+def test_a_result_grid_tune_cannot_build_does_not_fail_a_search_that_ran():
+    """Tune's Tuner.fit() ends by reading every errored trial's pickled error back into a
+    ResultGrid; with the storage full a file was empty (EOFError), after all trials had ended."""
+    from raysweep.ray_internals import RESULT_GRID_FILE, raised_building_results
+
+    def raised_in(filename: str) -> BaseException:
+        scope: dict = {}
+        exec(compile("def read():\n    raise EOFError('Ran out of input')\n", filename, "exec"), scope)
+        try:
+            scope["read"]()
+        except EOFError as exc:
+            return exc
+        raise AssertionError("no error")
+
+    assert raised_building_results(raised_in(f"/site-packages/{RESULT_GRID_FILE}"))
+    assert not raised_building_results(raised_in("/site-packages/ray/tune/execution/tune_controller.py"))

@@ -261,6 +261,11 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
 
     assert tune_module.logger.name == ray_internals.TUNE_LOGGER
     assert '"Trials did not complete: %s"' in inspect.getsource(tune_module)
+    # raised_building_results: Tuner.fit() ends by building a ResultGrid, in that module's file
+    from ray.tune import result_grid
+
+    assert "return ResultGrid(self._experiment_analysis)" in inspect.getsource(TunerInternal.fit)
+    assert result_grid.__file__.replace("\\", "/").endswith(ray_internals.RESULT_GRID_FILE)
     import logging
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \

@@ -318,6 +318,21 @@ def quiet_trial_errors() -> None:
     logging.getLogger(TUNE_LOGGER).addFilter(_not_incomplete_trials)  # added once
 
 
+# `Tuner.fit()` ends by building a ResultGrid, which reads back every errored trial's pickled
+# error file (TunerInternal.fit, Ray 2.60). raysweep reads its own book, never the grid: a file
+# Tune could not write whole (storage full) failed a search that had run to its end
+# (EOFError from cloudpickle) with a traceback.
+RESULT_GRID_FILE = "ray/tune/result_grid.py"
+
+
+def raised_building_results(exc: BaseException) -> bool:
+    """Whether `exc` came out of Tune building its ResultGrid after the trials ended."""
+    import traceback
+
+    return any(frame.filename.replace("\\", "/").endswith(RESULT_GRID_FILE)
+               for frame in traceback.extract_tb(exc.__traceback__))
+
+
 def _saved_unfinished_trials(experiment_path: str) -> list:
     """The unfinished trials (stubs, with their run metadata) of Tune's newest saved state of
     an experiment, read as Tune's controller reads it (`TuneController._restore_trials`: the

@@ -29,7 +29,7 @@ from .progress import ProgressCallback, leaderboard
 from .resume import can_restore, check_resume, find_previous, mark_concluded, retrain_name, round_name
 from .runsetup import RunSetup, begin, data_kwargs, end_running_killed
 from .spec import Spec
-from .storage import join
+from .storage import join, reason
 from .tasks.contract import can_log_model, capabilities
 from .totals import cost_sums, search_totals
 from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGET_REACHED_TAG, ERROR_TAG,
@@ -229,7 +229,11 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
             raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
         finally:
             run.ray_shut_down()
-        mark_concluded(join(storage, round_name(spec.name, round_no)), book.get_state())
+        try:
+            mark_concluded(join(storage, round_name(spec.name, round_no)), book.get_state())
+        except OSError as exc:  # storage full or gone: MLflow has the search whole
+            console.print(f"warning: the search's end could not be written to its storage ({reason(exc)}): "
+                          "--resume would take it for unfinished and run its last steps again", highlight=False)
     if not verbose:
         console.print(leaderboard(book))
     if result.model_uri and result.model_uri == book.parent_tags.get(MODEL_URI_TAG):
@@ -246,16 +250,26 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
 
 @contextlib.contextmanager
 def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, mlflow_callback, parent_run_id: str | None):
-    """An exception out of a Tune round (a Ctrl-C before fit() or a second one inside it, a
-    Tune error) ends the running trials' runs and the parent KILLED, then goes on."""
+    """An exception out of a Tune round ends the running trials' runs KILLED. A Ctrl-C (before
+    fit() or a second one inside it) ends the parent KILLED and goes on; any other error (Tune's
+    own, storage full) ends it FAILED with the reason and its traceback, and becomes a
+    SearchFailed: one line, exit 1, not a traceback."""
     try:
         yield
     except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        error = None if interrupted else f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000]
         if tracker is not None:
-            tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
-            end_running_killed(book, tracker, mlflow_callback, tags)
-            tracker.end_run(parent_run_id, "KILLED", tags)
-        raise
+            tags = {INTERRUPTED_TAG: "true"} if interrupted else {ERROR_TAG: error}
+            end_running_killed(book, tracker, mlflow_callback, tags if interrupted else {})
+            if not interrupted:
+                with contextlib.suppress(Exception):  # MLflow may be what failed: the line still says why
+                    tracker.log_text(parent_run_id, traceback.format_exc(), "error/traceback.txt")
+            tracker.end_run(parent_run_id, "KILLED" if interrupted else "FAILED", tags)
+        if interrupted or not isinstance(exc, Exception) or isinstance(exc, (SearchFailed, SpecError)):
+            raise
+        raise SearchFailed(f"the search stopped: {error}; what ran is recorded, and the trials' state saved "
+                           "(--resume continues the search once the cause is fixed)") from exc
 
 
 def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float, uri: str | None,
