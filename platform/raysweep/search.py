@@ -257,16 +257,17 @@ def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, mlflow_callback,
     try:
         yield
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        error = None if interrupted else f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000]
+        # raysweep's own refusals (SpecError, SearchFailed) end it KILLED as a Ctrl-C does.
+        failed = isinstance(exc, Exception) and not isinstance(exc, (SearchFailed, SpecError))
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000] if failed else None
         if tracker is not None:
-            tags = {INTERRUPTED_TAG: "true"} if interrupted else {ERROR_TAG: error}
-            end_running_killed(book, tracker, mlflow_callback, tags if interrupted else {})
-            if not interrupted:
+            tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
+            end_running_killed(book, tracker, mlflow_callback, tags)
+            if failed:
                 with contextlib.suppress(Exception):  # MLflow may be what failed: the line still says why
                     tracker.log_text(parent_run_id, traceback.format_exc(), "error/traceback.txt")
-            tracker.end_run(parent_run_id, "KILLED" if interrupted else "FAILED", tags)
-        if interrupted or not isinstance(exc, Exception) or isinstance(exc, (SearchFailed, SpecError)):
+            tracker.end_run(parent_run_id, "FAILED" if failed else "KILLED", {ERROR_TAG: error} if failed else tags)
+        if not failed:
             raise
         raise SearchFailed(f"the search stopped: {error}; what ran is recorded, and the trials' state saved "
                            "(--resume continues the search once the cause is fixed)") from exc
