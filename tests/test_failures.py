@@ -387,3 +387,10 @@ def test_a_result_grid_tune_cannot_build_does_not_fail_a_search_that_ran():
 
     assert raised_building_results(raised_in(f"/site-packages/{RESULT_GRID_FILE}"))
     assert not raised_building_results(raised_in("/site-packages/ray/tune/execution/tune_controller.py"))
+    # What `raysweep search` and `train` wrap Tuner.fit() in: the grid's error dropped, others raised.
+    from raysweep.ray_internals import results_not_read
+
+    with results_not_read():
+        raise raised_in(f"/site-packages/{RESULT_GRID_FILE}")
+    with pytest.raises(EOFError), results_not_read():
+        raise raised_in("/site-packages/ray/tune/execution/tune_controller.py")

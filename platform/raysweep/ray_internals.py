@@ -333,6 +333,16 @@ def raised_building_results(exc: BaseException) -> bool:
                for frame in traceback.extract_tb(exc.__traceback__))
 
 
+@contextlib.contextmanager
+def results_not_read() -> Iterator[None]:
+    """Around `Tuner.fit()`: an error building its ResultGrid is dropped, any other raised."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it came from the grid
+        if not raised_building_results(exc):
+            raise
+
+
 def _saved_unfinished_trials(experiment_path: str) -> list:
     """The unfinished trials (stubs, with their run metadata) of Tune's newest saved state of
     an experiment, read as Tune's controller reads it (`TuneController._restore_trials`: the

@@ -18,6 +18,7 @@ from .book import FAILED
 from .errors import Interrupted, SpecError, TrainFailed
 from .models import checkpoint_state
 from .progress import RunProgress
+from .ray_internals import results_not_read
 from .runsetup import begin, data_kwargs, end_running_killed
 from .spec import Choice, IntParam, LogUniform, Spec
 from .tasks.contract import can_log_model, capabilities
@@ -108,8 +109,9 @@ def run_training(
     with interrupt:
         data = run.load_data()
         try:
-            build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait,
-                        splits=run.shared_splits()).fit()
+            with results_not_read():  # the book holds the run: Tune's ResultGrid is not read
+                build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait,
+                            splits=run.shared_splits()).fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
             if tracker is not None:
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})

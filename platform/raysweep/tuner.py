@@ -15,7 +15,7 @@ from .distributed import run_distributed
 from .failures import TRACKING
 from .ingest import TrialData
 from .jobenv import scoped_env, working_dir
-from .ray_internals import (keep_trial_actors, raised_building_results, restored_searcher, set_restored_tuner,
+from .ray_internals import (keep_trial_actors, restored_searcher, results_not_read, set_restored_tuner,
                             state_saves_spaced, trial_actors_inherit_env)
 from .resume import refill_checkpoints, retrain_name, round_name, seed_asha
 from .searcher import FixedConfigs, SweepSearch
@@ -241,12 +241,9 @@ MAX_PENDING_TRIALS = 256
 
 def fit(tuner: tune.Tuner) -> None:
     """Run a Tune round. Its ResultGrid is not raysweep's record (the book is), so a failure to
-    build it after the trials ended does not fail the search (ray_internals.raised_building_results)."""
+    build it after the trials ended does not fail the search (ray_internals.results_not_read)."""
     # TUNE_MAX_PENDING_TRIALS_PG is read as fit() starts.
     with (scoped_env({"TUNE_MAX_PENDING_TRIALS_PG": str(MAX_PENDING_TRIALS)}), trial_actors_inherit_env(),
           keep_trial_actors(), state_saves_spaced()):
-        try:
+        with results_not_read():
             tuner.fit()
-        except Exception as exc:  # noqa: BLE001 - re-raised unless it came from the grid
-            if not raised_building_results(exc):
-                raise
