@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from .errors import SpecError
 from .redact import redact
-from .storage import filesystem, join, reason, write_whole
+from .storage import filesystem, join, reason, unusable, write_whole
 
 HOLDER_FILE = "raysweep-driver.json"
 
@@ -150,7 +150,7 @@ def hold(storage: str, name: str, *, resume: bool, tracking_uri: str | None = No
         path = f"{root}/{name}/{HOLDER_FILE}"
         holder = _read(fs, path)
     except (OSError, ValueError) as exc:  # a scheme pyarrow lacks, a bucket unreachable or refused
-        raise SpecError(f"--storage: cannot use {redact(storage)}: {reason(exc)}") from None
+        raise unusable(storage, exc) from None
     if holder is not None:
         running = holder.running()
         if running is not False:

@@ -31,6 +31,11 @@ def reason(exc: Exception) -> str:
     return os.strerror(errno).lower() if errno else redact_text(" ".join(str(exc).split()))
 
 
+def unusable(location: str, exc: Exception) -> SpecError:
+    """The one line for a storage pyarrow cannot open or reach."""
+    return SpecError(f"--storage: cannot use {redact(location)}: {reason(exc)}")
+
+
 def check(location: str) -> None:
     """A SpecError in one line, before Ray starts, when pyarrow cannot open a storage URI: a
     scheme it lacks, an option it does not take, a bucket whose region it cannot resolve."""
@@ -38,7 +43,7 @@ def check(location: str) -> None:
         try:
             filesystem(location)
         except (OSError, ValueError) as exc:
-            raise SpecError(f"--storage: cannot use {redact(location)}: {reason(exc)}") from None
+            raise unusable(location, exc) from None
 
 
 def resolve(storage: str | None) -> str:
