@@ -124,3 +124,42 @@ def test_a_trial_goes_on_from_its_newest_whole_checkpoint_on_storage_and_numbers
     # Tune's latest is the newest on storage (as when nothing was lost): it is the one, as Tune said.
     ctx = resumed("checkpoint_000002")
     assert ctx.resume_state["epoch"] == 3 and not ctx.resume_unreported
+
+
+def test_a_ray_train_trial_started_again_says_again_the_epochs_after_tunes_checkpoint(tmp_path):
+    """A Ray Train trial resumes from Ray Train's newest checkpoint in its own run directory,
+    which a killed driver may have outrun: MLflow lost the epochs still in its buffer (CI: a
+    trial's history read epochs 1, 3, 4). In the trial's first process after --resume, the
+    epochs after Tune's checkpoint (what the search recorded) are said again; in a fresh
+    process, and after a restart inside the trial (the driver took every report), none."""
+    from ray import tune
+
+    from raysweep.context import RayContext
+    from raysweep.loop import fit
+    from raysweep.statefile import save_state
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.0 / e, "val_loss_best": 1.0 / e} for e in (1, 2, 3)]
+    save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3,
+                "metrics": history[-1], "history": history}, str(tmp_path))
+
+    class TrainWorker(RayContext):  # Ray Train's checkpoint, as ray.train.get_checkpoint() gives it
+        def __init__(self, **kwargs):
+            super().__init__(max_epochs=3, seed=0, **kwargs)
+            self.said: list[int] = []
+
+        def _ray_checkpoint(self):
+            return tune.Checkpoint(str(tmp_path))
+
+        def _ray_report(self, metrics, checkpoint_dir):
+            self.said.append(metrics["epoch"])
+
+    for recorded, said in ((None, [3]), (1, [2, 3]), (0, [1, 2, 3]), (7, [3])):
+        ctx = TrainWorker(recorded_epoch=recorded)
+        assert ctx.resume_state["epoch"] == 3
+        assert ctx.resume_unreported == (recorded is not None)
+        # At max_epochs: trains nothing, and says at least its checkpoint's epoch (else it would end short).
+        fit(ctx, model, optimizer, batch_size=4)
+        assert ctx.said == said, recorded

@@ -268,10 +268,13 @@ class LocalContext(TrainContext):
 class RayContext(TrainContext):
     """Shared by both Ray paths: they differ only in the report / checkpoint functions."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, recorded_epoch: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self._resume: dict | None = None
         self._resume_loaded = False
+        # A trial process started again (--resume) on Ray Train's own checkpoints: the last
+        # epoch the search had recorded by Tune's (`recorded_by_tune`); None: a fresh process.
+        self._recorded_epoch = recorded_epoch
 
     @abstractmethod
     def _ray_report(self, metrics: dict, checkpoint_dir: str | None) -> None: ...
@@ -326,6 +329,10 @@ class RayContext(TrainContext):
                 return self._resume
             if ckpt is not None:
                 self._resume, self.resume_recorded_epoch = _load(ckpt, self.device)
+                if self.resume_recorded_epoch is None and self._recorded_epoch is not None:
+                    # Ray Train's newest checkpoint, in its own run directory: it may be newer
+                    # than Tune's, and the epochs after Tune's still in the dead driver's buffer.
+                    self.resume_recorded_epoch = min(self._recorded_epoch, int(self._resume["epoch"]) - 1)
                 self.resume_unreported = self.resume_recorded_epoch is not None
         return self._resume
 
@@ -344,6 +351,14 @@ def _load(checkpoint, device) -> tuple[dict, int | None]:
             return state, None
         with open(marker) as f:
             return state, recorded_epoch(f.read(), int(state["epoch"]))
+
+
+def recorded_by_tune() -> int:
+    """In a Tune trial process: the last epoch the search recorded by the checkpoint Tune
+    restored the trial from (`_epoch`); 0 for none."""
+    from ray import tune
+
+    return _epoch(tune.get_checkpoint())
 
 
 def _epoch(checkpoint) -> int:

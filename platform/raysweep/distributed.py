@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .context import RayContext
+from .context import RayContext, recorded_by_tune
 from .jobenv import scoped_env
 from .errors import MissingMetric, NonFiniteLoss
 from .spec import Spec
@@ -124,7 +124,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         task.train_loop_per_worker(loop_config["params"])
         return
     task.train(loop_config["params"], RayTrainContext(
-        data=loop_config.get("data"), **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
+        data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"), **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
 
 
 def _report_callback(metric: str):
@@ -165,18 +165,25 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any 
 
     trial_id = tune.get_context().get_trial_id()
     _pin_cluster_address()
+    # Tune restored this trial (--resume): what the search recorded, for Ray Train's newer checkpoints.
+    recorded = recorded_by_tune()
     with scoped_env({POLL_ENV: str(poll_interval(spec))}):  # read as each controller starts
-        _fit_with_restarts(config, spec, storage, trial_id, data)
+        _fit_with_restarts(config, spec, storage, trial_id, data, recorded)
     _drain_reports()
 
 
-def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any) -> None:
+def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any,
+                       recorded: int) -> None:
+    """`recorded`: the last epoch the search recorded when this process began. A checkpoint
+    Ray Train resumes from in the first fit is an earlier process's (a killed driver's trial):
+    its epochs after `recorded` are reported again, the dead driver may have lost them. After
+    a restart here the driver took every report: nothing is said again."""
     from ray.train import ControllerError, WorkerGroupError
 
     failures = 0
     while True:
         try:
-            _trainer(config, spec, storage, trial_id, data).fit()
+            _trainer(config, spec, storage, trial_id, data, recorded if failures == 0 else None).fit()
             break
         except ControllerError as exc:  # our report callback's MissingMetric names the failure
             if isinstance(exc.controller_failure, MissingMetric):
@@ -202,7 +209,8 @@ def worker_error(exc: BaseException) -> BaseException:
     return next((f for f in failures if isinstance(f, NonFiniteLoss)), failures[0] if failures else exc)
 
 
-def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any = None):
+def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any = None,
+             recorded: int | None = None):
     """`data` (ingest.TrialData): its datasets go to Ray Train, which splits "train" over the
     workers (equal row counts: DataConfig's streaming_split(equal=True)); val and test reach
     every worker whole, and each evaluates its part (ingest.TrialData.iter_batches)."""
@@ -215,7 +223,7 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
     use_gpu = res.gpus_per_worker > 0
     # The meter's clock starts before the group does: its start-up holds the resources too.
     loop_config = {"spec": spec.to_dict(), "params": trial_params(spec, config), "started_at": time.time(),
-                   "seed": train_seed(spec, config)}
+                   "seed": train_seed(spec, config), "recorded_epoch": recorded}
     datasets = {}
     if data is not None:
         loop_config["data"], datasets = data.for_workers(), data.datasets
