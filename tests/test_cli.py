@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -167,10 +168,25 @@ def test_server_env_turns_mlflows_job_runner_off_unless_the_user_set_it():
 
 
 @pytest.mark.integration
-def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_path):
+def _descendants(pid: int) -> dict[int, str]:
+    """A process's descendants' command lines by pid (`ps`: no psutil in raysweep's dependencies)."""
+    table = [line.split(None, 2) for line in subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True,
+                                                             text=True).stdout.splitlines()]
+    found, parents = {}, {pid}
+    while True:
+        more = [row for row in table if len(row) == 3 and int(row[1]) in parents and int(row[0]) not in parents]
+        if not more:
+            return found
+        parents |= {int(row[0]) for row in more}
+        found.update((int(row[0]), row[2]) for row in more)
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_path, stop):
     """`raysweep ui` on a store with a run: the UI's API lists its experiment; MLflow's job
     runner for GenAI jobs (eight processes, design.md point 34) is not started; Ctrl-C
-    (SIGINT to the terminal's process group) ends it with exit 0."""
+    (SIGINT to the terminal's process group) ends it with exit 0, and so does a SIGTERM to
+    `raysweep ui` alone, the server's processes with it (they kept serving, the port taken)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     client.create_run(client.create_experiment("ui-shown"))
@@ -184,11 +200,21 @@ def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_
         _wait_for("raysweep ui", lambda: _http_ok(f"{url}/health"), proc, log, timeout=120)
         with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=10) as r:
             assert "ui-shown" in {e["name"] for e in json.load(r)["experiments"]}
-        group = subprocess.run(["ps", "-o", "args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        server = _descendants(proc.pid)
+        group = "\n".join(server.values())
         assert "uvicorn" in group and "mlflow.server.jobs" not in group, group
-        os.killpg(proc.pid, signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert f"at http://127.0.0.1:{port} (Ctrl-C stops it)" in log.read_text()
+        assert not _http_ok(f"{url}/health")  # nothing left serving, and soon nothing left at all
+        # (multiprocessing's resource tracker ends a moment after the workers it watched)
+        deadline = time.monotonic() + 20
+        while any(os.path.exists(f"/proc/{pid}") for pid in server):
+            assert time.monotonic() < deadline, {pid: args for pid, args in server.items() if os.path.exists(f"/proc/{pid}")}
+            time.sleep(0.2)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -1,5 +1,5 @@
-"""Ctrl-C stops a search or a training run as interrupted (resumable, exit 130), never as
-finished; an error after the trials ran fails the search without losing them."""
+"""Ctrl-C (or SIGTERM) stops a search or a training run as interrupted (resumable, exit 130;
+143), never as finished; an error after the trials ran fails the search without losing them."""
 
 from __future__ import annotations
 
@@ -123,15 +123,22 @@ def test_a_second_ctrl_c_exits_at_once(ray_session, tmp_path):
     assert not [r for r in _runs(db, "search") + _runs(db, "trial") if r.info.status == "RUNNING"]
 
 
-def test_ctrl_c_stops_a_training_run_as_killed(ray_session, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_a_training_run_as_killed(ray_session, tmp_path, signum):
+    """SIGTERM (`ray job stop`, `docker stop`) stops it as a Ctrl-C does: Ray's own handler
+    ended it as a crash (exit 15, a dump of Ray's signal handler, no state saved)."""
     raw = make_raw(**{"name": "halt-train", "task": "tests.user_tasks:SlowDigits", "max_epochs": 20,
                       "fixed": {"hidden": 32, "epoch_sleep_s": 0.5}})
     driver, _, _, db = _start(tmp_path, ray_session, raw, command="train")
     _wait(driver, lambda: _metric_points(db) >= 2, "two epochs")
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(signum)
     _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, err[-3000:]
+    assert driver.returncode == 128 + signum, err[-3000:]
     assert "Traceback" not in err and "interrupted" in err
+    assert "SIGTERM received" not in err  # Ray's dump
+    stopping = [line for line in err.splitlines() if "(saving the search's state)" in line]
+    assert stopping and stopping[0].startswith("raysweep: SIGTERM: stopping" if signum == signal.SIGTERM
+                                               else "raysweep: stopping"), err[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 2 <= summary["epochs"] < 20 and summary["model_uri"] is None
     (run,) = _runs(db, "train")

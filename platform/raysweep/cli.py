@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -212,7 +213,7 @@ def _cannot_write(path: Path) -> str | None:
 def _run(what: str, args, console, call):
     """Run a search or training; write its summary and show its test metrics.
 
-    Returns the result, or the exit code when it failed (1) or Ctrl-C stopped it (130).
+    Returns the result, or the exit code when it failed (1) or Ctrl-C stopped it (130; SIGTERM: 143).
     """
     from .errors import Interrupted, RunFailed
 
@@ -225,7 +226,7 @@ def _run(what: str, args, console, call):
     except Interrupted as exc:
         _write_summary(args, exc.result)
         print(f"raysweep: {what} {exc}; {_continue_hint(what, args)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + exc.signum  # 130 after a Ctrl-C, 143 after a SIGTERM, as shells report them
     _write_summary(args, result)
     if result.test_metrics:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
@@ -416,10 +417,32 @@ def cmd_ui(args) -> int:
     create_sqlite_store(uri)  # a new store's schema without MLflow's migrations (tracking/schema.py)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
+    # In a process group of its own, stopped as one (`_serve`): `mlflow ui` runs uvicorn and its
+    # workers as children, which a SIGTERM to this process alone left serving, the port taken.
+    return _serve(subprocess.Popen(cmd, env={**server_env(), "MLFLOW_TRACKING_URI": uri}, start_new_session=True))
+
+
+def _serve(server: subprocess.Popen) -> int:
+    """Wait for the MLflow UI's process; on Ctrl-C or SIGTERM stop its whole group (with a
+    Ctrl-C, as the terminal would have) and exit 0."""
+    def terminated(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        return subprocess.call(cmd, env={**server_env(), "MLFLOW_TRACKING_URI": uri})
+        return server.wait()
     except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,13 @@ installed again means Tune saw a Ctrl-C. A second Ctrl-C reaches our handler and
 `KeyboardInterrupt` at once, as does a Ctrl-C before or after `fit()` (Ray starting, the
 data loading, the test evaluation).
 
+SIGTERM (`ray job stop`, `docker stop`, a batch scheduler's pre-emption) is taken as a Ctrl-C
+while a run is on: it goes to whichever SIGINT handler is installed, Tune's or ours. Ray's own
+driver handler (`sys.exit`) would end the search as a crash: no state saved, a dump of Ray's
+signal handler on stderr.
+
 The record of it: `happened` (read by the trial book, which then leaves running trials
-running, to be resumed, instead of settling them as stopped early).
+running, to be resumed, instead of settling them as stopped early), and `signum`.
 """
 
 from __future__ import annotations
@@ -28,25 +33,40 @@ class Interrupt(Callback):
 
     def __init__(self):
         self._previous = None
+        self._previous_term = None
         self._tune_handler = None  # the handler Tune installed for fit(), seen in setup()
         self._signalled = False
+        self.signum = signal.SIGINT  # the signal that stopped the run: SIGINT, or SIGTERM
 
     def __getstate__(self):  # Tune pickles its callbacks; handlers are this process's
-        return {"_previous": None, "_tune_handler": None, "_signalled": self._signalled}
+        return {"_previous": None, "_previous_term": None, "_tune_handler": None, "_signalled": self._signalled,
+                "signum": self.signum}
 
     def _handler(self, signum, frame):
         self._signalled = True
         raise KeyboardInterrupt
 
+    def _terminated(self, signum, frame):
+        self.signum = signal.SIGTERM
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # none of ours nor Tune's: stop as a Ctrl-C would
+            handler = self._handler
+        handler(signal.SIGINT, frame)
+
     def __enter__(self) -> Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            previous = signal.signal(signal.SIGTERM, self._terminated)
+            self._previous_term = signal.SIG_DFL if previous is None else previous  # None: set outside Python
         return self
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        if self._previous_term is not None:
+            signal.signal(signal.SIGTERM, self._previous_term)
+            self._previous_term = None
 
     def setup(self, **info):  # called inside fit(), after Tune installed its own handler
         if threading.current_thread() is not threading.main_thread():
@@ -57,7 +77,8 @@ class Interrupt(Callback):
         self._tune_handler = handler
 
         def first_ctrl_c(signum, frame):  # said at once: the rest of the stop takes seconds
-            print("raysweep: stopping (saving the search's state); Ctrl-C again to exit at once",
+            what = "SIGTERM: stopping" if self.signum == signal.SIGTERM else "stopping"
+            print(f"raysweep: {what} (saving the search's state); Ctrl-C again to exit at once",
                   file=sys.stderr, flush=True)
             handler(signum, frame)  # Tune's: stop the loop, save, put our handler back
 

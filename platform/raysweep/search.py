@@ -155,7 +155,9 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
 
     def after_fit() -> None:
         if interrupt.after_fit():
-            raise _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+            stopped = _interrupted(spec, book, tracker, mlflow_callback, started, uri, console, verbose, budget)
+            stopped.signum = interrupt.signum
+            raise stopped
 
     # --resume of a driver that died after its trials but before its end: it may have died in a
     # confirm or audit round, which then goes on (Tune's experiment, runs from their checkpoints).

@@ -125,7 +125,9 @@ def run_training(
             result.status, result.wall_s = "interrupted", round(time.monotonic() - started, 3)
             if tracker is not None:
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})
-            raise Interrupted(f"interrupted after {result.epochs} of {spec.max_epochs} epochs", result)
+            stopped = Interrupted(f"interrupted after {result.epochs} of {spec.max_epochs} epochs", result)
+            stopped.signum = interrupt.signum
+            raise stopped
         if wait is not None and wait.failure is not None:
             result.status = "failed"
             raise TrainFailed(wait.failure, result)
