@@ -219,3 +219,19 @@ def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_ui_hint_names_the_store_when_raysweep_ui_would_not_find_it(tmp_path, monkeypatch):
+    """A search logged to a store other than ./mlflow.db (--tracking-uri, the spec's) said
+    `start the UI with: raysweep ui`, which opened an empty ./mlflow.db."""
+    from raysweep.cli import _ui_hint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert _ui_hint(f"sqlite:///{tmp_path / 'mlflow.db'}") == "  (start the UI with: raysweep ui)"
+    other = f"sqlite:///{tmp_path / 'my runs' / 'ml flow.db'}"
+    hint = _ui_hint(other)
+    assert hint == f"  (start the UI with: raysweep ui --tracking-uri '{other}')"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)  # what `raysweep ui` reads too
+    assert _ui_hint(other) == "  (start the UI with: raysweep ui)"
+    assert _ui_hint("http://127.0.0.1:5000") == ""  # a server: its own UI

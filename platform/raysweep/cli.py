@@ -284,9 +284,17 @@ def cmd_search(args) -> int:
     if isinstance(result, int):
         return result
     if result.ui_url:
-        hint = "" if result.tracking_uri.startswith("http") else "  (start the UI with: raysweep ui)"
-        console.print(f"MLflow runs: {result.ui_url}{hint}", highlight=False, soft_wrap=True)
+        console.print(f"MLflow runs: {result.ui_url}{_ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
     return 0
+
+
+def _ui_hint(uri: str) -> str:
+    """How to open a local store's runs: `raysweep ui`, with the store where it is not the one
+    `raysweep ui` serves by default from here (a --tracking-uri, the spec's, $MLFLOW_TRACKING_URI)."""
+    if uri.startswith(("http://", "https://")):
+        return ""
+    flag = "" if uri == resolve_tracking_uri(None) else f" --tracking-uri {shlex.quote(uri)}"
+    return f"  (start the UI with: raysweep ui{flag})"
 
 
 def _train_spec(args, lookup: bool = True) -> tuple[Spec, dict]:
