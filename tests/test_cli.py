@@ -235,3 +235,46 @@ def test_the_ui_hint_names_the_store_when_raysweep_ui_would_not_find_it(tmp_path
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)  # what `raysweep ui` reads too
     assert _ui_hint(other) == "  (start the UI with: raysweep ui)"
     assert _ui_hint("http://127.0.0.1:5000") == ""  # a server: its own UI
+
+
+def test_the_resume_line_of_a_ray_job_resumes_it_as_a_job(monkeypatch):
+    """`ray job stop` (SIGTERM) of a submitted search: its resume line said `raysweep search
+    ... --resume`, which run in the user's shell would start a Ray of its own there."""
+    from raysweep.cli import _continue_hint, build_parser
+    from raysweep.jobenv import RAY_JOB_ENV
+
+    args = build_parser().parse_args(["search", "search_spaces/digits_mlp.yaml", "--storage", "/shared/r",
+                                      "--tracking-uri", "http://user:secret@mlflow:5000", "--samples", "300"])
+    monkeypatch.delenv(RAY_JOB_ENV, raising=False)
+    assert _continue_hint("search", args) == ("continue it with: raysweep search search_spaces/digits_mlp.yaml "
+                                              "--resume --storage /shared/r --samples 300 with the same --tracking-uri")
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")
+    assert _continue_hint("search", args) == ("continue it with: raysweep submit search_spaces/digits_mlp.yaml "
+                                              "--resume --storage /shared/r --samples 300 with the same --address and "
+                                              "--tracking-uri")
+
+
+def test_a_ray_jobs_driver_follows_its_working_directory_when_ray_unpacks_it_again(tmp_path, monkeypatch):
+    """Ray unpacks a job's working directory again (deleted, recreated at the same path) as it
+    starts processes with another runtime env: the driver's os.getcwd() raised, and with it
+    `raysweep submit --resume`, in Ray's listing of the search's storage (os.path.relpath)."""
+    import shutil
+
+    from raysweep import jobenv
+
+    job_dir = tmp_path / "_ray_pkg_0123"
+    job_dir.mkdir()
+    monkeypatch.chdir(job_dir)
+    monkeypatch.setattr(os, "getcwd", os.getcwd)  # put back after the test
+    monkeypatch.setattr(jobenv, "_path", None)
+    jobenv.keep_working_dir()  # not in a Ray job: nothing changes
+    assert not getattr(os.getcwd, "keeps_working_dir", False)
+    monkeypatch.setenv(jobenv.RAY_JOB_ENV, "{}")
+    jobenv.keep_working_dir(wait_s=0.2)
+    shutil.rmtree(job_dir)
+    job_dir.mkdir()  # unpacked again
+    assert os.path.relpath("runs/trial_1", start="runs") == "trial_1"
+    assert os.path.abspath("spec.yaml") == str(job_dir / "spec.yaml") and os.getcwd() == str(job_dir)
+    shutil.rmtree(job_dir)  # and gone for good: the error it always was, after a short wait
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()

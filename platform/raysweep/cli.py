@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .jobenv import working_dir
+from .jobenv import RAY_JOB_ENV, keep_working_dir, working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
@@ -241,10 +241,15 @@ def _continue_hint(what: str, args) -> str:
     flags = [("--name", args.name), ("--storage", args.storage), ("--samples", samples),
              *(("--set", o) for o in args.overrides)]
     extra = [part for flag, value in flags if value for part in (flag, value)]
-    # The tracking URI is not repeated: it may hold credentials.
-    same_uri = " with the same --tracking-uri" if args.tracking_uri else ""
+    # The driver of a Ray job (`raysweep submit`, `ray job stop`): resumed as a job too, not by a
+    # `raysweep search` in the user's shell, which would start a Ray of its own there.
+    in_job = RAY_JOB_ENV in os.environ
+    # The tracking URI (and the cluster's address) are not repeated: the URI may hold credentials.
+    same = [*(["--address"] if in_job else []), *(["--tracking-uri"] if args.tracking_uri else [])]
+    same_flags = f" with the same {' and '.join(same)}" if same else ""
+    command = ["raysweep", "submit" if in_job else "search", args.spec, "--resume", *extra]
     # redact_text: a --storage URI or a --set tracking.uri=... may hold credentials too.
-    return "continue it with: " + redact_text(shlex.join(["raysweep", "search", args.spec, "--resume", *extra])) + same_uri
+    return "continue it with: " + redact_text(shlex.join(command)) + same_flags
 
 
 def _write_summary(args, result) -> None:
@@ -461,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     # User tasks ("my_pkg.tasks:train") import from the working directory, as with `python -m`.
     # Ray hands the driver's sys.path to local workers, so trials find them too.
     cwd = working_dir()  # under `ray job submit` the directory may already have been recreated
+    keep_working_dir()  # ... and will be again as trials start: a Ray job's driver follows it
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     handler = {

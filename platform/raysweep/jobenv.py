@@ -4,16 +4,21 @@ The working directory under `ray job submit --working-dir`:
 There the directory is Ray's unpacked copy of the upload, and Ray unpacks it again (deletes
 and recreates it, same path) whenever it starts a new worker process on that node. The driver
 is then left in a deleted directory: `os.getcwd()` raises, in raysweep or in Tune. Entering
-the same path again is enough.
+the same path again is enough: `working_dir()` does at the steps that need it, and in a Ray
+job's driver `keep_working_dir()` makes every `os.getcwd()` (and so every `os.path.abspath` of
+a relative path, as in Ray's own storage listings) do it when it would raise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Iterator
 
 _path: str | None = None
+# Set by Ray's job supervisor in a job's driver process (ray._private.runtime_env.constants).
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def working_dir() -> str:
@@ -31,6 +36,34 @@ def working_dir() -> str:
         except OSError:  # being unpacked right now: the next call tries again
             pass
     return _path
+
+
+def keep_working_dir(wait_s: float = 5.0) -> None:
+    """In a Ray job's driver (a command's process, never on import): `os.getcwd()` that finds
+    the working directory deleted enters it again, waiting up to `wait_s` for Ray to unpack it,
+    instead of raising. Found by `raysweep submit --resume`: Ray's listing of the search's
+    storage (`os.path.relpath`) raised FileNotFoundError out of os.getcwd() in the job."""
+    if RAY_JOB_ENV not in os.environ or getattr(os.getcwd, "keeps_working_dir", False):
+        return
+    real = os.getcwd
+    working_dir()
+
+    def getcwd() -> str:
+        try:
+            return real()
+        except FileNotFoundError:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    os.chdir(_path)
+                    return real()
+                except FileNotFoundError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+    getcwd.keeps_working_dir = True
+    os.getcwd = getcwd
 
 
 @contextlib.contextmanager
