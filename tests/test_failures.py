@@ -394,3 +394,26 @@ def test_a_result_grid_tune_cannot_build_does_not_fail_a_search_that_ran():
         raise raised_in(f"/site-packages/{RESULT_GRID_FILE}")
     with pytest.raises(EOFError), results_not_read():
         raise raised_in("/site-packages/ray/tune/execution/tune_controller.py")
+
+
+def test_a_data_error_raised_in_ray_data_is_the_trials_line_not_ray_datas_wrapper():
+    """A streamed split's missing value, found in a trial: Ray Data raises it as a
+    UserCodeException holding the task's traceback as text; the trial's line said only
+    'UserCodeException: UDF failed to process a data block.'"""
+    from raysweep.errors import DataError
+    from raysweep.failures import _name_and_message, data_error
+
+    line = "data.val: column 'mean_radius' has a missing value (an empty cell, NaN or inf): fill or drop those rows"
+    text = ("ray::MapBatches(_ToXY)() (pid=1, ip=10.0.0.1)\n  File \"ingest.py\", line 338, in __call__\n"
+            f"    raise DataError(...)\nraysweep.errors.DataError: {line}\n\nThe above exception was the direct cause "
+            "of the following exception:\n\nray.exceptions.UserCodeException: UDF failed to process a data block.")
+    assert data_error(text) == line and data_error("ValueError: something else") is None
+    assert _name_and_message(None, text) == ("DataError", line)
+    assert data_error(RuntimeError("wrapped")) is None
+    try:
+        try:
+            raise DataError(line)
+        except DataError as exc:
+            raise RuntimeError("Ray Data's") from exc
+    except RuntimeError as exc:
+        assert data_error(exc) == line  # raised in this process, chained

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,27 @@ def test_a_label_val_has_and_train_has_not_is_named(ray_session, table, tmp_path
     odd.to_parquet(tmp_path / "val.parquet")
     with pytest.raises(SpecError, match="data.val: label 'unknown' in column 'label' is not among data.train's classes"):
         load(_section(table_dir, val=str(tmp_path / "val.parquet")), say=lambda line: None)
+
+
+@pytest.mark.parametrize("split,column,cache", [("train", "mean_radius", "auto"), ("val", "mean_radius", "auto"),
+                                                ("train", "mean_radius", "none"), ("val", "label", "auto"),
+                                                ("train", "label", "auto")])
+def test_a_missing_value_is_named_before_any_trial(ray_session, table, tmp_path, split, column, cache):
+    """A NaN feature in train made every feature value NaN once standardised: each trial failed
+    on a NaN loss, blaming the training. A missing label failed in a TypeError out of sorting the
+    classes. Each is one line naming the split and column; a streamed train split's is found by
+    its statistics, before any trial."""
+    from raysweep.errors import SpecError
+    from raysweep.ingest import load
+
+    table_dir, train, val, _ = table
+    frame = (train if split == "train" else val).copy()
+    frame[column] = frame[column].astype(object)
+    frame.loc[frame.index[7], column] = None  # an empty cell
+    frame.to_csv(tmp_path / f"{split}.csv", index=False)
+    what = "(data.label) has a missing value" if column == "label" else "has a missing value (an empty cell, NaN or inf)"
+    with pytest.raises(SpecError, match=rf"^data\.{split}: column '{column}' {re.escape(what)}"):
+        load(_section(table_dir, "csv", cache=cache, **{split: str(tmp_path / f"{split}.csv")}), say=lambda line: None)
 
 
 def test_image_folder_search_from_a_local_folder(ray_session, images, tmp_path, tracking_uri):

@@ -44,6 +44,12 @@ class Interrupted(_WithResult):
     signum = 2  # SIGINT; interrupt.Interrupt says which signal it was
 
 
+class DataError(ValueError):
+    """A value in the spec's data that no trial can use, found as Ray Data reads it (ingest.py);
+    the message names the split and column (`data.val: column 'x' has ...`). Raised inside
+    Ray Data's tasks, it reaches the driver as text (failures.data_error reads it)."""
+
+
 class NonFiniteLoss(ValueError):
     """A loss or the spec's metric became NaN or infinite: the trial diverged.
 

@@ -14,10 +14,11 @@ import contextlib
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NonFiniteLoss
+from .errors import DataError, NonFiniteLoss
 
 NON_FINITE, OOM, EXCEPTION = "non_finite", "oom", "exception"
 TRACKING = "tracking"  # MLflow refused a write for the trial's run (tracking.MLflowCallback)
@@ -78,7 +79,33 @@ def _load(trial) -> tuple[Any, str]:
     return error, text
 
 
+# The last line of a DataError's traceback, as Ray Data's UserCodeException carries it.
+_DATA_ERROR_LINE = re.compile(rf"{re.escape(f'{DataError.__module__}.{DataError.__qualname__}')}: (data\.[^\n]*)")
+
+
+def data_error(error: BaseException | str | None) -> str | None:
+    """The message of the DataError behind an error (or in an error's text), if one is.
+
+    Ray Data raises a task's error as a `UserCodeException` whose only trace of the DataError is
+    the task's traceback, as text (the exception itself stays in the task's process, Ray 2.60)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error) is DataError:  # raised in this process
+            return str(error)
+        found = _DATA_ERROR_LINE.findall(str(error))
+        if found:
+            return found[-1].strip()
+        if isinstance(error, str):
+            return None
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
+
+
 def _name_and_message(error: Any, text: str) -> tuple[str, str]:
+    data = data_error(error if isinstance(error, BaseException) else None) or data_error(text)
+    if data is not None:  # the data's fault, not the task's: the line says which value
+        return DataError.__name__, data
     cause = getattr(error, "cause", None) or error  # RayTaskError wraps the task's exception
     if isinstance(cause, BaseException):
         message = cause.args[0] if len(cause.args) == 1 and isinstance(cause.args[0], str) else str(cause)

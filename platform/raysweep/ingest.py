@@ -30,7 +30,8 @@ import numpy as np
 
 from .files import SPLITS, check_data, list_split
 from .seeds import epoch_seed
-from .errors import SpecError
+from .errors import DataError, SpecError
+from .failures import data_error
 from .spec import DataSection
 
 CACHE_FRACTION = 0.5  # of the object store, at most, for data read once per search
@@ -162,9 +163,11 @@ class TrialData:
             yield batch["x"], batch["y"]
 
     def example(self, n: int = 5) -> np.ndarray:
-        """A few preprocessed inputs (MLflow's input example for a logged model)."""
+        """A few preprocessed inputs (MLflow's input example for a logged model), copied out of
+        Ray's object store: a command logs the model once it has shut Ray down
+        (runsetup.RunSetup.ray_done)."""
         split = "test" if "test" in self.datasets else "val"
-        return self.datasets[split].take_batch(n, batch_format="numpy")["x"]
+        return np.array(self.datasets[split].take_batch(n, batch_format="numpy")["x"], copy=True)
 
 
 class _RowPool:
@@ -329,13 +332,19 @@ class _ToXY:
             labels = [p.replace("\\", "/").rsplit("/", 2)[-2] for p in batch["path"]]
             x = np.ascontiguousarray(image.transpose(0, 3, 1, 2))  # (B, C, H, W), still uint8
         else:
-            x = np.concatenate([np.asarray(_stack(batch[c]), dtype=np.float32).reshape(len(batch[c]), -1)
-                                for c in self.features], axis=1)
+            columns = [np.asarray(_stack(batch[c]), dtype=np.float32).reshape(len(batch[c]), -1) for c in self.features]
+            for name, column in zip(self.features, columns):
+                if not np.isfinite(column).all():
+                    # Standardised with it, a train split's NaN makes every row's feature NaN:
+                    # each trial then failed on a NaN loss, blaming the training.
+                    raise DataError(f"data.{self.split}: column {name!r} has a missing value (an empty "
+                                     "cell, NaN or inf): fill or drop those rows")
+            x = np.concatenate(columns, axis=1)
             labels = batch[self.label].tolist()
         try:
             y = np.fromiter((self.index[_key(v)] for v in labels), dtype=np.int64, count=len(labels))
         except KeyError as exc:
-            raise ValueError(f"data.{self.split}: label {exc.args[0]!r} is not one of data.train's classes") from None
+            raise DataError(f"data.{self.split}: label {exc.args[0]!r} is not one of data.train's classes") from None
         return {"x": x, "y": y}
 
     def _decode(self, path: str) -> np.ndarray:
@@ -406,8 +415,18 @@ def _statistics(train, images: bool, batch_rows: int | None) -> tuple[list[float
     return mean.tolist(), std.tolist()
 
 
+def _missing(value) -> bool:
+    """An empty cell: None, NaN, or in a text column the empty string (pyarrow's CSV reader)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
 def _classes(raw: dict, section: DataSection) -> list:
-    labels = sorted(_key(v) for v in raw["train"].unique(section.label))
+    found = {split: [_key(v) for v in raw[split].unique(section.label)] for split in SPLITS if split in raw}
+    for split, values in found.items():
+        if any(_missing(v) for v in values):  # sorting them failed: a TypeError, not a line
+            raise SpecError(f"data.{split}: column {section.label!r} (data.label) has a missing value (an empty cell "
+                            "or NaN): every row needs its class; fill or drop those rows")
+    labels = sorted(found["train"])
     if len(labels) < 2:
         raise SpecError(f"data.label: column {section.label!r} of data.train has {len(labels)} distinct value(s); "
                         "classification needs at least 2")
@@ -415,7 +434,7 @@ def _classes(raw: dict, section: DataSection) -> list:
         raise SpecError(f"data.label: column {section.label!r} holds fractional numbers; it must name classes")
     for split in SPLITS[1:]:
         if split in raw:
-            unknown = sorted(set(_key(v) for v in raw[split].unique(section.label)) - set(labels), key=str)
+            unknown = sorted(set(found[split]) - set(labels), key=str)
             if unknown:
                 raise SpecError(f"data.{split}: label {unknown[0]!r} in column {section.label!r} is not among "
                                 f"data.train's classes")
@@ -462,9 +481,21 @@ def estimated_bytes(info: dict) -> float:
 def load(section: DataSection, info: dict | None = None, *, say: Callable[[str], None] = print) -> TrialData:
     """Read and preprocess the splits (`info`: `files.check_data`'s, checked again if None).
 
-    Needs Ray initialised. Errors in the data itself (a label val has that train has not)
-    raise `SpecError` naming the key.
+    Needs Ray initialised. Errors in the data itself (a label val has that train has not, a
+    missing value) raise `SpecError` naming the key: the splits read here (all of them when
+    they are read once, train's statistics when streamed); a streamed val or test split's
+    DataError fails each trial that reads it, with the same line.
     """
+    try:
+        return _load(section, info, say)
+    except Exception as exc:
+        error = data_error(exc)
+        if error is None:
+            raise
+        raise SpecError(error) from None
+
+
+def _load(section: DataSection, info: dict | None, say: Callable[[str], None]) -> TrialData:
     import ray
 
     started = time.monotonic()

@@ -5,6 +5,7 @@ cluster can hold a trial at all), the spec's data read, and the Tune callbacks."
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -118,6 +119,11 @@ class RunSetup:
         them, and until then Ray's idle processes shared the cores with them (docs/design.md,
         point 29). A library caller's Ray stays up for its next search."""
         if self.shutdown_ray and self.own_ray and self._ray_down is None:
+            # Ray's references that are garbage now (a streamed split's iterators and blocks, after
+            # the test metrics) are freed while Ray is up: one freed in this thread while the other
+            # shuts Ray down made Ray end the process ("The core worker has already been shutdown",
+            # exit 1, the parent run left RUNNING; 1 search in 4 with a streamed data: section).
+            gc.collect()
             self._ray_down = threading.Thread(target=ray.shutdown, name="raysweep-ray-shutdown")
             self._ray_down.start()
 
@@ -266,14 +272,21 @@ def load_data(spec: Spec, info: dict | None, console: Console, verbose: bool) ->
     # Ray Data's progress bars and execution-plan lines would interleave with raysweep's
     # progress line (its logs stay in Ray's session folder).
     DataContext.get_current().enable_progress_bars = verbose
-    if not verbose:  # Ray Data's own console handler (its file handler keeps everything)
-        for handler in logging.getLogger("ray.data").handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setLevel(logging.WARNING)
-                # ... which would say, once, that the bars just turned off are off.
-                handler.addFilter(lambda record: not str(record.msg).startswith("Progress bars disabled"))
+    consoles = [] if verbose else [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
+    for handler in consoles:  # Ray Data's own console handler (its file handler keeps everything)
+        handler.setLevel(logging.WARNING)
+        # ... which would say, once, that the bars just turned off are off.
+        handler.addFilter(lambda record: not str(record.msg).startswith("Progress bars disabled"))
     console.print(f"data: reading {spec.data.format} from {spec.data.train} ...")
-    return load(spec.data, info, say=console.print)
+    try:
+        # An error reading the data is raised as raysweep's one line (a value in the data:
+        # SpecError): Ray Data's own two ERROR lines about it would come first.
+        for handler in consoles:
+            handler.setLevel(logging.CRITICAL)
+        return load(spec.data, info, say=console.print)
+    finally:
+        for handler in consoles:
+            handler.setLevel(logging.WARNING)
 
 
 def data_kwargs(data: TrialData | None) -> dict:
