@@ -124,7 +124,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         task.train_loop_per_worker(loop_config["params"])
         return
     task.train(loop_config["params"], RayTrainContext(
-        data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"), **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
+        data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"),
+        **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
 
 
 def _report_callback(metric: str):
