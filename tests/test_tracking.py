@@ -389,3 +389,18 @@ def test_a_tracker_whose_mlflow_refuses_its_first_request_says_so_in_one_line(we
         f"MLflow at {web_server.url} refused raysweep's first request: API request to endpoint "
         "/api/2.0/mlflow/experiments/get-by-name failed with error code 401 != 200; give its credentials "
         "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)")
+
+
+def test_a_running_searchs_report_counts_only_ended_trials_as_saved():
+    """`raysweep report` during a search said "82% saved" counting the running trials' epochs
+    to come as saved by early stopping."""
+    from raysweep.report import _early_stopping_line
+
+    trials = [{"status": "finished", "epochs": 10}, {"status": "stopped", "epochs": 1}, {"status": "running", "epochs": 3}]
+    totals = {"epochs_run": 14, "epochs_budget": 30, "compute_saved_fraction": 1 - 14 / 30}
+    assert _early_stopping_line({"totals": totals, "trials": trials}) == (
+        "early stopping so far: 11 of 20 epochs run (2 ended trials x max_epochs; 1 running), 45% saved")
+    trials[2] = {"status": "finished", "epochs": 10}
+    totals = {"epochs_run": 21, "epochs_budget": 30, "compute_saved_fraction": 1 - 21 / 30}
+    assert _early_stopping_line({"totals": totals, "trials": trials}) == (
+        "early stopping: 21 of 30 epochs run (3 trials x max_epochs), 30% saved")

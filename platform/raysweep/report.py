@@ -167,9 +167,7 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
     console.print(
         f"total: {totals['device_hours']:.4g} device-hours · ${totals['cost_usd']:.4g} · {totals['flops']:.3g} FLOPs · "
         f"{totals['samples']:.0f} samples{energy}", highlight=False)
-    console.print(
-        f"early stopping: {totals['epochs_run']} of {totals['epochs_budget']} epochs run "
-        f"({len(report['trials'])} trials x max_epochs), {totals['compute_saved_fraction']:.0%} saved", highlight=False)
+    console.print(_early_stopping_line(report), highlight=False)
     if report.get("importances"):
         console.print(f"importance ({metric} at epoch {report['importance_epoch']}, PED-ANOVA): "
                       + " · ".join(f"{p} {v:.2f}" for p, v in report["importances"].items()), highlight=False)
@@ -181,6 +179,22 @@ def print_report(report: dict[str, Any], console: Console, top: int = 10) -> Non
         console.print("rung audit (rank correlation with the later epoch): "
                       + " · ".join(f"epoch {e}: {r['rho']:+.2f} over {r['n']} trials" for e, r in report["rungs"].items()),
                       highlight=False)
+
+
+def _early_stopping_line(report: dict[str, Any]) -> str:
+    """What early stopping saved, over the trials that have ended: a running trial's epochs to
+    come are not saved yet (a report of a running search said "82% saved" counting them)."""
+    totals, trials = report["totals"], report["trials"]
+    running = sum(t["status"] == "running" for t in trials)
+    if not running or not trials:
+        return (f"early stopping: {totals['epochs_run']} of {totals['epochs_budget']} epochs run "
+                f"({len(trials)} trials x max_epochs), {totals['compute_saved_fraction']:.0%} saved")
+    max_epochs = totals["epochs_budget"] // len(trials)
+    ended = [t for t in trials if t["status"] != "running"]
+    run, budget = sum(t["epochs"] for t in ended), len(ended) * max_epochs
+    saved = f"{1 - run / budget:.0%} saved" if budget else "nothing ended yet"
+    return (f"early stopping so far: {run} of {budget} epochs run ({len(ended)} ended trials x max_epochs; "
+            f"{running} running), {saved}")
 
 
 def print_front(report: dict[str, Any], console: Console) -> None:
