@@ -48,10 +48,8 @@ class Interrupt(Callback):
 
     def _terminated(self, signum, frame):
         self.signum = signal.SIGTERM
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):  # none of ours nor Tune's: stop as a Ctrl-C would
-            handler = self._handler
-        handler(signal.SIGINT, frame)
+        # Inside the block SIGINT's handler is always ours or Tune's (which puts ours back).
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
 
     def __enter__(self) -> Interrupt:
         if threading.current_thread() is threading.main_thread():

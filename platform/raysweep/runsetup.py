@@ -274,18 +274,16 @@ def load_data(spec: Spec, info: dict | None, console: Console, verbose: bool) ->
     DataContext.get_current().enable_progress_bars = verbose
     consoles = [] if verbose else [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
     for handler in consoles:  # Ray Data's own console handler (its file handler keeps everything)
-        handler.setLevel(logging.WARNING)
-        # ... which would say, once, that the bars just turned off are off.
+        # An error reading the data is raised as raysweep's one line (a value in the data:
+        # SpecError): Ray Data's own two ERROR lines about it would come first.
+        handler.setLevel(logging.CRITICAL)
+        # ... and it would say, once, that the bars just turned off are off.
         handler.addFilter(lambda record: not str(record.msg).startswith("Progress bars disabled"))
     console.print(f"data: reading {spec.data.format} from {spec.data.train} ...")
     try:
-        # An error reading the data is raised as raysweep's one line (a value in the data:
-        # SpecError): Ray Data's own two ERROR lines about it would come first.
-        for handler in consoles:
-            handler.setLevel(logging.CRITICAL)
         return load(spec.data, info, say=console.print)
     finally:
-        for handler in consoles:
+        for handler in consoles:  # the trials' warnings after, as before
             handler.setLevel(logging.WARNING)
 
 
