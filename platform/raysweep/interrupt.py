@@ -6,7 +6,8 @@ ended. It installs its handler when `fit()` starts and, on that first SIGINT, pu
 the handler it found, which is `Interrupt`'s: so after `fit()` returns, our handler being
 installed again means Tune saw a Ctrl-C. A second Ctrl-C reaches our handler and raises
 `KeyboardInterrupt` at once, as does a Ctrl-C before or after `fit()` (Ray starting, the
-data loading, the test evaluation).
+data loading, the test evaluation); during a call to a SQLite MLflow store, as the call
+ends (uninterrupted.py).
 
 SIGTERM (`ray job stop`, `docker stop`, a batch scheduler's pre-emption) is taken as a Ctrl-C
 while a run is on: it goes to whichever SIGINT handler is installed, Tune's or ours. Ray's own
@@ -25,7 +26,7 @@ import threading
 
 from ray.tune import Callback
 
-
+from .uninterrupted import interrupt_now
 
 
 class Interrupt(Callback):
@@ -44,7 +45,7 @@ class Interrupt(Callback):
 
     def _handler(self, signum, frame):
         self._signalled = True
-        raise KeyboardInterrupt
+        interrupt_now()  # at once, or as a write to a SQLite store ends (uninterrupted.py)
 
     def _terminated(self, signum, frame):
         self.signum = signal.SIGTERM

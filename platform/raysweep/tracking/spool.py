@@ -41,6 +41,7 @@ owner-only like the summary).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -59,8 +60,9 @@ from ..jobenv import scoped_env
 from ..redact import for_pickle, from_pickle, redact, redact_text, write_private
 from ..statefile import load_state, save_state
 from ..storage import filesystem, join
+from ..uninterrupted import uninterrupted
 from .names import MODEL_URI_TAG, RUN_KEY_TAG
-from .uri import unreachable
+from .uri import sqlite_path, unreachable
 
 # What logs a spooled model: `(tracking_uri, run_id, task, params, state, seed, **registry)`
 # -> the model's URI (tracking/models.log_task_model). Handed in by the tracker, so this layer
@@ -437,15 +439,25 @@ class SpoolingClient:
         self._spooling = False
         self._gave_up = False  # replay hit an error that is no outage: left to `raysweep sync`
         self._last_try = -math.inf
+        # A SQLite store's calls are never cut short by a second Ctrl-C (uninterrupted.py).
+        self._whole = uninterrupted if sqlite_path(tracking_uri) is not None else contextlib.nullcontext
         if spool is not None:
             self.ids.update(spool.state()["ids"])
             # An earlier process left operations: they go first, so ours queue behind them.
             self._spooling = spool.pending() > 0
 
     def __getattr__(self, name):
-        if name == "client":  # not set yet: no recursion
+        if name in ("client", "_whole"):  # not set yet: no recursion
             raise AttributeError(name)
-        return getattr(self.client, name)
+        attr = getattr(self.client, name)
+        if not callable(attr) or self._whole is contextlib.nullcontext:
+            return attr
+
+        @functools.wraps(attr)
+        def whole(*args, **kwargs):
+            with self._whole():
+                return attr(*args, **kwargs)
+        return whole
 
     # -- the writes Tracker makes, with MlflowClient's signatures
     def create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
@@ -484,6 +496,10 @@ class SpoolingClient:
 
     # -- the choke point
     def _send(self, op: str, args: dict[str, Any], payload: Any = None, placeholder: str | None = None):
+        with self._whole():
+            return self._send_now(op, args, payload, placeholder)
+
+    def _send_now(self, op: str, args: dict[str, Any], payload: Any, placeholder: str | None):
         if self.spool is not None and self._spooling and not self._replayed():
             return self._enqueue(op, args, payload, placeholder)
         try:
