@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -144,6 +146,48 @@ def test_ctrl_c_stops_a_training_run_as_killed(ray_session, tmp_path, signum):
     (run,) = _runs(db, "train")
     assert run.info.status == "KILLED"
     assert _steps(MlflowClient(f"sqlite:///{db}"), run.info.run_id) == list(range(1, summary["epochs"] + 1))
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of the live processes that name `text` (a Ray's temp dir, here)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+@pytest.mark.integration
+def test_sigterm_while_the_search_starts_its_ray_is_a_stop_not_a_crash(tmp_path):
+    """`ray.init` installed Ray's driver handler (exit 15 and a dump of Ray's signal handler),
+    which a SIGTERM while Ray started, or while a search waited for a cluster's capacity, met."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs-term-", dir="/tmp"))  # the search's own Ray; short: its sockets
+    raw = make_raw(**{"name": "halt-start", "task": "tests.user_tasks:SlowDigits", "max_epochs": 3,
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.1}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    db = tmp_path / "mlflow.db"
+    try:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "raysweep.cli", "search", str(tmp_path / "spec.yaml"), "--storage",
+             str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}"],
+            cwd=ROOT, env={**env, "RAY_TMPDIR": str(ray_tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait(driver, lambda: any(ray_tmp.glob("ray/session_*")), "Ray's start", timeout=120)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+        assert driver.returncode == 143, err[-3000:]
+        assert "raysweep: interrupted (SIGTERM)" in err and "Traceback" not in err, err[-3000:]
+        assert not [r for r in _runs(db, "search") if r.info.status == "RUNNING"]
+        deadline = time.monotonic() + 30  # Ray's processes, stopped as the command exits
+        while _processes_naming(str(ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _processes_naming(str(ray_tmp))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_ctrl_c_before_the_first_epoch_exits_130(ray_session, tmp_path):

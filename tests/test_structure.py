@@ -270,6 +270,8 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
 
     assert ray_internals.AUTH_SETUP_LOGGER in logging.Logger.manager.loggerDict or \
         __import__("importlib").util.find_spec(ray_internals.AUTH_SETUP_LOGGER) is not None
+    # sigterm_left_alone: ray.init (in that module) installs its driver's SIGTERM handler through utils
+    assert "ray._private.utils.set_sigterm_handler(sigterm_handler)" in inspect.getsource(ray._private.worker)
 
 
 def test_tunes_copy_racing_its_own_temporary_file_logs_no_traceback_and_other_failures_still_do(caplog):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .jobenv import RAY_JOB_ENV, keep_working_dir, working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
+from .signals import received
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
 from .storage import check as check_storage
@@ -25,7 +26,6 @@ from .tracking.schema import create_sqlite_store
 from .tracking.uri import UI_PORT, check_tracking_uri, resolve_tracking_uri, server_env
 
 EXIT_INPUT = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -483,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:  # before the run began, or a second Ctrl-C: no summary
-        print("raysweep: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = received()  # a SIGTERM taken as a Ctrl-C (interrupt.py): 143, as shells report it
+        print("raysweep: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else ""), file=sys.stderr)
+        return 128 + signum
     finally:
         gc.freeze()  # the process ends now: its final collection would walk everything once more
 

@@ -7,12 +7,12 @@ the handler it found, which is `Interrupt`'s: so after `fit()` returns, our hand
 installed again means Tune saw a Ctrl-C. A second Ctrl-C reaches our handler and raises
 `KeyboardInterrupt` at once, as does a Ctrl-C before or after `fit()` (Ray starting, the
 data loading, the test evaluation); during a call to a SQLite MLflow store, as the call
-ends (uninterrupted.py).
+ends (signals.py).
 
 SIGTERM (`ray job stop`, `docker stop`, a batch scheduler's pre-emption) is taken as a Ctrl-C
-while a run is on: it goes to whichever SIGINT handler is installed, Tune's or ours. Ray's own
-driver handler (`sys.exit`) would end the search as a crash: no state saved, a dump of Ray's
-signal handler on stderr.
+while a run is on, from before Ray starts: it goes to whichever SIGINT handler is installed,
+Tune's or ours. Ray's own driver handler (`sys.exit`), which `ray.init` installs, would end the
+search as a crash: no state saved, a dump of Ray's signal handler on stderr.
 
 The record of it: `happened` (read by the trial book, which then leaves running trials
 running, to be resumed, instead of settling them as stopped early), and `signum`.
@@ -26,7 +26,7 @@ import threading
 
 from ray.tune import Callback
 
-from .uninterrupted import interrupt_now
+from .signals import interrupt_now, reset
 
 
 class Interrupt(Callback):
@@ -45,7 +45,7 @@ class Interrupt(Callback):
 
     def _handler(self, signum, frame):
         self._signalled = True
-        interrupt_now()  # at once, or as a write to a SQLite store ends (uninterrupted.py)
+        interrupt_now(self.signum)  # at once, or as a write to a SQLite store ends (signals.py)
 
     def _terminated(self, signum, frame):
         self.signum = signal.SIGTERM
@@ -53,11 +53,25 @@ class Interrupt(Callback):
         signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
 
     def __enter__(self) -> Interrupt:
+        reset()  # no stop asked for yet (a search before this one in the process may have been stopped)
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
             previous = signal.signal(signal.SIGTERM, self._terminated)
             self._previous_term = signal.SIG_DFL if previous is None else previous  # None: set outside Python
         return self
+
+    def take_sigterm_back(self, rays=None) -> None:
+        """Inside the block, once Ray is up: SIGTERM's handler is ours again, at the C level too.
+        Ray's core worker installs a C handler of its own that prints a dump of the signal, and
+        Python's record of the handler does not show it. `rays`: the driver's handler `ray.init`
+        would have installed (`ray_internals.sigterm_left_alone` kept it out), put in place as
+        the block ends, as it would have been without the block."""
+        if self._previous_term is None or threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if rays is not None or current != self._terminated:
+            self._previous_term = rays if rays is not None else signal.SIG_DFL if current is None else current
+        signal.signal(signal.SIGTERM, self._terminated)
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:

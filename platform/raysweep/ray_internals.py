@@ -65,6 +65,23 @@ def start_local_ray(**init_kwargs: Any) -> None:
 
 
 @contextlib.contextmanager
+def sigterm_left_alone() -> Iterator[list]:
+    """While the block starts or joins Ray: `ray.init` does not install its driver's SIGTERM
+    handler (`sys.exit(15)`, through `ray._private.utils.set_sigterm_handler`), so that the
+    handler of a run that has begun (interrupt.py) keeps taking SIGTERM as a stop. The list
+    the block gets holds the handler left out, for the run to put in place as it ends. No
+    public API leaves it out."""
+    from ray._private import utils
+
+    installs, left_out = utils.set_sigterm_handler, []
+    utils.set_sigterm_handler = left_out.append
+    try:
+        yield left_out
+    finally:
+        utils.set_sigterm_handler = installs
+
+
+@contextlib.contextmanager
 def trial_actors_inherit_env() -> Iterator[None]:
     """While the block runs Tune: trial actors get no runtime env for variables they inherit.
 

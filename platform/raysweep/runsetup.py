@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,7 +27,9 @@ from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
 from .errors import SpecError
-from .ray_internals import quiet_auth_warning, quiet_staging_race, quiet_trial_errors, start_local_ray
+from .ray_internals import (quiet_auth_warning, quiet_staging_race, quiet_trial_errors, sigterm_left_alone,
+                            start_local_ray)
+from .signals import raise_if_requested, uninterrupted, wait_for
 from .spec import Spec
 from .storage import resolve as storage_location
 from .tasks import resolve_task
@@ -67,13 +69,17 @@ class RunSetup:
         `open_tracker` (the run's MLflow store; its reachability was checked in `begin`) runs
         in a thread meanwhile, its result in `self.tracker`: MLflow creates a new SQLite
         store's schema in about 2 s, while Ray's start mostly waits on its own processes."""
-        with ThreadPoolExecutor(1, thread_name_prefix="raysweep-tracker") as pool:
-            opening = None if open_tracker is None else pool.submit(open_tracker)
-            # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+        opening = None if open_tracker is None else _in_background(open_tracker, "raysweep-tracker")
+        # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+        # A stop (Ctrl-C, SIGTERM) as Ray starts is acted on once it is up: cut short, `ray.init`
+        # left Ray's agent processes running for a minute or two, and once the command segfaulted as it exited.
+        with uninterrupted(), sigterm_left_alone() as rays:
             self.own_ray = ensure_ray(log_to_driver=self.verbose)
+        self.interrupt.take_sigterm_back(*rays)  # from Ray's core worker's handler; Ray's in place at the end
         if opening is not None:
-            self.tracker = opening.result()  # its error, if it raised one
+            self.tracker = wait_for(opening)  # its error, if it raised one
         self.wait = wait_for_capacity(self.spec, self.console)
+        raise_if_requested()
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,
                   *end_work: str | Callable[[], None]) -> list:
@@ -100,8 +106,9 @@ class RunSetup:
         evaluation), or None: each trial loads its own (a task whose splits depend on the
         config, a spec with `data:`, or a load that failed here, and fails again there, in the
         trial, where its error is reported)."""
-        if self.loading is not None:
-            self.loading.join()
+        while self.loading is not None and self.loading.is_alive():
+            self.loading.join(0.2)
+            raise_if_requested()  # a stop that went missing (signals.py): not a wait for good
         return self._splits
 
     def _load_splits(self) -> None:
@@ -232,6 +239,25 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
+def _in_background(call: Callable[[], Any], name: str) -> Future:
+    """`call()` in a daemon thread; its result or error in the future returned.
+
+    A daemon, not a pool's thread, which the command waits for as it exits: a SIGTERM (a stop,
+    as a Ctrl-C) 3 s into `raysweep train`, while this thread, the splits' and the main thread
+    were importing, left this one and the splits' waiting on import locks for good, and the
+    command waiting for them until a second Ctrl-C."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # noqa: BLE001 - the caller's to raise, in its thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 def ensure_ray(log_to_driver: bool = True) -> bool:
     """Join the Ray cluster in $RAY_ADDRESS (set inside a `ray job submit` job), else start a local one.
 
@@ -294,7 +320,8 @@ def data_kwargs(data: TrialData | None) -> dict:
 
 def end_running_killed(book: TrialBook, tracker: Tracker, mlflow_callback, tags: dict) -> None:
     """Running trials' runs end KILLED with every epoch reported so far (Tune saved them to resume)."""
-    mlflow_callback.flush()  # epochs the callback still buffers
+    if mlflow_callback is not None:  # None: stopped before the trials' callbacks existed
+        mlflow_callback.flush()  # epochs the callback still buffers
     for rec in book.records.values():
         if rec.status == RUNNING and rec.run_id is not None:
             tracker.end_run(rec.run_id, "KILLED", tags)

@@ -28,6 +28,7 @@ from .plots import write_plots
 from .progress import ProgressCallback, leaderboard
 from .resume import can_restore, check_resume, find_previous, mark_concluded, retrain_name, round_name
 from .runsetup import RunSetup, begin, data_kwargs, end_running_killed
+from .signals import uninterrupted
 from .spec import Spec
 from .storage import join, reason
 from .tasks.contract import can_log_model, capabilities
@@ -104,7 +105,8 @@ def run_search(
                 shutdown_ray=shutdown_ray)
     # One driver per search; a new search of a name used before keeps the earlier one's files aside.
     with hold(run.storage, spec.name, resume=resume, tracking_uri=run.uri,
-              say=lambda line: run.console.print(line, highlight=False)):
+              say=lambda line: run.console.print(line, highlight=False)), run.interrupt:
+        # Ctrl-C and SIGTERM are a stop from here on (interrupt.py), Ray's start included.
         return _search(spec, run, verbose=verbose, resume=resume, more_samples=more_samples)
 
 
@@ -132,26 +134,30 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
     # before the parent run: a cluster that can never hold a trial is refused first.
     run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri)))
     tracker = run.tracker
-    if tracker is not None:
-        if book.parent_run_id is None:
-            book.parent_run_id = tracker.start_search(spec)
-        else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
-            reopened = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric, previous.unfinished)
-            book.parent_params, book.orphaned, book.parent_tags = reopened.params, reopened.orphaned, reopened.tags
-            book.waiting = reopened.waiting
-    parent_run_id = book.parent_run_id
-    progress = ProgressCallback(book, console, budget)
-    # What the parent run's plots (plots.py) and views draw with, readied while the trials train.
-    end_work = ("matplotlib.figure", *((views_warm_up,) if spec.tracking.views else ()))
-    callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress, *end_work)
+
+    def killed(catch: type[BaseException] = BaseException):
+        return _ends_runs_killed(book, tracker, run, catch)
+
+    with killed(KeyboardInterrupt):  # a stop from the parent run's creation on ends it KILLED
+        if tracker is not None:
+            if book.parent_run_id is None:
+                with uninterrupted():  # the new run's id is in the book before a stop is acted on
+                    book.parent_run_id = tracker.start_search(spec)
+            else:  # runs the dead driver left RUNNING are put right; the rest are picked up again
+                reopened = tracker.reopen_search(book.parent_run_id, book.records, spec.rank_metric,
+                                                 previous.unfinished)
+                book.parent_params, book.orphaned, book.parent_tags = reopened.params, reopened.orphaned, reopened.tags
+                book.waiting = reopened.waiting
+        parent_run_id = book.parent_run_id
+        progress = ProgressCallback(book, console, budget)
+        # What the parent run's plots (plots.py) and views draw with, readied while the trials train.
+        end_work = ("matplotlib.figure", *((views_warm_up,) if spec.tracking.views else ()))
+        callbacks = run.callbacks(parent_run_id, lambda c: trial_params(spec, c), progress, *end_work)
     task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
     round_no = 0 if previous is None else previous.round + (more_samples is not None)
 
     def say(line: str) -> None:
         console.print(line, highlight=False)
-
-    def killed():
-        return _ends_runs_killed(book, tracker, mlflow_callback, parent_run_id)
 
     def after_fit() -> None:
         if interrupt.after_fit():
@@ -181,61 +187,60 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
             fit(tuner)
         after_fit()
 
-    with interrupt:
-        with killed():  # a Ctrl-C before fit() or a second one inside it, a Tune error
-            data, splits = run.load_data(), run.shared_splits()
-            stop = StopAfterFailures(book, spec.search.max_failed_trials or None, run.wait, budget)
-            if previous is None:
-                tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data, splits=splits,
-                                    budget=budget)
-            elif more_samples is None:
-                tuner = restore_tuner(spec, storage, previous.path, callbacks, book.searched(), stop, data=data,
-                                      splits=splits, budget=budget, say=say)
-            else:
-                tuner = build_tuner(spec, storage, callbacks, verbose, round_no=round_no,
-                                    num_samples=more_samples, prior=book.searched(), stop=stop, data=data,
-                                    splits=splits, budget=budget)
-            fit(tuner)
-        after_fit()
-        confirmed = None
-        if spec.search.confirm is not None and stop.failure is None:
-            if budget is not None:
-                budget.reserve = 0  # the room kept for these runs is theirs now
-            retrain_round(confirm_configs(spec, book), "confirm", stop=stop)
-            confirmed = choose(spec, book)
-            if confirmed is not None:
-                console.print(describe(confirmed), highlight=False)
-        front = None
-        if spec.multi_objective and stop.failure is None:
-            front = choose_from_front(book)  # before the audit, which compares with the chosen trial
-            if front is not None:
-                console.print(describe_front(front), highlight=False)
-            else:
-                console.print(f"warning: no trial reported a finite value of every objective "
-                              f"({', '.join(m for m, _ in spec.objectives)}): no Pareto front", highlight=False)
-        audited = None
-        if spec.scheduler.audit and stop.failure is None:
-            configs = audit_configs(spec, book)
-            if configs:
-                console.print(f"auditing early stopping: {len(configs)} stopped trial(s) trained to max_epochs",
-                              highlight=False)
-            retrain_round(configs, "audit")  # no budget stopper: asked for on top of the search
-            audited = audit_summary(spec, book)
-            if audited is not None:
-                console.print(describe_audit(audited), highlight=False)
-        try:
-            run.warmed_up()
-            result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,
-                                        confirmed, audited, front, ray_done=run.ray_done)
-        except Exception as exc:  # the trials are saved: a failure here must not lose them
-            raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
-        finally:
-            run.ray_shut_down()
-        try:
-            mark_concluded(join(storage, round_name(spec.name, round_no)), book.get_state())
-        except OSError as exc:  # storage full or gone: MLflow has the search whole
-            console.print(f"warning: the search's end could not be written to its storage ({reason(exc)}): "
-                          "--resume would take it for unfinished and run its last steps again", highlight=False)
+    with killed():  # a Ctrl-C before fit() or a second one inside it, a Tune error
+        data, splits = run.load_data(), run.shared_splits()
+        stop = StopAfterFailures(book, spec.search.max_failed_trials or None, run.wait, budget)
+        if previous is None:
+            tuner = build_tuner(spec, storage, callbacks, verbose, stop=stop, data=data, splits=splits,
+                                budget=budget)
+        elif more_samples is None:
+            tuner = restore_tuner(spec, storage, previous.path, callbacks, book.searched(), stop, data=data,
+                                  splits=splits, budget=budget, say=say)
+        else:
+            tuner = build_tuner(spec, storage, callbacks, verbose, round_no=round_no,
+                                num_samples=more_samples, prior=book.searched(), stop=stop, data=data,
+                                splits=splits, budget=budget)
+        fit(tuner)
+    after_fit()
+    confirmed = None
+    if spec.search.confirm is not None and stop.failure is None:
+        if budget is not None:
+            budget.reserve = 0  # the room kept for these runs is theirs now
+        retrain_round(confirm_configs(spec, book), "confirm", stop=stop)
+        confirmed = choose(spec, book)
+        if confirmed is not None:
+            console.print(describe(confirmed), highlight=False)
+    front = None
+    if spec.multi_objective and stop.failure is None:
+        front = choose_from_front(book)  # before the audit, which compares with the chosen trial
+        if front is not None:
+            console.print(describe_front(front), highlight=False)
+        else:
+            console.print(f"warning: no trial reported a finite value of every objective "
+                          f"({', '.join(m for m, _ in spec.objectives)}): no Pareto front", highlight=False)
+    audited = None
+    if spec.scheduler.audit and stop.failure is None:
+        configs = audit_configs(spec, book)
+        if configs:
+            console.print(f"auditing early stopping: {len(configs)} stopped trial(s) trained to max_epochs",
+                          highlight=False)
+        retrain_round(configs, "audit")  # no budget stopper: asked for on top of the search
+        audited = audit_summary(spec, book)
+        if audited is not None:
+            console.print(describe_audit(audited), highlight=False)
+    try:
+        run.warmed_up()
+        result, failure = _conclude(spec, task, book, tracker, data, started, uri, stop.failure, budget,
+                                    confirmed, audited, front, ray_done=run.ray_done)
+    except Exception as exc:  # the trials are saved: a failure here must not lose them
+        raise _failed_after_trials(exc, spec, book, tracker, started, uri, verbose) from exc
+    finally:
+        run.ray_shut_down()
+    try:
+        mark_concluded(join(storage, round_name(spec.name, round_no)), book.get_state())
+    except OSError as exc:  # storage full or gone: MLflow has the search whole
+        console.print(f"warning: the search's end could not be written to its storage ({reason(exc)}): "
+                      "--resume would take it for unfinished and run its last steps again", highlight=False)
     if not verbose:
         console.print(leaderboard(book))
     if result.model_uri and result.model_uri == book.parent_tags.get(MODEL_URI_TAG):
@@ -251,20 +256,24 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
 
 
 @contextlib.contextmanager
-def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, mlflow_callback, parent_run_id: str | None):
+def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, run: RunSetup,
+                      catch: type[BaseException] = BaseException):
     """An exception out of a Tune round ends the running trials' runs KILLED. A Ctrl-C (before
     fit() or a second one inside it) ends the parent KILLED and goes on; any other error (Tune's
     own, storage full) ends it FAILED with the reason and its traceback, and becomes a
-    SearchFailed: one line, exit 1, not a traceback."""
+    SearchFailed: one line, exit 1, not a traceback. `catch`: the exceptions handled (the
+    parent run's creation: a stop only). The parent and the MLflow callback are the book's and
+    the run's when the exception comes (a stop may come before the callback exists)."""
     try:
         yield
-    except BaseException as exc:
+    except catch as exc:
         # raysweep's own refusals (SpecError, SearchFailed) end it KILLED as a Ctrl-C does.
         failed = isinstance(exc, Exception) and not isinstance(exc, (SearchFailed, SpecError))
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000] if failed else None
-        if tracker is not None:
+        parent_run_id = book.parent_run_id
+        if tracker is not None and parent_run_id is not None:
             tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
-            end_running_killed(book, tracker, mlflow_callback, tags)
+            end_running_killed(book, tracker, run.mlflow_callback, tags)
             if failed:
                 with contextlib.suppress(Exception):  # MLflow may be what failed: the line still says why
                     tracker.log_text(parent_run_id, traceback.format_exc(), "error/traceback.txt")

@@ -20,6 +20,7 @@ from .models import checkpoint_state
 from .progress import RunProgress
 from .ray_internals import results_not_read
 from .runsetup import begin, data_kwargs, end_running_killed
+from .signals import raise_if_requested
 from .spec import Choice, IntParam, LogUniform, Spec
 from .tasks.contract import can_log_model, capabilities
 from .tracking.models import log_pytorch_model
@@ -100,15 +101,16 @@ def run_training(
     run = begin(spec, storage=storage, tracking_uri=tracking_uri, verbose=verbose, console=console,
                 shutdown_ray=shutdown_ray)
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
-    # The store opens while Ray starts; a cluster that can never hold the run: exit 2.
-    run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment))
-    tracker = run.tracker
-    callbacks = run.callbacks(None, lambda config: config, RunProgress(book, console))
-    task, interrupt, mlflow_callback = run.task, run.interrupt, run.mlflow_callback
-    wait = run.wait
-    with interrupt:
+    interrupt = run.interrupt
+    with interrupt:  # Ctrl-C and SIGTERM are a stop from here on (interrupt.py), Ray's start included
+        # The store opens while Ray starts; a cluster that can never hold the run: exit 2.
+        run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment))
+        tracker = run.tracker
+        callbacks = run.callbacks(None, lambda config: config, RunProgress(book, console))
+        task, mlflow_callback, wait = run.task, run.mlflow_callback, run.wait
         data = run.load_data()
         try:
+            raise_if_requested()  # a stop that went missing as the run started (signals.py)
             with results_not_read():  # the book holds the run: Tune's ResultGrid is not read
                 build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait,
                             splits=run.shared_splits()).fit()

@@ -19,6 +19,7 @@ from .ray_internals import (keep_trial_actors, restored_searcher, results_not_re
                             state_saves_spaced, trial_actors_inherit_env)
 from .resume import refill_checkpoints, retrain_name, round_name, seed_asha
 from .searcher import FixedConfigs, SweepSearch
+from .signals import raise_if_requested
 from .spec import Spec
 from .tasks import needs_ray_train, resolve_task
 from .trial import run_in_process
@@ -242,6 +243,7 @@ MAX_PENDING_TRIALS = 256
 def fit(tuner: tune.Tuner) -> None:
     """Run a Tune round. Its ResultGrid is not raysweep's record (the book is), so a failure to
     build it after the trials ended does not fail the search (ray_internals.results_not_read)."""
+    raise_if_requested()  # a stop that went missing before the round (signals.py): not a round run
     # TUNE_MAX_PENDING_TRIALS_PG is read as fit() starts.
     with (scoped_env({"TUNE_MAX_PENDING_TRIALS_PG": str(MAX_PENDING_TRIALS)}), trial_actors_inherit_env(),
           keep_trial_actors(), state_saves_spaced()):

@@ -60,7 +60,7 @@ from ..jobenv import scoped_env
 from ..redact import for_pickle, from_pickle, redact, redact_text, write_private
 from ..statefile import load_state, save_state
 from ..storage import filesystem, join
-from ..uninterrupted import uninterrupted
+from ..signals import uninterrupted
 from .names import MODEL_URI_TAG, RUN_KEY_TAG
 from .uri import sqlite_path, unreachable
 
@@ -439,7 +439,7 @@ class SpoolingClient:
         self._spooling = False
         self._gave_up = False  # replay hit an error that is no outage: left to `raysweep sync`
         self._last_try = -math.inf
-        # A SQLite store's calls are never cut short by a second Ctrl-C (uninterrupted.py).
+        # A SQLite store's calls are never cut short by a second Ctrl-C (signals.py).
         self._whole = uninterrupted if sqlite_path(tracking_uri) is not None else contextlib.nullcontext
         if spool is not None:
             self.ids.update(spool.state()["ids"])
