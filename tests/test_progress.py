@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 from types import SimpleNamespace
 
 from rich.console import Console
 
 from raysweep.book import FAILED
-from raysweep.progress import SlowPollWarning
+from raysweep.progress import QuietTrialWarning, SlowPollWarning
 
 
 def _results(warning, trial_id, *epoch_times):
@@ -88,3 +89,36 @@ def test_a_failed_trial_gets_one_line_naming_its_error_and_where_its_traceback_i
         "traceback: error/traceback.txt in its MLflow run",
         "trial 002 failed after 0 epochs: NonFiniteLoss: train_loss became nan at epoch [2]",  # no MLflow
     ]
+
+
+def test_a_running_trial_silent_for_minutes_is_named_once_per_silence():
+    """Tune has no trial timeout: a hung trial held its search with nothing said but the clock."""
+    out, now = io.StringIO(), [0.0]
+    book = SimpleNamespace(records={t: SimpleNamespace(number=n) for t, n in (("a", 3), ("b", 4), ("c", 5))})
+    warning = QuietTrialWarning(book, quiet_s=600, console=Console(file=out, width=300), clock=lambda: now[0])
+    a, b, c = (SimpleNamespace(trial_id=t, status="RUNNING") for t in "abc")
+    for trial in (a, b, c):
+        warning.on_trial_start(0, [], trial)
+    now[0] = 300
+    warning.on_trial_result(0, [], b, {"epoch_time_s": 40.0})  # long epochs: named after 20 of them, 800 s
+    warning.on_trial_complete(0, [], c)  # ended: never named
+    now[0] = 599
+    warning.on_step_end(0, [a, b, c])
+    assert out.getvalue() == ""
+    now[0] = 600
+    warning.on_step_end(0, [a, b, c])
+    now[0] = 900
+    warning.on_step_end(0, [a, b, c])  # the same silence: not again
+    lines = out.getvalue().splitlines()
+    assert lines == ["warning: trial 003 has reported nothing for 10 min (it has reported no epoch yet): if it "
+                     "hangs, Ctrl-C stops the run; a search's --resume continues that trial from its last checkpoint"]
+    now[0] = 1100
+    warning.on_step_end(0, [a, b, c])
+    assert out.getvalue().splitlines()[-1].startswith(
+        "warning: trial 004 has reported nothing for 13 min (its longest epoch took 40 s)")
+    warning.on_trial_result(0, [], a, {"epoch_time_s": 1.0})  # a speaks: a new silence may be named
+    now[0] = 1700
+    warning.on_step_end(0, [a, b, c])
+    assert len(out.getvalue().splitlines()) == 3 and "trial 003" in out.getvalue().splitlines()[-1]
+    restored = pickle.loads(pickle.dumps(warning))  # Tune pickles callbacks: this process's times stay here
+    assert restored._heard == {} and restored.clock is time.monotonic and restored.quiet_s == 600

@@ -20,6 +20,7 @@ from .console import make_console
 
 _PLAIN_INTERVAL_S = 5.0
 SLOW_POLL_EPOCHS = 3  # epochs in a row shorter than Ray Train's poll before SlowPollWarning speaks
+QUIET_TRIAL_S = 600.0  # a running trial silent this long is named (QuietTrialWarning)
 
 
 def _value(v: float | None) -> str:
@@ -166,6 +167,71 @@ class SlowPollWarning(_Printing):
                 "resources.poll_interval_s): each waits for the next poll; set it below the epoch time",
                 highlight=False, soft_wrap=True,
             )
+
+
+class QuietTrialWarning(_Printing):
+    """Says when a running trial has reported no epoch for `quiet_s`, or 20 of its longest
+    epochs if longer: once per silence, naming the trial.
+
+    Tune has no timeout for a trial: one that hangs (a deadlocked DataLoader, a collective
+    waiting on a dead peer, a stuck network mount) holds its search for good, and the status
+    line only goes on counting seconds. The trial is told, not stopped: its epoch may just be
+    long (a first epoch on a large dataset)."""
+
+    def __init__(self, book: TrialBook, quiet_s: float = QUIET_TRIAL_S, console: Console | None = None,
+                 clock=time.monotonic):
+        super().__init__(console)
+        self.book, self.quiet_s, self.clock = book, quiet_s, clock
+        self._heard: dict[str, float] = {}  # per running trial: when it started or last reported
+        self._longest: dict[str, float] = {}  # its longest epoch_time_s
+        self._said: set[str] = set()  # told for the silence it is in
+
+    def __getstate__(self):  # times are this process's clock's: a restored search starts afresh
+        return {**super().__getstate__(), "_heard": {}, "_said": set(), "clock": None}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.clock = time.monotonic
+
+    def _heard_now(self, trial) -> None:
+        self._heard[trial.trial_id] = self.clock()
+        self._said.discard(trial.trial_id)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._heard_now(trial)
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._heard_now(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch_s = result.get("epoch_time_s")
+        if isinstance(epoch_s, (int, float)):
+            self._longest[trial.trial_id] = max(epoch_s, self._longest.get(trial.trial_id, 0.0))
+        self._heard_now(trial)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._heard.pop(trial.trial_id, None)
+
+    on_trial_error = on_trial_complete
+
+    def on_step_end(self, iteration, trials, **info):
+        now = self.clock()
+        for trial in trials:
+            heard = self._heard.get(trial.trial_id)
+            if heard is None or trial.trial_id in self._said or trial.status != "RUNNING":
+                continue
+            longest = self._longest.get(trial.trial_id)
+            silent = now - heard
+            if silent >= max(self.quiet_s, 20 * (longest or 0.0)):
+                self._said.add(trial.trial_id)
+                epochs = f"its longest epoch took {longest:.3g} s" if longest else "it has reported no epoch yet"
+                rec = self.book.records.get(trial.trial_id)
+                name = f"{rec.number:03d}" if rec is not None else trial.trial_id
+                self.console.print(
+                    f"warning: trial {name} has reported nothing for "
+                    f"{f'{silent / 60:.0f} min' if silent >= 60 else f'{silent:.0f} s'} ({epochs}): "
+                    "if it hangs, Ctrl-C stops the run; a search's --resume continues that trial from its last "
+                    "checkpoint", highlight=False, soft_wrap=True)
 
 
 def leaderboard(book: TrialBook, top: int = 5) -> Table:

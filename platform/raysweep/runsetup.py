@@ -22,6 +22,7 @@ from rich.console import Console
 from .book import RUNNING, TrialBook
 from .capacity import CapacityWait, check as check_capacity, trial_need
 from .distributed import slow_poll_warning
+from .progress import QuietTrialWarning
 from .files import check_data
 from .ingest import TrialData
 from .interrupt import Interrupt
@@ -96,7 +97,9 @@ class RunSetup:
             callbacks += [self.mlflow_callback, self.warm_up]
         if not self.verbose:
             callbacks.append(progress)
-        return callbacks + slow_poll_warning(self.spec, self.task, self.console)
+        # A trial silent for minutes is named (a hang holds a search for good: Tune has no trial timeout).
+        return [*callbacks, QuietTrialWarning(self.book, console=self.console),
+                *slow_poll_warning(self.spec, self.task, self.console)]
 
     def load_data(self) -> TrialData | None:
         return load_data(self.spec, self.data_info, self.console, self.verbose)
