@@ -76,6 +76,24 @@ def test_validate_prints_the_resolved_spec(capsys):
     assert "num_samples: 5" in out and "hidden: 64" in out and "grace_period: 1" in out
 
 
+def test_a_shipped_table_spec_is_pointed_at_a_users_csv_with_set(tmp_path, capsys):
+    """search_spaces/tabular_wine.yaml names a built-in dataset; a user's CSV replaces it from
+    the command line: `fixed.dataset=null` drops the dataset (there is no other way to delete a
+    key with --set), and without it the error says so."""
+    rows = "".join(f"{i % 7},{i % 3 * 0.5},{'ab'[i % 2]}\n" for i in range(12))
+    for split in ("train", "val"):
+        (tmp_path / f"{split}.csv").write_text("x1,x2,kind\n" + rows)
+    wine = str(ROOT / "search_spaces" / "tabular_wine.yaml")
+    data = ["--set", "data.format=csv", "--set", "data.label=kind",
+            "--set", f"data.train={tmp_path / 'train.csv'}", "--set", f"data.val={tmp_path / 'val.csv'}"]
+    assert main(["validate", wine, *data]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "fixed.dataset: the spec's data: section already names the data; keep one (--set fixed.dataset=null drops this one)")
+    assert main(["validate", wine, *data, "--set", "fixed.dataset=null"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset: null" in out and "label: kind" in out
+
+
 def test_search_command_end_to_end(ray_session, tmp_path):
     """`raysweep search` as a user runs it (joining the session's Ray through RAY_ADDRESS)."""
     proc = _cli(

@@ -63,9 +63,11 @@ def check_task_params(spec: Any) -> None:
     if spec.data is None and caps.needs_data:
         raise SpecError(f"data: task {spec.task!r} needs a data: section (format: {' or '.join(formats)})")
     if spec.data is not None:
-        own = sorted(k for k in ("dataset", "data", "target") if k in spec.fixed)
+        # null is not given: a shipped spec's `dataset` is dropped with `--set fixed.dataset=null`.
+        own = sorted(k for k in ("dataset", "data", "target") if spec.fixed.get(k) is not None)
         if own and formats is not None:
-            raise SpecError(f"fixed.{own[0]}: the spec's data: section already names the data; keep one")
+            raise SpecError(f"fixed.{own[0]}: the spec's data: section already names the data; keep one "
+                            f"(--set fixed.{own[0]}=null drops this one)")
     if not caps.check_params:
         return
     try:

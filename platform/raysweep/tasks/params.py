@@ -53,15 +53,17 @@ class Bounds:
 @dataclass(frozen=True)
 class OneOf:
     """A hyperparameter that takes one of these values (of the same type: `augment: 'false'`
-    is a truthy string, not false)."""
+    is a truthy string, not false). `optional`: null is allowed too, meaning not given (a
+    table task's `dataset: null` beside a `data:` section, as `--set fixed.dataset=null` writes)."""
 
     values: tuple
+    optional: bool = False
 
     def allows(self, value: Any) -> bool:
-        return any(type(value) is type(v) and value == v for v in self.values)
+        return (value is None and self.optional) or any(type(value) is type(v) and value == v for v in self.values)
 
     def __str__(self) -> str:
-        return "one of " + ", ".join(_shown(v).strip("'") for v in self.values)
+        return "one of " + ", ".join(_shown(v).strip("'") for v in self.values) + (" or null" if self.optional else "")
 
 
 POSITIVE = Bounds(0, low_open=True)  # lr

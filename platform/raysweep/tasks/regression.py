@@ -94,7 +94,7 @@ class Regression(TableTask):
 
     loss_fn = staticmethod(squared_error)
     val_metrics: ClassVar[SumMetrics] = {}  # val_r2 needs the split: split_metrics
-    param_rules = {**TableTask.param_rules, "dataset": OneOf(DATASETS)}
+    param_rules = {**TableTask.param_rules, "dataset": OneOf(DATASETS, optional=True)}
 
     def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
         return regression_splits(source_of(config, "regression", DATASETS), seed)

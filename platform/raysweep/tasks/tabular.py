@@ -195,7 +195,7 @@ class Tabular(TableTask):
 
     val_metrics: ClassVar[SumMetrics] = {"val_accuracy": accuracy_sum}
     data_formats: ClassVar[tuple[str, ...]] = ("parquet", "csv", "jsonl")
-    param_rules = {**TableTask.param_rules, "dataset": OneOf(DATASETS)}
+    param_rules = {**TableTask.param_rules, "dataset": OneOf(DATASETS, optional=True)}
 
     def splits_for(self, config: dict[str, Any], seed: int) -> Splits:
         return tabular_splits(source_of(config), seed)
