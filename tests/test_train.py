@@ -121,6 +121,50 @@ def test_from_search_starts_from_the_searchs_best_configuration_with_set_on_top(
                                        "it takes the middle of its range (or give it with --set)\n")
 
 
+def test_from_search_names_what_the_search_trained_on_that_this_run_does_not(tracking_uri, tmp_path, capsys):
+    """A search on a user's CSV (the shipped table spec, its dataset dropped and data given with
+    --set), then `train --from-search` with the shipped spec alone: it trains on wine with the
+    CSV's hyperparameters. It still may (the spec says what a run trains on), but says so."""
+    from raysweep.cli import _train_spec
+    from raysweep.spec import load_spec
+    from raysweep.tracking import Tracker
+
+    for split in ("train", "val"):
+        (tmp_path / f"{split}.csv").write_text("x1,x2,kind\n" + "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(12)))
+    wine = "search_spaces/tabular_wine.yaml"
+    on_csv = ["fixed.dataset=null", "data.format=csv", "data.label=kind",
+              f"data.train={tmp_path / 'train.csv'}", f"data.val={tmp_path / 'val.csv'}"]
+    searched = load_spec(wine, on_csv)
+    tracker = Tracker(tracking_uri, searched.experiment)
+    parent = tracker.start_search(searched)  # its params and spec.yaml, as a search logs them
+    tracker.log_best_params(parent, {"dataset": None, "layers": 2, "lr": 0.01, "batch_size": 16,
+                                     "weight_decay": 1e-5, "dropout": 0.1, "hidden": 32}, set())
+
+    def train(*argv):
+        args = build_parser().parse_args(["train", wine, "--from-search", parent, "--tracking-uri", tracking_uri, *argv])
+        params = _train_spec(args)[1]
+        return params, capsys.readouterr().err
+
+    from raysweep.cli import build_parser
+
+    params, err = train()
+    assert params["lr"] == 0.01 and params["dataset"] == "wine"
+    assert err == (
+        f"raysweep: note: search {parent} ran with dataset=null; this run takes the spec's dataset=wine "
+        "(--set dataset=... to change it)\n"
+        f"raysweep: note: search {parent} trained on data: format csv, train {tmp_path / 'train.csv'}, "
+        f"val {tmp_path / 'val.csv'}, label kind; this run on the task's own data\n")
+    # The same data (and dataset) as the search: nothing to say; a changed label is said.
+    assert train(*(x for kv in on_csv for x in ("--set", kv)))[1] == ""
+    err = train(*(x for kv in [*on_csv, "data.label=x2"] for x in ("--set", kv)))[1]
+    assert err.endswith("label kind; this run on data: format csv, train "
+                        f"{tmp_path / 'train.csv'}, val {tmp_path / 'val.csv'}, label x2\n") and err.count("\n") == 1
+    # Another task; a fixed value given with --set is the user's choice, not a note.
+    err = train("--set", "task=regression", "--set", "dataset=diabetes")[1]
+    assert f"raysweep: note: search {parent} ran task 'tabular'; this run trains 'regression'\n" in err
+    assert "dataset=null" not in err
+
+
 def test_from_search_of_no_search_or_of_one_without_a_best_is_one_line(tracking_uri, capsys):
     parent = _searched(tracking_uri, "digits-mlp", None)  # running, or every trial failed
     for search, expected in [

@@ -326,7 +326,9 @@ def _train_spec(args, lookup: bool = True) -> tuple[Spec, dict]:
     if lookup and getattr(args, "from_search", None) is not None:
         from .report import best_configuration
 
-        args.from_search_run, best = best_configuration(spec, args.from_search, args.tracking_uri)
+        args.from_search_run, best, notes = best_configuration(spec, args.from_search, args.tracking_uri, tuple(values))
+        for line in notes:
+            print(f"raysweep: note: {line}", file=sys.stderr)
         for name in sorted(set(spec.space) - set(best) - set(values)):  # the space grew since
             print(f"raysweep: note: {name} is not in the search's best configuration: it takes the middle "
                   "of its range (or give it with --set)", file=sys.stderr)

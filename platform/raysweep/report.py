@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import SpecError
+from .redact import redact_data
 from .spec import Spec
 from .totals import cost_sums, search_totals
 from .tracking.names import (BEST_CONFIG_TAG, ERROR_TAG, IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, KIND_TAG, METRIC_TAG, ORPHANED_TAG,
@@ -51,16 +52,89 @@ def find_parent(client: MlflowClient, name_or_run_id: str, flag: str = "report")
     return runs[0]
 
 
-def best_configuration(spec: Spec, search: str, tracking_uri: str | None) -> tuple[str, dict[str, Any]]:
-    """(parent run id, hyperparameters) of the best trial of a search in MLflow, for `raysweep
-    train --from-search`: `search` is its experiment's name ("" for the spec's) or parent run id."""
+def best_configuration(spec: Spec, search: str, tracking_uri: str | None,
+                       given: tuple[str, ...] = ()) -> tuple[str, dict[str, Any], list[str]]:
+    """(parent run id, hyperparameters, notes) of the best trial of a search in MLflow, for
+    `raysweep train --from-search`: `search` is its experiment's name ("" for the spec's) or
+    parent run id. The notes say where the search trained on something else than `spec` will
+    (`search_differences`); `given`: hyperparameters the command sets itself (--set)."""
     uri = check_tracking_uri(tracking_uri, spec.tracking.uri, existing=True)
-    parent = find_parent(MlflowClient(uri), search or spec.experiment, flag="--from-search")
+    client = MlflowClient(uri)
+    parent = find_parent(client, search or spec.experiment, flag="--from-search")
     text = parent.data.tags.get(BEST_CONFIG_TAG)
     if not text:
         raise SpecError(f"--from-search: search {parent.info.run_name!r} (run {parent.info.run_id}) has no best "
                         "configuration yet: none of its trials reported a value, or it is still running")
-    return parent.info.run_id, json.loads(text)
+    best = json.loads(text)
+    return parent.info.run_id, best, search_differences(client, parent, best, spec, given)
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# What names a `data:` section's data; the rest (cache, shuffle_buffer, ...) is how it is read.
+_DATA_IDENTITY = ("format", "train", "val", "test", "label", "features")
+
+
+def search_differences(client: MlflowClient, parent, best: dict[str, Any], spec: Spec,
+                       given: tuple[str, ...] = ()) -> list[str]:
+    """What a run of `spec` from a search's best configuration trains on that the search did
+    not: another task, another fixed value (a built-in dataset, a model size), other `data:`.
+    Its hyperparameters tuned for one table and trained on another, silently, was what a
+    search on a CSV given with --set, trained without those --set, did."""
+    run = parent.info.run_id
+    notes = []
+    searched_task = parent.data.params.get("task")
+    if searched_task is not None and searched_task != spec.task:
+        notes.append(f"search {run} ran task {searched_task!r}; this run trains {spec.task!r}")
+    for key in sorted(set(best) - set(spec.space) - set(given)):
+        if key in spec.fixed and spec.fixed[key] != best[key]:
+            notes.append(f"search {run} ran with {key}={_value(best[key])}; this run takes the spec's "
+                         f"{key}={_value(spec.fixed[key])} (--set {key}=... to change it)")
+    searched = _searched_data(client, run)
+    if searched is not False:
+        ours = redact_data(spec.to_dict()).get("data")
+        if _data_identity(searched) != _data_identity(ours):
+            notes.append(f"search {run} trained on {_data_said(searched)}; this run on {_data_said(ours)}")
+    return notes
+
+
+def _searched_data(client: MlflowClient, run_id: str) -> dict | None | bool:
+    """The `data:` section of the spec a search logged (None: it had none); False: not known
+    (no spec.yaml, a search older than it, or unreadable)."""
+    import os
+    import tempfile
+
+    import yaml
+
+    bar = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"  # MLflow draws one per download, on stderr, read as each begins
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, "spec.yaml", tmp)
+            with open(path, encoding="utf-8") as f:
+                logged = yaml.safe_load(f)
+    except Exception:  # noqa: BLE001 - a note not given, never a failed command
+        return False
+    finally:
+        if bar is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = bar
+    return logged.get("data") if isinstance(logged, dict) else False
+
+
+def _value(value: Any) -> str:
+    """As --set writes it: text bare, the rest as YAML reads it back (null, true, 0.1, [1, 2])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _data_identity(data: dict | None) -> tuple | None:
+    return None if data is None else tuple(str(data.get(k)) for k in _DATA_IDENTITY)
+
+
+def _data_said(data: dict | None) -> str:
+    if data is None:
+        return "the task's own data"
+    return "data: " + ", ".join(f"{k} {data[k]}" for k in _DATA_IDENTITY if data.get(k) is not None)
 
 
 def _status(run) -> str:
