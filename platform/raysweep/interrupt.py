@@ -32,6 +32,10 @@ from .signals import interrupt_now, reset
 class Interrupt(Callback):
     """Our SIGINT handler around a run, and Tune's callback that sees whether Tune used it."""
 
+    # What the first Ctrl-C's line says the stop does: a search's state is saved for --resume;
+    # `raysweep train` sets None (a stopped training run is run again from the start).
+    saving: str | None = "saving the search's state"
+
     def __init__(self):
         self._previous = None
         self._previous_term = None
@@ -91,8 +95,8 @@ class Interrupt(Callback):
 
         def first_ctrl_c(signum, frame):  # said at once: the rest of the stop takes seconds
             what = "SIGTERM: stopping" if self.signum == signal.SIGTERM else "stopping"
-            print(f"raysweep: {what} (saving the search's state); Ctrl-C again to exit at once",
-                  file=sys.stderr, flush=True)
+            saving = f" ({self.saving})" if self.saving else ""
+            print(f"raysweep: {what}{saving}; Ctrl-C again to exit at once", file=sys.stderr, flush=True)
             handler(signum, frame)  # Tune's: stop the loop, save, put our handler back
 
         signal.signal(signal.SIGINT, first_ctrl_c)

@@ -102,6 +102,7 @@ def run_training(
                 shutdown_ray=shutdown_ray)
     book, storage, console, uri, started = run.book, run.storage, run.console, run.uri, run.started
     interrupt = run.interrupt
+    interrupt.saving = None  # nothing of a stopped run is resumed (its first Ctrl-C's line)
     with interrupt:  # Ctrl-C and SIGTERM are a stop from here on (interrupt.py), Ray's start included
         # The store opens while Ray starts; a cluster that can never hold the run: exit 2.
         run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment))
