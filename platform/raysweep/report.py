@@ -100,25 +100,20 @@ def search_differences(client: MlflowClient, parent, best: dict[str, Any], spec:
 def _searched_data(client: MlflowClient, run_id: str) -> dict | None | bool:
     """The `data:` section of the spec a search logged (None: it had none); False: not known
     (no spec.yaml, a search older than it, or unreadable)."""
-    import os
     import tempfile
 
     import yaml
 
-    bar = os.environ.get(_PROGRESS_BAR)
-    os.environ[_PROGRESS_BAR] = "false"  # MLflow draws one per download, on stderr, read as each begins
+    from .jobenv import scoped_env
+
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        # MLflow draws a progress bar per download on stderr, reading the variable as each begins.
+        with scoped_env({_PROGRESS_BAR: "false"}), tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, "spec.yaml", tmp)
             with open(path, encoding="utf-8") as f:
                 logged = yaml.safe_load(f)
     except Exception:  # noqa: BLE001 - a note not given, never a failed command
         return False
-    finally:
-        if bar is None:
-            os.environ.pop(_PROGRESS_BAR, None)
-        else:
-            os.environ[_PROGRESS_BAR] = bar
     return logged.get("data") if isinstance(logged, dict) else False
 
 
