@@ -347,15 +347,15 @@ def test_an_error_out_of_tune_fails_the_search_in_one_line_with_its_parent_faile
         ray_session, tmp_path, tracking_uri, monkeypatch):
     """A Tune error (its own, or storage filling up under it) came out of `raysweep search` as a
     traceback, the parent run KILLED as after a Ctrl-C. Injected after a real round of trials."""
-    from raysweep import search
+    from raysweep import tuner as tuner_module  # the search imports fit from it as it runs
     from raysweep.errors import SearchFailed
 
     def fit_then_fail(tuner):
         real_fit(tuner)
         raise RuntimeError("Tune could not save its experiment\nstate: disk full")
 
-    real_fit = search.fit
-    monkeypatch.setattr(search, "fit", fit_then_fail)
+    real_fit = tuner_module.fit
+    monkeypatch.setattr(tuner_module, "fit", fit_then_fail)
     spec = _spec(**{"name": "tune-error", "max_epochs": 1, "search.num_samples": 2})
     with pytest.raises(SearchFailed) as failed:
         run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)

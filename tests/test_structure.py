@@ -140,6 +140,26 @@ def test_commands_that_train_nothing_import_neither_ray_nor_torch(argv, tmp_path
     assert loaded == []
 
 
+def test_a_search_and_a_training_run_start_ray_before_they_import_torch(tmp_path):
+    """`raysweep search` imported torch and MLflow (2.3 of its 2.6 s of imports on a 2-core
+    machine) before Ray started; Ray's start now comes first, MLflow loads in the store's
+    thread meanwhile and torch once Ray is up (docs/design.md, point 38). Whether torch is
+    loaded as each command starts Ray, in a fresh process (a Ctrl-C there ends the command)."""
+    result = _fresh_python(
+        "import json, sys\n"
+        "from raysweep import cli, runsetup\n"
+        "seen = []\n"
+        "def ensure_ray(*args, **kwargs):\n"
+        "    seen.append('torch' in sys.modules)\n"
+        "    raise KeyboardInterrupt\n"
+        "runsetup.ensure_ray = ensure_ray\n"
+        f"flags = ['--tracking-uri', 'sqlite:///{tmp_path}/mlflow.db', '--storage', '{tmp_path}/results']\n"
+        "codes = [cli.main([command, 'search_spaces/digits_mlp.yaml', *flags]) for command in ('search', 'train')]\n"
+        "print(json.dumps({'codes': codes, 'torch_as_ray_starts': seen}))\n"
+    )
+    assert result == {"codes": [130, 130], "torch_as_ray_starts": [False, False]}
+
+
 def test_ray_data_tasks_import_no_torch():
     # Ray Data's tasks and its split coordinator unpickle `ingest`'s preprocessing: with torch
     # imported there, each fresh task process spent 1.6 s more starting.

@@ -30,7 +30,6 @@ from typing import Any
 from .book import FAILED, FINISHED, STOPPED, TrialBook
 from .spec import CONFIRM_KEY, Spec
 from .tracking.names import RUNG_CORR_PREFIX, RUNG_N_PREFIX
-from .trial import train_seed
 
 # Fewer trials than this past a rung give no correlation worth a number.
 MIN_PAIRED = 3
@@ -76,6 +75,8 @@ def audit_configs(spec: Spec, book: TrialBook) -> list[dict[str, Any]]:
                       and r.epochs < spec.max_epochs and r.trial_id not in audited),
                      key=lambda r: r.number)
     drawn = random.Random(f"audit:{spec.seed}").sample(stopped, min(spec.scheduler.audit, len(stopped)))
+    from .trial import train_seed  # torch: once the trials are done, not as the search starts
+
     return [{**rec.config, CONFIRM_KEY: {"of": rec.trial_id, "seed": train_seed(spec, rec.config), "kind": "audit"}}
             for rec in sorted(drawn, key=lambda r: r.number)]
 

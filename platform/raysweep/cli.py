@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .heap import heavy_imports
 from .jobenv import RAY_JOB_ENV, keep_working_dir, working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .signals import received
@@ -490,27 +491,6 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
     finally:
         gc.freeze()  # the process ends now: its final collection would walk everything once more
-
-
-@contextlib.contextmanager
-def heavy_imports():
-    """Import Ray, Tune, MLflow and torch without collecting, then leave what they built out of
-    the cyclic garbage collector's walks.
-
-    A search's driver holds about a million long-lived objects (mostly those modules) that each
-    full collection walks again. Measured on a search of 8 trials (docs/design.md, point 20):
-    1.0 s of collections during the imports, 2.3 s while the trials ran (1.1 s with the
-    imports frozen), and 3.7 s of the interpreter's final collection after the last line was
-    printed (`main` freezes the heap as it returns). Only a command's own process does this;
-    `run_search` called from a notebook leaves the caller's collector alone. Objects made later
-    are collected as before; what is frozen lives until the process exits, as modules do anyway.
-    """
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 if __name__ == "__main__":

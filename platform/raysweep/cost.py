@@ -35,9 +35,10 @@ import copy
 import random
 import resource
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # torch loads in the trials, where it trains; the driver reads the ledger's names only
+    import torch
 
 # Summed over a trial's segments by the driver's ledger (book.py).
 BILLED = ("cost_wall_s", "cost_cpu_core_hours", "cost_gpu_hours", "cost_device_hours", "cost_usd",
@@ -63,6 +64,8 @@ def flops_per_sample(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, l
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
+    import torch
+
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
 
@@ -74,6 +77,7 @@ class _Energy:
         self._handle = None
         try:
             import pynvml
+            import torch
 
             pynvml.nvmlInit()
             uuid = str(torch.cuda.get_device_properties(device).uuid)
@@ -110,6 +114,8 @@ class Meter:
         self.workers, self.cpus, self.gpus = workers, cpus_per_worker, gpus_per_worker
         self.cpu_hour_usd, self.gpu_hour_usd = cpu_hour_usd, gpu_hour_usd
         self.country, self._cpu_energy = country, cpu_energy
+        import torch
+
         self.device = torch.device("cpu")
         self._energy = None  # _Energy (NVML) on a GPU, carbon.CpuEnergy on a CPU; None: no figure
         # Wall clock, not monotonic: a worker group's clock starts in the trial's process.
@@ -189,6 +195,8 @@ class Meter:
             out["energy_j"] = self.energy_j
             out["co2e_kg"] = co2e_kg(self.energy_j, self.country)
         if self.device.type == "cuda":
+            import torch
+
             out["peak_cuda_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
             peak = peak_flops(self.device)
             if peak and self.flops_per_sample and self._samples_per_s:

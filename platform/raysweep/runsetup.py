@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import ray
 from ray.tune import Callback
@@ -21,9 +21,9 @@ from rich.console import Console
 
 from .book import RUNNING, TrialBook
 from .capacity import CapacityWait, check as check_capacity, trial_need
-from .distributed import slow_poll_warning
 from .progress import QuietTrialWarning
 from .files import check_data
+from .heap import heavy_imports
 from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
@@ -35,9 +35,11 @@ from .spec import Spec
 from .storage import resolve as storage_location
 from .tasks import resolve_task
 from .tasks.contract import can_log_model
-from .tracking.callback import MLflowCallback
-from .tracking.tracker import Tracker
 from .tracking.uri import resolve_tracking_uri
+
+if TYPE_CHECKING:  # MLflow loads in the store's thread as Ray starts, torch after (docs/design.md, point 38)
+    from .tracking.callback import MLflowCallback
+    from .tracking.tracker import Tracker
 
 
 @dataclass
@@ -70,17 +72,24 @@ class RunSetup:
         `open_tracker` (the run's MLflow store; its reachability was checked in `begin`) runs
         in a thread meanwhile, its result in `self.tracker`: MLflow creates a new SQLite
         store's schema in about 2 s, while Ray's start mostly waits on its own processes."""
-        opening = None if open_tracker is None else _in_background(open_tracker, "raysweep-tracker")
-        # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
-        # A stop (Ctrl-C, SIGTERM) as Ray starts is acted on once it is up: cut short, `ray.init`
-        # left Ray's agent processes running for a minute or two, and once the command segfaulted as it exited.
-        with uninterrupted(), sigterm_left_alone() as rays:
-            self.own_ray = ensure_ray(log_to_driver=self.verbose)
-        self.interrupt.take_sigterm_back(*rays)  # from Ray's core worker's handler; Ray's in place at the end
-        if opening is not None:
-            self.tracker = wait_for(opening)  # its error, if it raised one
+        with self.imports():  # MLflow's, in the store's thread
+            opening = None if open_tracker is None else _in_background(open_tracker, "raysweep-tracker")
+            # Trial processes' own logs (a line per checkpoint) stay in Ray's log files unless --verbose.
+            # A stop (Ctrl-C, SIGTERM) as Ray starts is acted on once it is up: cut short, `ray.init`
+            # left Ray's agent processes running for a minute or two, and once the command segfaulted as it exited.
+            with uninterrupted(), sigterm_left_alone() as rays:
+                self.own_ray = ensure_ray(log_to_driver=self.verbose)
+            self.interrupt.take_sigterm_back(*rays)  # from Ray's core worker's handler; Ray's in place at the end
+            if opening is not None:
+                self.tracker = wait_for(opening)  # its error, if it raised one
         self.wait = wait_for_capacity(self.spec, self.console)
         raise_if_requested()
+
+    def imports(self) -> contextlib.AbstractContextManager:
+        """Around the run's imports after its start (torch, MLflow: docs/design.md, point 38):
+        a command's run (its own process) leaves what they build out of the collector's walks
+        (heap.heavy_imports); `run_search` called from a notebook leaves the caller's collector alone."""
+        return heavy_imports() if self.shutdown_ray else contextlib.nullcontext()
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,
                   *end_work: str | Callable[[], None]) -> list:
@@ -88,6 +97,9 @@ class RunSetup:
         and it bills each report before MLflow sees it), Ctrl-C, MLflow, what the run's end
         needs done once per process (`end_work`: modules to import, functions to call; and
         model logging's: WarmUp), progress."""
+        from .distributed import slow_poll_warning
+        from .tracking.callback import MLflowCallback
+
         callbacks: list = [self.book, self.interrupt]
         if self.tracker is not None:
             self.mlflow_callback = MLflowCallback(self.tracker, self.book, parent_run_id, self.spec, params_of)

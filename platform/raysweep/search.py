@@ -10,7 +10,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
@@ -22,7 +22,6 @@ from .claim import hold
 from .confirm import choose, confirm_configs, describe, summary_metrics
 from .errors import Interrupted, SearchFailed, SpecError, TooManyFailures
 from .ingest import TrialData
-from .models import checkpoint_state
 from .pareto import choose as choose_from_front, describe as describe_front
 from .plots import write_plots
 from .progress import ProgressCallback, leaderboard
@@ -36,12 +35,11 @@ from .totals import cost_sums, search_totals
 from .tracking.names import (BEST_RUN_ID_TAG, BEST_TAG, BEST_TRIAL_ID_TAG, BUDGET_REACHED_TAG, ERROR_TAG,
                              IMPORTANCE_EPOCH_TAG, IMPORTANCE_PREFIX, INTERRUPTED_TAG, MODEL_SOURCE_TAG, MODEL_URI_TAG,
                              PARETO_TAG)
-from .tracking.spool import Spool, substitute
-from .tracking.tracker import Tracker
 from .tracking.uri import runs_url
 from .views import warm_up as views_warm_up
-from .trial import trial_params
-from .tuner import StopAfterFailures, build_tuner, fit, restore_tuner
+
+if TYPE_CHECKING:  # MLflow loads as Ray starts, torch once it is up (docs/design.md, point 38)
+    from .tracking.tracker import Tracker
 
 
 @dataclass
@@ -130,10 +128,12 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
                             f"({budget.spent_text()}): raise "
                             f"search.budget.{budget.reached} (--set search.budget.{budget.reached}=...) to run more")
         console.print(budget.forecast(spec.search.samples, spec.max_epochs), highlight=False)
-    # MLflow down mid-search: its writes wait in the search's storage (spool.py). Ray starts
-    # before the parent run: a cluster that can never hold a trial is refused first.
-    run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri)))
+    # Ray starts before the parent run: a cluster that can never hold a trial is refused first.
+    run.start_ray(None if uri is None else lambda: _open_tracker(spec, storage, uri))
     tracker = run.tracker
+    with run.imports():  # torch, once Ray is up (docs/design.md, point 38)
+        from .trial import trial_params
+        from .tuner import StopAfterFailures, build_tuner, fit, restore_tuner
 
     def killed(catch: type[BaseException] = BaseException):
         return _ends_runs_killed(book, tracker, run, catch)
@@ -255,6 +255,15 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
 
 
 
+def _open_tracker(spec: Spec, storage: str, uri: str) -> Tracker:
+    """The search's MLflow store, in a thread while Ray starts (RunSetup.start_ray). MLflow down
+    mid-search: its writes wait in the search's storage (spool.py)."""
+    from .tracking.spool import Spool
+    from .tracking.tracker import Tracker
+
+    return Tracker(uri, spec.experiment, spool=Spool(storage, spec.name, uri))
+
+
 @contextlib.contextmanager
 def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, run: RunSetup,
                       catch: type[BaseException] = BaseException):
@@ -333,6 +342,9 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     best = book.best()
     state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
     evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
+    from .models import checkpoint_state
+    from .trial import trial_params
+
     if best is not None and best.checkpoint is not None and (evaluates or logs_model):
         state = checkpoint_state(best.checkpoint)
     test_metrics: dict[str, float] = {}
@@ -381,6 +393,8 @@ def _model_logged_before(book: TrialBook, spec: Spec, tracker: Tracker | None = 
 
 def _settle_ids(tracker: Tracker, result: SearchResult) -> None:
     """Send what an outage spooled; runs created during it are known by their real ids now."""
+    from .tracking.spool import substitute
+
     ids = tracker.finish()
     result.parent_run_id, result.best, result.trials, result.pareto = substitute(
         (result.parent_run_id, result.best, result.trials, result.pareto), ids)
@@ -455,6 +469,8 @@ def _log_summary(tracker: Tracker, spec: Spec, book: TrialBook, result: SearchRe
     """Parent run: best trial's params and value, test metrics, totals, best checkpoint, and
     what the spec's data: section held (rows, classes, preprocessing statistics); then ended
     with `status` (default FINISHED, or FAILED with the reason)."""
+    from .trial import trial_params
+
     run_id = result.parent_run_id
     if data is not None:
         tracker.log_text(run_id, json.dumps(data.info, indent=1, default=str), "data_info.json")

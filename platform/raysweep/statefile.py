@@ -6,8 +6,6 @@ import json
 import os
 from typing import Any
 
-import torch
-
 CHECKPOINT_FILE = "state.pt"
 # Beside the state of a checkpoint `--resume` put in place of one Tune deleted (resume.py,
 # refill_checkpoints): the search may never have recorded that checkpoint's epoch, nor those
@@ -53,11 +51,15 @@ def checkpoint_dirs(fs, directory: str) -> list[tuple[int, str]]:
 
 
 def save_state(state: dict, directory: str) -> str:
+    import torch  # here: the driver's MLflow spool imports this module before Ray starts (docs/design.md, point 38)
+
     path = os.path.join(directory, CHECKPOINT_FILE)
     torch.save(state, path)
     return path
 
 
 def load_state(directory: str, map_location: Any = "cpu") -> dict:
+    import torch
+
     # weights_only: a checkpoint is data, never code to execute.
     return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=map_location, weights_only=True)

@@ -10,23 +10,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
 from .book import FAILED
 from .errors import Interrupted, SpecError, TrainFailed
-from .models import checkpoint_state
 from .progress import RunProgress
 from .ray_internals import results_not_read
 from .runsetup import begin, data_kwargs, end_running_killed
 from .signals import raise_if_requested
 from .spec import Choice, IntParam, LogUniform, Spec
 from .tasks.contract import can_log_model, capabilities
-from .tracking.models import log_pytorch_model
 from .tracking.names import ERROR_TAG, FROM_SEARCH_TAG, INTERRUPTED_TAG, MODEL_URI_TAG
-from .tracking.tracker import Tracker
-from .tuner import build_tuner
+
+if TYPE_CHECKING:  # MLflow loads as Ray starts, torch once it is up (docs/design.md, point 38)
+    from .tracking.tracker import Tracker
 
 
 @dataclass
@@ -105,8 +104,10 @@ def run_training(
     interrupt.saving = None  # nothing of a stopped run is resumed (its first Ctrl-C's line)
     with interrupt:  # Ctrl-C and SIGTERM are a stop from here on (interrupt.py), Ray's start included
         # The store opens while Ray starts; a cluster that can never hold the run: exit 2.
-        run.start_ray(None if uri is None else lambda: Tracker(uri, spec.experiment))
+        run.start_ray(None if uri is None else lambda: _open_tracker(spec, uri))
         tracker = run.tracker
+        with run.imports():  # torch, once Ray is up (docs/design.md, point 38)
+            from .tuner import build_tuner
         callbacks = run.callbacks(None, lambda config: config, RunProgress(book, console))
         task, mlflow_callback, wait = run.task, run.mlflow_callback, run.wait
         data = run.load_data()
@@ -152,10 +153,19 @@ def run_training(
     return result
 
 
+def _open_tracker(spec: Spec, uri: str) -> Tracker:
+    from .tracking.tracker import Tracker
+
+    return Tracker(uri, spec.experiment)
+
+
 def _conclude(spec: Spec, task, rec, result: TrainResult, tracker: Tracker | None, data,
               ray_done: Callable[[], None] = lambda: None) -> None:
     """The trained model on the test split, logged with MLflow's PyTorch flavor; the run ended.
     `ray_done` is called once nothing more needs Ray (a `data:` split is read through it)."""
+    from .models import checkpoint_state
+    from .tracking.models import log_pytorch_model
+
     evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
     state = None
     if rec.checkpoint is not None and (evaluates or logs_model):

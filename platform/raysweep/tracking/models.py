@@ -8,8 +8,6 @@ import logging
 import os
 from typing import Any
 
-import torch
-
 
 @contextlib.contextmanager
 def using_tracking_uri(uri: str):
@@ -36,6 +34,8 @@ def using_tracking_uri(uri: str):
 
 def pip_requirements() -> list[str]:
     # Pinned to what trained it, not inferred (inference loads the model in a subprocess).
+    import torch  # in the functions: the tracker imports this module before Ray starts (docs/design.md, point 38)
+
     return [f"torch=={torch.__version__.split('+')[0]}"]
 
 
@@ -49,6 +49,8 @@ def warm_up() -> None:
         # GitPython: MLflow tags a logged model with the source's git commit.
         for name in ("mlflow.pytorch", "git"):
             importlib.import_module(name)
+        import torch
+
         # torch.export imports its tracer (torch._dynamo, 2-3 s) on the first export only.
         torch.export.export(torch.nn.Linear(1, 1), (torch.zeros(1, 1),))
         from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
