@@ -254,7 +254,6 @@ def _search(spec: Spec, run: RunSetup, *, verbose: bool, resume: bool, more_samp
     return result
 
 
-
 def _open_tracker(spec: Spec, storage: str, uri: str) -> Tracker:
     """The search's MLflow store, in a thread while Ray starts (RunSetup.start_ray). MLflow down
     mid-search: its writes wait in the search's storage (spool.py)."""
@@ -339,12 +338,12 @@ def _conclude(spec: Spec, task, book: TrialBook, tracker: Tracker | None, data: 
     """After the trials: the best trial on the test split, its model, the parent run's summary;
     and why the search failed (`search_failure`; `stopped`: why it stopped early), if it did.
     `ray_done` is called once nothing more needs Ray (a `data:` split is read through it)."""
-    best = book.best()
-    state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
-    evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
     from .models import checkpoint_state
     from .trial import trial_params
 
+    best = book.best()
+    state = None  # the best checkpoint's state, for tasks that can evaluate or rebuild a model from it
+    evaluates, logs_model = capabilities(task).evaluate, can_log_model(task, data)
     if best is not None and best.checkpoint is not None and (evaluates or logs_model):
         state = checkpoint_state(best.checkpoint)
     test_metrics: dict[str, float] = {}
