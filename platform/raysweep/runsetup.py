@@ -24,6 +24,7 @@ from .capacity import CapacityWait, check as check_capacity, trial_need
 from .progress import QuietTrialWarning
 from .files import check_data
 from .heap import heavy_imports
+from .jobenv import RAY_JOB_ENV
 from .ingest import TrialData
 from .interrupt import Interrupt
 from .console import make_console
@@ -205,6 +206,13 @@ def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose:
     console = console or make_console()
     if not verbose:
         quiet_libraries()
+    if RAY_JOB_ENV in os.environ:
+        # A Ray job's driver imports torch before Ray: Ray deletes and unpacks its working
+        # directory again as it starts the job's worker processes, and torch loaded while the
+        # directory is gone kills the process (oneMKL: "Cannot load .../libtorch_cpu.so"). Its
+        # start is a cluster's, not a laptop's: docs/design.md, point 38.
+        with (heavy_imports() if shutdown_ray else contextlib.nullcontext()):
+            importlib.import_module("torch")
     task = resolve_task(spec.task)
     data_info = check_data(spec.data) if spec.data is not None else None
     if spec.cost.country is not None:
