@@ -18,6 +18,8 @@ from raysweep.failures import (
     OOM,
     OOM_HINT,
     NonFiniteLoss,
+    no_space,
+    one_line,
     read_trial_error,
 )
 from raysweep.errors import SearchFailed, TooManyFailures
@@ -417,3 +419,27 @@ def test_a_data_error_raised_in_ray_data_is_the_trials_line_not_ray_datas_wrappe
             raise RuntimeError("Ray Data's") from exc
     except RuntimeError as exc:
         assert data_error(exc) == line  # raised in this process, chained
+
+
+def test_a_full_disk_is_named_however_it_is_wrapped():
+    """A full disk as the OS, pyarrow (a trial's checkpoint), SQLite (MLflow's store, whose
+    error quotes its SQL and parameters) and Tune (a traceback as text) each say it."""
+    import errno
+    import sqlite3
+
+    assert no_space(OSError(errno.ENOSPC, "No space left on device", "/data/ckpt.pt")) == \
+        "no space left on device: /data/ckpt.pt"
+    assert no_space("OSError: [Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device") == \
+        "no space left on device"
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as inner:
+            raise RuntimeError("(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO tags ...]") \
+                from inner
+    except RuntimeError as outer:
+        wrapped = outer
+    assert no_space(wrapped) == "database or disk is full"
+    assert one_line(wrapped) == "the disk is full (database or disk is full)"
+    assert no_space(ValueError("lr must be positive")) is None and no_space(None) is None
+    assert one_line(ValueError("lr must\n be positive")) == "ValueError: lr must be positive"

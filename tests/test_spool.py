@@ -6,10 +6,12 @@ same port and database; nothing of MLflow or Ray is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -433,3 +435,115 @@ def test_epochs_the_callback_buffered_are_spooled_in_order_and_replayed(server, 
     client = MlflowClient(server.url)
     assert _history(client, rec.run_id, "val_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
     assert client.get_run(rec.run_id).info.status == "FINISHED"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 16 MB tmpfs (root only: `mount`), unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True,
+                       capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here ({exc})")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def _fill_once_metrics_land(db: Path, filler: Path, stop: threading.Event) -> None:
+    """Fill the store's disk as soon as a trial's first epoch is in it: the rest of the search
+    writes to a full disk."""
+    import sqlite3
+
+    while not stop.is_set():
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                if con.execute("select count(*) from metrics").fetchone()[0] > 0:
+                    break
+        except sqlite3.Error:
+            pass  # not created yet
+        time.sleep(0.05)
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 2**20)
+            f.flush()
+
+
+@pytest.mark.integration
+def test_a_full_disk_under_a_sqlite_store_is_spooled_and_synced_once_space_is_freed(tiny_disk, tmp_path):
+    """The SQLite store's disk filled mid-search: every write after failed with MLflow's
+    'database or disk is full', the search ended in a traceback with runs left RUNNING, and
+    nothing said so (mlflow.pytorch's import set the root logger to ERROR, which dropped the
+    spool's warnings from then on). Now the writes wait in the spool (on the storage's disk),
+    the search ends as after an outage, and `raysweep sync` delivers them once space is freed."""
+    from tests.test_cli import SPEC, _cli
+
+    db, storage = tiny_disk / "mlflow.db", tmp_path / "results"
+    uri = f"sqlite:///{db}"
+    stop = threading.Event()
+    filling = threading.Thread(target=_fill_once_metrics_land, args=(db, tiny_disk / "filler", stop), daemon=True)
+    filling.start()
+    try:
+        proc = _cli("search", SPEC, "--name", "full-disk", "--samples", "4", "--set", "max_epochs=6",
+                    "--set", "scheduler.type=fifo", "--storage", str(storage), "--tracking-uri", uri, cwd=tmp_path)
+    finally:
+        stop.set()
+        filling.join(timeout=30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert f"MLflow at {uri} cannot store more (database or disk is full): spooling to {storage}" in proc.stderr
+    sync = f"raysweep sync full-disk --storage {storage} --tracking-uri {uri}"
+    assert f"MLflow at {uri} still full: " in proc.stderr and sync in proc.stderr
+    assert Spool(str(storage), "full-disk").pending() > 0
+
+    (tiny_disk / "filler").unlink()
+    assert main(["sync", "full-disk", "--storage", str(storage), "--tracking-uri", uri]) == 0
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "full-disk"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        if run.data.tags.get("raysweep.kind") == "trial":  # every epoch of every trial, once
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+            assert steps == list(range(1, 7))
+    (version,) = client.search_model_versions("name='full-disk'")
+    assert version.run_id == {r.data.tags.get("raysweep.kind"): r for r in runs}["search"].info.run_id
+
+
+@pytest.mark.integration
+def test_a_full_disk_under_the_store_and_the_storage_stops_the_search_in_a_line_and_resume_finishes_it(
+        tiny_disk, tmp_path):
+    """Store, spool and checkpoints on one disk that fills mid-search: nothing can be recorded,
+    so the search stops in one line (it was a traceback, and its cleanup's own failed writes
+    another), exit 1; once space is freed, --resume finishes it with every run ended."""
+    from tests.test_cli import SPEC, _cli
+
+    db, storage = tiny_disk / "mlflow.db", tiny_disk / "results"
+    uri = f"sqlite:///{db}"
+    args = ("search", SPEC, "--name", "full-disk", "--samples", "4", "--set", "max_epochs=6",
+            "--set", "scheduler.type=fifo", "--storage", str(storage), "--tracking-uri", uri)
+    stop = threading.Event()
+    filling = threading.Thread(target=_fill_once_metrics_land, args=(db, tiny_disk / "filler", stop), daemon=True)
+    filling.start()
+    try:
+        proc = _cli(*args, cwd=tmp_path)
+    finally:
+        stop.set()
+        filling.join(timeout=30)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("raysweep: "))
+    assert line.startswith("raysweep: search failed: the search stopped: the disk is full (no space left on device")
+    assert line.endswith("free space, then --resume continues the search from the trials' last saved state")
+
+    (tiny_disk / "filler").unlink()
+    resumed = _cli(*args, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "full-disk"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    (parent,) = [r for r in runs if r.data.tags.get("raysweep.kind") == "search"]
+    assert parent.info.status == "FINISHED"
+    assert len([r for r in runs if r.data.tags.get("raysweep.kind") == "trial"]) == 4

@@ -193,6 +193,24 @@ def test_importing_raysweep_changes_no_global_state():
     assert changed == []
 
 
+def test_model_loggings_import_of_mlflow_pytorch_leaves_raysweeps_warnings_heard():
+    """`import mlflow.pytorch` calls logging.basicConfig(level=ERROR) (MLflow 3.17): from the
+    model logging's warm-up on, a search dropped its own warnings (MLflow down or full:
+    spooling; `raysweep sync` to run). raysweep imports the flavor and puts the root back."""
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import logging\n"
+         "from raysweep.tracking.models import pytorch_flavor\n"
+         "root = logging.getLogger()\n"
+         "before = (root.level, list(root.handlers))\n"
+         "pytorch_flavor()\n"
+         "assert (root.level, root.handlers) == before, (root.level, root.handlers)\n"
+         "logging.getLogger('raysweep.spool').warning('MLflow at x unreachable: spooling')\n"],
+        capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "platform")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == "MLflow at x unreachable: spooling"
+
+
 def test_every_private_ray_api_raysweep_uses_is_still_there():
     """ray_internals.py, against the installed Ray: a moved private name fails here, not in a
     user's search."""

@@ -11,6 +11,7 @@ driver's `TrialBook` reads errors back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import numbers
 import os
@@ -28,6 +29,41 @@ OOM_HINT = "out of GPU memory: reduce batch_size, or raise resources.gpus_per_wo
 # allocations inside CUDA libraries (cuBLAS, NCCL) say the second.
 _OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory")
 _MAX_LINE = 500
+
+
+# A full disk, as the OS (ENOSPC; EDQUOT for a quota), pyarrow ("[errno 28] No space left on
+# device" inside its own message) and SQLite ("database or disk is full") each say it.
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXTS = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+def no_space(error: BaseException | str | None) -> str | None:
+    """What says the disk is full in an error, its causes or its text (a trial's error arrives
+    as text), as a short phrase ('no space left on device: /data/x.pt'); None if nothing does."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS:
+            return os.strerror(error.errno).lower() + (f": {error.filename}" if error.filename else "")
+        text = str(error).lower()
+        for phrase in _NO_SPACE_TEXTS:
+            if phrase in text:
+                return phrase
+        if isinstance(error, str):
+            return None
+        # Causes only: an error raised while another was handled (MLflow refusing the write
+        # of a trial's ENOSPC traceback) is not that error.
+        error = error.__cause__
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """'Type: message' on one line; a full disk said so, whatever wrapped it (MLflow's SQLite
+    error quotes its SQL and parameters, Tune's a whole traceback)."""
+    full = no_space(error)
+    if full is not None:
+        return f"the disk is full ({full})"
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def watched(name: str, metric: str | None) -> bool:

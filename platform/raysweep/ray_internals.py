@@ -307,14 +307,31 @@ def quiet_auth_warning() -> None:
 EXPERIMENT_STATE_LOGGER = "ray.tune.execution.experiment_state"
 
 
+# A storage whose disk is full fails every save after (each trial's checkpoint brings one):
+# Tune's traceback each time, between the progress lines. Said once, in a line.
+_told_full: list[bool] = []
+
+
 def _not_a_staging_race(record: logging.LogRecord) -> bool:
+    from .failures import no_space
+
     error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, FileNotFoundError) and "-tmp-" in str(error))
+    if isinstance(error, FileNotFoundError) and "-tmp-" in str(error):
+        return False
+    full = no_space(error) if error is not None else None
+    if full is not None:
+        if _told_full:
+            return False
+        _told_full.append(True)
+        record.msg = f"{record.getMessage().rstrip(': ')}: {full} (--resume starts from the state saved last)"
+        record.args, record.exc_info, record.exc_text = (), None, None
+    return True
 
 
 def quiet_staging_race() -> None:
-    """Drop Tune's traceback for a copy that raced its own temporary file (above); every other
-    failure to save the experiment state is still logged as Tune logs it."""
+    """Drop Tune's traceback for a copy that raced its own temporary file (above), and say a
+    full disk once, in a line; every other failure to save the experiment state is still
+    logged as Tune logs it."""
     logging.getLogger(EXPERIMENT_STATE_LOGGER).addFilter(_not_a_staging_race)  # added once
 
 

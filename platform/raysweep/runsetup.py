@@ -241,6 +241,9 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A SQLite store's failed write (its disk full) is logged there with SQLAlchemy's traceback,
+    # then raised: raysweep says it once, in a line (spooled, or why the search stopped).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     # After a Ctrl-C Tune explains its own Tuner.restore API and that it could not read the
     # metrics of trials it stopped: raysweep says what happened and how to --resume instead.
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
@@ -251,6 +254,9 @@ def quiet_libraries() -> None:
     # Tune warns whenever checkpoints of short epochs force experiment snapshots; it says
     # nothing a user can act on for second-long trials.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A search that stops while trials are failing (its disk full) leaves their errors unread:
+    # Ray prints each with its traceback as the process exits, after raysweep's line saying why.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # Tune's newer console output prints an experiment banner even at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # MLflow prints a "View run" link to stdout whenever a run on a server ends: one per

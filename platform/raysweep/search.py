@@ -21,6 +21,7 @@ from .budget import Budget
 from .claim import hold
 from .confirm import choose, confirm_configs, describe, summary_metrics
 from .errors import Interrupted, SearchFailed, SpecError, TooManyFailures
+from .failures import no_space, one_line
 from .ingest import TrialData
 from .pareto import choose as choose_from_front, describe as describe_front
 from .plots import write_plots
@@ -277,19 +278,28 @@ def _ends_runs_killed(book: TrialBook, tracker: Tracker | None, run: RunSetup,
     except catch as exc:
         # raysweep's own refusals (SpecError, SearchFailed) end it KILLED as a Ctrl-C does.
         failed = isinstance(exc, Exception) and not isinstance(exc, (SearchFailed, SpecError))
-        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000] if failed else None
-        parent_run_id = book.parent_run_id
+        error = one_line(exc)[:5000] if failed else None
+        parent_run_id, unrecorded = book.parent_run_id, ""
         if tracker is not None and parent_run_id is not None:
             tags = {INTERRUPTED_TAG: "true"} if isinstance(exc, KeyboardInterrupt) else {}
-            end_running_killed(book, tracker, run.mlflow_callback, tags)
-            if failed:
-                with contextlib.suppress(Exception):  # MLflow may be what failed: the line still says why
-                    tracker.log_text(parent_run_id, traceback.format_exc(), "error/traceback.txt")
-            tracker.end_run(parent_run_id, "FAILED" if failed else "KILLED", {ERROR_TAG: error} if failed else tags)
+            try:
+                end_running_killed(book, tracker, run.mlflow_callback, tags)
+                if failed:
+                    with contextlib.suppress(Exception):  # MLflow may be what failed: the line still says why
+                        tracker.log_text(parent_run_id, traceback.format_exc(), "error/traceback.txt")
+                tracker.end_run(parent_run_id, "FAILED" if failed else "KILLED", {ERROR_TAG: error} if failed else tags)
+            except Exception as again:  # noqa: BLE001 - MLflow and its spool's disk full: say so, not a traceback
+                why = one_line(again)[:300]
+                unrecorded = ("; MLflow could not record the runs' end " + ("either" if why == error else f"({why})")
+                              + ": they show RUNNING")
+                if not failed:
+                    logging.getLogger(__name__).warning(unrecorded.lstrip("; "))
         if not failed:
             raise
-        raise SearchFailed(f"the search stopped: {error}; what ran is recorded, and the trials' state saved "
-                           "(--resume continues the search once the cause is fixed)") from exc
+        then = ("what ran is recorded up to there: free space, then --resume continues the search from the "
+                "trials' last saved state") if no_space(exc) else \
+            "what ran is recorded, and the trials' state saved (--resume continues the search once the cause is fixed)"
+        raise SearchFailed(f"the search stopped: {error}{unrecorded}; {then}") from exc
 
 
 def _result(spec: Spec, book: TrialBook, tracker: Tracker | None, started: float, uri: str | None,
@@ -422,7 +432,7 @@ def _failed_after_trials(exc: Exception, spec: Spec, book: TrialBook, tracker: T
                          uri: str | None, verbose: bool) -> SearchFailed:
     """An error once the trials had run (test evaluation, model registry, summary, MLflow):
     the parent ends FAILED with the reason, the summary is still returned, --resume redoes this part."""
-    error = f"after the trials: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    error = f"after the trials: {one_line(exc)}"
     if verbose:
         logging.getLogger(__name__).exception("the search's last steps failed")
     result = _result(spec, book, tracker, started, uri, status="failed", error=error)
@@ -432,7 +442,7 @@ def _failed_after_trials(exc: Exception, spec: Spec, book: TrialBook, tracker: T
             tracker.end_run(book.parent_run_id, "FAILED", {ERROR_TAG: error[:5000]})
             _settle_ids(tracker, result)
         except Exception as again:  # MLflow itself may be what failed: the summary JSON still says why
-            result.error = f"{error}; and the parent run could not be ended: {type(again).__name__}: {again}"
+            result.error = f"{error}; and the parent run could not be ended: {one_line(again)[:300]}"
     return SearchFailed(f"{result.error}; the trials are saved: --resume runs these last steps again", result)
 
 

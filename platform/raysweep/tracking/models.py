@@ -39,6 +39,20 @@ def pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}"]
 
 
+def pytorch_flavor():
+    """`mlflow.pytorch`, imported without what its import does to logging: it calls
+    `logging.basicConfig(level=logging.ERROR)` (MLflow 3.17, `mlflow/pytorch/_lightning_autolog.py`),
+    and the root logger at ERROR dropped every warning raysweep logs for the rest of the process
+    (MLflow unreachable or its disk full: spooling; `raysweep sync` to run later)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    module = importlib.import_module("mlflow.pytorch")
+    root.setLevel(level)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    return module
+
+
 def warm_up() -> None:
     """Do ahead what `log_pytorch_model` does once per process before it writes anything:
     import MLflow's PyTorch flavor, export a tiny model (MLflow saves the model as pt2, through
@@ -47,8 +61,8 @@ def warm_up() -> None:
     thread while the trials train instead of after the last one. Errors wait for the real call."""
     try:
         # GitPython: MLflow tags a logged model with the source's git commit.
-        for name in ("mlflow.pytorch", "git"):
-            importlib.import_module(name)
+        pytorch_flavor()
+        importlib.import_module("git")
         import torch
 
         # torch.export imports its tracer (torch._dynamo, 2-3 s) on the first export only.
@@ -79,17 +93,18 @@ def log_pytorch_model(
     version of that registered model, created with `version_tags` (e.g. its test metrics and
     what it was built from: a driver killed right after can tell it registered it)."""
     import mlflow
-    import mlflow.pytorch
     import numpy as np
 
     from ..tasks.contract import example_inputs
+
+    flavor = pytorch_flavor()
 
     model = task.load_model(params, state)
     example = np.asarray(example, dtype=np.float32) if example is not None else example_inputs(task, params, seed)
     with using_tracking_uri(uri):
         # The fluent API logs to the active run; the caller ends the run with its own status.
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            info = mlflow.pytorch.log_model(
+            info = flavor.log_model(
                 model,
                 name="model",
                 input_example=example,

@@ -56,6 +56,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
+from ..failures import no_space
 from ..jobenv import scoped_env
 from ..redact import for_pickle, from_pickle, redact, redact_text, write_private
 from ..statefile import load_state, save_state
@@ -98,8 +99,13 @@ def fail_fast() -> contextlib.AbstractContextManager[None]:
 
 
 def is_outage(exc: BaseException | None) -> bool:
-    """Whether MLflow did not answer (down, unreachable, overloaded) rather than refuse a request."""
+    """Whether MLflow did not answer (down, unreachable, overloaded) rather than refuse a request;
+    or could not store it for want of space (a SQLite store's disk full: a server whose disk
+    is full answers 5xx), which freeing space ends as a server's restart does."""
     import requests
+
+    if no_space(exc) is not None:
+        return True
 
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -438,6 +444,7 @@ class SpoolingClient:
         self.ids: dict[str, str] = {}  # placeholder -> real run id, once replayed
         self._spooling = False
         self._gave_up = False  # replay hit an error that is no outage: left to `raysweep sync`
+        self._full = False  # the outage is a full disk (no_space), not an MLflow that does not answer
         self._last_try = -math.inf
         # A SQLite store's calls are never cut short by a second Ctrl-C (signals.py).
         self._whole = uninterrupted if sqlite_path(tracking_uri) is not None else contextlib.nullcontext
@@ -508,8 +515,11 @@ class SpoolingClient:
         except Exception as exc:
             if self.spool is None or not is_outage(exc):
                 raise
-            log.warning("MLflow at %s unreachable (%s): spooling to %s; replayed when it answers",
-                        redact(self.tracking_uri), _root_cause(exc, self.tracking_uri), self.spool.path)
+            self._full = no_space(exc) is not None
+            log.warning("MLflow at %s %s (%s): spooling to %s; replayed when it %s",
+                        redact(self.tracking_uri), "cannot store more" if self._full else "unreachable",
+                        no_space(exc) or _root_cause(exc, self.tracking_uri), self.spool.path,
+                        "can store again (free space)" if self._full else "answers")
             self._spooling, self._last_try = True, time.monotonic()
             return self._enqueue(op, args, payload, placeholder)
 
@@ -541,7 +551,9 @@ class SpoolingClient:
                             self.spool.sync_command(self.tracking_uri))
             return False
         self._spooling = False
-        log.warning("MLflow at %s answers again: sent %s from the spool", redact(self.tracking_uri), done)
+        log.warning("MLflow at %s %s: sent %s from the spool", redact(self.tracking_uri),
+                    "can store again" if self._full else "answers again", done)
+        self._full = False
         return True
 
     def _answers(self) -> bool:
@@ -555,7 +567,8 @@ class SpoolingClient:
         if self.spool is None or not self.spool.exists() or self._replayed(force=True):
             return True
         if not self._gave_up:  # that one was warned about already
-            log.warning("MLflow at %s still unreachable: %d operations wait in %s; send them later with: %s",
-                        redact(self.tracking_uri), self.spool.pending(), self.spool.path,
+            log.warning("MLflow at %s still %s: %d operations wait in %s; send them later with: %s",
+                        redact(self.tracking_uri), "full" if self._full else "unreachable",
+                        self.spool.pending(), self.spool.path,
                         self.spool.sync_command(self.tracking_uri))
         return False

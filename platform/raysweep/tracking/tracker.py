@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from ..book import FAILED, RUNNING, TrialRecord
 from ..cost import BILLED
 from ..errors import SpecError
-from ..failures import TRACKING
+from ..failures import TRACKING, no_space
 from ..redact import for_pickle, from_pickle, redact_text, spec_yaml
 from ..spec import CONFIRM_KEY, Spec
 from .models import log_task_model
@@ -272,4 +272,6 @@ class Tracker:
 
 
 def refused_tags(exc: Exception) -> dict[str, str]:
-    return {ERROR_TAG: f"MLflow refused a write: {' '.join(str(exc).split())[:1000]}", FAILURE_TAG: TRACKING}
+    full = no_space(exc)  # SQLite's error quotes its SQL and parameters: not what a user needs
+    why = f"the disk is full ({full})" if full is not None else " ".join(str(exc).split())[:1000]
+    return {ERROR_TAG: f"MLflow refused a write: {why}", FAILURE_TAG: TRACKING}
