@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import threading
@@ -471,7 +472,7 @@ def _fill_once_metrics_land(db: Path, filler: Path, stop: threading.Event) -> No
 
 
 @pytest.mark.integration
-def test_a_full_disk_under_a_sqlite_store_is_spooled_and_synced_once_space_is_freed(tiny_disk, tmp_path):
+def test_a_full_disk_under_a_sqlite_store_is_spooled_and_synced_once_space_is_freed(tiny_disk, tmp_path, capsys):
     """The SQLite store's disk filled mid-search: every write after failed with MLflow's
     'database or disk is full', the search ended in a traceback with runs left RUNNING, and
     nothing said so (mlflow.pytorch's import set the root logger to ERROR, which dropped the
@@ -496,6 +497,10 @@ def test_a_full_disk_under_a_sqlite_store_is_spooled_and_synced_once_space_is_fr
     sync = f"raysweep sync full-disk --storage {storage} --tracking-uri {uri}"
     assert f"MLflow at {uri} still full: " in proc.stderr and sync in proc.stderr
     assert Spool(str(storage), "full-disk").pending() > 0
+    capsys.readouterr()
+    assert main(["sync", "full-disk", "--storage", str(storage), "--tracking-uri", uri]) == 1  # still full
+    assert re.search(rf"raysweep: MLflow at {re.escape(uri)} cannot store more \(database or disk is full: free "
+                     r"space, then run this again\) after \d+ of \d+ operations", capsys.readouterr().err)
 
     (tiny_disk / "filler").unlink()
     assert main(["sync", "full-disk", "--storage", str(storage), "--tracking-uri", uri]) == 0

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import SpecError
+from ..failures import no_space
 from ..redact import is_redacted, redact, redact_text, strip_credentials
 from ..spec import NAME_PATTERN
 from ..storage import check as check_storage, resolve
@@ -34,11 +35,14 @@ def sync(name: str, storage: str | None, tracking_uri: str | None) -> int:
     # registry chatter (this process does nothing else).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # a full SQLite store: our line says it
     pending = spool.pending()
     try:
         done = replay(spool, MlflowClient(uri), log_model=log_task_model)
     except Exception as exc:  # noqa: BLE001 - one line, and the spool stays for another try
-        why = (f"stopped answering ({_root_cause(exc, uri)})" if is_outage(exc) else
+        full = no_space(exc)
+        why = (f"cannot store more ({full}: free space, then run this again)" if full else
+               f"stopped answering ({_root_cause(exc, uri)})" if is_outage(exc) else
                f"refused it ({type(exc).__name__}: {redact_text(' '.join(str(exc).split())[:300], uri)})")
         sent = pending - spool.pending()
         print(f"raysweep: MLflow at {redact(uri)} {why} after {sent} of {pending} operations; the rest stay in "
