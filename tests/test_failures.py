@@ -13,6 +13,7 @@ import torch
 from mlflow import MlflowClient
 from raysweep.book import FAILED, FINISHED, STOPPED, TrialBook
 from raysweep.failures import (
+    DIED_HINT,
     EXCEPTION,
     NON_FINITE,
     OOM,
@@ -443,3 +444,13 @@ def test_a_full_disk_is_named_however_it_is_wrapped():
     assert one_line(wrapped) == "the disk is full (database or disk is full)"
     assert no_space(ValueError("lr must be positive")) is None and no_space(None) is None
     assert one_line(ValueError("lr must\n be positive")) == "ValueError: lr must be positive"
+
+
+def test_a_killed_trial_process_says_what_may_have_killed_it_and_what_restarts_it(tmp_path):
+    """`kill -9` or the kernel's OOM killer: Ray's ActorDiedError says only that the actor died."""
+    from ray.exceptions import ActorDiedError
+
+    error = read_trial_error(_errored_trial(tmp_path, ActorDiedError()))
+    assert error.kind == EXCEPTION
+    assert error.line.startswith("ActorDiedError: The actor died unexpectedly before finishing this task.")
+    assert error.line.endswith(f"({DIED_HINT})") and len(error.line) <= 500

@@ -25,6 +25,11 @@ NON_FINITE, OOM, EXCEPTION = "non_finite", "oom", "exception"
 TRACKING = "tracking"  # MLflow refused a write for the trial's run (tracking.MLflowCallback)
 
 OOM_HINT = "out of GPU memory: reduce batch_size, or raise resources.gpus_per_worker so fewer trials share a GPU"
+# A trial's process killed (`kill -9`, the kernel's OOM killer, a node lost): Ray says only that
+# "the actor died unexpectedly", and the raylet's line about it comes earlier, out of context.
+DIED_HINT = ("its process was killed, or ran out of host memory (the kernel's OOM killer: see dmesg); "
+             "failures.max_failures restarts a trial from its last checkpoint")
+_DIED_ERRORS = ("ActorDiedError", "RayActorError", "WorkerCrashedError")
 # torch.OutOfMemoryError says the first; older torch raised a RuntimeError saying the same, and
 # allocations inside CUDA libraries (cuBLAS, NCCL) say the second.
 _OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory")
@@ -158,6 +163,7 @@ def read_trial_error(trial) -> TrialError:
     kind = failure_kind(name, message)
     first = message.strip().splitlines()[0] if message.strip() else ""
     line = f"{name}: {first}" if name and first else (name or first or "trial failed")
-    if kind == OOM:  # the hint goes last, so the message is what gets cut to fit
-        line = f"{line[: _MAX_LINE - len(OOM_HINT) - 3]} ({OOM_HINT})"
+    hint = OOM_HINT if kind == OOM else DIED_HINT if name in _DIED_ERRORS else None
+    if hint is not None:  # the hint goes last, so the message is what gets cut to fit
+        line = f"{line[: _MAX_LINE - len(hint) - 3]} ({hint})"
     return TrialError(line[:_MAX_LINE], kind, text or line)
