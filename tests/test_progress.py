@@ -35,6 +35,14 @@ def test_slow_poll_warning_speaks_once_after_three_short_epochs_of_one_trial():
             "each waits for the next poll; set it below the epoch time") in text
 
 
+def test_slow_poll_warning_shows_an_epoch_just_under_the_poll_as_under_it():
+    """It said 'epochs take 0.05 s, less than Ray Train's poll interval (0.05 s ...)'."""
+    out = io.StringIO()
+    warning = SlowPollWarning(0.05, Console(file=out, width=300))
+    _results(warning, "a", 0.0483, 0.0483, 0.0483)
+    assert "epochs take 0.0483 s, less than Ray Train's poll interval (0.05 s," in out.getvalue()
+
+
 def test_slow_poll_warning_travels_with_tune_experiment_state():
     warning = SlowPollWarning(0.5, Console(file=io.StringIO()))
     _results(warning, "a", 0.1)

@@ -163,7 +163,7 @@ class SlowPollWarning(_Printing):
         if short >= SLOW_POLL_EPOCHS:
             self.said = True
             self.console.print(
-                f"warning: epochs take {epoch_s:.2f} s, less than Ray Train's poll interval ({self.poll_s:g} s, "
+                f"warning: epochs take {epoch_s:.3g} s, less than Ray Train's poll interval ({self.poll_s:g} s, "
                 "resources.poll_interval_s): each waits for the next poll; set it below the epoch time",
                 highlight=False, soft_wrap=True,
             )
