@@ -446,11 +446,22 @@ def test_a_full_disk_is_named_however_it_is_wrapped():
     assert one_line(ValueError("lr must\n be positive")) == "ValueError: lr must be positive"
 
 
-def test_a_killed_trial_process_says_what_may_have_killed_it_and_what_restarts_it(tmp_path):
-    """`kill -9` or the kernel's OOM killer: Ray's ActorDiedError says only that the actor died."""
+def _killed_ray_train_worker():
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    return WorkerHealthCheckFailedError("A worker health check failed.", ActorDiedError())
+
+
+@pytest.mark.parametrize("killed", ["trial process", "ray train worker"])
+def test_a_killed_trial_process_says_what_may_have_killed_it_and_what_restarts_it(tmp_path, killed):
+    """`kill -9` or the kernel's OOM killer: Ray says only that the actor died, or for a Ray
+    Train worker that a health check failed."""
     from ray.exceptions import ActorDiedError
 
-    error = read_trial_error(_errored_trial(tmp_path, ActorDiedError()))
+    exc = ActorDiedError() if killed == "trial process" else _killed_ray_train_worker()
+    error = read_trial_error(_errored_trial(tmp_path, exc))
     assert error.kind == EXCEPTION
-    assert error.line.startswith("ActorDiedError: The actor died unexpectedly before finishing this task.")
+    assert error.line.startswith(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     assert error.line.endswith(f"({DIED_HINT})") and len(error.line) <= 500
+    assert not read_trial_error(_errored_trial(tmp_path, RuntimeError("boom"))).line.endswith(f"({DIED_HINT})")

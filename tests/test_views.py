@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
@@ -9,7 +10,7 @@ import re
 import optuna
 import pytest
 
-from raysweep.book import FINISHED, STOPPED, TrialBook, TrialRecord
+from raysweep.book import FAILED, FINISHED, STOPPED, TrialBook, TrialRecord
 from raysweep.spec import validate
 from raysweep.views import compared_epoch, history_study, importances, rung_study, write_views
 from tests.conftest import make_raw
@@ -96,6 +97,21 @@ def test_a_search_too_small_to_compare_still_gets_its_curves_and_timeline(tmp_pa
     write_views(_book(n=2), str(tmp_path))
     page = (tmp_path / "search.html").read_text()
     assert '<section id="importance">' not in page and '<section id="timeline">' in page
+
+
+def test_a_search_whose_trials_all_failed_gets_its_timeline_and_no_empty_curves(tmp_path, caplog):
+    """Optuna warned 'Study instance does not contain trials.' after the search's failure line."""
+    book = _book(n=2)
+    for rec in book.records.values():
+        rec.status, rec.value = FAILED, None
+    optuna.logging.enable_propagation()  # Optuna's logger keeps its records to itself otherwise
+    try:
+        with caplog.at_level(logging.WARNING, logger="optuna"):
+            page = write_views_page(book, tmp_path)
+    finally:
+        optuna.logging.disable_propagation()
+    assert '<section id="learning_curves">' not in page and '<section id="timeline">' in page
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == []
 
 
 def test_a_search_of_two_objectives_gets_its_pareto_front_drawn(tmp_path):

@@ -30,6 +30,7 @@ OOM_HINT = "out of GPU memory: reduce batch_size, or raise resources.gpus_per_wo
 DIED_HINT = ("its process was killed, or ran out of host memory (the kernel's OOM killer: see dmesg); "
              "failures.max_failures restarts a trial from its last checkpoint")
 _DIED_ERRORS = ("ActorDiedError", "RayActorError", "WorkerCrashedError")
+_DIED_TEXT = "The actor died unexpectedly"
 # torch.OutOfMemoryError says the first; older torch raised a RuntimeError saying the same, and
 # allocations inside CUDA libraries (cuBLAS, NCCL) say the second.
 _OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory")
@@ -163,7 +164,9 @@ def read_trial_error(trial) -> TrialError:
     kind = failure_kind(name, message)
     first = message.strip().splitlines()[0] if message.strip() else ""
     line = f"{name}: {first}" if name and first else (name or first or "trial failed")
-    hint = OOM_HINT if kind == OOM else DIED_HINT if name in _DIED_ERRORS else None
+    # A Ray Train worker killed: the group's WorkerHealthCheckFailedError, the death in its text.
+    died = name in _DIED_ERRORS or _DIED_TEXT in text or _DIED_TEXT in str(error)
+    hint = OOM_HINT if kind == OOM else DIED_HINT if died else None
     if hint is not None:  # the hint goes last, so the message is what gets cut to fit
         line = f"{line[: _MAX_LINE - len(hint) - 3]} ({hint})"
     return TrialError(line[:_MAX_LINE], kind, text or line)

@@ -154,11 +154,14 @@ def _views(book: TrialBook) -> list[tuple[str, str, str, Callable, Callable]]:
              f"{at} against each hyperparameter; the colour is the trial's number (later trials are TPE's).",
              *_optuna_plot("plot_slice", rung, target_name=at)),
         ]
-    if history.trials:
-        views += [
+    # Optuna draws no failed trial's curve, and says so in a warning when no other is left.
+    if any(t.state != optuna.trial.TrialState.FAIL for t in history.trials):
+        views.append(
             ("learning_curves", "Learning curves",
              f"{spec.rank_metric} at every epoch of every trial; a trial's line ends where it finished or was stopped.",
-             *_optuna_plot("plot_intermediate_values", history)),
+             *_optuna_plot("plot_intermediate_values", history)))
+    if history.trials:
+        views += [
             ("timeline", "Timeline",
              "When each trial ran; Pruned: early stopping ended it at a rung; Complete: it ran to max_epochs.",
              *_optuna_plot("plot_timeline", history)),
