@@ -2,7 +2,9 @@
 
 A trial fails when its task raises. The driver tells three kinds apart (MLflow tag
 `raysweep.failure`): `non_finite` (`NonFiniteLoss`: a loss or the spec's metric became NaN or
-infinite), `oom` (CUDA out of memory) and `exception` (anything else).
+infinite), `oom` (CUDA out of memory) and `exception` (anything else); a killed trial process
+gets a hint in its line. `no_space` tells a full disk under any wrapping, for the spool (a
+SQLite store's full disk is an outage) and the search's one-line errors.
 
 Nothing here imports torch or Ray: the context raises `NonFiniteLoss` inside workers, the
 driver's `TrialBook` reads errors back.
