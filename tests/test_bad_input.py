@@ -217,6 +217,10 @@ ROWS = [
         {"s.yaml": data_spec(), **IMAGES, "img/train/cat/0.png": b"not a png"}),
     row("csv: no label column", ["search", "s.yaml"], "data.label: no column 'y' in",
         {"s.yaml": data_spec("tabular", label="y"), **CSV}),
+    row("csv: ';'-separated", ["validate", "s.yaml"],
+        f"data.label: no column 'label' in {TMP}/t/train.csv (columns: a;label); the header is one column: the file "
+        "looks ';'-separated, and CSV files are read comma-separated: convert it (pandas.read_csv(path, sep=';')",
+        {"s.yaml": data_spec("tabular"), "t/train.csv": "a;label\n1;x\n2;y\n", "t/val.csv": "a;label\n1;x\n"}),
     row("csv: text feature", ["validate", "s.yaml"], "data.features: column 'name' is string, not numbers",
         {"s.yaml": data_spec("tabular"), "t/train.csv": "name,label\nab,x\ncd,y\n", "t/val.csv": "name,label\nab,x\n"}),
     row("csv: unknown feature", ["search", "s.yaml"], "data.features: no column 'zz' in",

@@ -117,6 +117,14 @@ def test_config_errors_name_the_key(config, message, tmp_path, monkeypatch):
         Tabular().splits_for(config, 0)
 
 
+def test_a_semicolon_separated_file_is_named_as_such(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a;label\n1;0\n2;1\n")
+    with pytest.raises(ValueError, match=r"^tabular: target column 'label' not in t\.csv \(columns: a;label\); the "
+                                         r"header is one column: the file looks ';'-separated"):
+        Tabular().splits_for({"data": str(path), "target": "label"}, 0)
+
+
 @pytest.mark.parametrize("frame, message", [
     ({"a": [1.0, 2.0], "y": [0, 1]}, r"^tabular: target column 'label' not in t\.csv \(columns: a, y\)$"),
     ({"a": [1.0, 2.0], "colour": ["red", "blue"], "label": [0, 1]},

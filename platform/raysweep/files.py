@@ -35,6 +35,22 @@ class Split:
     classes: list[str] = field(default_factory=list)  # images: class folders holding images
 
 
+# What a CSV of another separator reads as: one column whose name holds the whole header.
+_OTHER_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}
+
+
+def separator_hint(columns) -> str:
+    """A hint for a header read as one column ('a;b;c'): raysweep reads comma-separated CSV."""
+    names = [str(c) for c in columns]
+    if len(names) != 1:
+        return ""
+    found = [(sep, name) for sep, name in _OTHER_SEPARATORS.items() if sep in names[0]]
+    if not found:
+        return ""
+    sep, name = found[0]
+    return (f"; the header is one column: the file looks {name}-separated, and CSV files are read comma-separated: "
+            f"convert it (pandas.read_csv(path, sep={sep!r}).to_csv(new_path, index=False))")
+
 def location(uri: str) -> str:
     """A relative local path as an absolute one (trial processes run elsewhere); URIs as given."""
     return uri if "://" in uri else str(Path(uri).expanduser().resolve())
@@ -198,7 +214,8 @@ def check_data(section: DataSection) -> dict:
         columns, kinds = _columns(splits["train"], fmt)
         if section.label not in columns:
             shown = ", ".join(columns[:10]) + (", ..." if len(columns) > 10 else "")
-            raise SpecError(f"data.label: no column {section.label!r} in {splits['train'].files[0]} (columns: {shown})")
+            raise SpecError(f"data.label: no column {section.label!r} in {splits['train'].files[0]} (columns: {shown})"
+                            + separator_hint(columns))
         features = section.features or [c for c in columns if c != section.label]
         for name in features:
             if name not in columns:

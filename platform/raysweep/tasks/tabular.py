@@ -124,7 +124,10 @@ def read_frame(path: Path, target: str, task: str = "tabular"):
         raise ValueError(f"{task}: cannot read {path}: {first}") from None
     if target not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:10])) + (", ..." if len(frame.columns) > 10 else "")
-        raise ValueError(f"{task}: target column {target!r} not in {path.name} (columns: {shown})")
+        from ..files import separator_hint
+
+        raise ValueError(f"{task}: target column {target!r} not in {path.name} (columns: {shown})"
+                         + separator_hint(frame.columns))
     missing = frame.isna().sum()
     if missing.any():  # refused, not dropped: silently training on fewer rows hides a data problem
         column, count = next(iter(missing[missing > 0].items()))
