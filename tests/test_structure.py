@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -197,18 +198,33 @@ def test_model_loggings_import_of_mlflow_pytorch_leaves_raysweeps_warnings_heard
     """`import mlflow.pytorch` calls logging.basicConfig(level=ERROR) (MLflow 3.17): from the
     model logging's warm-up on, a search dropped its own warnings (MLflow down or full:
     spooling; `raysweep sync` to run). raysweep imports the flavor and puts the root back."""
-    out = subprocess.run(
-        [sys.executable, "-c",
-         "import logging\n"
-         "from raysweep.tracking.models import pytorch_flavor\n"
-         "root = logging.getLogger()\n"
-         "before = (root.level, list(root.handlers))\n"
-         "pytorch_flavor()\n"
-         "assert (root.level, root.handlers) == before, (root.level, root.handlers)\n"
-         "logging.getLogger('raysweep.spool').warning('MLflow at x unreachable: spooling')\n"],
-        capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "platform")})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stderr.strip().splitlines()[-1] == "MLflow at x unreachable: spooling"
+    heard = _fresh_python(
+        "import io, json, logging, sys\n"
+        "from raysweep.tracking.models import pytorch_flavor\n"
+        "root = logging.getLogger()\n"
+        "before = (root.level, list(root.handlers))\n"
+        "pytorch_flavor()\n"
+        "assert (root.level, root.handlers) == before, (root.level, root.handlers)\n"
+        "sys.stderr = io.StringIO()  # where Python's last-resort handler writes\n"
+        "logging.getLogger('raysweep.spool').warning('MLflow at x unreachable: spooling')\n"
+        "print(json.dumps(sys.stderr.getvalue()))\n"
+    )
+    assert heard == "MLflow at x unreachable: spooling\n"
+
+
+def test_mlflow_imported_after_a_run_quieted_the_libraries_stays_quiet():
+    """A run imports MLflow while Ray starts (docs/design.md, point 38), after it set MLflow's
+    logger to WARNING; MLflow's import set it back to INFO, and a search against a server
+    printed MLflow's INFO line about waiting for the model version."""
+    level = _fresh_python(
+        "import json, logging, sys\n"
+        "from raysweep.runsetup import quiet_libraries\n"
+        "quiet_libraries()\n"
+        "assert 'mlflow' not in sys.modules\n"
+        "import mlflow\n"
+        "print(json.dumps(logging.getLogger('mlflow.store.model_registry.abstract_store').getEffectiveLevel()))\n"
+    )
+    assert level == logging.WARNING
 
 
 def test_every_private_ray_api_raysweep_uses_is_still_there():

@@ -241,6 +241,10 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # ... and for an MLflow imported after this (a run imports it while Ray starts: design
+    # point 38), whose import sets its logger to this variable's level, INFO by default: a
+    # search against a server printed "INFO ... Waiting up to 300 seconds for model version".
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # A SQLite store's failed write (its disk full) is logged there with SQLAlchemy's traceback,
     # then raised: raysweep says it once, in a line (spooled, or why the search stopped).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
