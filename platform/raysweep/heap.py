@@ -25,3 +25,9 @@ def heavy_imports():
     finally:
         gc.freeze()
         gc.enable()
+
+
+def run_imports(own_process: bool) -> contextlib.AbstractContextManager:
+    """Around a run's imports: `heavy_imports` in a command's own process; nothing for
+    `run_search` called from a notebook, whose collector stays the caller's."""
+    return heavy_imports() if own_process else contextlib.nullcontext()

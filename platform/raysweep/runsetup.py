@@ -23,7 +23,7 @@ from .book import RUNNING, TrialBook
 from .capacity import CapacityWait, check as check_capacity, trial_need
 from .progress import QuietTrialWarning
 from .files import check_data
-from .heap import heavy_imports
+from .heap import run_imports
 from .jobenv import RAY_JOB_ENV
 from .ingest import TrialData
 from .interrupt import Interrupt
@@ -90,7 +90,7 @@ class RunSetup:
         """Around the run's imports after its start (torch, MLflow: docs/design.md, point 38):
         a command's run (its own process) leaves what they build out of the collector's walks
         (heap.heavy_imports); `run_search` called from a notebook leaves the caller's collector alone."""
-        return heavy_imports() if self.shutdown_ray else contextlib.nullcontext()
+        return run_imports(self.shutdown_ray)
 
     def callbacks(self, parent_run_id: str | None, params_of: Callable[[dict], dict], progress,
                   *end_work: str | Callable[[], None]) -> list:
@@ -211,7 +211,7 @@ def begin(spec: Spec, *, storage: str | None, tracking_uri: str | None, verbose:
         # directory again as it starts the job's worker processes, and torch loaded while the
         # directory is gone kills the process (oneMKL: "Cannot load .../libtorch_cpu.so"). Its
         # start is a cluster's, not a laptop's: docs/design.md, point 38.
-        with (heavy_imports() if shutdown_ray else contextlib.nullcontext()):
+        with run_imports(shutdown_ray):
             importlib.import_module("torch")
     task = resolve_task(spec.task)
     data_info = check_data(spec.data) if spec.data is not None else None
