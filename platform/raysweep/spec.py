@@ -241,7 +241,8 @@ class _Range(_Param):
     @model_validator(mode="after")
     def _ordered(self):  # finite already: allow_inf_nan=False
         if not self.low < self.high:
-            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+            low, high = (v if isinstance(v, int) else f"{v:g}" for v in (self.low, self.high))
+            raise ValueError(f"low ({low}) must be below high ({high})")
         return self
 
 
@@ -263,7 +264,7 @@ class LogUniform(_Range):
         return self
 
 
-class IntParam(_Param):
+class IntParam(_Range):
     """An integer from `low` to `high` (both included)."""
 
     type: Literal["int"]
@@ -274,9 +275,7 @@ class IntParam(_Param):
         False, description="sample on a log scale (e.g. hidden sizes 16..1024); needs `low` >= 1 and `step` 1")
 
     @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+    def _steps(self):
         if self.step < 1:
             raise ValueError(f"step ({self.step}) must be at least 1")
         if self.log and (self.low < 1 or self.step != 1):

@@ -87,18 +87,12 @@ def unreachable(uri: str, tries: int = 2, timeout_s: float = 3.0) -> str | None:
     for attempt in range(tries):
         if attempt:
             time.sleep(0.5)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s):
-                return None
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and _no_mlflow_api(request, timeout_s):
-                return (f"cannot use {redact(uri)}: it answers, but not as an MLflow tracking server (404 for /health "
-                        "and for MLflow's REST API); give the MLflow server's address (its UI's, e.g. http://HOST:5000)")
+        reason = _answer(request, timeout_s)
+        if reason == 404 and _no_mlflow_api(request, timeout_s):
+            return (f"cannot use {redact(uri)}: it answers, but not as an MLflow tracking server (404 for /health "
+                    "and for MLflow's REST API); give the MLflow server's address (its UI's, e.g. http://HOST:5000)")
+        if isinstance(reason, int):
             return None  # a server answered (a proxy, an auth wall): MLflow's client takes it from here
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # a read timeout, a malformed URL
-            reason = exc
         if isinstance(reason, ssl.SSLError):
             return None  # TLS answered; MLflow applies its own certificate settings
     text = getattr(reason, "strerror", None) or str(reason)
@@ -111,14 +105,20 @@ def _no_mlflow_api(health: urllib.request.Request, timeout_s: float) -> bool:
     is not MLflow's, the Ray dashboard's port): only a 404 there says so. A proxy that routes
     only MLflow's API answers it otherwise."""
     api = health.full_url.removesuffix("/health") + "/api/2.0/mlflow/experiments/search?max_results=1"
-    request = urllib.request.Request(api, headers=dict(health.header_items()))
+    return _answer(urllib.request.Request(api, headers=dict(health.header_items())), timeout_s) == 404
+
+
+def _answer(request: urllib.request.Request, timeout_s: float) -> int | BaseException | str:
+    """The HTTP status a request gets (an error status too), or why nothing answered."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s):
-            return False
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status
     except urllib.error.HTTPError as exc:
-        return exc.code == 404
-    except (OSError, ValueError, http.client.HTTPException):
-        return False
+        return exc.code
+    except urllib.error.URLError as exc:
+        return exc.reason
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # a read timeout, a malformed URL
+        return exc
 
 
 def refused(uri: str, error: Exception) -> str:
