@@ -199,12 +199,13 @@ def _descendants(pid: int) -> dict[int, str]:
         found.update((int(row[0]), row[2]) for row in more)
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "sighup"])
 def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_path, stop):
     """`raysweep ui` on a store with a run: the UI's API lists its experiment; MLflow's job
     runner for GenAI jobs (eight processes, design.md point 34) is not started; Ctrl-C
-    (SIGINT to the terminal's process group) ends it with exit 0, and so does a SIGTERM to
-    `raysweep ui` alone, the server's processes with it (they kept serving, the port taken)."""
+    (SIGINT to the terminal's process group) ends it with exit 0, and so do a SIGTERM to
+    `raysweep ui` alone and a closed terminal's SIGHUP to its group, the server's processes
+    with it (in a session of their own, they kept serving, the port taken)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     client.create_run(client.create_experiment("ui-shown"))
@@ -221,8 +222,8 @@ def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_
         server = _descendants(proc.pid)
         group = "\n".join(server.values())
         assert "uvicorn" in group and "mlflow.server.jobs" not in group, group
-        if stop == "ctrl-c":
-            os.killpg(proc.pid, signal.SIGINT)
+        if stop in ("ctrl-c", "sighup"):
+            os.killpg(proc.pid, signal.SIGINT if stop == "ctrl-c" else signal.SIGHUP)
         else:
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

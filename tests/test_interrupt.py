@@ -1,16 +1,19 @@
-"""Ctrl-C (or SIGTERM) stops a search or a training run as interrupted (resumable, exit 130;
-143), never as finished; an error after the trials ran fails the search without losing them."""
+"""Ctrl-C (or SIGTERM, or SIGHUP) stops a search or a training run as interrupted (resumable,
+exit 130; 143; 129), never as finished; an error after the trials ran fails the search without losing them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -161,6 +164,14 @@ def _processes_naming(text: str) -> list[str]:
     return found
 
 
+def _ray_stopped(ray_tmp: Path) -> None:
+    """Ray's processes of the command's own Ray (its temp dir), stopped as the command exits."""
+    deadline = time.monotonic() + 30
+    while _processes_naming(str(ray_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_naming(str(ray_tmp))
+
+
 @pytest.mark.integration
 def test_sigterm_while_the_search_starts_its_ray_is_a_stop_not_a_crash(tmp_path):
     """`ray.init` installed Ray's driver handler (exit 15 and a dump of Ray's signal handler),
@@ -182,12 +193,64 @@ def test_sigterm_while_the_search_starts_its_ray_is_a_stop_not_a_crash(tmp_path)
         assert driver.returncode == 143, err[-3000:]
         assert "raysweep: interrupted (SIGTERM)" in err and "Traceback" not in err, err[-3000:]
         assert not [r for r in _runs(db, "search") if r.info.status == "RUNNING"]
-        deadline = time.monotonic() + 30  # Ray's processes, stopped as the command exits
-        while _processes_naming(str(ray_tmp)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not _processes_naming(str(ray_tmp))
+        _ray_stopped(ray_tmp)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_a_closed_terminal_stops_a_search_as_a_ctrl_c_does_and_leaves_no_ray_process(tmp_path):
+    """The terminal closed (an SSH session dropped) under a search on it: the kernel hangs up
+    the terminal (its writes fail with EIO) and the shell sends SIGHUP to the job's process
+    group, the command and the Ray it started. SIGHUP ended the command at once, its runs left
+    RUNNING, Ray's processes killed under it and two of its agents orphaned; then, taken as a
+    stop, the progress line's write to the hung-up terminal failed the search."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs-hup-", dir="/tmp"))  # the search's own Ray; short: its sockets
+    raw = make_raw(**{"name": "hangup", "task": "tests.user_tasks:SlowDigits", "max_epochs": 6,
+                      "search.num_samples": 4, "search.max_concurrent": 2, "scheduler.type": "fifo",
+                      "fixed": {"hidden": 32, "epoch_sleep_s": 0.3}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(ray_tmp)}
+    db = tmp_path / "mlflow.db"
+    cmd = [sys.executable, "-m", "raysweep.cli", "search", str(tmp_path / "spec.yaml"), "--storage",
+           str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{db}", "--summary-json",
+           str(tmp_path / "summary.json")]
+    pid, terminal = pty.fork()  # the command's session and terminal, as a login's
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execve(sys.executable, cmd, env)
+    shown = []  # what the terminal showed; read, or the command blocks once its buffer is full
+    reader = threading.Thread(target=_read_all, args=(terminal, shown), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while _metric_points(db) < 2:
+            assert time.monotonic() < deadline and reader.is_alive(), b"".join(shown)[-3000:]
+            time.sleep(0.2)
+        os.close(terminal)  # hung up
+        os.killpg(pid, signal.SIGHUP)  # the shell's SIGHUP to its job
+        deadline = time.monotonic() + 120
+        while not (ended := os.waitpid(pid, os.WNOHANG))[0]:
+            assert time.monotonic() < deadline, "the command did not end"
+            time.sleep(0.2)
+        pid = 0
+        assert os.waitstatus_to_exitcode(ended[1]) == 129, b"".join(shown)[-3000:]
+        assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+        (parent,) = _runs(db, "search")
+        assert parent.info.status == "KILLED" and parent.data.tags["raysweep.interrupted"] == "true"
+        assert not [r for r in _runs(db, "trial") if r.info.status == "RUNNING"]
+        _ray_stopped(ray_tmp)
+    finally:
+        if pid:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    with contextlib.suppress(OSError):  # EIO once the command's side is gone, EBADF once ours is
+        while chunk := os.read(fd, 65536):
+            into.append(chunk)
 
 
 def test_ctrl_c_before_the_first_epoch_exits_130(ray_session, tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 from .heap import heavy_imports
 from .jobenv import RAY_JOB_ENV, keep_working_dir, working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
-from .signals import received
+from .signals import STOPS, received
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
 from .storage import check as check_storage
@@ -214,7 +214,7 @@ def _cannot_write(path: Path) -> str | None:
 def _run(what: str, args, console, call):
     """Run a search or training; write its summary and show its test metrics.
 
-    Returns the result, or the exit code when it failed (1) or Ctrl-C stopped it (130; SIGTERM: 143).
+    Returns the result, or the exit code when it failed (1) or Ctrl-C stopped it (130; SIGTERM: 143; SIGHUP: 129).
     """
     from .errors import Interrupted, RunFailed
 
@@ -227,7 +227,7 @@ def _run(what: str, args, console, call):
     except Interrupted as exc:
         _write_summary(args, exc.result)
         print(f"raysweep: {what} {exc}; {_continue_hint(what, args)}", file=sys.stderr)
-        return 128 + exc.signum  # 130 after a Ctrl-C, 143 after a SIGTERM, as shells report them
+        return 128 + exc.signum  # 130 after a Ctrl-C, 143 after a SIGTERM, 129 after a SIGHUP, as shells report them
     _write_summary(args, result)
     if result.test_metrics:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items())
@@ -439,12 +439,13 @@ def cmd_ui(args) -> int:
 
 
 def _serve(server: subprocess.Popen) -> int:
-    """Wait for the MLflow UI's process; on Ctrl-C or SIGTERM stop its whole group (with a
-    Ctrl-C, as the terminal would have) and exit 0."""
+    """Wait for the MLflow UI's process; on Ctrl-C, SIGTERM or SIGHUP (its terminal closed: the
+    server, in a session of its own, would have served on) stop its whole group (with a Ctrl-C,
+    as the terminal would have) and exit 0."""
     def terminated(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    previous = {signum: signal.signal(signum, terminated) for signum in STOPS}
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -458,7 +459,8 @@ def _serve(server: subprocess.Popen) -> int:
             server.wait()
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,8 +488,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:  # before the run began, or a second Ctrl-C: no summary
-        signum = received()  # a SIGTERM taken as a Ctrl-C (interrupt.py): 143, as shells report it
-        print("raysweep: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else ""), file=sys.stderr)
+        signum = received()  # a SIGTERM or SIGHUP taken as a Ctrl-C (interrupt.py): 143, 129, as shells report them
+        print("raysweep: interrupted" + ("" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"),
+              file=sys.stderr)
         return 128 + signum
     finally:
         gc.freeze()  # the process ends now: its final collection would walk everything once more

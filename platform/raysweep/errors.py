@@ -1,7 +1,7 @@
 """Every exception raysweep raises to its callers, and the CLI exit code each one means.
 
 No imports: the lowest layer. Modules raise these; the CLI maps them to exit codes (2 for
-bad input, 1 for a failed run, 130 for Ctrl-C, 143 for SIGTERM).
+bad input, 1 for a failed run, 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class TrainFailed(RunFailed):
 
 
 class Interrupted(_WithResult):
-    """The run was stopped by Ctrl-C, or SIGTERM, after Tune saved its state (CLI exit code 128
-    + `signum`: 130, 143); `result`: what had finished."""
+    """The run was stopped by Ctrl-C, SIGTERM or SIGHUP, after Tune saved its state (CLI exit
+    code 128 + `signum`: 130, 143, 129); `result`: what had finished."""
 
     signum = 2  # SIGINT; interrupt.Interrupt says which signal it was
 

@@ -9,10 +9,13 @@ installed again means Tune saw a Ctrl-C. A second Ctrl-C reaches our handler and
 data loading, the test evaluation); during a call to a SQLite MLflow store, as the call
 ends (signals.py).
 
-SIGTERM (`ray job stop`, `docker stop`, a batch scheduler's pre-emption) is taken as a Ctrl-C
-while a run is on, from before Ray starts: it goes to whichever SIGINT handler is installed,
-Tune's or ours. Ray's own driver handler (`sys.exit`), which `ray.init` installs, would end the
-search as a crash: no state saved, a dump of Ray's signal handler on stderr.
+SIGTERM (`ray job stop`, `docker stop`, a batch scheduler's pre-emption) and SIGHUP (the
+terminal closed, an SSH session dropped) are taken as a Ctrl-C while a run is on, from before
+Ray starts: they go to whichever SIGINT handler is installed, Tune's or ours. Ray's own driver
+handler (`sys.exit`), which `ray.init` installs for SIGTERM, would end the search as a crash (no
+state saved, a dump of Ray's signal handler on stderr), and SIGHUP's default ended the command
+at once: its MLflow runs left RUNNING, two of Ray's agent processes orphaned. After a SIGHUP
+the command's output, if a terminal, goes to /dev/null: writes to a hung-up terminal fail.
 
 The record of it: `happened` (read by the trial book, which then leaves running trials
 running, to be resumed, instead of settling them as stopped early), and `signum`.
@@ -20,13 +23,14 @@ running, to be resumed, instead of settling them as stopped early), and `signum`
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 
 from ray.tune import Callback
 
-from .signals import interrupt_now, reset
+from .signals import STOPS, interrupt_now, reset
 
 
 class Interrupt(Callback):
@@ -38,30 +42,35 @@ class Interrupt(Callback):
 
     def __init__(self):
         self._previous = None
-        self._previous_term = None
+        self._previous_stops: dict[int, object] = {}  # SIGTERM's and SIGHUP's handlers before the block
         self._tune_handler = None  # the handler Tune installed for fit(), seen in setup()
         self._signalled = False
-        self.signum = signal.SIGINT  # the signal that stopped the run: SIGINT, or SIGTERM
+        self.signum = signal.SIGINT  # the signal that stopped the run: SIGINT, or one of STOPS
+        self._terminal: list[int] = []  # the standard streams on a terminal as the block began
 
     def __getstate__(self):  # Tune pickles its callbacks; handlers are this process's
-        return {"_previous": None, "_previous_term": None, "_tune_handler": None, "_signalled": self._signalled,
-                "signum": self.signum}
+        return {"_previous": None, "_previous_stops": {}, "_tune_handler": None, "_signalled": self._signalled,
+                "_terminal": [], "signum": self.signum}
 
     def _handler(self, signum, frame):
         self._signalled = True
         interrupt_now(self.signum)  # at once, or as a write to a SQLite store ends (signals.py)
 
     def _terminated(self, signum, frame):
-        self.signum = signal.SIGTERM
+        self.signum = signum
+        if signum == signal.SIGHUP:
+            _off_the_terminal(self._terminal)
         # Inside the block SIGINT's handler is always ours or Tune's (which puts ours back).
         signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
 
     def __enter__(self) -> Interrupt:
         reset()  # no stop asked for yet (a search before this one in the process may have been stopped)
         if threading.current_thread() is threading.main_thread():
+            self._terminal = [fd for fd in (0, 1, 2) if os.isatty(fd)]  # a hung-up terminal is no tty
             self._previous = signal.signal(signal.SIGINT, self._handler)
-            previous = signal.signal(signal.SIGTERM, self._terminated)
-            self._previous_term = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+            for signum in STOPS:
+                previous = signal.signal(signum, self._terminated)
+                self._previous_stops[signum] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
         return self
 
     def take_sigterm_back(self, rays=None) -> None:
@@ -70,20 +79,21 @@ class Interrupt(Callback):
         Python's record of the handler does not show it. `rays`: the driver's handler `ray.init`
         would have installed (`ray_internals.sigterm_left_alone` kept it out), put in place as
         the block ends, as it would have been without the block."""
-        if self._previous_term is None or threading.current_thread() is not threading.main_thread():
+        if not self._previous_stops or threading.current_thread() is not threading.main_thread():
             return
         current = signal.getsignal(signal.SIGTERM)
         if rays is not None or current != self._terminated:
-            self._previous_term = rays if rays is not None else signal.SIG_DFL if current is None else current
-        signal.signal(signal.SIGTERM, self._terminated)
+            self._previous_stops[signal.SIGTERM] = rays if rays is not None else signal.SIG_DFL if current is None else current
+        for signum in STOPS:  # SIGHUP too, in case a Ray installs one there
+            signal.signal(signum, self._terminated)
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
-        if self._previous_term is not None:
-            signal.signal(signal.SIGTERM, self._previous_term)
-            self._previous_term = None
+        for signum, previous in self._previous_stops.items():
+            signal.signal(signum, previous)
+        self._previous_stops = {}
 
     def setup(self, **info):  # called inside fit(), after Tune installed its own handler
         if threading.current_thread() is not threading.main_thread():
@@ -94,7 +104,7 @@ class Interrupt(Callback):
         self._tune_handler = handler
 
         def first_ctrl_c(signum, frame):  # said at once: the rest of the stop takes seconds
-            what = "SIGTERM: stopping" if self.signum == signal.SIGTERM else "stopping"
+            what = "stopping" if self.signum == signal.SIGINT else f"{signal.Signals(self.signum).name}: stopping"
             saving = f" ({self.saving})" if self.saving else ""
             print(f"raysweep: {what}{saving}; Ctrl-C again to exit at once", file=sys.stderr, flush=True)
             handler(signum, frame)  # Tune's: stop the loop, save, put our handler back
@@ -119,3 +129,15 @@ class Interrupt(Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._handler)
         return happened
+
+
+def _off_the_terminal(fds: list[int]) -> None:
+    """The terminal hung up: the command's standard streams that were on it (`fds`) go to
+    /dev/null, so that the stop's own lines cannot fail it: a write to a hung-up terminal raises
+    EIO, which failed the search as Tune's end printed its progress line."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -60,7 +61,14 @@ def start_local_ray(**init_kwargs: Any) -> None:
 
     for name, value in {**NODE_ENV, **LOCAL_NODE_ENV}.items():
         os.environ.setdefault(name, value)
-    ray.init(address="local", **init_kwargs)
+    # Ray's processes share this one's process group, so the SIGHUP a shell sends a job whose
+    # terminal closed reached them too, and they died under the run's stop (interrupt.py):
+    # they start with it blocked, as Ray starts them with SIGINT blocked.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        ray.init(address="local", **init_kwargs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     _STARTED_WITH[ray.get_runtime_context().get_node_id()] = dict(os.environ)
 
 

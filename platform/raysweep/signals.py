@@ -1,4 +1,4 @@
-"""How a Ctrl-C or SIGTERM reaches a command's code: at once, except inside the writes it must
+"""How a Ctrl-C, SIGTERM or SIGHUP reaches a command's code: at once, except inside the writes it must
 not cut in half; and which signal it was, for the exit code.
 
 A second Ctrl-C during a search raises `KeyboardInterrupt` at once (interrupt.py). Raised
@@ -22,6 +22,10 @@ import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+
+# The signals besides SIGINT that stop a run as a Ctrl-C does (interrupt.py) and stop `raysweep
+# ui`'s server: SIGTERM (`ray job stop`, `docker stop`) and SIGHUP (the terminal closed).
+STOPS = (signal.SIGTERM, signal.SIGHUP)
 
 _depth = 0  # how many `uninterrupted()` blocks the main thread is in
 _pending = False  # a KeyboardInterrupt waits for the outermost block's end
@@ -49,7 +53,7 @@ def uninterrupted() -> Iterator[None]:
 
 def interrupt_now(signum: int = signal.SIGINT) -> None:
     """From a signal handler: raise `KeyboardInterrupt` now, or as the `uninterrupted()` block
-    the main thread is in ends; `signum` (SIGINT, or a SIGTERM taken as one) is `received()`."""
+    the main thread is in ends; `signum` (SIGINT, or one of `STOPS` taken as one) is `received()`."""
     global _pending, _received, _requested
     _received, _requested = signum, True
     if _depth:
@@ -59,7 +63,7 @@ def interrupt_now(signum: int = signal.SIGINT) -> None:
 
 
 def received() -> int:
-    """The signal behind the last `interrupt_now()`: SIGINT unless a SIGTERM was taken as a Ctrl-C."""
+    """The signal behind the last `interrupt_now()`: SIGINT unless a SIGTERM or SIGHUP was taken as a Ctrl-C."""
     return _received
 
 
