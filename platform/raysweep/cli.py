@@ -20,6 +20,7 @@ from .heap import heavy_imports
 from .jobenv import RAY_JOB_ENV, keep_working_dir, working_dir
 from .redact import redact, redact_data, redact_text, spec_yaml, write_private
 from .signals import STOPS, received
+from .streams import outliving_readers
 from .errors import SpecError
 from .spec import Spec, load_spec, parse_yaml
 from .storage import check as check_storage
@@ -479,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         "submit": lambda a: cmd_submit(a, extra),
         "sync": cmd_sync,
     }[args.command]
+    with outliving_readers():  # `| head`, a pager quit, a closed terminal: the run goes on (streams.py)
+        return _handle(handler, args)
+
+
+def _handle(handler, args) -> int:
     try:
         return handler(args)
     except SpecError as exc:

@@ -31,6 +31,7 @@ import threading
 from ray.tune import Callback
 
 from .signals import STOPS, interrupt_now, reset
+from .streams import to_devnull
 
 
 class Interrupt(Callback):
@@ -59,7 +60,7 @@ class Interrupt(Callback):
     def _terminated(self, signum, frame):
         self.signum = signum
         if signum == signal.SIGHUP:
-            _off_the_terminal(self._terminal)
+            to_devnull(self._terminal)  # a write to a hung-up terminal fails (streams.py)
         # Inside the block SIGINT's handler is always ours or Tune's (which puts ours back).
         signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
 
@@ -130,14 +131,3 @@ class Interrupt(Callback):
             signal.signal(signal.SIGINT, self._handler)
         return happened
 
-
-def _off_the_terminal(fds: list[int]) -> None:
-    """The terminal hung up: the command's standard streams that were on it (`fds`) go to
-    /dev/null, so that the stop's own lines cannot fail it: a write to a hung-up terminal raises
-    EIO, which failed the search as Tune's end printed its progress line."""
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        for fd in fds:
-            os.dup2(null, fd)
-    finally:
-        os.close(null)
