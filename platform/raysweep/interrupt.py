@@ -70,13 +70,13 @@ class Interrupt(Callback):
             self._terminal = [fd for fd in (0, 1, 2) if os.isatty(fd)]  # a hung-up terminal is no tty
             self._previous = signal.signal(signal.SIGINT, self._handler)
             for signum in STOPS:
-                previous = signal.signal(signum, self._terminated)
-                self._previous_stops[signum] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+                previous = signal.signal(signum, self._terminated)  # None: a handler set outside Python
+                self._previous_stops[signum] = signal.SIG_DFL if previous is None else previous
         return self
 
     def take_sigterm_back(self, rays=None) -> None:
-        """Inside the block, once Ray is up: SIGTERM's handler is ours again, at the C level too.
-        Ray's core worker installs a C handler of its own that prints a dump of the signal, and
+        """Inside the block, once Ray is up: SIGTERM's handler (and SIGHUP's) is ours again, at
+        the C level too. Ray's core worker installs a C handler of its own that prints a dump of the signal, and
         Python's record of the handler does not show it. `rays`: the driver's handler `ray.init`
         would have installed (`ray_internals.sigterm_left_alone` kept it out), put in place as
         the block ends, as it would have been without the block."""
@@ -84,7 +84,8 @@ class Interrupt(Callback):
             return
         current = signal.getsignal(signal.SIGTERM)
         if rays is not None or current != self._terminated:
-            self._previous_stops[signal.SIGTERM] = rays if rays is not None else signal.SIG_DFL if current is None else current
+            at_end = rays if rays is not None else signal.SIG_DFL if current is None else current
+            self._previous_stops[signal.SIGTERM] = at_end
         for signum in STOPS:  # SIGHUP too, in case a Ray installs one there
             signal.signal(signum, self._terminated)
 
@@ -130,4 +131,3 @@ class Interrupt(Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._handler)
         return happened
-

@@ -39,7 +39,9 @@ class Unread:
     def _dropped(self, exc: OSError) -> None:
         if exc.errno not in _GONE:
             raise exc
-        with contextlib.suppress(OSError, ValueError):  # no descriptor (a test's capture): drop what is buffered
+        # From now on the stream writes to /dev/null; one with no descriptor (a test's capture)
+        # keeps failing, each write dropped here.
+        with contextlib.suppress(OSError, ValueError):
             to_devnull([self._stream.fileno()])
 
     def write(self, text: str) -> int:
