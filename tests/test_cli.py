@@ -199,6 +199,7 @@ def _descendants(pid: int) -> dict[int, str]:
         found.update((int(row[0]), row[2]) for row in more)
 
 
+@pytest.mark.integration  # `raysweep ui` starts a real MLflow server (`mlflow ui`, in its child)
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "sighup"])
 def test_ui_serves_the_store_without_mlflows_job_runner_and_ctrl_c_stops_it(tmp_path, stop):
     """`raysweep ui` on a store with a run: the UI's API lists its experiment; MLflow's job
