@@ -42,14 +42,12 @@ _OTHER_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}
 def separator_hint(columns) -> str:
     """A hint for a header read as one column ('a;b;c'): raysweep reads comma-separated CSV."""
     names = [str(c) for c in columns]
-    if len(names) != 1:
+    sep = next((sep for sep in _OTHER_SEPARATORS if len(names) == 1 and sep in names[0]), None)
+    if sep is None:
         return ""
-    found = [(sep, name) for sep, name in _OTHER_SEPARATORS.items() if sep in names[0]]
-    if not found:
-        return ""
-    sep, name = found[0]
-    return (f"; the header is one column: the file looks {name}-separated, and CSV files are read comma-separated: "
-            f"convert it (pandas.read_csv(path, sep={sep!r}).to_csv(new_path, index=False))")
+    return (f"; the header is one column: the file looks {_OTHER_SEPARATORS[sep]}-separated, and CSV files "
+            f"are read comma-separated: convert it (pandas.read_csv(path, sep={sep!r}).to_csv(new_path, index=False))")
+
 
 def location(uri: str) -> str:
     """A relative local path as an absolute one (trial processes run elsewhere); URIs as given."""

@@ -14,8 +14,8 @@ terminal closed, an SSH session dropped) are taken as a Ctrl-C while a run is on
 Ray starts: they go to whichever SIGINT handler is installed, Tune's or ours. Ray's own driver
 handler (`sys.exit`), which `ray.init` installs for SIGTERM, would end the search as a crash (no
 state saved, a dump of Ray's signal handler on stderr), and SIGHUP's default ended the command
-at once: its MLflow runs left RUNNING, two of Ray's agent processes orphaned. After a SIGHUP
-the command's output, if a terminal, goes to /dev/null: writes to a hung-up terminal fail.
+at once: its MLflow runs left RUNNING, two of Ray's agent processes orphaned. (The stop's own
+lines to the hung-up terminal fail; the command's streams drop them: streams.py.)
 
 The record of it: `happened` (read by the trial book, which then leaves running trials
 running, to be resumed, instead of settling them as stopped early), and `signum`.
@@ -23,7 +23,6 @@ running, to be resumed, instead of settling them as stopped early), and `signum`
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -31,7 +30,6 @@ import threading
 from ray.tune import Callback
 
 from .signals import STOPS, interrupt_now, reset
-from .streams import to_devnull
 
 
 class Interrupt(Callback):
@@ -47,11 +45,10 @@ class Interrupt(Callback):
         self._tune_handler = None  # the handler Tune installed for fit(), seen in setup()
         self._signalled = False
         self.signum = signal.SIGINT  # the signal that stopped the run: SIGINT, or one of STOPS
-        self._terminal: list[int] = []  # the standard streams on a terminal as the block began
 
     def __getstate__(self):  # Tune pickles its callbacks; handlers are this process's
         return {"_previous": None, "_previous_stops": {}, "_tune_handler": None, "_signalled": self._signalled,
-                "_terminal": [], "signum": self.signum}
+                "signum": self.signum}
 
     def _handler(self, signum, frame):
         self._signalled = True
@@ -59,15 +56,12 @@ class Interrupt(Callback):
 
     def _terminated(self, signum, frame):
         self.signum = signum
-        if signum == signal.SIGHUP:
-            to_devnull(self._terminal)  # a write to a hung-up terminal fails (streams.py)
         # Inside the block SIGINT's handler is always ours or Tune's (which puts ours back).
         signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
 
     def __enter__(self) -> Interrupt:
         reset()  # no stop asked for yet (a search before this one in the process may have been stopped)
         if threading.current_thread() is threading.main_thread():
-            self._terminal = [fd for fd in (0, 1, 2) if os.isatty(fd)]  # a hung-up terminal is no tty
             self._previous = signal.signal(signal.SIGINT, self._handler)
             for signum in STOPS:
                 previous = signal.signal(signum, self._terminated)  # None: a handler set outside Python

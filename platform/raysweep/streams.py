@@ -20,12 +20,11 @@ from collections.abc import Iterator
 _GONE = (errno.EPIPE, errno.EIO)
 
 
-def to_devnull(fds) -> None:
-    """Point each file descriptor in `fds` at /dev/null: what is written there is dropped."""
+def _to_devnull(fd: int) -> None:
+    """Point file descriptor `fd` at /dev/null: what is written there is dropped."""
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        for fd in fds:
-            os.dup2(null, fd)
+        os.dup2(null, fd)
     finally:
         os.close(null)
 
@@ -42,7 +41,7 @@ class Unread:
         # From now on the stream writes to /dev/null; one with no descriptor (a test's capture)
         # keeps failing, each write dropped here.
         with contextlib.suppress(OSError, ValueError):
-            to_devnull([self._stream.fileno()])
+            _to_devnull(self._stream.fileno())
 
     def write(self, text: str) -> int:
         try:
