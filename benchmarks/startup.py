@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -214,9 +215,17 @@ def child_ray_train(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
 
     stamps["imports"] = time.time()
     spec = load_spec(SPEC_FILE, ["max_epochs=3", "name=startup-ray-train", "resources.workers_per_trial=2",
-                                 "task=startup:stamped_task"])
+                                 "task=startup_task:StampedDigits"])
     os.environ[STAMPS_ENV] = str(tmp)  # before Ray starts: its worker processes inherit it
+    # `raysweep train` loads the task's splits in a thread while Ray starts (runsetup.begin);
+    # so here, where Ray is started first for its stamp. They are cached: run_training's load
+    # takes them from this one.
+    from raysweep.tasks import resolve_task
+
+    loading = threading.Thread(target=resolve_task(spec.task).shared_splits, args=(spec.seed,))
+    loading.start()
     ensure_ray(log_to_driver=False)
+    loading.join()
     stamps["ray_started"] = time.time()  # and `run_training` called
     run_training(spec, train_params(spec, {}), storage=str(tmp / "results"),
                  tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", console=Console(quiet=True))
@@ -224,24 +233,6 @@ def child_ray_train(trials: int, epochs: int, tmp: Path, stamps: dict) -> None:
     ranks = [json.loads(f.read_text()) for f in sorted(tmp.glob("rank*.json"))]
     stamps.update(workers_entered=max(r["entered"] for r in ranks), first_report=min(r["first_report"] for r in ranks))
     gc.freeze()  # as `raysweep train` ends (cli.main)
-
-
-def stamped_task(config, ctx):
-    """The spec's own task (digits_mlp), with each rank's times written to $RAYSWEEP_STARTUP_STAMPS."""
-    from raysweep.tasks import resolve_task
-
-    stamps = {"entered": time.time()}
-    out = Path(os.environ[STAMPS_ENV]) / f"rank{ctx.rank}.json"
-    report = ctx.report
-
-    def stamped_report(metrics, *args, **kwargs):
-        if "first_report" not in stamps:
-            stamps["first_report"] = time.time()
-            out.write_text(json.dumps(stamps))
-        return report(metrics, *args, **kwargs)
-
-    ctx.report = stamped_report
-    resolve_task("digits_mlp").train(config, ctx)
 
 
 def raysweep_phases(tmp: Path, parent_run_id: str) -> dict:

@@ -84,10 +84,12 @@ def test_four_asha_trials_of_two_workers_on_four_cpus_finish(ray_session, tmp_pa
 
     Two trials of two workers fill the four CPUs: with the leak, the third waited forever. Four
     make a second wave, which ASHA judges against the first's rung values (twelve trials took
-    211 s here and six 78 s, for nothing more; four 52 s)."""
+    211 s here and six 78 s, for nothing more; four 52 s). And no worker loads the digits
+    itself: the driver loaded them once and shared them (CountsReports' `loads`)."""
     spec = _spec(**{
         "name": "ddp-asha", "max_epochs": 3, "search.num_samples": 4, "search.max_concurrent": None,
-        "scheduler.type": "asha", "checkpoint.keep": 1,
+        "scheduler.type": "asha", "checkpoint.keep": 1, "task": "tests.user_tasks:CountsReports",
+        "fixed": {"batch_size": 64, "out_dir": str(tmp_path)},
     })
     helpers_before = _train_helper_actors()
     result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
@@ -101,6 +103,7 @@ def test_four_asha_trials_of_two_workers_on_four_cpus_finish(ray_session, tmp_pa
     client = MlflowClient(tracking_uri)
     for trial in result.trials:  # one point per epoch, not one per worker
         assert _steps(client, trial["run_id"]) == list(range(1, trial["epochs"] + 1))
+        assert trial["metrics"]["loads"] == 0
     # The best trial's Ray Train checkpoint reached the driver: its model scored the test split.
     assert 0.7 < result.test_metrics["test_accuracy"] <= 1.0
     assert "best_checkpoint" in {a.path for a in client.list_artifacts(result.parent_run_id)}

@@ -106,12 +106,14 @@ def _params(out, rank, epoch):
     return torch.load(out / f"params-rank{rank}-epoch{epoch}.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_builtin_task_on_uneven_shards_keeps_ranks_identical(ray_session, tmp_path, tracking_uri, workers):
-    """The issue's command: breast_cancer's 341 training rows at batch 34 (gloo crashed on 2)."""
+def test_builtin_task_on_uneven_shards_keeps_ranks_identical(ray_session, tmp_path, tracking_uri):
+    """The issue's command: breast_cancer's 341 training rows at batch 34 (gloo crashed on 2:
+    171 and 170 rows, 6 batches against 5). Three workers' shards (114, 114, 113) have 4
+    batches each, padded or not, so they prove nothing more here; three ranks are the next test's."""
     from raysweep.search import run_search
     from raysweep.spec import validate
 
+    workers = 2
     spec = validate(make_raw(**{
         "name": f"uneven-{workers}", "task": "tests.data_tasks:RecordsParams", "max_epochs": 3,
         "search.num_samples": 1, "scheduler.type": "fifo", "resources.workers_per_trial": workers,

@@ -123,6 +123,10 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if isinstance(task, TrainLoopTask):  # the user's own Ray Train loop, called as Ray Train would
         task.train_loop_per_worker(loop_config["params"])
         return
+    if loop_config.get("splits") is not None:  # the driver's (run_distributed): no load here
+        import ray
+
+        task.give_splits(spec.seed, ray.get(loop_config["splits"]))
     task.train(loop_config["params"], RayTrainContext(
         data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"),
         **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
@@ -154,8 +158,10 @@ def _report_callback(metric: str):
     return ReportToTune()
 
 
-def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any = None) -> None:
-    """Tune function trainable for a trial with more than one worker.
+def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any = None, splits: Any = None) -> None:
+    """Tune function trainable for a trial with more than one worker; `splits`: the task's own,
+    loaded once by the driver (tasks.base.SupervisedTask.shared_splits), put in Ray's object
+    store once for the trial's workers, so that no worker imports scikit-learn and loads them.
 
     Restarts the worker group after a worker error, up to `failures.max_failures` times, each
     time from the trial's latest checkpoint, but never after a `NonFiniteLoss`. raysweep
@@ -168,13 +174,17 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any 
     _pin_cluster_address()
     # Tune restored this trial (--resume): what the search recorded, for Ray Train's newer checkpoints.
     recorded = recorded_by_tune()
+    if splits is not None:
+        import ray
+
+        splits = ray.put(splits)  # a reference in the workers' config: each fetches it once
     with scoped_env({POLL_ENV: str(poll_interval(spec))}):  # read as each controller starts
-        _fit_with_restarts(config, spec, storage, trial_id, data, recorded)
+        _fit_with_restarts(config, spec, storage, trial_id, data, recorded, splits)
     _drain_reports()
 
 
 def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any,
-                       recorded: int) -> None:
+                       recorded: int, splits: Any = None) -> None:
     """`recorded`: the last epoch the search recorded when this process began. A checkpoint
     Ray Train resumes from in the first fit is an earlier process's (a killed driver's trial):
     its epochs after `recorded` are reported again, the dead driver may have lost them. After
@@ -184,7 +194,7 @@ def _fit_with_restarts(config: dict[str, Any], spec: Spec, storage: str, trial_i
     failures = 0
     while True:
         try:
-            _trainer(config, spec, storage, trial_id, data, recorded if failures == 0 else None).fit()
+            _trainer(config, spec, storage, trial_id, data, recorded if failures == 0 else None, splits).fit()
             break
         except ControllerError as exc:  # our report callback's MissingMetric names the failure
             if isinstance(exc.controller_failure, MissingMetric):
@@ -211,7 +221,7 @@ def worker_error(exc: BaseException) -> BaseException:
 
 
 def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, data: Any = None,
-             recorded: int | None = None):
+             recorded: int | None = None, splits: Any = None):
     """`data` (ingest.TrialData): its datasets go to Ray Train, which splits "train" over the
     workers (equal row counts: DataConfig's streaming_split(equal=True)); val and test reach
     every worker whole, and each evaluates its part (ingest.TrialData.iter_batches)."""
@@ -224,7 +234,7 @@ def _trainer(config: dict[str, Any], spec: Spec, storage: str, trial_id: str, da
     use_gpu = res.gpus_per_worker > 0
     # The meter's clock starts before the group does: its start-up holds the resources too.
     loop_config = {"spec": spec.to_dict(), "params": trial_params(spec, config), "started_at": time.time(),
-                   "seed": train_seed(spec, config), "recorded_epoch": recorded}
+                   "seed": train_seed(spec, config), "recorded_epoch": recorded, "splits": splits}
     datasets = {}
     if data is not None:
         loop_config["data"], datasets = data.for_workers(), data.datasets

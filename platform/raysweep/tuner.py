@@ -128,7 +128,7 @@ def _trainable(spec: Spec, storage: str, data: TrialData | None = None, splits: 
     # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
     # more than N worker groups, so the last one would wait. One byte of memory it is.
     return tune.with_resources(
-        tune.with_parameters(run_distributed, spec=spec, storage=storage, data=data),
+        tune.with_parameters(run_distributed, spec=spec, storage=storage, data=data, splits=splits),
         tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
     )
 
@@ -158,7 +158,7 @@ def build_tuner(
     """The search's Tuner; with `fixed_config`, a single run of that configuration (`train`);
     with `confirm`, one run of each of those configurations to `max_epochs` (confirm.py, and
     audit.py's round with `label` "audit"), in experiment NAME-<label>.
-    `splits`: the task's own, loaded once (runsetup.RunSetup.shared_splits), for one-worker trials.
+    `splits`: the task's own, loaded once (runsetup.RunSetup.shared_splits), for every trial.
     `budget` (search.budget): the searcher starts a trial only if it fits (the stopper, given
     the same budget, stops trials at rungs past which it has no room).
 
