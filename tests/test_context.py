@@ -163,3 +163,33 @@ def test_a_ray_train_trial_started_again_says_again_the_epochs_after_tunes_check
         # At max_epochs: trains nothing, and says at least its checkpoint's epoch (else it would end short).
         fit(ctx, model, optimizer, batch_size=4)
         assert ctx.said == said, recorded
+
+
+def test_a_tensor_or_numpy_metric_is_reported_as_a_python_number_and_a_whole_tensor_is_refused():
+    import numpy as np
+    import torch
+
+    from raysweep.book import numeric_metrics
+    from raysweep.context import LocalContext
+
+    ctx = LocalContext(max_epochs=1, metric="val_loss")
+    ctx.report({"val_loss": np.float32(0.25), "train_loss": torch.tensor(0.5), "seen": np.int64(3), "note": "x"})
+    report = ctx.reports[-1]
+    assert (report["val_loss"], report["train_loss"], report["seen"], report["note"]) == (0.25, 0.5, 3, "x")
+    assert type(report["val_loss"]) is float and type(report["train_loss"]) is float and type(report["seen"]) is int
+    with pytest.raises(TypeError, match=r"^ctx\.report\(\): val_loss is a tensor of shape \(2,\); report a number$"):
+        ctx.report({"val_loss": torch.tensor([0.1, 0.2])})
+    # A plain Ray Train loop's report reaches the book as it was sent: NumPy numbers count too.
+    assert numeric_metrics({"val_loss": np.float32(0.5), "ok": True, "n": np.int64(2)}, set()) == {"val_loss": 0.5, "n": 2.0}
+
+
+def test_sys_exit_in_a_task_is_an_error_of_its_trial():
+    import sys
+
+    from raysweep.errors import TaskExited
+    from raysweep.trial import exit_is_an_error
+
+    with pytest.raises(TaskExited, match=r"^the task called sys\.exit\(3\); a trial ends by returning") as caught:
+        with exit_is_an_error():
+            sys.exit(3)
+    assert isinstance(caught.value.__cause__, SystemExit)

@@ -271,6 +271,29 @@ def test_raising_trials_fail_with_their_traceback_after_their_retries(ray_sessio
     assert "Trial task failed" not in err and "Traceback" not in err and "Trials did not complete" not in err
 
 
+def test_a_task_calling_sys_exit_fails_its_trial_saying_so_and_numpy_or_tensor_metrics_count(
+        ray_session, tmp_path, tracking_uri):
+    """sys.exit() in a trial ended Ray's actor, reported as a process killed or out of memory;
+    a search whose trials reported their metric as a NumPy float32 failed for want of it, and one
+    reporting a tensor, on Tune's refusal."""
+    spec = _spec(**{
+        "name": "odd-habits", "task": "tests.user_tasks:odd_habits", "max_epochs": 2, "search.num_samples": 2,
+        "space": {"exit": {"type": "choice", "values": [False, True]}},
+        "fixed": {"lr": 0.05, "batch_size": 64, "hidden": 32},
+    })
+    result = run_search(spec, storage=str(tmp_path / "results"), tracking_uri=tracking_uri)
+    runs = _child_runs(MlflowClient(tracking_uri), "odd-habits")
+    by_exit = {t["config"]["exit"]: t for t in result.trials}
+    assert set(by_exit) == {False, True}, "the random sampler drew one value twice: change the seed"
+    kept, exited = by_exit[False], by_exit[True]
+    assert kept["status"] == FINISHED and kept["epochs"] == 2 and result.best["trial_id"] == kept["trial_id"]
+    assert isinstance(kept["metrics"]["val_loss"], float) and 0 < kept["metrics"]["train_loss"] < 3
+    assert exited["status"] == FAILED and exited["epochs"] == 1
+    line = "TaskExited: the task called sys.exit(3); a trial ends by returning, or fails by raising"
+    assert exited["error"] == line and runs[exited["trial_id"]].data.tags["raysweep.error"] == line
+    assert _steps(MlflowClient(tracking_uri), runs[kept["trial_id"]].info.run_id, "train_loss") == [1, 2]
+
+
 def test_max_failed_trials_stops_the_search_and_keeps_what_finished(ray_session, tmp_path, tracking_uri, capsys):
     from raysweep.cli import main
 

@@ -356,3 +356,23 @@ def process_probe(config, ctx):
         "runtime_env_vars": dict(ray.get_runtime_context().runtime_env.get("env_vars") or {}),
         "environ": {name: os.environ.get(name) for name in names}}))
     ctx.report({"val_loss": config["x"]})
+
+
+def odd_habits(config, ctx):
+    """digits_mlp reporting as user code often does: its loss a 0-d tensor, the spec's metric a
+    NumPy float32; and, where `config["exit"]`, calling sys.exit(3) after epoch 1's report."""
+    import sys
+
+    import numpy as np
+    import torch
+
+    real_report = ctx.report
+
+    def report(metrics, checkpoint=None):
+        if config["exit"] and metrics["epoch"] == 2:
+            sys.exit(3)
+        real_report({**metrics, "val_loss": np.float32(metrics["val_loss"]),
+                     "train_loss": torch.tensor(metrics["train_loss"])}, checkpoint=checkpoint)
+
+    ctx.report = report
+    DigitsMLP().train(config, ctx)

@@ -7,6 +7,7 @@ Results are collected as they arrive rather than read from Tune's final `Result`
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,8 @@ def numeric_metrics(result: dict[str, Any], reserved: set[str]) -> dict[str, flo
     return {
         k: float(v)
         for k, v in result.items()
-        if k not in reserved and isinstance(v, (int, float)) and not isinstance(v, bool)
+        # numbers.Real: NumPy's numbers too, which a plain Ray Train loop may report
+        if k not in reserved and isinstance(v, numbers.Real) and not isinstance(v, bool)
     }
 
 

@@ -22,6 +22,19 @@ from .failures import check_finite
 from .statefile import REPORT_AGAIN_FILE, load_state, recorded_epoch, save_state
 
 
+def _number(name: str, value: Any) -> Any:
+    """A metric as Tune, ASHA and MLflow take it: a one-element tensor (a loss as computed) or a
+    NumPy number becomes a Python number; Tune refused the tensor, and the search's book, which
+    keeps Python numbers only, dropped the NumPy float32, so a search whose every trial
+    reported its metric failed for want of it. Other values pass as they are."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"ctx.report(): {name} is a tensor of shape {tuple(value.shape)}; report a number")
+        return value.item()
+    item = getattr(value, "item", None)  # a NumPy scalar (np.float32, np.int64, ...)
+    return item() if callable(item) and getattr(value, "shape", None) == () else value
+
+
 class TrainContext(ABC):
     """What a loop talks to: report, device, rank, world size, resume state."""
 
@@ -85,6 +98,7 @@ class TrainContext(ABC):
             raise KeyError(
                 f"ctx.report() got no {self.metric!r}, the spec's metric (reported: {', '.join(metrics) or 'nothing'})"
             )
+        metrics = {name: _number(name, value) for name, value in metrics.items()}
         if "epoch" not in metrics:
             metrics = {**metrics, "epoch": self.epoch}
         self._reports += 1

@@ -115,21 +115,23 @@ class RayTrainContext(RayContext):
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     from .tasks import TrainLoopTask, resolve_task
-    from .trial import context_kwargs
+    from .trial import context_kwargs, exit_is_an_error
 
     spec = Spec.model_validate(loop_config["spec"])
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
     task = resolve_task(spec.task)
     if isinstance(task, TrainLoopTask):  # the user's own Ray Train loop, called as Ray Train would
-        task.train_loop_per_worker(loop_config["params"])
+        with exit_is_an_error():
+            task.train_loop_per_worker(loop_config["params"])
         return
     if loop_config.get("splits") is not None:  # the driver's (run_distributed): no load here
         import ray
 
         task.give_splits(spec.seed, ray.get(loop_config["splits"]))
-    task.train(loop_config["params"], RayTrainContext(
-        data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"),
-        **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
+    with exit_is_an_error():
+        task.train(loop_config["params"], RayTrainContext(
+            data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"),
+            **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
 
 
 def _report_callback(metric: str):

@@ -60,3 +60,9 @@ class NonFiniteLoss(ValueError):
 
 class MissingMetric(ValueError):
     """A plain Ray Train loop reported without the spec's metric: its trial fails."""
+
+
+class TaskExited(RuntimeError):
+    """A task called `sys.exit()` (or `exit()`) in a trial: its trial fails saying so
+    (`trial.exit_is_an_error`). Uncaught, SystemExit ended Ray's actor, which the search then
+    reported as a process that died (killed, or out of memory)."""

@@ -6,14 +6,27 @@ Train-in-Tune pattern costs ~15 s per trial before its first epoch; this path ~0
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from .context import InProcessContext
+from .errors import TaskExited
 from .spec import CONFIRM_KEY, Spec
 from .tasks import resolve_task
+
+
+@contextlib.contextmanager
+def exit_is_an_error() -> Iterator[None]:
+    """The task's `sys.exit()` fails its trial (`TaskExited`, the exit chained for its line)."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise TaskExited(f"the task called sys.exit({exc.code!r}); a trial ends by returning, "
+                         "or fails by raising") from exc
 
 
 def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +81,8 @@ def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None, splits:
     if splits is not None:
         task.give_splits(spec.seed, splits)
     try:
-        task.train(trial_params(spec, config), ctx)
+        with exit_is_an_error():
+            task.train(trial_params(spec, config), ctx)
     except BaseException:
         ctx.flush(raise_error=False)  # the epoch before lands; the training's own error is the one raised
         raise
