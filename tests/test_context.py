@@ -193,3 +193,22 @@ def test_sys_exit_in_a_task_is_an_error_of_its_trial():
         with exit_is_an_error():
             sys.exit(3)
     assert isinstance(caught.value.__cause__, SystemExit)
+
+
+def test_a_task_that_returns_without_reporting_fails_saying_what_it_returned():
+    from raysweep.context import LocalContext
+    from raysweep.errors import MissingMetric
+    from raysweep.tasks.base import FunctionTask
+    from raysweep.trial import reported_or_raise
+
+    def returns(config, ctx):  # as a Ray Tune function trainable may end
+        return {"val_loss": 0.3}
+
+    task, ctx = FunctionTask(returns), LocalContext(max_epochs=1, metric="val_loss")
+    with pytest.raises(MissingMetric, match=r"^the task returned without calling ctx\.report\(\): report 'val_loss' "
+                                            r"once per epoch \(it returned \{'val_loss': 0\.3\}: report that instead\)$"):
+        reported_or_raise(ctx, task.train({}, ctx))
+    ctx.report({"val_loss": 0.3})
+    reported_or_raise(ctx, None)  # reported: nothing to say
+    # Resumed from a checkpoint with no epoch left to train (its driver died as it ended): no report is due.
+    reported_or_raise(LocalContext(max_epochs=1, metric="val_loss", resume={"epoch": 1}), None)

@@ -66,6 +66,7 @@ class TrainContext(ABC):
         self.objectives = tuple(objectives)
         self.precision = precision
         self._reports = 0
+        self.reported = False  # any report at all, said again ones included (trial.reported_or_raise)
         # The checkpoint resumed from holds an epoch whose report the search may have lost
         # (statefile.REPORT_AGAIN_FILE): the loop says it again (`report_again`).
         self.resume_unreported = False
@@ -102,6 +103,7 @@ class TrainContext(ABC):
         if "epoch" not in metrics:
             metrics = {**metrics, "epoch": self.epoch}
         self._reports += 1
+        self.reported = True
         check_finite(metrics, self.metric)
         metrics = {**self.meter.metrics(), **metrics}  # the task's own names win
         missing = [name for name in self.objectives if name not in metrics]

@@ -115,7 +115,7 @@ class RayTrainContext(RayContext):
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     from .tasks import TrainLoopTask, resolve_task
-    from .trial import context_kwargs, exit_is_an_error
+    from .trial import context_kwargs, exit_is_an_error, reported_or_raise
 
     spec = Spec.model_validate(loop_config["spec"])
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
@@ -128,10 +128,10 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         import ray
 
         task.give_splits(spec.seed, ray.get(loop_config["splits"]))
+    ctx = RayTrainContext(data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"),
+                          **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed")))
     with exit_is_an_error():
-        task.train(loop_config["params"], RayTrainContext(
-            data=loop_config.get("data"), recorded_epoch=loop_config.get("recorded_epoch"),
-            **context_kwargs(spec, loop_config.get("started_at"), loop_config.get("seed"))))
+        reported_or_raise(ctx, task.train(loop_config["params"], ctx))
 
 
 def _report_callback(metric: str):

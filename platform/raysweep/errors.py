@@ -59,7 +59,8 @@ class NonFiniteLoss(ValueError):
 
 
 class MissingMetric(ValueError):
-    """A plain Ray Train loop reported without the spec's metric: its trial fails."""
+    """A plain Ray Train loop reported without the spec's metric, or a task returned without
+    reporting at all: its trial fails."""
 
 
 class TaskExited(RuntimeError):

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from .context import InProcessContext
-from .errors import TaskExited
+from .context import InProcessContext, TrainContext
+from .errors import MissingMetric, TaskExited
 from .spec import CONFIRM_KEY, Spec
 from .tasks import resolve_task
 
@@ -27,6 +27,18 @@ def exit_is_an_error() -> Iterator[None]:
     except SystemExit as exc:
         raise TaskExited(f"the task called sys.exit({exc.code!r}); a trial ends by returning, "
                          "or fails by raising") from exc
+
+
+def reported_or_raise(ctx: TrainContext, returned: Any) -> None:
+    """A task that returned without a single `ctx.report` fails its trial saying so (the
+    search said only that no trial reported its metric). Returning the metrics, as a Tune
+    function trainable may, is named: raysweep takes them from `ctx.report` alone. A trial
+    resumed from a checkpoint may have nothing left to train (its driver died as it ended)."""
+    if ctx.reported or ctx.resume_state is not None:
+        return
+    got = "" if returned is None else f" (it returned {repr(returned)[:80]}: report that instead)"
+    raise MissingMetric(f"the task returned without calling ctx.report(): report {ctx.metric!r} "
+                        f"once per epoch{got}")
 
 
 def trial_params(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +94,7 @@ def run_in_process(config: dict[str, Any], spec: Spec, data: Any = None, splits:
         task.give_splits(spec.seed, splits)
     try:
         with exit_is_an_error():
-            task.train(trial_params(spec, config), ctx)
+            reported_or_raise(ctx, task.train(trial_params(spec, config), ctx))
     except BaseException:
         ctx.flush(raise_error=False)  # the epoch before lands; the training's own error is the one raised
         raise

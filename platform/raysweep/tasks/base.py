@@ -24,10 +24,10 @@ class Task(Protocol):
 class FunctionTask:
     """A plain ``train(config, ctx)`` function used as a task."""
 
-    fn: Callable[[dict, TrainContext], None]
+    fn: Callable[[dict, TrainContext], Any]
 
-    def train(self, config: dict[str, Any], ctx: TrainContext) -> None:
-        self.fn(config, ctx)
+    def train(self, config: dict[str, Any], ctx: TrainContext) -> Any:
+        return self.fn(config, ctx)  # what it returns is named if it never reported (trial.reported_or_raise)
 
 
 @dataclass(frozen=True)
