@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import os
+
 import pytest
 
 import torch
@@ -12,6 +14,7 @@ from raysweep.errors import SearchFailed
 from raysweep.search import run_search
 from raysweep.spec import validate
 from tests.conftest import make_raw
+from tests.user_tasks import working_dirs
 
 LR = {"type": "uniform", "low": 0.005, "high": 0.02}
 
@@ -85,7 +88,8 @@ def test_four_asha_trials_of_two_workers_on_four_cpus_finish(ray_session, tmp_pa
     Two trials of two workers fill the four CPUs: with the leak, the third waited forever. Four
     make a second wave, which ASHA judges against the first's rung values (twelve trials took
     211 s here and six 78 s, for nothing more; four 52 s). And no worker loads the digits
-    itself: the driver loaded them once and shared them (CountsReports' `loads`)."""
+    itself: the driver loaded them once and shared them (CountsReports' `loads`); the workers
+    train in the directory Ray started in, not Ray Train's run folder (relative paths work)."""
     spec = _spec(**{
         "name": "ddp-asha", "max_epochs": 3, "search.num_samples": 4, "search.max_concurrent": None,
         "scheduler.type": "asha", "checkpoint.keep": 1, "task": "tests.user_tasks:CountsReports",
@@ -104,6 +108,7 @@ def test_four_asha_trials_of_two_workers_on_four_cpus_finish(ray_session, tmp_pa
     for trial in result.trials:  # one point per epoch, not one per worker
         assert _steps(client, trial["run_id"]) == list(range(1, trial["epochs"] + 1))
         assert trial["metrics"]["loads"] == 0
+    assert working_dirs(tmp_path) == {os.getcwd()}
     # The best trial's Ray Train checkpoint reached the driver: its model scored the test split.
     assert 0.7 < result.test_metrics["test_accuracy"] <= 1.0
     assert "best_checkpoint" in {a.path for a in client.list_artifacts(result.parent_run_id)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -301,8 +302,9 @@ def test_best_model_is_registered_and_reproduces_its_test_accuracy(searched):
 
 
 def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_session, tmp_path, mlflow_template):
-    # And no trial loads the digits itself: the driver loaded them once and shared them.
-    from tests.user_tasks import reports_trained
+    # And no trial loads the digits itself: the driver loaded them once and shared them; trials
+    # run in the directory Ray started in, not Tune's trial folders (a task's relative paths work).
+    from tests.user_tasks import reports_trained, working_dirs
 
     uri = fresh_store(tmp_path / "mlflow.db", mlflow_template)
     spec = validate(make_raw(**{"search.num_samples": 6, "scheduler.report": "async",
@@ -323,6 +325,7 @@ def test_async_reports_let_asha_stop_a_trial_one_unreported_epoch_late(ray_sessi
         else:
             assert trial["epochs"] == spec.max_epochs and trained == trial["epochs"]
         assert trial["metrics"]["loads"] == 0
+    assert working_dirs(tmp_path) == {os.getcwd()}
     assert max(unreported) == 1  # the reports were asynchronous: some trial trained past its last report
     assert result.epochs_run == sum(t["epochs"] for t in result.trials)  # billed: what was reported
     assert result.best["metrics"]["val_accuracy"] > 0.8  # the shared splits are the digits, x with y

@@ -251,9 +251,14 @@ def test_every_private_ray_api_raysweep_uses_is_still_there():
     assert callable(state.get_cluster_config) and isinstance(constants.ENV_VARS_TO_PROPAGATE, set)
     from ray.tune.execution import class_cache
 
-    # Tune's trial actors' variables: its defaults all set on the node raysweep starts.
-    assert set(ray_internals.LOCAL_NODE_ENV) == {constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR, *class_cache.DEFAULT_ENV_VARS}
-    assert isinstance(class_cache.ENV_VARS_TO_PROPAGATE, set)
+    from raysweep.tuner import STAY_IN_WORKING_DIR
+
+    # Tune's trial actors' variables: its defaults all set on the node raysweep starts, and
+    # the working directory's (which Tune hands its trial actors on a cluster: tuner.fit).
+    assert set(ray_internals.LOCAL_NODE_ENV) == {constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR, *class_cache.DEFAULT_ENV_VARS,
+                                                 *STAY_IN_WORKING_DIR}
+    assert STAY_IN_WORKING_DIR.items() <= ray_internals.LOCAL_NODE_ENV.items()
+    assert isinstance(class_cache.ENV_VARS_TO_PROPAGATE, set) and set(STAY_IN_WORKING_DIR) <= class_cache.ENV_VARS_TO_PROPAGATE
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.data_integration.interfaces import DatasetShardMetadata
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer

@@ -313,13 +313,16 @@ def one_bad_metric_name(config, ctx):
 class CountsReports(DigitsMLP):
     """digits_mlp that notes every epoch it trains (each `ctx.report` call, before the report
     leaves) in `config["out_dir"]`, one file per trial (by its lr), and reports `loads`: how
-    often the trial loaded the digits itself (never, when the driver shares its splits)."""
+    often the trial loaded the digits itself (never, when the driver shares its splits). Each
+    process it trains in writes its working directory there too (`working_dirs`)."""
 
     def train(self, config, ctx):
+        import os
         from pathlib import Path
 
         from raysweep.tasks.digits import digits_splits
 
+        Path(config["out_dir"], f"cwd-{os.getpid()}").write_text(os.getcwd())
         out, real_report, before = Path(config["out_dir"]) / f"reports-{config['lr']!r}", ctx.report, _calls(digits_splits)
 
         def report(metrics, checkpoint=None):
@@ -329,6 +332,12 @@ class CountsReports(DigitsMLP):
 
         ctx.report = report
         super().train(config, ctx)
+
+
+def working_dirs(out_dir) -> set[str]:
+    from pathlib import Path
+
+    return {path.read_text() for path in Path(out_dir).glob("cwd-*")}
 
 
 def _calls(cached) -> int:

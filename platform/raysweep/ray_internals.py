@@ -46,6 +46,8 @@ LOCAL_NODE_ENV = {
     # Tune's default variable for its trial actors (`class_cache.DEFAULT_ENV_VARS`): set on
     # the node, every process has it without a runtime env (`trial_actors_inherit_env`).
     "PL_DISABLE_FORK": "1",
+    # tuner.STAY_IN_WORKING_DIR's, on the node for the same reason.
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
 }
 
 # The environment each Ray this process started was given, by the node's id: every process of

@@ -17,9 +17,7 @@ from rich.console import Console
 from .book import FAILED
 from .errors import Interrupted, SpecError, TrainFailed
 from .progress import RunProgress
-from .ray_internals import results_not_read
 from .runsetup import begin, data_kwargs, end_running_killed
-from .signals import raise_if_requested
 from .spec import Choice, IntParam, LogUniform, Spec
 from .tasks.contract import can_log_model, capabilities
 from .tracking.names import ERROR_TAG, FROM_SEARCH_TAG, INTERRUPTED_TAG, MODEL_URI_TAG
@@ -107,15 +105,15 @@ def run_training(
         run.start_ray(None if uri is None else lambda: _open_tracker(spec, uri))
         tracker = run.tracker
         with run.imports():  # torch, once Ray is up (docs/design.md, point 38)
-            from .tuner import build_tuner
+            from .tuner import build_tuner, fit
         callbacks = run.callbacks(None, lambda config: config, RunProgress(book, console))
         task, mlflow_callback, wait = run.task, run.mlflow_callback, run.wait
         data = run.load_data()
         try:
-            raise_if_requested()  # a stop that went missing as the run started (signals.py)
-            with results_not_read():  # the book holds the run: Tune's ResultGrid is not read
-                build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait,
-                            splits=run.shared_splits()).fit()
+            # As a search's round (tuner.fit): its trial in Ray's idle processes, in the working
+            # directory; the book holds the run, Tune's ResultGrid is not read.
+            fit(build_tuner(spec, storage, callbacks, verbose, fixed_config=params, data=data, stop=wait,
+                            splits=run.shared_splits()))
         except KeyboardInterrupt:  # a second Ctrl-C: the run still ends KILLED, then exit at once
             if tracker is not None:
                 end_running_killed(book, tracker, mlflow_callback, {INTERRUPTED_TAG: "true"})

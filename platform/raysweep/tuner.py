@@ -238,6 +238,12 @@ def restore_tuner(
 # nodes that joined later were filled one trial at a time. The limiter (capacity.py) still
 # bounds running + pending trials by what the cluster holds.
 MAX_PENDING_TRIALS = 256
+# Trials run in the directory the command ran in (on a cluster, the job's working directory), as
+# a task run by hand (LocalContext) does: Tune's default moved each trial's process into its
+# trial folder, and Ray Train's workers into the Train run's, so a task's relative paths, right
+# in a notebook, failed in a search. Tune hands the variable to its trial actors, and they to
+# Ray Train; a value the user exported wins. (A local Ray has it on its node: ray_internals.)
+STAY_IN_WORKING_DIR = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
 def fit(tuner: tune.Tuner) -> None:
@@ -245,7 +251,8 @@ def fit(tuner: tune.Tuner) -> None:
     build it after the trials ended does not fail the search (ray_internals.results_not_read)."""
     raise_if_requested()  # a stop that went missing before the round (signals.py): not a round run
     # TUNE_MAX_PENDING_TRIALS_PG is read as fit() starts.
-    with (scoped_env({"TUNE_MAX_PENDING_TRIALS_PG": str(MAX_PENDING_TRIALS)}), trial_actors_inherit_env(),
+    with (scoped_env({"TUNE_MAX_PENDING_TRIALS_PG": str(MAX_PENDING_TRIALS)}),
+          scoped_env(STAY_IN_WORKING_DIR, override=False), trial_actors_inherit_env(),
           keep_trial_actors(), state_saves_spaced()):
         with results_not_read():
             tuner.fit()

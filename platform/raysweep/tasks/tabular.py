@@ -55,9 +55,9 @@ class Source:
 def data_dir() -> Path:
     """What a relative `data` path is relative to: the directory the process started in.
 
-    Tune moves a trial's process into its trial folder and records where it was in
-    TUNE_ORIG_WORKING_DIR; elsewhere (the driver, tests) it is the current directory. Ray
-    Train's workers (workers_per_trial > 1) record nothing: there only absolute paths work.
+    raysweep's trials stay in it (tuner.STAY_IN_WORKING_DIR); Tune records it in
+    TUNE_ORIG_WORKING_DIR all the same, which wins where a user turned Tune's moving of trial
+    processes into their trial folders back on (RAY_CHDIR_TO_TRIAL_DIR=1).
     """
     return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or os.getcwd())
 
