@@ -212,3 +212,24 @@ def test_a_task_that_returns_without_reporting_fails_saying_what_it_returned():
     reported_or_raise(ctx, None)  # reported: nothing to say
     # Resumed from a checkpoint with no epoch left to train (its driver died as it ended): no report is due.
     reported_or_raise(LocalContext(max_epochs=1, metric="val_loss", resume={"epoch": 1}), None)
+
+
+def test_a_checkpoint_that_would_not_load_back_is_refused_at_its_first_report():
+    """An nn.Module or an optimizer itself saves fine and failed only when loaded
+    (weights_only=True), at a resume or a restart: now the first report says so."""
+    import torch
+
+    from raysweep.context import LocalContext
+
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctx = LocalContext(max_epochs=2, metric="val_loss")
+    with pytest.raises(TypeError, match=r"^ctx\.report\(checkpoint=\.\.\.\): model holds torch\.nn\.modules\.linear\.Linear, "
+                                        r"which a checkpoint cannot \(it is loaded with weights_only=True\)"):
+        ctx.report({"val_loss": 0.5}, checkpoint={"epoch": 1, "model": model})
+    with pytest.raises(TypeError, match=r"^ctx\.report\(checkpoint=\.\.\.\): optimizer holds torch\.optim\.sgd\.SGD"):
+        LocalContext(max_epochs=2, metric="val_loss").report(
+            {"val_loss": 0.5}, checkpoint={"model": model.state_dict(), "optimizer": opt})
+    ok = LocalContext(max_epochs=2, metric="val_loss")
+    ok.report({"val_loss": 0.5}, checkpoint={"epoch": 1, "model": model.state_dict(), "optimizer": opt.state_dict()})
+    assert ok.checkpoints[-1]["epoch"] == 1

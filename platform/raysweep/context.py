@@ -19,7 +19,7 @@ import torch
 from .cost import SEGMENT_KEY, Meter
 from .failures import check_finite
 
-from .statefile import REPORT_AGAIN_FILE, load_state, recorded_epoch, save_state
+from .statefile import REPORT_AGAIN_FILE, check_loadable, load_state, recorded_epoch, save_state
 
 
 def _number(name: str, value: Any) -> Any:
@@ -66,6 +66,7 @@ class TrainContext(ABC):
         self.objectives = tuple(objectives)
         self.precision = precision
         self._reports = 0
+        self._checkpoint_checked = False  # the first checkpoint loads back (statefile.check_loadable)
         self.reported = False  # any report at all, said again ones included (trial.reported_or_raise)
         # The checkpoint resumed from holds an epoch whose report the search may have lost
         # (statefile.REPORT_AGAIN_FILE): the loop says it again (`report_again`).
@@ -112,6 +113,11 @@ class TrainContext(ABC):
             raise KeyError(f"ctx.report() got no {missing[0]!r}, one of the spec's objectives (reported: "
                            f"{', '.join(shown)})")
         return metrics
+
+    def _check_first(self, checkpoint: dict) -> None:
+        if not self._checkpoint_checked:
+            self._checkpoint_checked = True
+            check_loadable(checkpoint)
 
     def report_again(self, metrics: dict[str, float]) -> None:
         """Report the resumed checkpoint's epoch again, from the metrics saved with it: no
@@ -270,6 +276,7 @@ class LocalContext(TrainContext):
         metrics = self._complete(metrics)
         self.reports.append(metrics)
         if checkpoint is not None:
+            self._check_first(checkpoint)
             # A copy: the loop goes on training the tensors the state dict shares.
             checkpoint = copy.deepcopy(checkpoint)
             self.checkpoints.append(checkpoint)
@@ -305,6 +312,8 @@ class RayContext(TrainContext):
     def report(self, metrics: dict[str, float], checkpoint: dict | None = None) -> None:
         metrics = self._complete(metrics)
         directory = None
+        if checkpoint is not None:  # on every rank: all of them fail at the same report
+            self._check_first(checkpoint)
         if checkpoint is not None and self._writes_checkpoints():
             # Written now, in this thread: the next epoch changes the tensors the state dict shares.
             directory = tempfile.TemporaryDirectory(prefix="raysweep-ckpt-")

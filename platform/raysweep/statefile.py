@@ -58,6 +58,35 @@ def save_state(state: dict, directory: str) -> str:
     return path
 
 
+def check_loadable(state: dict) -> None:
+    """A TypeError naming the key whose value `load_state` would refuse (weights_only=True: an
+    `nn.Module` or an optimizer itself, not its `state_dict()`, or any class of the user's),
+    found by a round trip in memory. Called on a trial's first checkpoint: saved, such a state
+    failed only when it was loaded, at a resume or a restart, as an UnpicklingError."""
+    import io
+    import pickle
+    import re
+
+    import torch
+
+    def refusal(value: Any) -> str | None:
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        buffer.seek(0)
+        try:
+            torch.load(buffer, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+            return found.group(1) if found else "an object it cannot load"
+        return None
+
+    if refusal(state) is None:
+        return
+    key, what = next(((k, r) for k, v in state.items() if (r := refusal(v)) is not None), ("", refusal(state)))
+    raise TypeError(f"ctx.report(checkpoint=...): {key or 'the checkpoint'} holds {what}, which a checkpoint cannot "
+                    "(it is loaded with weights_only=True): tensors and plain data only, e.g. model.state_dict()")
+
+
 def load_state(directory: str, map_location: Any = "cpu") -> dict:
     import torch
 
