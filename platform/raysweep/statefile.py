@@ -80,10 +80,12 @@ def check_loadable(state: dict) -> None:
             return found.group(1) if found else "an object it cannot load"
         return None
 
-    if refusal(state) is None:
+    what = refusal(state)
+    if what is None:
         return
-    key, what = next(((k, r) for k, v in state.items() if (r := refusal(v)) is not None), ("", refusal(state)))
-    raise TypeError(f"ctx.report(checkpoint=...): {key or 'the checkpoint'} holds {what}, which a checkpoint cannot "
+    # The first top-level key whose value alone is refused names the culprit, and its class.
+    key, what = next(((k, r) for k, v in state.items() if (r := refusal(v)) is not None), ("the checkpoint", what))
+    raise TypeError(f"ctx.report(checkpoint=...): {key} holds {what}, which a checkpoint cannot "
                     "(it is loaded with weights_only=True): tensors and plain data only, e.g. model.state_dict()")
 
 
