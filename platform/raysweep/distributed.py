@@ -160,10 +160,12 @@ def _report_callback(metric: str):
     return ReportToTune()
 
 
-def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any = None, splits: Any = None) -> None:
-    """Tune function trainable for a trial with more than one worker; `splits`: the task's own,
-    loaded once by the driver (tasks.base.SupervisedTask.shared_splits), put in Ray's object
-    store once for the trial's workers, so that no worker imports scikit-learn and loads them.
+def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any = None,
+                    splits: tuple | None = None) -> None:
+    """Tune function trainable for a trial with more than one worker; `splits`: (a reference to)
+    the task's own, loaded once by the driver (tasks.base.SupervisedTask.shared_splits) and put
+    in Ray's object store (tuner._trainable), which each worker fetches, so that no worker
+    imports scikit-learn and loads them.
 
     Restarts the worker group after a worker error, up to `failures.max_failures` times, each
     time from the trial's latest checkpoint, but never after a `NonFiniteLoss`. raysweep
@@ -176,12 +178,8 @@ def run_distributed(config: dict[str, Any], spec: Spec, storage: str, data: Any 
     _pin_cluster_address()
     # Tune restored this trial (--resume): what the search recorded, for Ray Train's newer checkpoints.
     recorded = recorded_by_tune()
-    if splits is not None:
-        import ray
-
-        splits = ray.put(splits)  # a reference in the workers' config: each fetches it once
     with scoped_env({POLL_ENV: str(poll_interval(spec))}):  # read as each controller starts
-        _fit_with_restarts(config, spec, storage, trial_id, data, recorded, splits)
+        _fit_with_restarts(config, spec, storage, trial_id, data, recorded, splits and splits[0])
     _drain_reports()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -124,11 +125,15 @@ def _trainable(spec: Spec, storage: str, data: TrialData | None = None, splits: 
             tune.with_parameters(run_in_process, spec=spec, data=data, splits=splits),
             {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker},
         )
+    # The splits reach the workers by reference, put in the object store once for the search:
+    # the trial process only passes it on (a tuple: Tune's with_parameters puts each value,
+    # and a bare reference cannot be put).
+    shared = None if splits is None else (ray.put(splits),)
     # The trial itself only drives a Ray Train worker group, which holds the resources.
     # Tune refuses an empty request; a CPU fraction would make N trials need N x 0.01
     # more than N worker groups, so the last one would wait. One byte of memory it is.
     return tune.with_resources(
-        tune.with_parameters(run_distributed, spec=spec, storage=storage, data=data, splits=splits),
+        tune.with_parameters(run_distributed, spec=spec, storage=storage, data=data, splits=shared),
         tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}]),
     )
 
