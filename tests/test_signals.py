@@ -140,3 +140,25 @@ def _done(value) -> Future:
     future: Future = Future()
     future.set_result(value)
     return future
+
+
+def test_a_repeated_sigterm_or_sighup_is_no_second_ctrl_c_but_a_ctrl_c_after_one_is():
+    """A hang-up reaches a session leader from the kernel and from the shell: two SIGHUPs."""
+    stops = []
+
+    def tunes(signum, frame):  # Tune's handler during fit(): stop the loop, put ours back
+        stops.append(signum)
+        signal.signal(signal.SIGINT, interrupt._handler)
+
+    interrupt = Interrupt()
+    with interrupt:
+        interrupt.take_sigterm_back()
+        signal.signal(signal.SIGINT, tunes)
+        interrupt._tune_handler = None
+        interrupt.setup()  # as fit() starts: the first stop goes to Tune's handler
+        for signum in (signal.SIGHUP, signal.SIGHUP, signal.SIGTERM):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)
+        assert stops == [signal.SIGINT] and interrupt.signum == signal.SIGHUP and interrupt.happened
+        with pytest.raises(KeyboardInterrupt):  # a person pressing Ctrl-C after it: out at once
+            _ctrl_c()
