@@ -205,3 +205,37 @@ def test_an_extended_search_untags_the_members_a_new_trial_pushed_off_the_front(
                                      run_id="run3")  # beats t2 on both
     pareto = choose(book)
     assert [m["trial_id"] for m in pareto["front"]] == ["t1", "t3"] and pareto["left_front"] == ["run2"]
+
+
+def test_an_extended_searchs_summary_goes_to_its_parent_run_when_members_left_the_front(tracking_uri):
+    """The runs of members pushed off the front are tagged, and the summary (best params,
+    totals, the parent's end) still goes to the search's own run, not to the last of them."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from raysweep.search import _log_summary, _result
+    from raysweep.tracking import Tracker
+
+    book = _book([(FINISHED, 0.10, 0.050), (FINISHED, 0.20, 0.020)], name="extended-front")
+    tracker = Tracker(tracking_uri, book.spec.experiment)
+    book.parent_run_id = tracker.start_search(book.spec)
+    for rec in book.records.values():
+        rec.run_id = tracker.start_trial(book.parent_run_id, rec, rec.config)
+        tracker.end_run(rec.run_id)
+    choose(book)  # the first round's front: t1 and t2
+    book.records["t3"] = TrialRecord("t3", 3, {"lr": 0.003, "dropout": 0.1, "batch_size": 64}, status=FINISHED,
+                                     epochs=9, value=0.15, metrics={"val_loss": 0.15, "cost_usd": 0.010})
+    book.records["t3"].run_id = tracker.start_trial(book.parent_run_id, book.records["t3"], {"lr": 0.003})
+    tracker.end_run(book.records["t3"].run_id)
+    pareto = choose(book)  # t3 beats t2 on both objectives
+    result = _result(book.spec, book, tracker, time.monotonic(), tracking_uri, pareto=pareto, status="finished")
+    _log_summary(tracker, book.spec, book, result, views=False)
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(book.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["pareto_size"] == 2
+    assert parent.data.tags["raysweep.best_trial_id"] == book.best().trial_id
+    t2 = client.get_run(book.records["t2"].run_id)
+    assert t2.data.tags["raysweep.pareto"] == "false" and "pareto_size" not in t2.data.metrics
+    assert client.get_run(book.records["t3"].run_id).data.tags["raysweep.pareto"] == "true"

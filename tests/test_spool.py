@@ -415,11 +415,13 @@ def test_epochs_the_callback_buffered_are_spooled_in_order_and_replayed(server, 
     trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01}, checkpoint=None)
     book.on_trial_start(0, [], trial)
     callback.on_trial_start(0, [], trial)
+    callback.drain()  # the run exists before the server goes
     rec = book.records["t1"]
 
-    def report(epoch, loss):
+    def report(epoch, loss):  # as Tune's loop reports; then the callback's writer catches up
         book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss})
         callback.on_trial_result(0, [], trial, {})
+        callback.drain()
 
     report(1, 0.9)  # written at once
     report(2, 0.8)  # buffered
@@ -427,6 +429,7 @@ def test_epochs_the_callback_buffered_are_spooled_in_order_and_replayed(server, 
     report(3, 0.7)
     book.on_trial_complete(0, [], trial)
     callback.on_trial_complete(0, [], trial)  # the buffer's write fails: spooled, then the run's end
+    callback.drain()
     spool = Spool(str(tmp_path), spec.name)
     assert [op["op"] for op in spool.read()[1]] == ["log_batch", "set_terminated"]
     assert rec.logged_epoch == 3  # spooled counts as written: replay sends it

@@ -88,6 +88,7 @@ def test_a_trial_ending_on_a_repeated_epoch_leaves_its_whole_cost_in_mlflow(trac
                                             "cost_device_hours": hours})
         callback.on_trial_result(0, [], trial, {})
     callback.on_trial_complete(0, [], trial)
+    callback.drain()  # the callback's writer has made its writes
     client, run_id = tracker.client, book.records["t1"].run_id
     assert client.get_run(run_id).data.metrics["cost_device_hours"] == 1.25 == book.records["t1"].metrics["cost_device_hours"]
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]  # still one point per epoch
@@ -119,6 +120,7 @@ def test_report_on_a_running_search_counts_running_trials_and_their_cost_so_far(
             callback.on_trial_result(0, [], trial, {})
     book.records["a"].status = "stopped"
     callback.on_trial_complete(0, [], SimpleNamespace(trial_id="a"))
+    callback.drain()
 
     report = build_report(MlflowClient(tracking_uri), "running-search")
     assert report["status"] == "RUNNING"
@@ -144,12 +146,15 @@ def _one_trial(tracking_uri, **changes):
     trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01}, checkpoint=None)
     book.on_trial_start(0, [], trial)
     callback.on_trial_start(0, [], trial)
+    callback.drain()
     return tracker, book, callback, trial
 
 
 def _report(book, callback, trial, epoch, loss):
+    """One epoch's report, as Tune's loop makes it; then the callback's writer catches up."""
     book.on_trial_result(0, [], trial, {"epoch": epoch, "val_loss": loss, "train_loss": 2 * loss})
     callback.on_trial_result(0, [], trial, {})
+    callback.drain()
 
 
 def test_epochs_arriving_within_the_flush_interval_wait_then_land_with_their_steps(tracking_uri):
@@ -170,6 +175,7 @@ def test_epochs_arriving_within_the_flush_interval_wait_then_land_with_their_ste
     _report(book, callback, trial, 6, 0.4)
     book.on_trial_complete(0, [], trial)
     callback.on_trial_complete(0, [], trial)  # the trial's end writes what waits, then ends the run
+    callback.drain()
 
     run = tracker.client.get_run(rec.run_id)
     assert run.info.status == "FINISHED" and rec.logged_epoch == 6
@@ -239,6 +245,7 @@ def _died_after_t2_and_t3_began(tracking_uri):
             callback.on_trial_result(0, [], trial, {})
     book.on_trial_complete(0, [], t2)
     callback.on_trial_complete(0, [], t2)
+    callback.drain()
     resumed = TrialBook(book.spec)
     resumed.set_state(saved)
     resumed.interrupt = SimpleNamespace(happened=False)
@@ -267,6 +274,7 @@ def test_a_run_begun_after_tunes_last_save_is_taken_up_by_its_trial_on_resume(tr
         _report(book, resumed, t2, epoch, 0.1 * epoch)
     book.on_trial_complete(0, [], t2)
     resumed.on_trial_complete(0, [], t2)
+    resumed.drain()
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`raysweep.trial_id` = 't2'")
     assert [r.info.run_id for r in runs] == [t2_run] and runs[0].info.status == "FINISHED"
     assert [m.step for m in tracker.client.get_metric_history(t2_run, "val_loss")] == [1, 2, 3, 4]
@@ -308,6 +316,7 @@ def test_a_long_buffer_is_split_into_batches_mlflow_accepts(tracking_uri):
         callback.on_trial_result(0, [], trial, {})
     book.on_trial_complete(0, [], trial)
     callback.on_trial_complete(0, [], trial)
+    callback.drain()
     run = tracker.client.get_run(rec.run_id)
     assert run.data.tags.get("raysweep.stopped_early") == "true"
     assert [m.step for m in tracker.client.get_metric_history(rec.run_id, "m7")] == list(range(1, 121))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 import time
 from typing import Any
 
@@ -18,14 +19,15 @@ from ..redact import scrubbed_spec
 from ..spec import Spec
 from .names import ERROR_TAG, FAILURE_TAG, ORPHANED_TAG, STOPPED_EARLY_TAG
 from .tracker import Point, Tracker, _now_ms, refused_tags
+from .writer import Writer
 
 # A run a dead driver began for a trial Tune saved before it started, which --resume's search
 # ended before starting again (a budget spent, too many failures): no trial of the search.
 NOT_STARTED_AGAIN = "the search's driver died after this trial began; --resume's search ended before it started again"
 
 # A trial's epoch metrics are written at most this often (the rest wait in the driver): each
-# write is a synchronous SQLite transaction (~20 ms) in Tune's event loop, during which no
-# trial's report is taken. See MLflowCallback.
+# write is a synchronous SQLite transaction (~20 ms) or a round trip to a server, made in the
+# callback's writer thread (writer.py). See MLflowCallback.
 FLUSH_INTERVAL_S = 1.0
 
 
@@ -41,12 +43,15 @@ class MLflowCallback(Callback):
     A trial's epochs are written at most once per `FLUSH_INTERVAL_S` (the first at once, the
     rest buffered here, each point with the time it arrived); the buffer is written when the
     trial ends, fails or is cut off, and when the search ends or is interrupted (`flush`, from
-    run_search). All writes still go through the tracker's `SpoolingClient`, in order: during
-    an outage buffered points are spooled like any other write.
+    run_search). Every write is made by the callback's `Writer` thread, in the order Tune's
+    events came, so Tune's loop never waits for MLflow; all still go through the tracker's
+    `SpoolingClient`: during an outage buffered points are spooled like any other write.
 
-    `TrialRecord.logged_epoch` counts only epochs written (sent or spooled), never ones still
-    buffered: `--resume` must not take a point lost with a dead driver's buffer for one MLflow
-    holds. The buffer is saved with Tune's experiment state (`get_state`) and written when a
+    A point leaves the buffer once the writer has written it (sent or spooled), and only then
+    does `TrialRecord.logged_epoch` count it: `--resume` must not take a point lost with a dead
+    driver's buffer for one MLflow holds. A trial's run id and its refusal by MLflow (`_guard`)
+    are likewise set by the writer; what the loop decides from them is decided again there.
+    The buffer is saved with Tune's experiment state (`get_state`) and written when a
     resumed search restores it (`set_state`); epochs reported after Tune's last save are
     reported again by the resumed trials, which restart from a checkpoint of that save or
     older. So a dead driver loses no point, and no epoch gets two. (Flushing only at each save
@@ -59,15 +64,20 @@ class MLflowCallback(Callback):
         self._buffer: dict[str, list[Point]] = {}  # trial id -> epochs not yet written
         self._written: dict[str, float] = {}  # trial id -> time.monotonic() of its last write
         self._unbilled: set[str] = set()  # trials whose cost grew on epochs MLflow already holds
+        self._lock = threading.Lock()  # the buffer: the loop appends, the writer takes written points
+        self._writer = Writer()
 
     def __getstate__(self):
-        # Tune pickles its callbacks (tuner.pkl, in the search's storage). A buffer is this
-        # driver's alone; the spec goes without its tracking credentials, and `params_of` (a
-        # closure over the spec as given) not at all: unpickled, it is the spec's trial params.
-        return {**self.__dict__, "_buffer": {}, "_written": {}, "_unbilled": set(), "spec": scrubbed_spec(self.spec), "_params_of": None}
+        # Tune pickles its callbacks (tuner.pkl, in the search's storage). A buffer and a
+        # thread are this driver's alone; the spec goes without its tracking credentials, and
+        # `params_of` (a closure over the spec as given) not at all: unpickled, it is the spec's
+        # trial params.
+        return {**self.__dict__, "_buffer": {}, "_written": {}, "_unbilled": set(), "spec": scrubbed_spec(self.spec),
+                "_params_of": None, "_lock": None, "_writer": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._lock, self._writer = threading.Lock(), Writer()
         if self._params_of is None:
             from ..trial import trial_params
 
@@ -84,7 +94,8 @@ class MLflowCallback(Callback):
         except MlflowException as exc:
             rec.status, rec.failure = FAILED, TRACKING
             rec.error = refused_tags(exc)[ERROR_TAG]
-            self._buffer.pop(rec.trial_id, None)
+            with self._lock:
+                self._buffer.pop(rec.trial_id, None)
             if rec.run_id is not None:
                 with contextlib.suppress(MlflowException):  # the same refusal may stop this write too
                     self.tracker.end_run(rec.run_id, "FAILED", refused_tags(exc))
@@ -94,45 +105,72 @@ class MLflowCallback(Callback):
         left = self.book.waiting.pop(trial.trial_id, None)
         if rec.run_id is None and left is not None:  # --resume: the run its dead driver began
             left.take_up(rec, self.book.orphaned)
-        elif rec.run_id is None and rec.failure != TRACKING:
-            with self._guard(rec):
-                rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
+            return
+        params = self._params_of(rec.config)
+
+        def start() -> None:  # a trial started again (a restart) before its run existed has it now
+            if rec.run_id is None and rec.failure != TRACKING:
+                with self._guard(rec):
+                    rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, params)
+        self._writer.submit(start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.book.records[trial.trial_id]
         if rec.failure == TRACKING:
             return
-        buffered = self._buffer.setdefault(rec.trial_id, [])
-        # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
-        # keeps the first report of each epoch, so every metric has one point per epoch.
-        # Its cost totals did grow (repeated epochs are paid for): MLflow gets them with its next
-        # new epoch, or when it ends on a repeated one (_end).
-        if rec.epochs <= _newest_step(rec, buffered):
-            self._unbilled.add(rec.trial_id)
-            return
-        self._unbilled.discard(rec.trial_id)
-        buffered.append((rec.epochs, dict(rec.metrics), _now_ms()))
+        with self._lock:
+            buffered = self._buffer.setdefault(rec.trial_id, [])
+            # A trial restarted from an older checkpoint reports its lost epochs again: MLflow
+            # keeps the first report of each epoch, so every metric has one point per epoch.
+            # Its cost totals did grow (repeated epochs are paid for): MLflow gets them with its
+            # next new epoch, or when it ends on a repeated one (_end).
+            if rec.epochs <= _newest_step(rec, buffered):
+                self._unbilled.add(rec.trial_id)
+                return
+            self._unbilled.discard(rec.trial_id)
+            buffered.append((rec.epochs, dict(rec.metrics), _now_ms()))
         if time.monotonic() - self._written.get(rec.trial_id, -math.inf) >= FLUSH_INTERVAL_S:
-            with self._guard(rec):
-                self._write(rec)
+            self._written[rec.trial_id] = time.monotonic()
+            self._writer.submit(functools.partial(self._write, rec))
 
     def _write(self, rec: TrialRecord) -> None:
-        points = self._buffer.pop(rec.trial_id, [])
+        """In the writer: the trial's buffered points, if its run can take them."""
+        if rec.failure == TRACKING or rec.run_id is None:
+            return
+        with self._lock:
+            points = list(self._buffer.get(rec.trial_id, ()))
         if points:
-            self.tracker.log_points(rec.run_id, points)
-            self._written[rec.trial_id] = time.monotonic()
-            rec.logged_epoch = points[-1][0]
+            with self._guard(rec):
+                self.tracker.log_points(rec.run_id, points)
+                self._written_up_to(rec, points)
+
+    def _written_up_to(self, rec: TrialRecord, points: list[Point]) -> None:
+        """`points` (the buffer's first ones) are in MLflow (or its spool): out of the buffer."""
+        with self._lock:
+            buffered = self._buffer.get(rec.trial_id)
+            if buffered is not None:
+                del buffered[:len(points)]
+        rec.logged_epoch = max(rec.logged_epoch, points[-1][0])
 
     def flush(self) -> None:
-        """Write every buffered epoch now (the search is interrupted, Tune saves its state)."""
-        for trial_id in list(self._buffer):
+        """Write every buffered epoch now and wait until every write handed to the writer is
+        made (the search ends or is interrupted)."""
+        with self._lock:
+            trial_ids = [trial_id for trial_id, points in self._buffer.items() if points]
+        for trial_id in trial_ids:
             rec = self.book.records.get(trial_id)
-            if rec is not None and rec.run_id is not None:
-                with self._guard(rec):
-                    self._write(rec)
+            if rec is not None:
+                self._writer.submit(functools.partial(self._write, rec))
+        self.drain()
+
+    def drain(self) -> None:
+        """Wait until every write handed to the writer so far is made; buffered points stay."""
+        self._writer.drain()
 
     def get_state(self) -> dict | None:
-        buffered = {trial_id: list(points) for trial_id, points in self._buffer.items() if points}
+        # Points the writer has been handed but not yet written are still in the buffer.
+        with self._lock:
+            buffered = {trial_id: list(points) for trial_id, points in self._buffer.items() if points}
         return {"buffer": buffered} if buffered else None
 
     def set_state(self, state: dict) -> None:
@@ -151,10 +189,8 @@ class MLflowCallback(Callback):
                 rec.logged_epoch = points[-1][0]
 
     def _end(self, rec: TrialRecord, status: str, tags: dict[str, Any]) -> None:
-        if rec.failure == TRACKING or rec.run_id is None:  # its run already ended, saying why
-            return
-        points = self._buffer.pop(rec.trial_id, [])
         self._written.pop(rec.trial_id, None)
+        extra: list[Point] = []
         if rec.trial_id in self._unbilled:
             # Its last report repeated an epoch MLflow holds (a restart from an older
             # checkpoint, or a resumed trial saying its last epoch again): that epoch's step gets
@@ -162,11 +198,22 @@ class MLflowCallback(Callback):
             self._unbilled.discard(rec.trial_id)
             billed = {k: v for k, v in rec.metrics.items() if k in BILLED}
             if billed:
-                points = [*points, (_newest_step(rec, points), billed, _now_ms())]
-        with self._guard(rec):
-            self.tracker.end_run(rec.run_id, status, tags, points=points)  # points and tags: one write
-            if points:
-                rec.logged_epoch = points[-1][0]
+                with self._lock:
+                    extra = [(_newest_step(rec, self._buffer.get(rec.trial_id, [])), billed, _now_ms())]
+
+        def end() -> None:
+            if rec.failure == TRACKING or rec.run_id is None:  # its run already ended, saying why
+                return
+            with self._lock:
+                points = list(self._buffer.get(rec.trial_id, ()))
+            with self._guard(rec):
+                self.tracker.end_run(rec.run_id, status, tags, points=[*points, *extra])  # points and tags: one write
+                if points:
+                    self._written_up_to(rec, points)
+                with self._lock:
+                    if not self._buffer.get(rec.trial_id, True):
+                        del self._buffer[rec.trial_id]
+        self._writer.submit(end)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end_finished(self.book.records[trial.trial_id])
@@ -176,23 +223,28 @@ class MLflowCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
-        if rec.status == FAILED and rec.run_id is not None and rec.failure != TRACKING:
+        if rec.status == FAILED and rec.failure != TRACKING:
             if rec.traceback:
-                with self._guard(rec):
-                    self.tracker.log_text(rec.run_id, rec.traceback, "error/traceback.txt")
+                def traceback(text: str = rec.traceback) -> None:
+                    if rec.run_id is not None and rec.failure != TRACKING:
+                        with self._guard(rec):
+                            self.tracker.log_text(rec.run_id, text, "error/traceback.txt")
+                self._writer.submit(traceback)
             tags = {ERROR_TAG: rec.error or "trial failed", FAILURE_TAG: rec.failure or "exception"}
             self._end(rec, "FAILED", tags)
 
     def on_experiment_end(self, trials, **info):
         for rec in self.book.cut_off:  # settled by the book, which runs first
-            if rec.run_id is not None:
-                self._end_finished(rec)
+            self._end_finished(rec)
         if not self.book.interrupted:
             # --resume: runs of this round's trials that never started again (the search
             # stopped first) are no trials of it. After a Ctrl-C they still wait (end_running_killed).
             for trial in trials:
                 left = self.book.waiting.pop(trial.trial_id, None)
                 if left is not None:
-                    with contextlib.suppress(MlflowException):  # refused: its run stays as it was
-                        self.tracker.end_run(left.run_id, "KILLED", {ORPHANED_TAG: NOT_STARTED_AGAIN})
+                    self._writer.submit(functools.partial(self._end_orphan, left.run_id))
         self.flush()
+
+    def _end_orphan(self, run_id: str) -> None:
+        with contextlib.suppress(MlflowException):  # refused: its run stays as it was
+            self.tracker.end_run(run_id, "KILLED", {ORPHANED_TAG: NOT_STARTED_AGAIN})
