@@ -401,8 +401,8 @@ def search_efficiency_variants() -> str:
     return table(["setting", f"{tasks[0]} gap / epochs", *tasks[1:], "goal met"], rows)
 
 
-def tracking_overhead() -> str:
-    result = load("tracking_overhead.json")
+def tracking_overhead(name: str = "tracking_overhead.json") -> str:
+    result = load(name)
     per_repeat = ", ".join(f"{r:+.1%}" for r in result["overhead_per_repeat"])
     return table(["", f"wall s (median of {result['repeats']})"], [
         ["tracking off", f"{result['median_wall_s']['off']:.2f}"],
@@ -544,6 +544,7 @@ BLOCKS = {
     "search-efficiency": search_efficiency,
     "search-efficiency-variants": search_efficiency_variants,
     "tracking-overhead": tracking_overhead,
+    "tracking-overhead-server": lambda: tracking_overhead("tracking_overhead_server.json"),
     "scale": scale,
     "data-ingest-throughput": data_ingest_throughput,
     "data-ingest-rss": data_ingest_rss,
