@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from raysweep.tracking.uri import server_env  # as raysweep's own servers: no job runner (design.md, point 34)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -84,7 +86,7 @@ def server_behind(rtt_ms: float, root: Path):
                 [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(server_port),
                  "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                  "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()))
             procs.append(subprocess.Popen(
                 [sys.executable, __file__, str(proxy_port), str(server_port), str(rtt_ms)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True))

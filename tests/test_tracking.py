@@ -413,3 +413,68 @@ def test_a_running_searchs_report_counts_only_ended_trials_as_saved():
     totals = {"epochs_run": 21, "epochs_budget": 30, "compute_saved_fraction": 1 - 21 / 30}
     assert _early_stopping_line({"totals": totals, "trials": trials}) == (
         "early stopping: 21 of 30 epochs run (3 trials x max_epochs), 30% saved")
+
+
+class _DeadWriter:
+    """The writer of a driver killed before it got to what it was handed."""
+
+    def submit(self, write):
+        pass
+
+    def drain(self):
+        pass
+
+
+def test_runs_the_dead_drivers_writer_never_created_are_created_on_resume_with_every_point(tracking_uri):
+    """kill -9 while the writer had not yet created two trials' runs: Tune's save holds their
+    records without a run id and their epochs in the buffer. Resumed, the ended trial gets its
+    run, its epochs and its end at once; the running one's run is created as it starts again,
+    and the epochs its checkpoint covers are written first, once each."""
+    import pickle
+    from types import SimpleNamespace
+
+    from raysweep.book import STOPPED, TrialBook
+    from raysweep.tracking import MLflowCallback, Tracker
+    from raysweep.spec import validate
+    from tests.conftest import make_raw
+
+    spec = validate(make_raw(max_epochs=6))
+    tracker = Tracker(tracking_uri, spec.experiment)
+    parent = tracker.start_search(spec)
+    book = TrialBook(spec)
+    callback = MLflowCallback(tracker, book, parent, spec, dict)
+    callback._writer = _DeadWriter()
+    t1, t2 = (SimpleNamespace(trial_id=i, config={"lr": 0.01}, checkpoint=None) for i in ("t1", "t2"))
+    for trial, epochs in ((t1, 3), (t2, 2)):
+        book.on_trial_start(0, [], trial)
+        callback.on_trial_start(0, [], trial)
+        for epoch in range(1, epochs + 1):
+            _report(book, callback, trial, epoch, 1.0 / epoch)
+    book.records["t1"].status = STOPPED  # ASHA stopped it at epoch 3
+    callback.on_trial_complete(0, [], t1)
+    saved = pickle.loads(pickle.dumps({0: book.get_state(), 1: callback.get_state()}))  # Tune's save; then kill -9
+    assert saved[0]["records"]["t1"].run_id is None and tracker.client.search_runs([tracker.experiment_id],
+                                                                                  "tags.`raysweep.kind` = 'trial'") == []
+
+    resumed_book = TrialBook(spec)
+    resumed_book.set_state(saved[0])
+    tracker.reopen_search(parent, resumed_book.records, "val_loss", unfinished={"t2"})
+    resumed = MLflowCallback(tracker, resumed_book, parent, spec, dict)
+    resumed.set_state(saved[1])
+    run1 = resumed_book.records["t1"].run_id
+    assert run1 is not None and tracker.client.get_run(run1).info.status == "FINISHED"
+    assert tracker.client.get_run(run1).data.tags["raysweep.stopped_early"] == "true"
+    assert [m.step for m in tracker.client.get_metric_history(run1, "val_loss")] == [1, 2, 3]
+
+    resumed_book.on_trial_start(0, [], t2)  # from its epoch-1 checkpoint: epoch 2 again, then 3
+    resumed.on_trial_start(0, [], t2)
+    for epoch in (2, 3):
+        _report(resumed_book, resumed, t2, epoch, 0.1 * epoch)
+    resumed_book.on_trial_complete(0, [], t2)
+    resumed.on_trial_complete(0, [], t2)
+    resumed.drain()
+    run2 = resumed_book.records["t2"].run_id
+    history = sorted((m.step, m.value) for m in tracker.client.get_metric_history(run2, "val_loss"))
+    assert history == [(1, 1.0), (2, 0.5), (3, pytest.approx(0.3))]
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`raysweep.kind` = 'trial'")
+    assert sorted(r.info.run_id for r in runs) == sorted([run1, run2])

@@ -12,7 +12,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 
-from ..book import FAILED, STOPPED, TrialBook, TrialRecord
+from ..book import FAILED, RUNNING, STOPPED, TrialBook, TrialRecord
 from ..cost import BILLED
 from ..failures import TRACKING
 from ..redact import scrubbed_spec
@@ -106,6 +106,9 @@ class MLflowCallback(Callback):
         if rec.run_id is None and left is not None:  # --resume: the run its dead driver began
             left.take_up(rec, self.book.orphaned)
             return
+        self._start(rec)
+
+    def _start(self, rec: TrialRecord) -> None:
         params = self._params_of(rec.config)
 
         def start() -> None:  # a trial started again (a restart) before its run existed has it now
@@ -178,15 +181,27 @@ class MLflowCallback(Callback):
 
         Called after the book's set_state; run_search has already set each record's
         logged_epoch from the MLflow history (`Tracker.reopen_search`), so nothing is logged twice.
+
+        A trial whose run the dead driver's writer had not yet created (the book was saved
+        with no run id, and MLflow holds no run of it) keeps its points here: a trial Tune runs
+        again creates its run as it starts and writes them first; one that had ended gets its
+        run now, its points, and its end.
         """
         for trial_id, points in state.get("buffer", {}).items():
             rec = self.book.records.get(trial_id)
-            if rec is None or rec.run_id is None:
+            if rec is None:
                 continue
             points = [p for p in points if p[0] > rec.logged_epoch]
-            if points:
-                self.tracker.log_points(rec.run_id, points)
-                rec.logged_epoch = points[-1][0]
+            if not points:
+                continue
+            with self._lock:
+                self._buffer[trial_id] = points
+            if rec.run_id is not None:
+                self._writer.submit(functools.partial(self._write, rec))
+            elif rec.status != RUNNING:
+                self._start(rec)
+                self._end_ended(rec)
+        self.drain()
 
     def _end(self, rec: TrialRecord, status: str, tags: dict[str, Any]) -> None:
         self._written.pop(rec.trial_id, None)
@@ -224,14 +239,21 @@ class MLflowCallback(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self.book.records[trial.trial_id]
         if rec.status == FAILED and rec.failure != TRACKING:
-            if rec.traceback:
-                def traceback(text: str = rec.traceback) -> None:
-                    if rec.run_id is not None and rec.failure != TRACKING:
-                        with self._guard(rec):
-                            self.tracker.log_text(rec.run_id, text, "error/traceback.txt")
-                self._writer.submit(traceback)
-            tags = {ERROR_TAG: rec.error or "trial failed", FAILURE_TAG: rec.failure or "exception"}
-            self._end(rec, "FAILED", tags)
+            self._end_ended(rec)
+
+    def _end_ended(self, rec: TrialRecord) -> None:
+        """The run of a trial the book has settled: FINISHED (stopped early: tagged), or FAILED
+        with its error and traceback."""
+        if rec.status != FAILED:
+            self._end_finished(rec)
+            return
+        if rec.traceback:
+            def traceback(text: str = rec.traceback) -> None:
+                if rec.run_id is not None and rec.failure != TRACKING:
+                    with self._guard(rec):
+                        self.tracker.log_text(rec.run_id, text, "error/traceback.txt")
+            self._writer.submit(traceback)
+        self._end(rec, "FAILED", {ERROR_TAG: rec.error or "trial failed", FAILURE_TAG: rec.failure or "exception"})
 
     def on_experiment_end(self, trials, **info):
         for rec in self.book.cut_off:  # settled by the book, which runs first
