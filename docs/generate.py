@@ -260,6 +260,9 @@ def perf_summary() -> str:
         verdict(tracking["overhead"] <= tracking["goal"]) + (
             "" if without_views is None or tracking["overhead"] <= tracking["goal"]
             else f"; without the views {verdict(without_views <= tracking['goal'])}")])
+    server = load("tracking_overhead_server.json")
+    rows.append([f"tracking overhead, an `mlflow server` {server['server_rtt_ms']:g} ms away", "(no goal of its own)",
+                 f"{server['overhead']:+.1%}", "see [below](#a-teams-tracking-server)"])
 
     rows.append([f"scale: {scale['trials']:,} trials", f"driver under {scale['goal_mib'] / 1024:g} GB",
                  f"{scale['driver_rss_peak_mib']:,.0f} MiB peak, {scale['wall_s']:.1f} s",

@@ -386,8 +386,8 @@ def _logging_in_a_thread(log_model: Callable[..., str | None], *args, **kwargs) 
     """`log_model(*args, **kwargs)` started in a thread of its own; the returned function
     waits for it and gives its model URI (or raises as it did). The model's logging (its export
     and files; with a server, a few dozen round trips) goes on while the summary's plots and
-    views are drawn, which need no MLflow call: a 30 ms server's search ended 0.6 s sooner
-    (docs/performance.md, tracking overhead)."""
+    views are drawn, which need no MLflow call (0.8 s of drawing, under cProfile, in the
+    tracking-overhead benchmark's search: docs/design.md, point 41)."""
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(1, thread_name_prefix="raysweep-model")
