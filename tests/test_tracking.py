@@ -444,8 +444,8 @@ def test_runs_the_dead_drivers_writer_never_created_are_created_on_resume_with_e
     book = TrialBook(spec)
     callback = MLflowCallback(tracker, book, parent, spec, dict)
     callback._writer = _DeadWriter()
-    t1, t2 = (SimpleNamespace(trial_id=i, config={"lr": 0.01}, checkpoint=None) for i in ("t1", "t2"))
-    for trial, epochs in ((t1, 3), (t2, 2)):
+    t1, t2, t3 = (SimpleNamespace(trial_id=i, config={"lr": 0.01}, checkpoint=None) for i in ("t1", "t2", "t3"))
+    for trial, epochs in ((t1, 3), (t2, 2), (t3, 1)):
         book.on_trial_start(0, [], trial)
         callback.on_trial_start(0, [], trial)
         for epoch in range(1, epochs + 1):
@@ -476,5 +476,13 @@ def test_runs_the_dead_drivers_writer_never_created_are_created_on_resume_with_e
     run2 = resumed_book.records["t2"].run_id
     history = sorted((m.step, m.value) for m in tracker.client.get_metric_history(run2, "val_loss"))
     assert history == [(1, 1.0), (2, 0.5), (3, pytest.approx(0.3))]
+    # t3 never starts again (the resumed search's budget ran out first): the book settles it at
+    # the end, and its run is created then, with its epoch.
+    resumed_book.interrupt = SimpleNamespace(happened=False)
+    resumed_book.on_experiment_end([t2])
+    resumed.on_experiment_end([t2])
+    run3 = resumed_book.records["t3"].run_id
+    assert run3 is not None and tracker.client.get_run(run3).info.status == "FINISHED"
+    assert [m.step for m in tracker.client.get_metric_history(run3, "val_loss")] == [1]
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`raysweep.kind` = 'trial'")
-    assert sorted(r.info.run_id for r in runs) == sorted([run1, run2])
+    assert sorted(r.info.run_id for r in runs) == sorted([run1, run2, run3])

@@ -185,7 +185,8 @@ class MLflowCallback(Callback):
         A trial whose run the dead driver's writer had not yet created (the book was saved
         with no run id, and MLflow holds no run of it) keeps its points here: a trial Tune runs
         again creates its run as it starts and writes them first; one that had ended gets its
-        run now, its points, and its end.
+        run now, its points, and its end; one the search ends before it runs again, as it ends
+        (`_end`).
         """
         for trial_id, points in state.get("buffer", {}).items():
             rec = self.book.records.get(trial_id)
@@ -216,11 +217,18 @@ class MLflowCallback(Callback):
                 with self._lock:
                     extra = [(_newest_step(rec, self._buffer.get(rec.trial_id, [])), billed, _now_ms())]
 
+        params = self._params_of(rec.config)
+
         def end() -> None:
-            if rec.failure == TRACKING or rec.run_id is None:  # its run already ended, saying why
+            if rec.failure == TRACKING:  # its run already ended, saying why
                 return
             with self._lock:
                 points = list(self._buffer.get(rec.trial_id, ()))
+            if rec.run_id is None and points:  # --resume: a trial whose run its dead driver never created
+                with self._guard(rec):
+                    rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, params)
+            if rec.run_id is None or rec.failure == TRACKING:
+                return
             with self._guard(rec):
                 self.tracker.end_run(rec.run_id, status, tags, points=[*points, *extra])  # points and tags: one write
                 if points:
