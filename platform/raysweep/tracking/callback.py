@@ -106,16 +106,14 @@ class MLflowCallback(Callback):
         if rec.run_id is None and left is not None:  # --resume: the run its dead driver began
             left.take_up(rec, self.book.orphaned)
             return
-        self._start(rec)
+        self._writer.submit(functools.partial(self._create_run, rec))
 
-    def _start(self, rec: TrialRecord) -> None:
-        params = self._params_of(rec.config)
-
-        def start() -> None:  # a trial started again (a restart) before its run existed has it now
-            if rec.run_id is None and rec.failure != TRACKING:
-                with self._guard(rec):
-                    rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, params)
-        self._writer.submit(start)
+    def _create_run(self, rec: TrialRecord) -> None:
+        """In the writer: the trial's run, unless it has one (a trial started again before its
+        run existed) or MLflow refused it."""
+        if rec.run_id is None and rec.failure != TRACKING:
+            with self._guard(rec):
+                rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, self._params_of(rec.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.book.records[trial.trial_id]
@@ -199,8 +197,8 @@ class MLflowCallback(Callback):
                 self._buffer[trial_id] = points
             if rec.run_id is not None:
                 self._writer.submit(functools.partial(self._write, rec))
-            elif rec.status != RUNNING:
-                self._start(rec)
+            elif rec.status != RUNNING:  # its run before its traceback: _end would create it after
+                self._writer.submit(functools.partial(self._create_run, rec))
                 self._end_ended(rec)
         self.drain()
 
@@ -217,17 +215,12 @@ class MLflowCallback(Callback):
                 with self._lock:
                     extra = [(_newest_step(rec, self._buffer.get(rec.trial_id, [])), billed, _now_ms())]
 
-        params = self._params_of(rec.config)
-
         def end() -> None:
-            if rec.failure == TRACKING:  # its run already ended, saying why
-                return
             with self._lock:
                 points = list(self._buffer.get(rec.trial_id, ()))
-            if rec.run_id is None and points:  # --resume: a trial whose run its dead driver never created
-                with self._guard(rec):
-                    rec.run_id = self.tracker.start_trial(self.parent_run_id, rec, params)
-            if rec.run_id is None or rec.failure == TRACKING:
+            if points:  # --resume: a trial whose run its dead driver never created has one now
+                self._create_run(rec)
+            if rec.run_id is None or rec.failure == TRACKING:  # its run already ended, saying why
                 return
             with self._guard(rec):
                 self.tracker.end_run(rec.run_id, status, tags, points=[*points, *extra])  # points and tags: one write
